@@ -1,0 +1,109 @@
+"""What every command shares: error handling, parameter parsing, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import torch
+
+import landscape
+from landscape import LandscapeError
+
+
+class UserError(click.ClickException):
+    """One line on stderr and exit status 2, never a traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"landscape: error: {self.format_message()}", err=True)
+
+
+class Group(click.Group):
+    """Turns the library's user errors into :class:`UserError`."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LandscapeError as err:
+            raise UserError(str(err)) from None
+        except torch.cuda.OutOfMemoryError:
+            raise UserError("out of GPU memory; use fewer points at once or --device cpu") from None
+        except KeyboardInterrupt:
+            click.echo("landscape: interrupted; finished files are kept, rerun to resume", err=True)
+            sys.exit(130)
+
+
+def parse_params(items) -> dict:
+    """``("width=64", "activation=tanh")`` -> ``{"width": 64, "activation": "tanh"}`` (values read as JSON)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param {item!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0..9"`` (inclusive), ``"0,3,7"`` or ``"5"``."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            if ".." in part:
+                a, b = part.split("..")
+                seeds.extend(range(int(a), int(b) + 1))
+            elif part.strip():
+                seeds.append(int(part))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: use a range like 0..9 or a list like 0,3,7") from None
+    if not seeds:
+        raise UserError(f"--seeds {text!r} names no seed")
+    return seeds
+
+
+def problem_options(f):
+    """``--width`` and ``--param key=value`` for building a problem."""
+    f = click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+                     help="A problem parameter (repeatable), value read as JSON: -p depth=3 -p activation=tanh.")(f)
+    f = click.option("--width", "-w", type=int, default=None, help="Shortcut for -p width=W.")(f)
+    return f
+
+
+def build_problem(name: str, width, params) -> landscape.Problem:
+    kwargs = parse_params(params)
+    if width is not None:
+        kwargs["width"] = width
+    return landscape.make_problem(name, **kwargs)
+
+
+def device_option(f):
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
+                        help="Where to compute; auto picks CUDA when present.")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(f)
+
+
+def echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=_default))
+
+
+def _default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    return str(o)
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

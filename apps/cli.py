@@ -1,0 +1,145 @@
+"""``landscape``: the command line. Each command parses, calls one library function, writes, prints."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+import landscape
+from landscape._bench import evaluator_throughput, matmul_peak
+from landscape._problems import describe
+from landscape._train import train_checkpoints
+
+from ._common import (Group, UserError, build_problem, device_option, echo_json, json_option, parse_params,
+                      parse_seeds, problem_options, table)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(landscape.__version__, prog_name="landscape")
+def main():
+    """Explore the loss landscapes of neural networks through their level sets.
+
+    \b
+    Train minima, connect them by certified low-loss paths, count valleys, render the surface:
+      landscape train digits_mlp --seeds 0,1 -o minima/
+      landscape info minima/*.pt
+    """
+
+
+@main.command()
+@json_option
+def problems(as_json):
+    """List the embedded problems and their parameters."""
+    rows = [describe(name) for name in landscape.PROBLEMS]
+    for row in rows:
+        row["dim"] = landscape.make_problem(row["name"]).dim
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "-"
+        click.echo(f"{row['name']}  (D={row['dim']})\n    {row['doc']}\n    params: {params}")
+    click.echo("\nUser problems: pass package.module:factory where a problem name is asked for.")
+
+
+@main.command()
+@click.argument("problem", default=landscape.DEFAULT_PROBLEM, required=False)
+@problem_options
+@click.option("--seeds", default="0", show_default=True, help="Seeds to train: 0..9, 0,3,7 or 5.")
+@click.option("-o", "--out", "out_dir", default="minima", show_default=True, type=click.Path(),
+              help="Folder for the checkpoints (one file per seed).")
+@click.option("--optimizer", type=click.Choice(landscape.OPTIMIZERS), default="adam", show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--momentum", type=float, default=0.0, show_default=True, help="Heavy-ball momentum (gd).")
+@click.option("--steps", type=int, default=2000, show_default=True, help="Maximum optimiser steps.")
+@click.option("--until-loss", type=float, default=None, help="Stop each seed once its training loss is <= L0.")
+@click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch).")
+@click.option("--record-every", type=int, default=10, show_default=True, help="Trajectory record interval.")
+@click.option("--max-records", type=int, default=100, show_default=True, help="Trajectory size bound.")
+@click.option("--no-trajectory", is_flag=True, help="Do not store the trajectory in the checkpoints.")
+@click.option("--float64", is_flag=True, help="Train in double precision.")
+@click.option("--overwrite", is_flag=True, help="Retrain seeds whose checkpoints already exist.")
+@device_option
+@json_option
+def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps, until_loss, batch_size,
+          record_every, max_records, no_trajectory, float64, overwrite, device, as_json):
+    """Train minima of PROBLEM (default: digits_mlp), all seeds batched, one checkpoint per seed.
+
+    Seeds whose checkpoint already exists with the same options are kept: an interrupted run resumes.
+    """
+    prob = build_problem(problem, width, params)
+    rows = train_checkpoints(
+        prob, parse_seeds(seeds), out_dir, overwrite=overwrite, trajectory=not no_trajectory, optimizer=optimizer,
+        lr=lr, momentum=momentum, steps=steps, until_loss=until_loss, batch_size=batch_size,
+        record_every=record_every, max_records=max_records, device=landscape.resolve_device(device),
+        dtype=torch.float64 if float64 else torch.float32, progress=True)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"{prob!r}")
+    click.echo(table([[r["file"], r["seed"], f"{r['loss']:.6g}", r["steps"], r["reached"], r["status"]]
+                      for r in rows], ["file", "seed", "loss", "steps", "reached", "status"]))
+    missed = [r["seed"] for r in rows if not r["reached"]]
+    if missed:
+        click.echo(f"landscape: warning: seeds {missed} did not reach --until-loss {until_loss} in {steps} steps; "
+                   "raise --steps or --lr", err=True)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--problem", "problem_name", default=None,
+              help="The problem of a plain state_dict, or the package.module:factory of a user problem.")
+@problem_options
+@json_option
+def info(files, problem_name, width, params, as_json):
+    """Describe checkpoints: problem, D, losses (re-evaluated), norms, trajectory."""
+    prob = build_problem(problem_name, width, params) if problem_name else None
+    out = []
+    for f in files:
+        out.append(landscape.describe_checkpoint(landscape.load_checkpoint(f, problem=prob)))
+    if as_json:
+        echo_json(out if len(out) > 1 else out[0])
+        return
+    for d in out:
+        losses = "  ".join(f"{k} {v:.6g}" for k, v in d["losses"].items())
+        click.echo(f"{d['file']}: {d['problem']['name']} D={d['dim']} seed={d['seed']}")
+        click.echo(f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}")
+        if "trajectory_points" in d:
+            click.echo(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps")
+
+
+@main.command()
+@click.option("-k", "--points", "k", type=int, default=64, show_default=True, help="Points per batched call.")
+@click.option("--seconds", type=float, default=0.5, show_default=True, help="Minimum timing per figure.")
+@click.option("--problem", "extra", multiple=True, metavar="NAME[:k=v,...]",
+              help="Add a problem to the table, e.g. digits_mlp:width=256 (repeatable).")
+@device_option
+@json_option
+def bench(k, seconds, extra, device, as_json):
+    """Throughput of the batched evaluator: K points batched vs a loop vs the torch.mm peak."""
+    dev = landscape.resolve_device(device)
+    cases = [("quadratic_regression", {}), ("digits_mlp", {}), ("digits_mlp", {"width": 512})]
+    for item in extra:
+        name, _, kv = item.partition(":")
+        cases.append((name, parse_params([p for p in kv.split(",") if p])))
+    peak = matmul_peak(device=dev, min_seconds=seconds)
+    rows = []
+    for name, kw in cases:
+        problem = landscape.make_problem(name, **kw)
+        if not hasattr(problem, "flops_per_point"):
+            raise UserError(f"bench measures network problems; {name} is analytic")
+        rows.append(evaluator_throughput(problem, k, device=dev, min_seconds=seconds))
+    if as_json:
+        echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows})
+        return
+    click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
+    click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
+    click.echo(table([[r["problem"], r["k"], r["chunk"], f"{r['batched_points_per_s']:.0f}",
+                       f"{r['loop_points_per_s']:.0f}", f"{r['batched_gflops']:.1f}", f"{r['loop_gflops']:.1f}",
+                       f"{r['speedup']:.2f}x"] for r in rows],
+                     ["problem", "K", "chunk", "batched pts/s", "loop pts/s", "batched GF/s", "loop GF/s",
+                      "speedup"]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,23 @@
+"""landscape: level sets, low-loss paths and valleys of neural-network losses.
+
+The core object is :class:`Problem`, a loss over flat parameter vectors evaluated K points at a
+time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``.
+"""
+
+__version__ = "0.1.0"
+
+from ._checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
+from ._device import resolve_device
+from ._errors import LandscapeError
+from ._layout import Layout
+from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
+from ._problem import Problem
+from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
+from ._train import OPTIMIZERS, TrainResult, train
+
+__all__ = [
+    "Checkpoint", "DEFAULT_PROBLEM", "LOSSES", "LandscapeError", "Layout", "NetworkProblem", "OPTIMIZERS",
+    "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
+    "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
+    "save_checkpoint", "train",
+]

@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+#: Small instances of every registered problem, so the whole registry is tested in seconds.
+SMALL = {
+    "himmelblau": {},
+    "double_well": {},
+    "ring": {},
+    "quadratic_regression": {"n_train": 200, "n_test": 50},
+    "digits_mlp": {"width": 16},
+    "moons_mlp": {"width": 8, "n_train": 100, "n_test": 50},
+    "teacher_student": {"width": 5, "n_train": 100, "n_test": 50},
+    "deep_linear": {"n_train": 50},
+    "venturi_relu": {"n_train": 400, "n_test": 100},
+    "exp_linear": {"dim": 10, "n_train": 40, "n_test": 20},
+}
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(1234)

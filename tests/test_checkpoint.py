@@ -1,0 +1,173 @@
+"""Checkpoints load safely, validate everything, and are written atomically."""
+
+import errno
+import os
+import pickle
+
+import pytest
+import torch
+
+import landscape
+from landscape import LandscapeError, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture
+def problem():
+    return landscape.make_problem("moons_mlp", width=4, n_train=60, n_test=20)
+
+
+@pytest.fixture
+def saved(tmp_path, problem, gen):
+    theta = problem.init(gen)
+    traj = {"step": torch.arange(3), "theta": theta.repeat(3, 1), "loss": problem.loss(theta.repeat(3, 1))}
+    return save_checkpoint(tmp_path / "a.pt", problem, theta, seed=5, trajectory=traj, meta={"note": "x"}), theta
+
+
+def test_round_trip(saved, problem):
+    path, theta = saved
+    ck = load_checkpoint(path)
+    assert torch.equal(ck.theta, theta)
+    assert ck.problem.spec == problem.spec and ck.seed == 5 and ck.meta == {"note": "x"}
+    assert ck.loss == pytest.approx(problem.loss(theta).item())
+    assert ck.trajectory["theta"].shape == (3, problem.dim)
+    assert ck.versions["torch"] == str(torch.__version__)
+    info = landscape.describe_checkpoint(ck)
+    assert set(info["losses"]) == {"train", "test"} and info["trajectory_points"] == 3
+
+
+def test_written_atomically_without_leftovers(saved):
+    path, _ = saved
+    assert sorted(os.listdir(path.parent)) == ["a.pt"]
+
+
+def test_full_disk_keeps_the_old_file(saved, problem, monkeypatch):
+    path, theta = saved
+    before = path.read_bytes()
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(LandscapeError, match="No space left on device; free some disk space"):
+        save_checkpoint(path, problem, theta * 2)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == ["a.pt"]
+
+
+def test_truncated(saved, tmp_path):
+    path, _ = saved
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(LandscapeError, match="cut.pt: corrupt, truncated"):
+        load_checkpoint(bad)
+
+
+def test_corrupt(tmp_path):
+    bad = tmp_path / "noise.pt"
+    bad.write_bytes(os.urandom(2000))
+    with pytest.raises(LandscapeError, match="noise.pt: corrupt, truncated"):
+        load_checkpoint(bad)
+
+
+def test_missing(tmp_path):
+    with pytest.raises(LandscapeError, match="no such file"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["torch", "raw"])
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path, how):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pt"
+    if how == "torch":
+        torch.save({"theta": Evil(marker)}, bad)
+    else:
+        bad.write_bytes(pickle.dumps(Evil(marker)))
+    with pytest.raises(LandscapeError, match="evil.pt: (refused|corrupt)"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+
+
+def test_foreign_file(tmp_path):
+    bad = tmp_path / "foreign.pt"
+    torch.save([1, 2, 3], bad)
+    with pytest.raises(LandscapeError, match="not a landscape checkpoint or state_dict"):
+        load_checkpoint(bad)
+    torch.save({"format": "landscape", "version": 99}, bad)
+    with pytest.raises(LandscapeError, match="newer than this landscape reads"):
+        load_checkpoint(bad)
+
+
+def _record(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_wrong_dimension(saved, tmp_path):
+    path, theta = saved
+    rec = _record(path)
+    rec["theta"] = torch.zeros(theta.numel() + 1)
+    torch.save(rec, tmp_path / "wrong.pt")
+    with pytest.raises(LandscapeError, match="wrong.pt: theta has D = "):
+        load_checkpoint(tmp_path / "wrong.pt")
+
+
+def test_nan_parameters(saved, tmp_path):
+    path, theta = saved
+    rec = _record(path)
+    rec["theta"][3] = float("nan")
+    torch.save(rec, tmp_path / "nan.pt")
+    with pytest.raises(LandscapeError, match="nan.pt: 1 parameter.* NaN"):
+        load_checkpoint(tmp_path / "nan.pt")
+
+
+def test_unknown_problem_in_file(saved, tmp_path):
+    path, _ = saved
+    rec = _record(path)
+    rec["problem"] = {"name": "mystery", "params": {}}
+    torch.save(rec, tmp_path / "mystery.pt")
+    with pytest.raises(LandscapeError, match="unknown problem 'mystery'"):
+        load_checkpoint(tmp_path / "mystery.pt")
+
+
+def test_mismatched_requested_problem(saved):
+    path, _ = saved
+    other = landscape.make_problem("moons_mlp", width=5, n_train=60, n_test=20)
+    with pytest.raises(LandscapeError, match="made for"):
+        load_checkpoint(path, problem=other)
+
+
+def test_plain_state_dict_needs_its_problem(tmp_path, problem, gen):
+    theta = problem.init(gen)
+    model = problem.to_module(theta)
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(LandscapeError, match="name the problem"):
+        load_checkpoint(tmp_path / "sd.pt")
+    ck = load_checkpoint(tmp_path / "sd.pt", problem=problem)
+    torch.testing.assert_close(ck.theta, theta)
+    torch.save({"epoch": 3, "model_state_dict": model.state_dict()}, tmp_path / "nested.pt")
+    torch.testing.assert_close(load_checkpoint(tmp_path / "nested.pt", problem=problem).theta, theta)
+    wrong = landscape.make_problem("moons_mlp", width=4, depth=3, n_train=60, n_test=20)
+    with pytest.raises(LandscapeError, match="lacks"):
+        load_checkpoint(tmp_path / "sd.pt", problem=wrong)
+
+
+def test_user_problem_file_needs_the_factory(tmp_path, monkeypatch, gen):
+    (tmp_path / "userprob.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    x = torch.linspace(-1, 1, 10)[:, None]\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1)), (x, x), 'mse'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    problem = landscape.make_problem("userprob:build")
+    path = save_checkpoint(tmp_path / "u.pt", problem, problem.init(gen))
+    with pytest.raises(LandscapeError, match="pass --problem userprob:build"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, problem=problem).problem is problem

@@ -1,0 +1,85 @@
+"""The command line: every user error is one line on stderr with exit status 2."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import landscape
+from landscape_cli.cli import main
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_problems_lists_the_registry(run):
+    result = run("problems")
+    assert result.exit_code == 0
+    for name in landscape.PROBLEMS:
+        assert name in result.output
+    rows = json.loads(run("problems", "--json").output)
+    assert {r["name"] for r in rows} == set(landscape.PROBLEMS)
+
+
+def test_train_then_info_reads_the_same_loss(run, tmp_path):
+    out = tmp_path / "m"
+    result = run("train", "deep_linear", "--seeds", "0..2", "-o", out, "--steps", 50, "--lr", 0.01, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    info = json.loads(run("info", *[r["file"] for r in rows], "--json").stdout)
+    for row, d in zip(rows, info):
+        assert d["recorded_loss"] == pytest.approx(row["loss"], rel=1e-6)
+        assert d["losses"]["train"] == pytest.approx(row["loss"], rel=1e-5)
+    human = run("info", rows[0]["file"])
+    assert "deep_linear D=120 seed=0" in human.output
+
+
+def test_width_and_params(run, tmp_path):
+    result = run("train", "moons_mlp", "-w", 5, "-p", "depth=1", "-p", "n_train=50", "--seeds", 3, "--steps", 5,
+                 "-o", tmp_path, "--json")
+    assert result.exit_code == 0
+    ck = landscape.load_checkpoint(json.loads(result.stdout)[0]["file"])
+    assert ck.problem.params["width"] == 5 and ck.problem.params["depth"] == 1 and ck.seed == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "nope"], "unknown problem 'nope'"),
+    (["train", "ring", "--seeds", "a..b"], "--seeds 'a..b'"),
+    (["train", "ring", "-p", "radius"], "must look like key=value"),
+    (["train", "ring", "-p", "colour=2"], "has no parameter"),
+    (["train", "ring", "--device", "cuda:0" if not torch.cuda.is_available() else "tpu"], "device"),
+    (["info", "missing.pt"], "missing.pt: no such file"),
+])
+def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
+    result = CliRunner().invoke(main, args + (["-o", str(tmp_path)] if args[0] == "train" else []))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_corrupt_checkpoint_on_the_command_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    result = CliRunner().invoke(main, ["info", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("landscape: error: ") and "bad.pt" in result.stderr
+
+
+def test_bench_prints_batched_loop_and_peak(run):
+    result = run("bench", "-k", 4, "--seconds", 0.01, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["mm_gflops"] > 0
+    names = [r["problem"] for r in report["evaluator"]]
+    assert any("quadratic_regression" in n for n in names) and any("width=512" in n for n in names)
+    for row in report["evaluator"]:
+        assert row["batched_points_per_s"] > 0 and row["loop_points_per_s"] > 0 and row["batched_gflops"] > 0

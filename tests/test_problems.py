@@ -1,0 +1,234 @@
+"""Every registered problem against an independent evaluation, and the analytic ground truths."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import landscape
+from landscape._problems.analytic import AnalyticProblem
+
+from conftest import SMALL
+
+FORMULAS = {  # written out again here, independently of the library
+    "himmelblau": lambda x, y, p: (x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2,
+    "double_well": lambda x, y, p: (x**2 - 1) ** 2 + p["tilt"] * x + p["stiffness"] * y**2,
+    "ring": lambda x, y, p: (x**2 + y**2 - p["radius"] ** 2) ** 2 + p["bump"] * y**2,
+}
+
+
+def reference_loss(problem, theta, split="train"):
+    """One θ at a time: the formula, or functional_call on the module and torch.nn.functional's loss."""
+    if isinstance(problem, AnalyticProblem):
+        return FORMULAS[problem.name](theta[0], theta[1], problem.params)
+    x, y = problem.data(split)
+    x = x.to(theta.dtype)
+    y = y.to(theta.dtype) if y.is_floating_point() else y
+    params = problem.layout.unflatten(theta)
+    out = functional_call(problem.module(), params, (x,))
+    value = {
+        "cross_entropy": lambda: F.cross_entropy(out, y),
+        "mse": lambda: F.mse_loss(out, y),
+        "l1": lambda: F.l1_loss(out, y),
+        "exponential": lambda: torch.exp(-y * out).mean(),
+    }[problem.loss_name]()
+    decay = sum(v.pow(2).sum() for k, v in params.items() if k.endswith("weight"))
+    return value + 0.5 * problem.weight_decay * decay
+
+
+@pytest.fixture(params=sorted(SMALL))
+def problem(request):
+    return landscape.make_problem(request.param, **SMALL[request.param])
+
+
+def test_registry_is_complete():
+    expected = {"himmelblau", "double_well", "ring", "quadratic_regression", "digits_mlp", "moons_mlp",
+                "teacher_student", "deep_linear", "venturi_relu", "exp_linear"}
+    assert set(landscape.PROBLEMS) == expected
+    assert all(name == f.__name__ for name, f in landscape.PROBLEMS.items())
+    assert all(f.__doc__ for f in landscape.PROBLEMS.values())
+
+
+@pytest.mark.parametrize("k", [1, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_matches_independent_evaluation(problem, k, dtype, gen):
+    thetas = problem.init(gen, n=k, dtype=dtype)
+    batched = problem.loss(thetas)
+    assert batched.shape == (k,) and batched.dtype == dtype
+    ref = torch.stack([reference_loss(problem, t) for t in thetas])
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(batched, ref, rtol=tol, atol=tol)
+
+
+def test_loss_and_grad_match_autograd(problem, gen):
+    thetas = problem.init(gen, n=5, dtype=torch.float64)
+    loss, grad = problem.loss_and_grad(thetas)
+    assert grad.shape == thetas.shape
+    for i, t in enumerate(thetas):
+        t = t.clone().requires_grad_(True)
+        value = reference_loss(problem, t)
+        (g,) = torch.autograd.grad(value, t)
+        torch.testing.assert_close(loss[i], value.detach(), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grad[i], g, rtol=1e-8, atol=1e-10)
+
+
+def test_chunking_does_not_change_values(problem, gen):
+    thetas = problem.init(gen, n=9, dtype=torch.float64)
+    whole = problem.loss_and_grad(thetas)
+    problem.chunk_bytes = {"cpu": 1}  # one point per chunk: the plain loop
+    assert problem.chunk_size(problem.n_samples(), torch.device("cpu")) == 1
+    looped = problem.loss_and_grad(thetas)
+    torch.testing.assert_close(whole[0], looped[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(whole[1], looped[1], rtol=1e-10, atol=1e-12)
+
+
+def test_spec_round_trips(problem, gen):
+    spec = problem.spec
+    rebuilt = landscape.problem_from_spec(spec)
+    assert rebuilt.spec == spec
+    theta = problem.init(gen, n=3)
+    torch.testing.assert_close(rebuilt.loss(theta), problem.loss(theta))
+    assert landscape.make_problem(spec["name"], **spec["params"]).spec == spec
+
+
+def test_init_is_reproducible(problem):
+    a = problem.init(torch.Generator().manual_seed(7), n=2)
+    b = problem.init(torch.Generator().manual_seed(7), n=2)
+    c = problem.init(torch.Generator().manual_seed(8), n=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(problem.loss(a)).all()
+
+
+def test_minibatch_is_the_loss_on_the_subset(gen):
+    problem = landscape.make_problem("moons_mlp", width=8, n_train=100, n_test=10)
+    theta = problem.init(gen, n=3, dtype=torch.float64)
+    idx = torch.tensor([3, 14, 15, 92, 65])
+    x, y = problem.data("train")
+    sub = landscape.from_module(problem.module(), (x[idx], y[idx]), "cross_entropy")
+    torch.testing.assert_close(problem.loss(theta, batch=idx), sub.loss(theta))
+    per_row = torch.stack([idx, idx.flip(0), idx + 1])
+    expected = torch.stack([problem.loss(theta[i], batch=per_row[i]) for i in range(3)])
+    torch.testing.assert_close(problem.loss(theta, batch=per_row), expected)
+
+
+def test_test_split_differs_from_train(gen):
+    problem = landscape.make_problem("digits_mlp", width=8)
+    theta = problem.init(gen)
+    assert problem.n_samples("train") + problem.n_samples("test") == 1797
+    assert problem.loss(theta, split="train") != problem.loss(theta, split="test")
+    with pytest.raises(landscape.LandscapeError, match="no data split 'val'"):
+        problem.loss(theta, split="val")
+
+
+def test_bad_shapes_are_clear_errors():
+    problem = landscape.make_problem("ring")
+    with pytest.raises(landscape.LandscapeError, match=r"needs \(K, 2\)"):
+        problem.loss(torch.zeros(4, 3))
+    with pytest.raises(landscape.LandscapeError, match="unknown problem"):
+        landscape.make_problem("nope")
+    with pytest.raises(landscape.LandscapeError, match="no parameter"):
+        landscape.make_problem("ring", colour=3)
+
+
+# ------------------------------------------------------------------ analytic ground truths
+@pytest.mark.parametrize("name", ["himmelblau", "double_well", "ring"])
+def test_critical_points_have_zero_gradient(name):
+    problem = landscape.make_problem(name)
+    points = torch.cat([problem.minima, problem.saddles])
+    _, grad = problem.loss_and_grad(points)
+    assert grad.abs().max() < 1e-9
+
+
+def test_minima_are_minima_and_saddles_are_saddles():
+    for name in ["himmelblau", "double_well", "ring"]:
+        problem = landscape.make_problem(name)
+        for point, index in [(m, 0) for m in problem.minima] + [(s, 1) for s in problem.saddles]:
+            hess = torch.autograd.functional.hessian(lambda t: problem.loss(t), point)
+            assert int((torch.linalg.eigvalsh(hess) < 0).sum()) == index, (name, point)
+
+
+def test_double_well_saddle_is_the_cubic_root():
+    tilt = 0.3
+    problem = landscape.make_problem("double_well", tilt=tilt)
+    x = problem.saddles[0, 0].item()
+    assert abs(4 * x**3 - 4 * x + tilt) < 1e-12
+    assert abs(x) < 0.1  # the middle root, near the origin
+    lows = problem.loss(problem.minima)
+    assert lows[0] < lows[1]  # the left minimum is the global one
+
+
+def test_ring_saddle_height_closed_form():
+    problem = landscape.make_problem("ring", radius=1.0, bump=0.2)
+    heights = problem.loss(problem.saddles)
+    torch.testing.assert_close(heights, torch.full((2,), 0.2 - 0.2**2 / 4, dtype=torch.float64))
+    assert problem.loss(torch.zeros(2, dtype=torch.float64)) == 1.0  # the hill on the chord
+
+
+def test_himmelblau_known_values():
+    problem = landscape.make_problem("himmelblau")
+    assert torch.allclose(problem.minima[0], torch.tensor([3.0, 2.0], dtype=torch.float64))
+    assert problem.loss(problem.minima).abs().max() < 1e-20
+    # the published saddle points (six digits, as tabulated e.g. on Wikipedia's "Himmelblau's function")
+    published = torch.tensor([[0.086677, 2.884254], [-3.073026, -0.081353], [3.385154, 0.073852],
+                              [-0.127961, -1.953715]], dtype=torch.float64)
+    torch.testing.assert_close(problem.saddles, published, atol=1e-6, rtol=0)
+    heights = sorted(problem.loss(problem.saddles).tolist())
+    np.testing.assert_allclose(heights, [13.311926, 67.719150, 104.015163, 178.337239], rtol=1e-7)
+
+
+def test_venturi_constructions_have_the_predicted_losses():
+    problem = landscape.make_problem("venturi_relu", n_train=40000)
+    made = problem.constructions()
+    alpha, beta = problem.params["alpha"], problem.params["beta"]
+    # population losses: β²/4 for the spurious minimum, α²/4 for the global one (sampling error ~2%)
+    assert math.isclose(problem.loss(made["spurious"]).item(), beta**2 / 4, rel_tol=0.05)
+    assert math.isclose(problem.loss(made["global"]).item(), alpha**2 / 4, rel_tol=0.05)
+
+
+def test_generic_module_path_matches_loop(gen):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(1, 3, 3)
+            self.norm = torch.nn.LayerNorm(3 * 6)
+            self.head = torch.nn.Linear(18, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.conv(x.unsqueeze(1))).flatten(1)
+            return self.head(self.norm(h))
+
+    x = torch.randn(30, 8, generator=gen)
+    y = (x.sum(1) > 0).long()
+    problem = landscape.from_module(Net(), (x, y), "cross_entropy")
+    assert problem.evaluator == "vmap"
+    thetas = problem.init(gen, n=6, dtype=torch.float64)
+    ref = torch.stack([F.cross_entropy(functional_call(problem.module(), problem.layout.unflatten(t),
+                                                       (x.double(),)), y) for t in thetas])
+    torch.testing.assert_close(problem.loss(thetas), ref)
+
+
+def test_plain_sequential_uses_the_batched_path():
+    problem = landscape.make_problem("digits_mlp", width=8)
+    assert problem.evaluator == "bmm"
+
+
+def test_user_problem_factory(tmp_path, monkeypatch):
+    (tmp_path / "myproblem.py").write_text(
+        "import torch\n"
+        "def build(width=3):\n"
+        "    x = torch.linspace(-1, 1, 20)[:, None]\n"
+        "    model = torch.nn.Sequential(torch.nn.Linear(1, width), torch.nn.Tanh(), torch.nn.Linear(width, 1))\n"
+        "    return model, (x, x ** 2), 'mse'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    problem = landscape.make_problem("myproblem:build", width=4)
+    assert problem.spec == {"name": "user", "params": {"factory": "myproblem:build", "class": "Sequential",
+                                                        "width": 4}}
+    assert problem.dim == 4 + 4 + 4 + 1
+    with pytest.raises(landscape.LandscapeError, match="must look like"):
+        landscape.make_problem("myproblem:")
+    with pytest.raises(landscape.LandscapeError, match="has no callable"):
+        landscape.make_problem("myproblem:nothing")

@@ -1,0 +1,86 @@
+"""Batched training: the same as independent optimisers, stops on target, resumes."""
+
+import pytest
+import torch
+
+import landscape
+from landscape._train import train_checkpoints
+
+
+def test_batched_adam_equals_torch_adam_per_seed():
+    problem = landscape.make_problem("moons_mlp", width=6, n_train=80, n_test=10)
+    result = landscape.train(problem, [3, 4], lr=0.01, steps=25, dtype=torch.float64)
+    for i, seed in enumerate([3, 4]):
+        theta = problem.init(torch.Generator().manual_seed(seed), dtype=torch.float64).requires_grad_(True)
+        opt = torch.optim.Adam([theta], lr=0.01)
+        for _ in range(25):
+            opt.zero_grad()
+            problem.loss(theta).backward()
+            opt.step()
+        torch.testing.assert_close(result.thetas[i], theta.detach(), rtol=1e-9, atol=1e-11)
+
+
+def test_gd_with_momentum_equals_torch_sgd():
+    problem = landscape.make_problem("deep_linear", n_train=40)
+    result = landscape.train(problem, [0], optimizer="gd", lr=0.05, momentum=0.9, steps=30, dtype=torch.float64)
+    theta = problem.init(torch.Generator().manual_seed(0), dtype=torch.float64).requires_grad_(True)
+    opt = torch.optim.SGD([theta], lr=0.05, momentum=0.9)
+    for _ in range(30):
+        opt.zero_grad()
+        problem.loss(theta).backward()
+        opt.step()
+    torch.testing.assert_close(result.thetas[0], theta.detach(), rtol=1e-9, atol=1e-11)
+
+
+def test_a_seed_does_not_depend_on_its_companions():
+    problem = landscape.make_problem("quadratic_regression", n_train=100, n_test=10)
+    alone = landscape.train(problem, [2], lr=0.02, steps=40, dtype=torch.float64)
+    together = landscape.train(problem, [0, 1, 2], lr=0.02, steps=40, dtype=torch.float64)
+    torch.testing.assert_close(alone.thetas[0], together.thetas[2], rtol=1e-9, atol=1e-12)
+
+
+def test_until_loss_stops_each_seed_below_the_level():
+    problem = landscape.make_problem("quadratic_regression", n_train=200, n_test=10)
+    result = landscape.train(problem, [0, 1, 2], lr=0.02, steps=4000, until_loss=0.05)
+    assert result.reached.all()
+    assert (result.losses <= 0.05).all()
+    assert (result.losses > 0.04).all()  # it stopped on arrival, it did not overshoot far
+    assert len(set(result.steps.tolist())) > 1  # seeds arrive at different times and stop independently
+    for traj, steps in zip(result.trajectories, result.steps):
+        assert traj["step"][-1] == steps
+        assert traj["loss"][-1] <= 0.05
+        assert traj["theta"].shape[0] <= 101
+
+
+def test_trajectory_is_bounded_and_thinned():
+    problem = landscape.make_problem("ring")
+    result = landscape.train(problem, [0], lr=0.01, steps=1000, record_every=1, max_records=50)
+    traj = result.trajectories[0]
+    assert 25 <= traj["theta"].shape[0] <= 51
+    assert torch.all(traj["step"][1:] > traj["step"][:-1])
+    torch.testing.assert_close(problem.loss(traj["theta"].double()), traj["loss"].double(), rtol=1e-5, atol=1e-6)
+
+
+def test_divergence_is_a_clear_error():
+    problem = landscape.make_problem("himmelblau")
+    with pytest.raises(landscape.LandscapeError, match="diverged .* lower the learning rate"):
+        landscape.train(problem, [0], optimizer="gd", lr=10.0, steps=50)
+
+
+def test_training_reaches_the_known_minima():
+    problem = landscape.make_problem("himmelblau")
+    result = landscape.train(problem, range(6), lr=0.05, steps=3000, dtype=torch.float64)
+    dist = torch.cdist(result.thetas, problem.minima).min(1).values
+    assert dist.max() < 1e-4
+
+
+def test_checkpoints_resume(tmp_path):
+    problem = landscape.make_problem("deep_linear", n_train=30)
+    first = train_checkpoints(problem, [0, 1], tmp_path, lr=0.01, steps=20)
+    assert [r["status"] for r in first] == ["trained", "trained"]
+    stamp = (tmp_path / "deep_linear_w8_s0.pt").stat().st_mtime_ns
+    again = train_checkpoints(problem, [0, 1, 2], tmp_path, lr=0.01, steps=20)
+    assert [r["status"] for r in again] == ["kept", "kept", "trained"]
+    assert (tmp_path / "deep_linear_w8_s0.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(landscape.LandscapeError, match="exists from another run"):
+        train_checkpoints(problem, [0], tmp_path, lr=0.02, steps=20)
