@@ -10,13 +10,15 @@ from ._checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_chec
 from ._device import resolve_device
 from ._errors import LandscapeError
 from ._layout import Layout
+from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
 from ._train import OPTIMIZERS, TrainResult, train
 
 __all__ = [
-    "Checkpoint", "DEFAULT_PROBLEM", "LOSSES", "LandscapeError", "Layout", "NetworkProblem", "OPTIMIZERS",
+    "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "certify", "default_level",
+    "linear_path", "load_path", "save_path", "LOSSES", "LandscapeError", "Layout", "NetworkProblem", "OPTIMIZERS",
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",

@@ -172,6 +172,8 @@ def load_checkpoint(path, *, problem: Problem | None = None) -> Checkpoint:
     path = FilePath(path)
     obj = read_file(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("kind", "minimum") != "minimum":
+            raise LandscapeError(f"{path}: a landscape {obj.get('kind')!r} file, not a checkpoint of a minimum")
         return _from_record(path, obj, problem)
     state = _state_dict(obj)
     if state is None:

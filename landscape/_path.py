@@ -1,0 +1,311 @@
+"""`Path`: a polygonal path in parameter space, its losses, and its certification at a level.
+
+A path *certifies* that two points are connected at level u only if the loss, evaluated densely
+along every segment, never exceeds u. The knots alone prove nothing: a segment between two
+low knots can cross a hill.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ._errors import LandscapeError
+from ._problem import Problem
+
+#: The states of a path's claim. ``connected``: its dense max loss is ≤ the level.
+#: ``not_found``: no path below the level was found (the best one is kept). ``unchecked``: no level asked.
+STATUSES = ("connected", "not_found", "unchecked")
+
+#: Default sub-intervals per segment in the dense check. Grids of resolution R and 2R are nested,
+#: so doubling the resolution only adds points.
+DEFAULT_RESOLUTION = 32
+
+
+@dataclass
+class Path:
+    """A chain of points θ_0 … θ_{N−1} joined by straight segments.
+
+    Attributes
+    ----------
+    points : Tensor, shape (N, D)
+        The knots (beads), first and last being the endpoints.
+    losses : Tensor, shape (N,)
+        ``problem.loss(points)``.
+    t : Tensor, shape (N,)
+        Position of each knot along the path in [0, 1] (cumulative length over total length).
+    method : str
+        The method that made it (a key of ``landscape.METHODS``).
+    level : float or None
+        The level u the path was asked to stay below.
+    status : str
+        One of :data:`STATUSES`.
+    dense_max_loss : float or None
+        Max loss over the dense evaluation of every segment (knots included).
+    dense_argmax : float or None
+        Position t of that maximum.
+    resolution : int or None
+        Sub-intervals per segment in the dense check.
+    evaluations : int
+        Loss (or loss-and-gradient) evaluations spent, method and certification together.
+    seconds : float
+    info : dict
+        Method-specific figures (rounds, beads added, training steps, ...), JSON-able.
+    """
+
+    points: torch.Tensor
+    losses: torch.Tensor
+    t: torch.Tensor | None = None
+    method: str = "linear"
+    level: float | None = None
+    status: str = "unchecked"
+    dense_max_loss: float | None = None
+    dense_argmax: float | None = None
+    resolution: int | None = None
+    evaluations: int = 0
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.points.dim() != 2 or self.points.shape[0] < 2:
+            raise LandscapeError(f"a path needs points of shape (N >= 2, D), got {tuple(self.points.shape)}")
+        if self.losses.shape != (self.points.shape[0],):
+            raise LandscapeError(f"a path needs one loss per point, got {tuple(self.losses.shape)}")
+        if self.t is None:
+            self.t = arc_positions(self.points)
+        if self.status not in STATUSES:
+            raise LandscapeError(f"unknown path status {self.status!r}; one of {STATUSES}")
+
+    # -------------------------------------------------------------- geometry
+    @property
+    def n_points(self) -> int:
+        return int(self.points.shape[0])
+
+    @property
+    def n_beads(self) -> int:
+        """Interior knots (the endpoints are not beads)."""
+        return self.n_points - 2
+
+    @property
+    def segment_lengths(self) -> torch.Tensor:
+        """‖θ_{i+1} − θ_i‖, shape (N − 1,)."""
+        return (self.points[1:] - self.points[:-1]).norm(dim=1)
+
+    @property
+    def length(self) -> float:
+        """Σ ‖θ_{i+1} − θ_i‖."""
+        return float(self.segment_lengths.sum())
+
+    @property
+    def chord(self) -> float:
+        """‖θ_{N−1} − θ_0‖, the length of the straight segment."""
+        return float((self.points[-1] - self.points[0]).norm())
+
+    @property
+    def normalized_length(self) -> float:
+        """Length over chord: 1 for the straight segment, larger the more the level set bends
+        (the normalized geodesic length of Freeman & Bruna, ICLR 2017)."""
+        chord = self.chord
+        return self.length / chord if chord > 0 else float("nan")
+
+    # -------------------------------------------------------------- losses
+    @property
+    def endpoint_loss(self) -> float:
+        """The larger of the two endpoint losses."""
+        return float(torch.maximum(self.losses[0], self.losses[-1]))
+
+    @property
+    def max_loss(self) -> float:
+        """Max loss along the path: the dense maximum when checked, else the max over the knots."""
+        knots = float(self.losses.max())
+        return knots if self.dense_max_loss is None else max(knots, self.dense_max_loss)
+
+    @property
+    def barrier(self) -> float:
+        """Max loss minus the larger endpoint loss (≥ 0)."""
+        return max(0.0, self.max_loss - self.endpoint_loss)
+
+    def is_below(self, level: float) -> bool:
+        """Whether the densely checked path stays at or under ``level``.
+
+        Raises
+        ------
+        LandscapeError
+            If the path was never checked densely (call :func:`certify` first).
+        """
+        if self.dense_max_loss is None:
+            raise LandscapeError("this path was not checked densely; call landscape.certify(problem, path, level)")
+        return self.max_loss <= level
+
+    # -------------------------------------------------------------- transforms
+    def reversed(self) -> "Path":
+        """The same path walked from the other end."""
+        argmax = None if self.dense_argmax is None else 1.0 - self.dense_argmax
+        return replace(self, points=self.points.flip(0), losses=self.losses.flip(0), t=1.0 - self.t.flip(0),
+                       dense_argmax=argmax, info=dict(self.info))
+
+    def dense(self, resolution: int = DEFAULT_RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points along every segment, cut into ``resolution`` equal sub-intervals, and their positions t.
+
+        Returns
+        -------
+        points : Tensor, shape ((N − 1)·resolution + 1, D)
+        t : Tensor, same length
+        """
+        return interpolate(self.points, self.t, resolution)
+
+    def summary(self) -> dict:
+        """JSON-able figures of the path (what ``landscape connect --json`` prints about it)."""
+        return {
+            "method": self.method, "status": self.status, "level": self.level, "max_loss": self.max_loss,
+            "barrier": self.barrier, "endpoint_losses": [float(self.losses[0]), float(self.losses[-1])],
+            "length": self.length, "chord": self.chord, "normalized_length": self.normalized_length,
+            "n_points": self.n_points, "n_beads": self.n_beads, "resolution": self.resolution,
+            "dense_max_loss": self.dense_max_loss, "dense_argmax": self.dense_argmax,
+            "evaluations": self.evaluations, "seconds": self.seconds, "info": self.info,
+        }
+
+
+def arc_positions(points: torch.Tensor) -> torch.Tensor:
+    """Cumulative length along a polyline, scaled to [0, 1], shape (N,)."""
+    seg = (points[1:] - points[:-1]).norm(dim=1)
+    cum = torch.cat([seg.new_zeros(1), seg.cumsum(0)])
+    total = cum[-1]
+    if total <= 0:
+        return torch.linspace(0, 1, points.shape[0], dtype=points.dtype, device=points.device)
+    return cum / total
+
+
+def interpolate(points: torch.Tensor, t: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each segment of a polyline cut into ``resolution`` equal sub-intervals; knots included."""
+    if resolution < 1:
+        raise LandscapeError(f"resolution must be >= 1, got {resolution}")
+    s = torch.arange(resolution, dtype=points.dtype, device=points.device) / resolution  # [R]
+    a, b = points[:-1], points[1:]  # [N-1, D]
+    dense = a[:, None, :] + s[None, :, None] * (b - a)[:, None, :]  # [N-1, R, D]
+    ta, tb = t[:-1], t[1:]
+    dense_t = ta[:, None] + s[None, :] * (tb - ta)[:, None]
+    return (torch.cat([dense.reshape(-1, points.shape[1]), points[-1:]]),
+            torch.cat([dense_t.reshape(-1), t[-1:]]))
+
+
+def certify(problem: Problem, path: Path, level: float | None = None, *,
+            resolution: int = DEFAULT_RESOLUTION) -> Path:
+    """Evaluate the loss densely along every segment (one batched call) and state the claim.
+
+    Parameters
+    ----------
+    problem : Problem
+    path : Path
+    level : float, optional
+        The level u. ``status`` becomes ``"connected"`` if the dense max loss is ≤ u, else
+        ``"not_found"``; ``"unchecked"`` when no level is given.
+    resolution : int
+        Sub-intervals per segment: (N − 1)·resolution + 1 evaluations in one batched call.
+
+    Returns
+    -------
+    Path
+        A copy with ``dense_max_loss``, ``dense_argmax``, ``resolution``, ``status`` and ``level``
+        set, and ``evaluations`` increased by the dense evaluations.
+    """
+    pts, t = path.dense(resolution)
+    values = problem.loss(pts)
+    if not torch.isfinite(values).all():
+        where = float(t[~torch.isfinite(values)][0])
+        raise LandscapeError(f"the loss is not finite along the path (at t = {where:.3f}); "
+                             "check the endpoints and the problem's data")
+    i = int(values.argmax())
+    dense_max = float(values[i])
+    level = path.level if level is None else float(level)
+    if level is None:
+        status = "unchecked"
+    else:
+        status = "connected" if max(dense_max, float(path.losses.max())) <= level else "not_found"
+    return replace(path, level=level, status=status, dense_max_loss=dense_max, dense_argmax=float(t[i]),
+                   resolution=resolution, evaluations=path.evaluations + int(pts.shape[0]), info=dict(path.info))
+
+
+def default_level(loss_a: float, loss_b: float, *, margin: float = 0.1) -> float:
+    """The level asked when none is given: ``max(L(a), L(b)) · (1 + margin)``.
+
+    As Dynamic String Sampling's m = 1.1 (Freeman & Bruna, ICLR 2017): a path is sought that
+    stays within 10% of the worse endpoint. For a non-positive endpoint loss the margin is
+    added instead of multiplied, so the level is always above both endpoints.
+    """
+    top = max(float(loss_a), float(loss_b))
+    if not math.isfinite(top):
+        raise LandscapeError(f"endpoint losses must be finite, got {loss_a} and {loss_b}")
+    return top * (1 + margin) if top > 0 else top + margin
+
+
+def linear_path(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, n_points: int = 2) -> Path:
+    """The straight segment from ``start`` to ``end`` with ``n_points`` evenly spaced knots."""
+    s = torch.linspace(0, 1, n_points, dtype=start.dtype, device=start.device)[:, None]
+    points = (1 - s) * start + s * end
+    return Path(points, problem.loss(points), s[:, 0].clone(), method="linear", evaluations=n_points)
+
+
+# ------------------------------------------------------------------ files
+_SCALARS = ("method", "level", "status", "dense_max_loss", "dense_argmax", "resolution", "evaluations", "seconds")
+
+
+def save_path(file, problem: Problem, path: Path, *, meta: dict | None = None):
+    """Write a path atomically as a landscape file of kind ``"path"`` (safe to load, see the checkpoint docs).
+
+    The record holds ``problem`` (spec), ``points`` [N, D], ``losses`` [N], ``t`` [N], the path's
+    claim (``method``, ``level``, ``status``, dense check figures, ``evaluations``, ``seconds``),
+    ``info``, ``summary`` and ``meta`` (e.g. the endpoint files), all JSON-able besides the tensors.
+    """
+    from ._checkpoint import FORMAT, VERSION, atomic_save, versions
+    from ._problem import _jsonable
+
+    record = {"format": FORMAT, "version": VERSION, "kind": "path", "problem": problem.spec,
+              "points": path.points.detach().cpu().clone(), "losses": path.losses.detach().cpu().clone(),
+              "t": path.t.detach().cpu().clone(), "info": _jsonable(path.info, where="path info"),
+              "summary": _jsonable(path.summary(), where="path summary"),
+              "meta": _jsonable(dict(meta or {}), where="path meta"), "versions": versions()}
+    record.update({k: getattr(path, k) for k in _SCALARS})
+    return atomic_save(record, file)
+
+
+def load_path(file, *, problem: Problem | None = None) -> tuple[Path, Problem, dict]:
+    """Load a path file written by :func:`save_path`.
+
+    Returns
+    -------
+    path : Path
+    problem : Problem
+    meta : dict
+    """
+    from ._checkpoint import FORMAT, VERSION, read_file
+    from ._problems import problem_from_spec
+
+    obj = read_file(file)
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        raise LandscapeError(f"{file}: not a landscape path file")
+    if obj.get("kind") != "path":
+        raise LandscapeError(f"{file}: a landscape {obj.get('kind')!r} file, not a path")
+    if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
+        raise LandscapeError(f"{file}: format version {obj.get('version')!r} is newer than this landscape reads; "
+                             "upgrade landscape")
+    try:
+        built = problem_from_spec(obj.get("problem"), user=problem)
+    except LandscapeError as err:
+        raise LandscapeError(f"{file}: {err}") from None
+    points, losses, t = obj.get("points"), obj.get("losses"), obj.get("t")
+    if not (isinstance(points, torch.Tensor) and points.dim() == 2 and points.shape[1] == built.dim
+            and isinstance(losses, torch.Tensor) and losses.shape == (points.shape[0],)
+            and isinstance(t, torch.Tensor) and t.shape == losses.shape):
+        raise LandscapeError(f"{file}: malformed path (needs points [N, {built.dim}], losses [N], t [N])")
+    if not (torch.isfinite(points).all() and torch.isfinite(losses).all()):
+        raise LandscapeError(f"{file}: the path holds NaN or infinite values")
+    kwargs = {k: obj.get(k) for k in _SCALARS if obj.get(k) is not None}
+    info = obj.get("info") if isinstance(obj.get("info"), dict) else {}
+    try:
+        path = Path(points, losses, t, info=info, **kwargs)
+    except TypeError as err:
+        raise LandscapeError(f"{file}: malformed path record ({err})") from None
+    return path, built, obj.get("meta") if isinstance(obj.get("meta"), dict) else {}

@@ -1,0 +1,88 @@
+"""Path metrics and the dense certification, against closed forms."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import landscape
+from landscape import LandscapeError, Path, certify, linear_path
+
+
+def test_straight_path_metrics():
+    problem = landscape.make_problem("ring")
+    a, b = problem.minima[0], problem.minima[1]
+    path = linear_path(problem, a, b, n_points=5)
+    assert path.length == pytest.approx(2.0) and path.chord == pytest.approx(2.0)
+    assert path.normalized_length == pytest.approx(1.0)
+    assert path.n_beads == 3 and path.max_loss == pytest.approx(1.0)  # the knot at the origin is the hill
+    with pytest.raises(LandscapeError, match="not checked densely"):
+        path.is_below(0.5)
+
+
+def test_knots_alone_do_not_certify():
+    # two knots in the ring's minima: the knots are at loss 0 but the segment crosses the hill (loss 1)
+    problem = landscape.make_problem("ring")
+    path = linear_path(problem, problem.minima[0], problem.minima[1])
+    assert path.max_loss == 0.0
+    checked = certify(problem, path, level=0.5)
+    assert checked.status == "not_found"
+    assert checked.dense_max_loss == pytest.approx(1.0, abs=1e-12)  # the midpoint is on the grid: the hill
+    assert checked.dense_argmax == pytest.approx(0.5, abs=1e-12)
+    assert checked.evaluations == path.evaluations + 33
+    assert not checked.is_below(0.5) and checked.is_below(1.01)
+
+
+def test_half_circle_is_connected_and_has_length_pi_over_2():
+    problem = landscape.make_problem("ring", bump=0.2)
+    angles = torch.linspace(math.pi, 0, 201, dtype=torch.float64)
+    points = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    path = Path(points, problem.loss(points), method="linear")
+    checked = certify(problem, path, level=0.21)
+    assert checked.status == "connected"
+    assert checked.max_loss == pytest.approx(0.2, rel=1e-6)  # bump·sin²(π/2) on the unit circle
+    assert checked.normalized_length == pytest.approx(math.pi / 2, rel=1e-4)
+
+
+def test_double_well_straight_barrier_is_at_least_the_saddle():
+    problem = landscape.make_problem("double_well")
+    a, b = problem.minima[0], problem.minima[1]
+    checked = certify(problem, linear_path(problem, a, b), level=10.0, resolution=400)
+    saddle = float(problem.loss(problem.saddles[0]))
+    # the straight segment along y = 0 passes through the saddle: its max is the saddle height
+    assert checked.max_loss == pytest.approx(saddle, rel=1e-4)
+    assert checked.barrier == pytest.approx(saddle - float(problem.loss(b)), rel=1e-3)
+
+
+def test_default_level():
+    assert landscape.default_level(0.5, 1.0) == pytest.approx(1.1)
+    assert landscape.default_level(0.0, 0.0) == pytest.approx(0.1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 8), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_metrics_invariant_to_reversal(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    points = torch.randn(n, d, generator=g, dtype=torch.float64)
+    losses = torch.rand(n, generator=g, dtype=torch.float64)
+    path = Path(points, losses)
+    back = path.reversed()
+    assert back.length == pytest.approx(path.length)
+    assert back.normalized_length == pytest.approx(path.normalized_length)
+    assert back.max_loss == path.max_loss and back.barrier == path.barrier
+    torch.testing.assert_close(back.t, 1 - path.t.flip(0))
+    assert torch.equal(back.reversed().points, path.points)
+
+
+def test_path_file_round_trip(tmp_path):
+    problem = landscape.make_problem("himmelblau")
+    path = certify(problem, linear_path(problem, problem.minima[0], problem.minima[1], n_points=4), level=100.0)
+    landscape.save_path(tmp_path / "p.pt", problem, path, meta={"endpoints": ["a.pt", "b.pt"]})
+    back, prob, meta = landscape.load_path(tmp_path / "p.pt")
+    assert prob.spec == problem.spec and meta == {"endpoints": ["a.pt", "b.pt"]}
+    assert torch.equal(back.points, path.points) and back.status == path.status
+    assert back.summary() == path.summary()
+    with pytest.raises(LandscapeError, match="not a checkpoint of a minimum"):
+        landscape.load_checkpoint(tmp_path / "p.pt")
