@@ -141,5 +141,9 @@ def bench(k, seconds, extra, device, as_json):
                       "speedup"]))
 
 
+# ------------------------------------------------------------------ commands of other modules
+# Each lives in its own module of apps/ and is registered here, one line each.
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
