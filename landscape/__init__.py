@@ -6,6 +6,7 @@ time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``.
 
 __version__ = "0.1.0"
 
+from ._align import ALIGNERS, Alignment, align
 from ._checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
 from ._device import resolve_device
 from ._errors import LandscapeError
@@ -14,6 +15,7 @@ from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, l
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
+from ._symmetry import Symmetry, UnitGroup, symmetry
 from ._train import OPTIMIZERS, TrainResult, train
 
 __all__ = [
@@ -22,4 +24,5 @@ __all__ = [
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",
+    "ALIGNERS", "Alignment", "Symmetry", "UnitGroup", "align", "symmetry",
 ]
