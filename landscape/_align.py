@@ -313,7 +313,8 @@ def activations(problem, sym: Symmetry, thetas: torch.Tensor, *, samples: int | 
         x = x[:samples]
     x = x.to(device=thetas.device, dtype=thetas.dtype if x.is_floating_point() else x.dtype)
     names = {n for n, _ in tapped.named_parameters()}
-    buffers = {n: t.to(thetas.device) for n, t in tapped.named_buffers()}
+    buffers = {n: t.to(thetas.device, thetas.dtype) if t.is_floating_point() else t.to(thetas.device)
+               for n, t in tapped.named_buffers()}
 
     def one(theta):
         params = {n: t for n, t in sym.layout.unflatten(theta).items() if n in names}

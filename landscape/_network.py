@@ -145,7 +145,8 @@ class NetworkProblem(Problem):
         return value
 
     def _vmap_loss(self, thetas, x, y):
-        buffers = {k: v.to(thetas.device) for k, v in self._buffers.items()}
+        buffers = {k: v.to(thetas.device, thetas.dtype) if v.is_floating_point() else v.to(thetas.device)
+                   for k, v in self._buffers.items()}
 
         def one(theta, xi, yi):
             out = functional_call(self.module_, (self.layout.unflatten(theta), buffers), (xi,))
