@@ -1,0 +1,209 @@
+"""Alignment modulo symmetry: permuted (and rescaled) copies come back exactly, barriers vanish.
+
+Ground truths: a trained network and a randomly permuted, rescaled copy are the same function,
+so the right alignment is known (the inverse permutation) and the straight path between the
+network and its aligned copy has no barrier at all; Freeman & Bruna's (ICLR 2017) 2-3-2 ReLU
+example, built by hand; weight matching never increases the distance (the identity is a candidate).
+"""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import landscape
+from landscape import LandscapeError
+
+from landscape_cli.cli import main
+
+CASES = {
+    "digits_mlp": ({"width": 16}, 150),
+    "moons_mlp": ({"width": 8, "n_train": 200, "n_test": 50}, 300),
+    "teacher_student": ({"width": 5, "n_train": 200, "n_test": 50}, 300),
+    "teacher_student_quadratic": ({"width": 5, "n_train": 200, "n_test": 50, "activation": "quadratic"}, 300),
+    "deep_linear": ({"n_train": 50}, 300),
+}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    out = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # these nets are tiny: one thread is fastest, and does not stall on a busy machine
+    try:
+        for key, (params, steps) in CASES.items():
+            problem = landscape.make_problem(key.replace("_quadratic", ""), **params)
+            out[key] = problem, landscape.train(problem, seeds=[0, 1], steps=steps, lr=0.02).thetas
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def barrier(problem, a, b, level=None):
+    return landscape.certify(problem, landscape.linear_path(problem, a, b), level)
+
+
+def outputs(problem, theta):
+    with torch.no_grad():
+        return problem.to_module(theta)(problem.data("train")[0])
+
+
+@pytest.mark.parametrize("method", ["weight", "activation"])
+@pytest.mark.parametrize("key", list(CASES))
+def test_a_permuted_and_rescaled_copy_comes_back_exactly(trained, key, method):
+    problem, thetas = trained[key]
+    a = thetas[0]
+    sym = landscape.symmetry(problem)
+    rescale = problem.weight_decay == 0  # weight decay makes rescaling change the loss
+    perms, scales = sym.random(generator=torch.Generator().manual_seed(3), rescale=rescale)
+    b = sym.transform(a, perms, scales)
+    result = landscape.align(problem, a, b, method=method, generator=torch.Generator().manual_seed(0))
+    assert result.rescaled == rescale
+    inverse = sym.inverse(perms)[0]
+    for g in sym.groups:  # the permutation found is exactly the one that undoes the shuffle
+        assert torch.equal(result.permutations[g.name], inverse[g.name])
+    # the aligned b is b's function (and a's) ...
+    torch.testing.assert_close(outputs(problem, result.theta), outputs(problem, b), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(result.theta, a, rtol=1e-5, atol=1e-6)
+    assert float(problem.loss(result.theta)) == pytest.approx(float(problem.loss(b)), rel=1e-4, abs=1e-7)
+    # ... and the straight path to it is flat, while the one to the shuffled copy is not
+    before, after = barrier(problem, a, b), barrier(problem, a, result.theta)
+    assert before.barrier > 0.1 and after.barrier < 1e-5
+    assert result.distance_after < 1e-5 * result.distance_before
+
+
+def test_aligning_many_points_at_once_equals_one_at_a_time(trained):
+    problem, thetas = trained["moons_mlp"]
+    sym = landscape.symmetry(problem)
+    copies = [sym.transform(thetas[1], *sym.random(generator=torch.Generator().manual_seed(s), rescale=True))
+              for s in range(3)]
+    together = landscape.align(problem, thetas[0], torch.stack(copies), generator=torch.Generator().manual_seed(0))
+    assert together.theta.shape == (3, problem.dim) and len(together.distance_after) == 3
+    for i, b in enumerate(copies):
+        alone = landscape.align(problem, thetas[0], b, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(together.theta[i], alone.theta, rtol=1e-5, atol=1e-6)
+        # three copies of the same network land on the same point
+        torch.testing.assert_close(together.theta[i], together.theta[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["weight", "activation"])
+def test_independent_minima_come_closer(trained, method):
+    problem, thetas = trained["moons_mlp"]
+    a, b = thetas
+    plain = landscape.align(problem, a, b, method=method, rescale=False)
+    # the identity is a candidate of weight matching, so it never moves b away from a
+    assert plain.distance_after <= plain.distance_before + 1e-6
+    if method == "weight":
+        objective = plain.info["method"]["objective"]
+        assert objective["after"][0] >= objective["before"][0]
+        again = landscape.align(problem, a, b, method=method, rescale=False)
+        assert torch.equal(again.theta, plain.theta)  # deterministic for a fixed generator
+    for result in (plain, landscape.align(problem, a, b, method=method)):
+        torch.testing.assert_close(outputs(problem, result.theta), outputs(problem, b), rtol=1e-4, atol=1e-5)
+        trajectory = torch.stack([a, b, (a + b) / 2])
+        moved = result.apply(trajectory)  # any point of b's network moves the same way
+        torch.testing.assert_close(problem.loss(moved), problem.loss(trajectory), rtol=1e-5, atol=1e-6)
+    assert barrier(problem, a, plain.theta).barrier < barrier(problem, a, b).barrier
+
+
+def freeman_bruna():
+    """A 2-3-2 ReLU network fitting its own outputs exactly: two global minima, θ and θ with units 0, 1 swapped."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    w1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    b1 = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
+    w2 = torch.tensor([[1.0, -1.0, 0.5], [0.5, 1.0, -1.0]], dtype=torch.float64)
+    b2 = torch.tensor([0.0, 0.2], dtype=torch.float64)
+    y = torch.relu(x @ w1.T + b1) @ w2.T + b2
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).double()
+    problem = landscape.from_module(model, (x, y), "mse")
+    theta = problem.layout.flatten({"0.weight": w1, "0.bias": b1, "2.weight": w2, "2.bias": b2})
+    swap = [1, 0, 2]  # by hand: rows of the first layer, columns of the second
+    swapped = problem.layout.flatten({"0.weight": w1[swap], "0.bias": b1[swap], "2.weight": w2[:, swap], "2.bias": b2})
+    mid = ((w1 + w1[swap]) / 2, (b1 + b1[swap]) / 2, (w2 + w2[:, swap]) / 2)
+    mid_loss = float((torch.relu(x @ mid[0].T + mid[1]) @ mid[2].T + b2 - y).pow(2).mean())
+    return problem, theta, swapped, mid_loss
+
+
+@pytest.mark.parametrize("method", ["weight", "activation"])
+def test_freeman_bruna_swapped_units(method):
+    problem, theta, swapped, mid_loss = freeman_bruna()
+    assert float(problem.loss(theta)) == 0.0 and float(problem.loss(swapped)) == 0.0
+    level = 1e-3
+    straight = barrier(problem, theta, swapped, level)
+    assert straight.status == "not_found" and mid_loss > 0.1
+    assert straight.max_loss >= mid_loss  # the midpoint is on the dense grid: the hill is at least this high
+    for rescale in (False, True):
+        result = landscape.align(problem, theta, swapped, method=method, rescale=rescale)
+        assert result.permutations["0"].tolist() == [1, 0, 2]
+        if rescale:
+            torch.testing.assert_close(result.theta, theta, rtol=1e-12, atol=1e-12)
+        else:
+            assert torch.equal(result.theta, theta)  # identical
+        aligned = barrier(problem, theta, result.theta, level)
+        assert aligned.status == "connected" and aligned.barrier < 1e-12
+
+
+def test_none_changes_nothing_unless_asked_to_rescale(trained):
+    problem, thetas = trained["teacher_student"]
+    a, b = thetas
+    result = landscape.align(problem, a, b, method="none")
+    assert torch.equal(result.theta, b) and not result.rescaled and result.moved_units == {"0": 0}
+    gauge = landscape.align(problem, a, b, method="none", rescale=True)  # b in a's gauge, units unmoved
+    assert gauge.rescaled and gauge.moved_units == {"0": 0} and not torch.equal(gauge.theta, b)
+    torch.testing.assert_close(outputs(problem, gauge.theta), outputs(problem, b), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_requests_are_one_line_errors(trained):
+    problem, thetas = trained["deep_linear"]
+    a, b = thetas
+    with pytest.raises(LandscapeError, match="unknown alignment method 'greedy'"):
+        landscape.align(problem, a, b, method="greedy")
+    with pytest.raises(LandscapeError, match="weight decay"):
+        landscape.align(problem, a, b, rescale=True)
+    with pytest.raises(LandscapeError, match="theta_b has shape"):
+        landscape.align(problem, a, b[:-1])
+    with pytest.raises(LandscapeError, match="no rescaling symmetry"):
+        sigmoid = landscape.make_problem("quadratic_regression", n_train=20, n_test=5)
+        theta = sigmoid.init(torch.Generator().manual_seed(0))
+        landscape.align(sigmoid, theta, theta, rescale=True)
+    with pytest.raises(LandscapeError, match="not a network"):
+        ring = landscape.make_problem("ring")
+        landscape.align(ring, ring.minima[0], ring.minima[1])
+
+
+def test_align_command_writes_the_same_function(trained, tmp_path):
+    problem, thetas = trained["moons_mlp"]
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    trajectory = {"step": torch.tensor([0, 1]), "theta": torch.stack([thetas[0], thetas[1]]),
+                  "loss": problem.loss(torch.stack([thetas[0], thetas[1]]))}
+    landscape.save_checkpoint(a, problem, thetas[0], seed=0)
+    landscape.save_checkpoint(b, problem, thetas[1], seed=1, trajectory=trajectory, meta={"note": "kept"})
+    out = tmp_path / "b_aligned.pt"
+    result = CliRunner().invoke(main, ["align", str(a), str(b), "-o", str(out), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    ck = landscape.load_checkpoint(out)
+    assert ck.seed == 1 and ck.meta["note"] == "kept" and ck.meta["alignment"]["method"] == "weight"
+    assert ck.meta["alignment"]["reference"] == str(a)
+    torch.testing.assert_close(outputs(problem, ck.theta), outputs(problem, thetas[1]), rtol=1e-4, atol=1e-5)
+    assert report["loss"] == pytest.approx(float(problem.loss(thetas[1])), rel=1e-5)
+    barriers = report["linear_barrier"]
+    assert barriers["before"] == pytest.approx(barrier(problem, thetas[0], thetas[1]).barrier, rel=1e-6)
+    assert barriers["after"] == pytest.approx(barrier(problem, thetas[0], ck.theta).barrier, rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(problem.loss(ck.trajectory["theta"]), trajectory["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ck.trajectory["theta"][1], ck.theta)
+    human = CliRunner().invoke(main, ["align", str(a), str(b), "-o", str(out), "--method", "activation"])
+    assert human.exit_code == 0 and "linear barrier:" in human.output and "activation matching" in human.output
+
+
+def test_align_command_refuses_minima_of_different_problems(trained, tmp_path):
+    p1, t1 = trained["moons_mlp"]
+    p2, t2 = trained["teacher_student"]
+    landscape.save_checkpoint(tmp_path / "a.pt", p1, t1[0])
+    landscape.save_checkpoint(tmp_path / "b.pt", p2, t2[0])
+    result = CliRunner().invoke(main, ["align", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "-o",
+                                       str(tmp_path / "c.pt")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "b.pt: made for" in result.stderr and not (tmp_path / "c.pt").exists()
