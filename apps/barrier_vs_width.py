@@ -1,0 +1,115 @@
+"""Linear barrier between independently trained minima, before and after alignment, as width grows.
+
+    python -m landscape_cli.barrier_vs_width --widths 16,64,256 --seeds 0,1,2 -o runs/barrier_vs_width
+
+Trains ``digits_mlp`` (or ``--problem``) minima with ``landscape.train`` (all seeds of a width as one
+batch; resumable: finished checkpoints in ``OUT/w<W>/`` are kept), then, for every pair of seeds,
+certifies the straight path a → b and a → align(a, b) for each alignment method, with and without
+the rescaling canonical form. Ainsworth et al. (ICLR 2023) and Entezari et al. (ICLR 2022) report
+that the barrier after alignment shrinks as the network widens. Writes ``OUT/barriers.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+
+import click
+import torch
+
+import landscape
+from landscape._train import train_checkpoints
+
+from ._common import UserError, echo_json, parse_params, parse_seeds, table
+
+VARIANTS = [("none", False), ("weight", False), ("weight", True), ("activation", False), ("activation", True)]
+
+
+@click.command()
+@click.option("--problem", "problem_name", default="digits_mlp", show_default=True)
+@click.option("--widths", default="16,64,256", show_default=True, help="Comma-separated hidden widths.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds per width; every pair is compared.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Other problem parameters.")
+@click.option("--steps", type=int, default=5000, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--until-loss", type=float, default=2e-3, show_default=True,
+              help="Train every minimum to the same training loss (Freeman & Bruna's protocol).")
+@click.option("--resolution", type=int, default=64, show_default=True, help="Points on each straight path.")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("-o", "--out", "out_dir", default="runs/barrier_vs_width", show_default=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+def main(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):
+    """Barrier before/after weight and activation matching, per width (mean ± std over seed pairs)."""
+    try:
+        _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json)
+    except landscape.LandscapeError as err:
+        raise UserError(str(err)) from None
+
+
+def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):
+    from pathlib import Path
+
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    for width in [int(w) for w in widths.split(",")]:
+        problem = landscape.make_problem(problem_name, **{**parse_params(params), "width": width})
+        files = train_checkpoints(problem, parse_seeds(seeds), Path(out_dir) / f"w{width}", steps=steps, lr=lr,
+                                  until_loss=until_loss, trajectory=False, progress=True)
+        minima = [landscape.load_checkpoint(f["file"]) for f in files]
+        for ca, cb in itertools.combinations(minima, 2):
+            for method, rescale in VARIANTS:
+                result = landscape.align(problem, ca.theta, cb.theta, method=method, rescale=rescale,
+                                         generator=torch.Generator().manual_seed(0))
+                path = landscape.certify(problem, landscape.linear_path(problem, ca.theta, result.theta),
+                                         resolution=resolution)
+                rows.append({"width": width, "dim": problem.dim, "seeds": [ca.seed, cb.seed], "method": method,
+                             "rescale": rescale, "barrier": path.barrier, "endpoint_loss": path.endpoint_loss,
+                             "test_barrier": _test_barrier(problem, ca.theta, result.theta, resolution),
+                             "distance": result.distance_after, "seconds": result.seconds})
+    _write_json(Path(out_dir) / "barriers.json", rows)
+    summary = _summarize(rows)
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(table([[r["width"], r["dim"], r["pairs"], f"{r['endpoint_loss']:.2g}"]
+                      + [r[f"{m}{'+rescale' if s else ''}"] for m, s in VARIANTS] for r in summary],
+                     ["width", "D", "pairs", "L(endpoints)"] + [f"{m}{'+rescale' if s else ''}" for m, s in VARIANTS]))
+
+
+def _test_barrier(problem, a, b, resolution):
+    if "test" not in problem.splits:
+        return None
+    pts = landscape.linear_path(problem, a, b, n_points=resolution + 1).points
+    losses = problem.loss(pts, split="test")
+    return float(losses.max() - torch.maximum(losses[0], losses[-1]))
+
+
+def _summarize(rows):
+    out = []
+    for width in sorted({r["width"] for r in rows}):
+        mine = [r for r in rows if r["width"] == width]
+        row = {"width": width, "dim": mine[0]["dim"], "pairs": len({tuple(r["seeds"]) for r in mine}),
+               "endpoint_loss": max(r["endpoint_loss"] for r in mine)}
+        for method, rescale in VARIANTS:
+            values = [r["barrier"] for r in mine if r["method"] == method and r["rescale"] == rescale]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{method}{'+rescale' if rescale else ''}"] = f"{statistics.mean(values):.3f} ± {spread:.3f}"
+        out.append(row)
+    return out
+
+
+def _write_json(path, rows):
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(rows, fh, indent=1)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
