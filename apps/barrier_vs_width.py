@@ -41,10 +41,13 @@ VARIANTS = [("none", False), ("weight", False), ("weight", True), ("activation",
 @click.option("--json", "as_json", is_flag=True)
 def main(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):
     """Barrier before/after weight and activation matching, per width (mean ± std over seed pairs)."""
+    before = torch.get_num_threads()
     try:
         _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json)
     except landscape.LandscapeError as err:
         raise UserError(str(err)) from None
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):
@@ -73,9 +76,9 @@ def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution,
     if as_json:
         echo_json(summary)
         return
-    click.echo(table([[r["width"], r["dim"], r["pairs"], f"{r['endpoint_loss']:.2g}"]
-                      + [r[f"{m}{'+rescale' if s else ''}"] for m, s in VARIANTS] for r in summary],
-                     ["width", "D", "pairs", "L(endpoints)"] + [f"{m}{'+rescale' if s else ''}" for m, s in VARIANTS]))
+    columns = [f"{m}{'+rescale' if s else ''}" for m, s in VARIANTS] + ["none (test)", "weight (test)"]
+    click.echo(table([[r["width"], r["dim"], r["pairs"], f"{r['endpoint_loss']:.2g}"] + [r[c] for c in columns]
+                      for r in summary], ["width", "D", "pairs", "L(endpoints)"] + columns))
 
 
 def _test_barrier(problem, a, b, resolution):
@@ -96,6 +99,10 @@ def _summarize(rows):
             values = [r["barrier"] for r in mine if r["method"] == method and r["rescale"] == rescale]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             row[f"{method}{'+rescale' if rescale else ''}"] = f"{statistics.mean(values):.3f} ± {spread:.3f}"
+        for method in ("none", "weight"):
+            values = [r["test_barrier"] for r in mine if r["method"] == method and not r["rescale"]
+                      and r["test_barrier"] is not None]
+            row[f"{method} (test)"] = f"{statistics.mean(values):.3f}" if values else "-"
         out.append(row)
     return out
 

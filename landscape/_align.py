@@ -321,8 +321,7 @@ def activations(problem, sym: Symmetry, thetas: torch.Tensor, *, samples: int | 
         return functional_call(tapped, (params, buffers), (x,))
 
     per_point = x.shape[0] * thetas.element_size() * sum(
-        math.prod(n.meta["tensor_meta"].shape[1:]) for n in sym.graph.graph.nodes
-        if hasattr(n.meta.get("tensor_meta"), "shape"))
+        math.prod(n.meta["shape"][1:]) for n in sym.graph.graph.nodes if "shape" in n.meta)
     chunk = max(1, (256 << 20) // max(per_point, 1))
     outs = {g.name: [] for g in sym.groups}
     with torch.no_grad():

@@ -379,7 +379,7 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def symmetry(problem) -> Symmetry:
     """The permutation (and rescaling) symmetry of a network problem, derived from its module.
 
-    The module is traced with ``torch.fx`` and its shapes propagated on two training samples; its
+    The module is traced with ``torch.fx`` and its shapes recorded on two training samples; its
     chain of layers is then walked. Understood: ``Linear``, ``Conv1d/2d/3d`` (groups = 1),
     ``BatchNorm1d/2d/3d`` (affine parameters permuted; running statistics constrain which units
     may trade places), ``LayerNorm`` over the unit axis and all after it, ``Flatten`` of channels
@@ -416,12 +416,19 @@ def symmetry(problem) -> Symmetry:
 
 def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout) -> Symmetry:
     import torch.fx
-    from torch.fx.passes.shape_prop import ShapeProp
+
+    class Shapes(torch.fx.Interpreter):  # torch.fx's ShapeProp does the same, but costs ~2 s on first use
+        def run_node(self, node):
+            out = super().run_node(node)
+            if isinstance(out, torch.Tensor):
+                node.meta["shape"] = tuple(out.shape)
+            return out
 
     kind = type(module).__name__
     try:
         gm = torch.fx.symbolic_trace(module)
-        ShapeProp(gm).propagate(sample)
+        with torch.no_grad():
+            Shapes(gm).run(sample)
     except Exception as err:  # noqa: BLE001 - any tracing failure is the module's structure
         msg = " ".join(str(err).split())[:160]
         raise LandscapeError(f"cannot trace {kind} to find its symmetries ({type(err).__name__}: {msg}); "
@@ -430,8 +437,7 @@ def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout) -> Symmetry
     names = set(layout.names)
 
     def shape(node):
-        meta = node.meta.get("tensor_meta")
-        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+        return node.meta.get("shape")
 
     tensors = [n for n in gm.graph.nodes if n.op != "output" and shape(n) is not None]
     groups, skipped, called, current = [], [], set(), None

@@ -207,3 +207,24 @@ def test_align_command_refuses_minima_of_different_problems(trained, tmp_path):
                                        str(tmp_path / "c.pt")])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "b.pt: made for" in result.stderr and not (tmp_path / "c.pt").exists()
+
+
+def test_barrier_vs_width_script(tmp_path):
+    from landscape_cli.barrier_vs_width import VARIANTS, main as script
+
+    out = tmp_path / "bw"
+    threads = torch.get_num_threads()
+    args = ["--problem", "moons_mlp", "-p", "n_train=100", "-p", "n_test=50", "--widths", "4,6", "--seeds", "0..2",
+            "--steps", 60, "--lr", 0.05, "--until-loss", 0.5, "--resolution", 16, "--threads", 1, "-o", out, "--json"]
+    result = CliRunner().invoke(script, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads  # the script gives the thread count back
+    summary = json.loads(result.stdout)
+    assert [r["width"] for r in summary] == [4, 6] and all(r["pairs"] == 3 for r in summary)
+    rows = json.loads((out / "barriers.json").read_text())
+    assert len(rows) == 2 * 3 * len(VARIANTS)
+    problem = landscape.make_problem("moons_mlp", width=6, n_train=100, n_test=50)
+    a, b = (landscape.load_checkpoint(out / "w6" / f"moons_mlp_w6_s{s}.pt").theta for s in (0, 2))
+    straight = landscape.certify(problem, landscape.linear_path(problem, a, b), resolution=16)
+    row = next(r for r in rows if r["width"] == 6 and r["seeds"] == [0, 2] and r["method"] == "none")
+    assert row["barrier"] == pytest.approx(straight.barrier, rel=1e-6, abs=1e-9)
