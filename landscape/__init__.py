@@ -15,7 +15,8 @@ from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, l
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
-from ._symmetry import Symmetry, UnitGroup, symmetry
+from ._symmetry import Symmetry, UnitGroup
+from ._trace import symmetry
 from ._train import OPTIMIZERS, TrainResult, train
 
 __all__ = [

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ._errors import LandscapeError
-from ._symmetry import Symmetry, symmetry, units
+from ._symmetry import Symmetry, units
+from ._trace import symmetry
 
 
 def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=100, samples=None, split="train"):
@@ -62,7 +63,9 @@ def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter
             cost = 0
             for ax in g.axes:
                 if ax.role != "buffer":
-                    cost = cost + units(pa[ax.name], ax.axis, ax.block, 0) @ units(pb[ax.name], ax.axis, ax.block, 1).transpose(1, 2)
+                    ua = units(pa[ax.name], ax.axis, ax.block, 0)  # [n, m]
+                    ub = units(pb[ax.name], ax.axis, ax.block, 1)  # [K, n, m]
+                    cost = cost + ua @ ub.transpose(1, 2)
             new = _assign(cost, masks[g.name])
             old = perms[g.name]
             gain = cost.gather(2, new[..., None]).sum((1, 2)) - cost.gather(2, old[..., None]).sum((1, 2))

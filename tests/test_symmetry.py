@@ -173,7 +173,7 @@ def test_batchnorm_statistics_restrict_the_permutations():
     problem = conv_net()
     bn = problem.module().get_submodule("1")
     bn.running_mean.copy_(torch.tensor([0.0, 0.5, 0.0, 0.5]))  # units 0, 2 alike; 1, 3 alike
-    sym = landscape._symmetry._derive(problem.module(), problem.data()[0][:2], problem.layout)
+    sym = landscape._trace._derive(problem.module(), problem.data()[0][:2], problem.layout)
     mask = sym.exchangeable("0")
     assert mask.tolist() == [[True, False, True, False], [False, True, False, True]] * 2
     theta = problem.init(torch.Generator().manual_seed(0))
