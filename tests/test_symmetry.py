@@ -239,3 +239,15 @@ def test_analytic_problems_have_no_network_symmetry():
     with pytest.raises(LandscapeError, match="no rescaling symmetry"):
         sym = landscape.symmetry(landscape.make_problem("quadratic_regression", n_train=20))
         sym.rescale(torch.zeros(sym.layout.dim), {"0": torch.ones(4)})
+
+
+@pytest.mark.parametrize("method", ["weight", "activation"])
+@pytest.mark.parametrize("make", [conv_net, functional_net], ids=["conv", "functional"])
+def test_copies_of_conv_and_functional_modules_are_recovered(make, method):
+    problem = make()
+    theta = problem.init(torch.Generator().manual_seed(3), dtype=torch.float64)
+    sym, perms, scales = random_element(problem, 11)
+    result = landscape.align(problem, theta, sym.transform(theta, perms, scales), method=method)
+    inverse = sym.inverse(perms)[0]
+    assert all(torch.equal(result.permutations[k], inverse[k]) for k in inverse)
+    torch.testing.assert_close(result.theta, theta, rtol=1e-9, atol=1e-12)
