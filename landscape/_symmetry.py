@@ -299,8 +299,8 @@ def _blocks(t, axis, block, nb):
 
 def _take(t, axis, block, nb, perm):
     v, ax = _blocks(t, axis, block, nb)
-    if perm.dim() == 1:
-        out = v.index_select(ax, perm)
+    if perm.dim() == 1 or perm.shape[0] == 1:  # one permutation for every row: a plain index_select
+        out = v.index_select(ax, perm.reshape(-1))
     else:
         shape = [perm.shape[0]] + [1] * (ax - 1) + [perm.shape[1]] + [1] * (v.dim() - ax - 1)
         out = v.gather(ax, perm.reshape(shape).expand(*v.shape[:ax], perm.shape[1], *v.shape[ax + 1:]))
