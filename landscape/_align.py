@@ -216,7 +216,8 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
         a exactly. Default (None): on when some layer has this symmetry, the problem has no weight
         decay (which rescaling changes) and the method is not ``"none"``.
     generator : torch.Generator, optional
-        Order of the layers in weight matching.
+        Order of the layers in weight matching (torch's global generator when None; pass one for
+        reproducible results: different orders can end in different local optima).
     max_iter : int
         Most sweeps of weight matching.
     samples : int, optional
@@ -246,9 +247,9 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
     if max_iter < 1:
         raise LandscapeError(f"max_iter must be >= 1, got {max_iter}")
     start = time.perf_counter()
-    sym = symmetry(problem)
-    single = theta_b.dim() == 1
     a, b = _check(problem, theta_a, theta_b)
+    single = theta_b.dim() == 1
+    sym = symmetry(problem)
     decay = float(getattr(problem, "weight_decay", 0.0) or 0.0)
     if rescale is None:
         rescale = sym.rescalable and decay == 0.0 and method != "none"
