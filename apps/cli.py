@@ -143,6 +143,9 @@ def bench(k, seconds, extra, device, as_json):
 
 # ------------------------------------------------------------------ commands of other modules
 # Each lives in its own module of apps/ and is registered here, one line each.
+from .study import study  # noqa: E402
+
+main.add_command(study)
 
 
 if __name__ == "__main__":  # pragma: no cover

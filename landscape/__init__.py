@@ -15,6 +15,11 @@ from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
 from ._train import OPTIMIZERS, TrainResult, train
+from ._margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
+from ._report import study_results, study_tables, write_report
+from ._run import run_study, study_status
+from ._study import Study, builtin_studies, load_study
+from ._tasks import TASKS
 
 __all__ = [
     "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "certify", "default_level",
@@ -22,4 +27,6 @@ __all__ = [
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",
+    "DYNAMICS", "MaxMargin", "Study", "TASKS", "builtin_studies", "implicit_bias", "load_study", "max_margin",
+    "run_study", "study_results", "study_status", "study_tables", "write_report",
 ]
