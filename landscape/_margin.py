@@ -168,11 +168,12 @@ DYNAMICS = {f.__name__: f for f in (gd, normalized_gd, weight_norm)}
 
 
 def log_clock(steps: int, n: int = 50) -> list[int]:
-    """Step 0 and about ``n`` log-spaced steps in [1, steps], all distinct, ``steps`` included."""
+    """Step 0, about ``n`` log-spaced steps in [1, steps] and every power of ten up to ``steps``."""
     if steps < 1:
         return [0]
-    ticks = np.unique(np.round(np.logspace(0, math.log10(steps), max(2, n))).astype(int))
-    return [0] + [int(t) for t in ticks if 1 <= t <= steps]
+    ticks = set(np.round(np.logspace(0, math.log10(steps), max(2, n))).astype(int).tolist())
+    ticks |= {10**k for k in range(int(math.log10(steps)) + 1)} | {steps}
+    return [0] + sorted(int(t) for t in ticks if 1 <= t <= steps)
 
 
 def implicit_bias(x, y, theta0: torch.Tensor, *, dynamics: str = "gd", lr: float = 1.0, steps: int = 100_000,
