@@ -134,26 +134,31 @@ class _Executor:
     def run(self, study, tasks):
         raise NotImplementedError
 
-    def _drive(self, pool, study, tasks, window, submit_kwargs):
-        """Keep ``window`` tasks in flight; yield each outcome as it completes."""
+    def _drive(self, pool, study, tasks, window, submit_kwargs, devices=None):
+        """Keep ``window`` tasks in flight; yield each outcome as it completes.
+
+        ``devices``, one per slot of the window, pins each task in flight to its own device.
+        """
         queue = collections.deque(tasks)
+        free = list(devices) if devices else [self.device] * window
         flight = {}
         broken = False
         try:
             while queue or flight:
-                while queue and len(flight) < window and not broken:
+                while queue and free and not broken:
                     try:
-                        fut = pool.submit(execute_task, study.task, queue[0].params, self.device, self.threads,
+                        fut = pool.submit(execute_task, study.task, queue[0].params, free[-1], self.threads,
                                           **submit_kwargs(study, queue[0]))
                     except cf.BrokenExecutor:
                         broken = True  # the caller starts a new pool for the rest
                         break
-                    flight[fut] = queue.popleft()
+                    flight[fut] = (queue.popleft(), free.pop())
                 if not flight:
                     return
                 done, _ = cf.wait(flight, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
-                    task = flight.pop(fut)
+                    task, device = flight.pop(fut)
+                    free.append(device)
                     yield task, self._outcome(fut)
         finally:
             for fut in flight:
@@ -180,7 +185,11 @@ class _InProcess(_Executor):
 
 
 class _LocalPool(_Executor):
-    """Spawned worker processes; one task per worker in flight, so a crash names its suspects."""
+    """Spawned worker processes, one task per worker in flight (so a crash names its suspects).
+
+    On a machine with GPUs and a study not pinned to the CPU, each task in flight holds its own GPU
+    (``cuda:i``), as many workers as GPUs by default.
+    """
 
     def __init__(self, n, n_tasks, device, threads):
         import multiprocessing
@@ -193,20 +202,20 @@ class _LocalPool(_Executor):
         self.n = max(1, min(n, n_tasks))
         super().__init__(device, threads if threads else max(1, _cores() // self.n))
         self.ctx = multiprocessing.get_context("spawn")
-        self.counter = self.ctx.Value("i", 0)
-        self.gpus = gpus
-        self.describe = f"local, {self.n} worker process{'es' if self.n > 1 else ''}, {self.threads} thread(s) each"
+        self.devices = [f"cuda:{i % gpus}" for i in range(self.n)] if gpus and device in ("auto", "cuda") else None
+        self.describe = f"local, {self.n} worker process{'es' if self.n > 1 else ''}, {self.threads} thread(s) each" \
+            + (f", {min(gpus, self.n)} GPU(s)" if self.devices else "")
         self.pool = None
 
     def _new_pool(self):
-        return cf.ProcessPoolExecutor(self.n, mp_context=self.ctx, initializer=_init_worker,
-                                      initargs=(os.getpid(), self.counter, self.gpus))
+        return cf.ProcessPoolExecutor(self.n, mp_context=self.ctx, initializer=_init_worker, initargs=(os.getpid(),))
 
     def run(self, study, tasks):
         remaining = {t.id: t for t in tasks}
         while remaining:  # a pool broken by a dying worker fails its tasks in flight; the rest go on anew
             self.pool = self._new_pool()
-            for task, outcome in self._drive(self.pool, study, list(remaining.values()), self.n, lambda s, t: {}):
+            for task, outcome in self._drive(self.pool, study, list(remaining.values()), self.n, lambda s, t: {},
+                                             self.devices):
                 del remaining[task.id]
                 yield task, outcome
             self._stop(wait=True)
@@ -220,10 +229,13 @@ class _LocalPool(_Executor):
     def _stop(self, wait):
         if self.pool is None:
             return
-        if not wait:
-            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+        if not wait:  # interrupted: stop the tasks in flight now, then let the pool tidy up after them
+            procs = list((getattr(self.pool, "_processes", None) or {}).values())
+            for proc in procs:
                 proc.terminate()
-        self.pool.shutdown(wait=wait, cancel_futures=True)
+            for proc in procs:
+                proc.join(5)
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.pool = None
 
     def __exit__(self, kind, *exc):
@@ -281,16 +293,14 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(parent: int, counter, gpus: int) -> None:
-    """In each local worker: ignore Ctrl-C (the driver stops the pool), take a GPU, die with the driver."""
-    from . import _tasks
+def _init_worker(parent: int) -> None:
+    """In each local worker: ignore Ctrl-C (the driver stops the pool) and die with the driver."""
+    from tqdm import tqdm
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if gpus:
-        with counter.get_lock():
-            slot = counter.value
-            counter.value += 1
-        _tasks.WORKER_DEVICE = f"cuda:{slot % gpus}"
+    # a thread lock for tqdm instead of its default process-shared semaphore, which a worker stopped by the
+    # driver could not release (the resource tracker then warns of a leak)
+    tqdm.set_lock(threading.RLock())
 
     def watch():
         while os.getppid() == parent:

@@ -180,10 +180,6 @@ TASKS = {f.__name__: f for f in (train_minima, implicit_bias)}
 
 
 # ---------------------------------------------------------------- running one task (on a worker)
-#: Device a local worker uses for ``device="auto"`` (set by the pool's initializer, one GPU per worker).
-WORKER_DEVICE: str | None = None
-
-
 def execute_task(task: str, params: dict, device: str = "auto", threads: int | None = None) -> dict:
     """Run one task and describe the outcome; never raises for a failing task.
 
@@ -204,7 +200,7 @@ def execute_task(task: str, params: dict, device: str = "auto", threads: int | N
     try:
         if threads:
             torch.set_num_threads(int(threads))
-        dev = resolve_device(WORKER_DEVICE if device == "auto" and WORKER_DEVICE else device)
+        dev = resolve_device(device)
         out["device"] = str(dev)
         figures = TASKS[task](task_options(task, params), device=dev)
         if not isinstance(figures, dict):
