@@ -73,6 +73,8 @@ def _fmt(value) -> str:
             return f"{value:.4g}"
         if abs(value) >= 100:
             return f"{value:.1f}"
+        if 0.9 < abs(value) < 1:  # keep three digits of 1 − |value| visible (a cosine of 0.99999996)
+            return f"{value:.{max(6, 3 - math.floor(math.log10(1 - abs(value))))}g}"
         return f"{value:.6g}" if abs(value) > 0.9 else f"{value:.4g}"
     return str(value)
 

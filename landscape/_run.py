@@ -85,18 +85,18 @@ def run_study(study, *, store=None, workers: int | None = None, scheduler: str |
         status = db.statuses()
         todo = [t for t in tasks if status[t.id] == "pending" or (retry_failed and status[t.id] == "failed")]
         finished = len(tasks) - len(todo)
-        bar = _progress(study.name, len(tasks), finished, progress)
         failed = 0
-        try:
-            with _executor(len(todo), workers, scheduler, scheduler_file, device, threads, resources) as ex:
+        with _executor(len(todo), workers, scheduler, scheduler_file, device, threads, resources) as ex:
+            bar = _progress(study.name, len(tasks), finished, progress)
+            try:
                 for task, outcome in ex.run(study, todo):
                     db.record(task.id, outcome)
                     failed += outcome["status"] != "done"
                     bar.update(1)
                     if failed:
                         bar.set_postfix(failed=failed, refresh=False)
-        finally:
-            bar.close()
+            finally:
+                bar.close()
         ids = [t.id for t in tasks]
         counts = db.counts(ids)
         errors = [{"id": r["id"], "point": _point(tasks, r["id"]), "error": last_line(r["error"])}
@@ -253,6 +253,8 @@ class _Dask(_Executor):
             raise LandscapeError("running on a Dask cluster needs distributed: pip install 'landscape[dist]'") from None
         super().__init__(device, threads)
         where = scheduler or f"scheduler file {scheduler_file}"
+        if scheduler and scheduler.startswith("tcp://"):
+            _probe(scheduler)
         try:
             self.client = distributed.Client(scheduler, scheduler_file=scheduler_file, timeout="20s",
                                              set_as_default=False)
@@ -276,6 +278,20 @@ class _Dask(_Executor):
     def __exit__(self, *exc):
         self.client.close()
         return False
+
+
+def _probe(address: str) -> None:
+    """Fail at once, not after the client's timeout, when nothing listens at a tcp:// address."""
+    import socket
+
+    host, _, port = address[len("tcp://"):].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise LandscapeError(f"--scheduler {address!r} must look like tcp://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        raise LandscapeError(f"cannot reach the Dask scheduler at {address} ({err.strerror or err}); check the "
+                             "address, or start one with `dask scheduler` and `dask worker ADDRESS`") from None
 
 
 def _executor(n_tasks, workers, scheduler, scheduler_file, device, threads, resources) -> _Executor:

@@ -121,7 +121,8 @@ def implicit_bias(params: dict, *, device) -> dict:
     norm_slope_ratio (d‖θ‖/d ln t × γ*, which tends to 1 under plain gradient descent, where
     θ(t) ≈ ŵ ln t) and norm_exponent (d ln‖θ‖/d ln t: → 0 for growth like ln t, 1 for linear growth);
     gap_log_t ((1 − margin_ratio)·ln t, bounded when the margin converges like 1/log t); and
-    ``series``: step, cosine, margin_ratio, norm, log_loss over a log-spaced clock.
+    ``series``: step, cosine, margin_ratio, cosine_gap (1 − cosine), margin_gap (1 − margin_ratio),
+    norm, log_loss over a log-spaced clock.
     """
     from ._margin import implicit_bias as run, max_margin
 
@@ -169,6 +170,8 @@ def implicit_bias(params: dict, *, device) -> dict:
             "step": out["step"].tolist(),
             "cosine": out["cosine"].mean(1).tolist(),
             "margin_ratio": ratio.mean(1).tolist(),
+            "cosine_gap": (1 - out["cosine"]).mean(1).tolist(),
+            "margin_gap": (1 - ratio).mean(1).tolist(),
             "norm": out["norm"].mean(1).tolist(),
             "log_loss": out["log_loss"].mean(1).tolist(),
         },
