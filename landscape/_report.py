@@ -33,7 +33,7 @@ from pathlib import Path as FilePath
 
 from ._errors import LandscapeError
 from ._store import Store, store_path
-from ._study import Study, canonical, load_study, study_from_text
+from ._study import Study, canonical, load_study
 
 _REPORT_KEYS = {"group", "figures", "series", "plot"}
 
@@ -87,7 +87,7 @@ def _open(study, store):
     path = store_path(study, store) if study is not None else FilePath(store)
     with Store(path) as db:
         if study is None:
-            study = study_from_text(db.meta.get("spec", ""), str(path))
+            study = db.study()
         elif (db.meta.get("study"), db.meta.get("task")) != (study.name, study.task):
             raise LandscapeError(f"{path} holds study {db.meta.get('study')!r}, not {study.name!r}; "
                                  "pass another --store")

@@ -369,7 +369,6 @@ def study_status(study=None, *, store=None) -> dict:
         (sum over done tasks), ``mean_seconds``, ``workers`` (distinct), ``errors`` (first few).
     """
     from ._store import is_running
-    from ._study import study_from_text
 
     if study is None and store is None:
         raise LandscapeError("name a study (TOML file or built-in name) or a --store")
@@ -378,7 +377,7 @@ def study_status(study=None, *, store=None) -> dict:
     path = store_path(study, store) if study is not None else store
     with Store(path) as db:
         if study is None:
-            study = study_from_text(db.meta.get("spec", ""), str(path))
+            study = db.study()
         elif (db.meta.get("study"), db.meta.get("task")) != (study.name, study.task):
             raise LandscapeError(f"{path} holds study {db.meta.get('study')!r}, not {study.name!r}; "
                                  "pass another --store")

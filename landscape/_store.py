@@ -7,8 +7,8 @@ SIGKILL). Readers (``landscape study status``) may look while a run writes.
 
 Tables::
 
-    meta(key, value)      format = "landscape-study", schema, study, task, spec (the TOML text),
-                          created, updated
+    meta(key, value)      format = "landscape-study", schema, study, task, spec (the study as JSON,
+                          Study.to_dict), toml (the file's text), source, created, updated
     tasks(id, idx, task, params, status, figures, error, attempts, seconds, started, finished,
           worker, device, versions)
                           status is "pending", "done" or "failed"; params, figures and versions are
@@ -145,7 +145,7 @@ class Store:
                     self.db.execute(statement)
             self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
                 ("format", FORMAT), ("schema", str(SCHEMA)), ("study", study.name), ("task", study.task),
-                ("spec", study.text), ("source", study.source), ("created", now), ("updated", now)])
+                ("created", now), *_spec_rows(study)])
 
     def _check_meta(self, study):
         names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -196,10 +196,15 @@ class Store:
                 [(t.id, t.index, study.task, canonical(t.params)) for t in tasks])
             added = self.db.total_changes - before
             self.db.executemany("UPDATE tasks SET idx = ? WHERE id = ?", [(t.index, t.id) for t in tasks])
-            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                ("spec", study.text), ("source", study.source), ("updated", str(time.time()))])
-        self.meta.update(spec=study.text, source=study.source)
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", _spec_rows(study))
+        self.meta.update(_spec_rows(study))
         return added
+
+    def study(self):
+        """The study as last run on this store (its file may have changed since)."""
+        from ._study import study_from_json
+
+        return study_from_json(self.meta.get("spec"), str(self.path))
 
     def record(self, task_id: str, outcome: dict) -> None:
         """Write one task's outcome (from :func:`landscape._tasks.execute_task`) and commit it."""
@@ -240,6 +245,13 @@ class Store:
             if keep is None or tid in keep:
                 out[status] = out.get(status, 0) + 1
         return out
+
+
+def _spec_rows(study) -> list[tuple[str, str]]:
+    from ._study import canonical
+
+    return [("spec", canonical(study.to_dict())), ("toml", study.text), ("source", study.source),
+            ("updated", str(time.time()))]
 
 
 def store_path(study, store=None) -> FilePath:

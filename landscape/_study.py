@@ -123,6 +123,15 @@ class Study:
                     out.append(Task(tid, len(out), params, point))
         return out
 
+    def to_dict(self) -> dict:
+        """The study as plain data, which :func:`load_study` reads back (the store keeps it as JSON)."""
+        out = {"study": {"name": self.name, "task": self.task, "description": self.description},
+               "task": copy.deepcopy(self.fixed), "grid": copy.deepcopy(self.grids),
+               "report": copy.deepcopy(self.report)}
+        if self.problem is not None:
+            out["problem"] = copy.deepcopy(self.problem)
+        return out
+
     def _params(self, point: dict) -> dict:
         params = copy.deepcopy(self.fixed)
         problem = copy.deepcopy(self.problem) if self.problem is not None else None
@@ -189,13 +198,16 @@ def load_study(source) -> Study:
     return _from_dict(data, str(path), text)
 
 
-def study_from_text(text: str, source: str = "<text>") -> Study:
-    """Parse a study from its TOML text (as kept in a results store)."""
+def study_from_json(text: str, source: str) -> Study:
+    """Rebuild a study from the JSON of :meth:`Study.to_dict` (as kept in a results store)."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise LandscapeError(f"{source}: not valid TOML ({err})") from None
-    return _from_dict(data, source, text)
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        raise LandscapeError(f"{source}: the study kept in the store is unreadable; run the study file again "
+                             "with --store to refresh it") from None
+    if not isinstance(data, dict):
+        raise LandscapeError(f"{source}: the study kept in the store is unreadable")
+    return _from_dict(data, source, "")
 
 
 def _from_dict(data: dict, source: str, text: str) -> Study:

@@ -284,3 +284,15 @@ def test_stored_parameters_are_canonical_json(tmp_path):
     for t in study.tasks():
         assert json.loads(raw[t.id]) == t.params
         assert raw[t.id] == json.dumps(t.params, sort_keys=True, separators=(",", ":"))
+
+
+def test_a_study_changed_in_python_is_kept_in_its_store(tmp_path):
+    study = landscape.load_study(wells(tmp_path, seeds=1))
+    study.fixed["steps"] = 20
+    study.name = "wells_short"
+    store = tmp_path / "short.sqlite"
+    landscape.run_study(study, store=store, workers=0, progress=False)
+    status = landscape.study_status(store=store)  # the study comes from the store alone
+    assert (status["study"], status["tasks"], status["done"], status["pending"]) == ("wells_short", 2, 2, 0)
+    rows = landscape.study_results(store=store)
+    assert [r["params"]["steps"] for r in rows] == [20, 20]

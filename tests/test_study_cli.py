@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 from test_study import wells
 
+import landscape
 from landscape_cli.cli import main
 
 
@@ -83,3 +84,15 @@ def test_study_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, make, args
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_the_study_4_script_runs_through_the_python_api(tmp_path, monkeypatch, capsys):
+    from landscape_cli.implicit_regularization import main as script
+
+    monkeypatch.chdir(tmp_path)
+    summary = script(["--steps", "30", "--dim", "8", "--workers", "0"])
+    assert summary["study"] == "implicit_regularization_steps30_d8" and summary["done"] == 9
+    out = capsys.readouterr().out
+    assert "| step | cosine (gd) | cosine (normalized_gd) | cosine (weight_norm) |" in out
+    rows = landscape.study_results(store=summary["store"])
+    assert {r["params"]["problem"]["params"]["dim"] for r in rows} == {8}
