@@ -157,6 +157,25 @@ def _report_spec(study: Study) -> dict:
     return spec
 
 
+def check_report(study: Study) -> None:
+    """Check the ``[report]`` table of a study: known keys, axes that exist, series and plots that name y."""
+    spec = _report_spec(study)
+    group = spec.get("group", [])
+    if not isinstance(group, list):
+        raise LandscapeError(f"{study.source}: report.group must be a list of axes")
+    _check_axes(study, group, "report.group")
+    for kind in ("series", "plot"):
+        for item in spec.get(kind, []):
+            if not isinstance(item, dict) or not item.get("y"):
+                raise LandscapeError(f"{study.source}: each [[report.{kind}]] needs y = ...")
+            axes = [item["by"]] if item.get("by") else []
+            if kind == "plot":
+                if not item.get("x"):
+                    raise LandscapeError(f"{study.source}: each [[report.plot]] needs x = an axis of the grid")
+                axes.append(item["x"])
+            _check_axes(study, axes, f"report.{kind}")
+
+
 def _check_axes(study, names, where):
     bad = [n for n in names if n not in study.axes]
     if bad:

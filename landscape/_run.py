@@ -77,6 +77,10 @@ def run_study(study, *, store=None, workers: int | None = None, scheduler: str |
         raise LandscapeError(f"--workers must be >= 0, got {workers}")
     if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
         raise LandscapeError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if not (scheduler or scheduler_file):
+        from ._device import resolve_device
+
+        resolve_device(device)  # a local run on CUDA needs a GPU here
     start = time.perf_counter()
     tasks = study.tasks()
     path = store_path(study, store)
@@ -297,7 +301,11 @@ def _probe(address: str) -> None:
 def _executor(n_tasks, workers, scheduler, scheduler_file, device, threads, resources) -> _Executor:
     if scheduler or scheduler_file:
         return _Dask(scheduler, scheduler_file, device, threads, resources)
-    if workers == 0 or n_tasks == 0:
+    if n_tasks == 0:
+        idle = _InProcess(device, threads)
+        idle.describe = "nothing to run"
+        return idle
+    if workers == 0:
         return _InProcess(device, threads)
     return _LocalPool(workers, n_tasks, device, threads)
 

@@ -273,8 +273,9 @@ def _set(target: dict, keys: list[str], value) -> None:
 
 
 def _validate(study: Study, where: str) -> None:
-    """Check the task name, the task parameters and the problem names before anything runs."""
+    """Check the task name, the task parameters, the problem names and the report before anything runs."""
     from ._problems import PROBLEMS
+    from ._report import check_report
     from ._tasks import TASKS, task_options
 
     if study.task not in TASKS:
@@ -303,3 +304,4 @@ def _validate(study: Study, where: str) -> None:
         bad = sorted(set(spec["params"]) - set(accepted))
         if bad:
             raise LandscapeError(f"{where}: problem {pname!r} has no parameter(s) {bad}; it takes {list(accepted)}")
+    check_report(study)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -296,3 +297,15 @@ def test_a_study_changed_in_python_is_kept_in_its_store(tmp_path):
     assert (status["study"], status["tasks"], status["done"], status["pending"]) == ("wells_short", 2, 2, 0)
     rows = landscape.study_results(store=store)
     assert [r["params"]["steps"] for r in rows] == [20, 20]
+
+
+@pytest.mark.parametrize("report, message", [
+    ({"group": ["width"]}, "report.group names ['width']"),
+    ({"plot": [{"x": "seed"}]}, "needs y"),
+    ({"series": [{"y": "cosine", "by": "nope"}]}, "report.series names ['nope']"),
+    ({"colour": 1}, "unknown key(s) ['colour']"),
+])
+def test_bad_report_tables_are_refused_before_running(report, message):
+    with pytest.raises(landscape.LandscapeError, match=re.escape(message)):
+        landscape.load_study({"study": {"name": "r", "task": "train_minima"}, "problem": {"name": "ring"},
+                              "grid": {"seed": [0, 1]}, "report": report})

@@ -54,12 +54,13 @@ def _wait_gone(procs, seconds=20.0) -> list:
 def test_dask_local_cluster_and_local_pool_give_identical_results(tmp_path):
     distributed = pytest.importorskip("distributed")
     study = landscape.load_study(wells(tmp_path, seeds=2))
+    # the workers declare a GPU resource (as `dask worker --resources GPU=1` does): each task then holds one
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  scheduler_port=0, silence_logs=logging.ERROR) as cluster:
+                                  scheduler_port=0, silence_logs=logging.ERROR, resources={"GPU": 1}) as cluster:
         on_dask = landscape.run_study(study, store=tmp_path / "dask.sqlite", scheduler=cluster.scheduler_address,
                                       threads=1, progress=False)
     local = landscape.run_study(study, store=tmp_path / "local.sqlite", workers=2, threads=1, progress=False)
-    assert on_dask["executor"].startswith("dask") and "2 worker(s)" in on_dask["executor"]
+    assert on_dask["executor"].startswith("dask") and "2 worker(s), resources {'GPU': 1}" in on_dask["executor"]
     assert local["executor"].startswith("local, 2 worker processes")
     assert on_dask["done"] == local["done"] == 4 and on_dask["failed"] == local["failed"] == 0
     a = {r["id"]: r for r in landscape.study_results(study, store=tmp_path / "dask.sqlite")}
@@ -139,3 +140,37 @@ def test_a_worker_that_dies_fails_its_task_and_the_study_goes_on(tmp_path, monke
     assert [e["point"] for e in summary["errors"]] == [{"problem.crash": True, "seed": 0},
                                                       {"problem.crash": True, "seed": 1}]
     assert all("a worker process died" in e["error"] for e in summary["errors"])
+
+
+def test_tasks_in_flight_never_share_a_gpu(monkeypatch):
+    """The local pool pins each task in flight to its own device (checked with threads and a fake task)."""
+    import concurrent.futures as cf
+    import threading
+
+    import torch
+
+    from landscape import _run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    pool = _run._LocalPool(None, 7, "auto", None)
+    assert pool.n == 2 and pool.devices == ["cuda:0", "cuda:1"] and "2 GPU(s)" in pool.describe
+    assert _run._LocalPool(None, 7, "cpu", None).devices is None
+    busy, clashes, lock = set(), [], threading.Lock()
+
+    def fake(task, params, device, threads):
+        with lock:
+            clashes.append(device in busy)
+            busy.add(device)
+        time.sleep(0.02 * (1 + params["i"] % 3))
+        with lock:
+            busy.discard(device)
+        return {"status": "done", "device": device}
+
+    monkeypatch.setattr(_run, "execute_task", fake)
+    study = type("S", (), {"task": "fake"})()
+    tasks = [landscape._study.Task(str(i), i, {"i": i}, {}) for i in range(7)]
+    with cf.ThreadPoolExecutor(2) as ex:
+        out = list(pool._drive(ex, study, tasks, 2, lambda s, t: {}, pool.devices))
+    assert len(out) == 7 and not any(clashes)
+    assert {o["device"] for _, o in out} == {"cuda:0", "cuda:1"}
