@@ -89,10 +89,9 @@ class Store:
             if fresh:
                 self._create(study)
             self._check_meta(study)
-            if lock:
-                problems = [r[0] for r in self.db.execute("PRAGMA quick_check")]
-                if problems != ["ok"]:
-                    raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            problems = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
         except sqlite3.DatabaseError as err:
             self.close()
             raise LandscapeError(f"{self.path}: corrupt study store ({err}); move it aside to start afresh, "
@@ -188,7 +187,7 @@ class Store:
         """
         from ._study import canonical
 
-        with self.db:
+        with _guard(self, "write"), self.db:
             self.db.execute("BEGIN IMMEDIATE")
             before = self.db.total_changes
             self.db.executemany(
@@ -209,7 +208,7 @@ class Store:
     def record(self, task_id: str, outcome: dict) -> None:
         """Write one task's outcome (from :func:`landscape._tasks.execute_task`) and commit it."""
         figures = outcome.get("figures")
-        with self.db:
+        with _guard(self, "write"), self.db:
             self.db.execute(
                 "UPDATE tasks SET status = ?, figures = ?, error = ?, attempts = attempts + 1, seconds = ?, "
                 "started = ?, finished = ?, worker = ?, device = ?, versions = ? WHERE id = ?",
@@ -220,16 +219,19 @@ class Store:
     # ---------------------------------------------------------------- reading
     def statuses(self) -> dict[str, str]:
         """Task id -> status, for every row."""
-        return dict(self.db.execute("SELECT id, status FROM tasks"))
+        with _guard(self, "read"):
+            return dict(self.db.execute("SELECT id, status FROM tasks"))
 
     def rows(self, ids=None) -> list[dict]:
         """Rows as dicts (JSON columns decoded), in grid order; only ``ids`` when given."""
-        cur = self.db.execute("SELECT * FROM tasks ORDER BY idx, id")
+        with _guard(self, "read"):
+            cur = self.db.execute("SELECT * FROM tasks ORDER BY idx, id")
+            values = cur.fetchall()
         cols = [c[0] for c in cur.description]
         keep = None if ids is None else set(ids)
         out = []
-        for values in cur:
-            row = dict(zip(cols, values))
+        for row_values in values:
+            row = dict(zip(cols, row_values))
             if keep is not None and row["id"] not in keep:
                 continue
             for key in ("params", "figures", "versions"):
@@ -241,10 +243,27 @@ class Store:
         """How many tasks are pending, done and failed (among ``ids`` when given)."""
         out = dict.fromkeys(STATUSES, 0)
         keep = None if ids is None else set(ids)
-        for tid, status in self.db.execute("SELECT id, status FROM tasks"):
+        for tid, status in self.statuses().items():
             if keep is None or tid in keep:
                 out[status] = out.get(status, 0) + 1
         return out
+
+
+class _guard:
+    """SQLite errors while reading or writing an open store become one-line user errors."""
+
+    def __init__(self, store, doing):
+        self.store, self.doing = store, doing
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is not None and issubclass(kind, sqlite3.Error):
+            hint = ("free some disk space and rerun: finished tasks are kept" if "full" in str(err)
+                    else "move it aside to start afresh, or restore a copy")
+            raise LandscapeError(f"{self.store.path}: cannot {self.doing} the study store ({err}); {hint}") from None
+        return False
 
 
 def _spec_rows(study) -> list[tuple[str, str]]:

@@ -212,6 +212,9 @@ def test_corrupt_foreign_and_other_study_stores_are_clear_errors(tmp_path):
     with pytest.raises(landscape.LandscapeError) as err:
         landscape.run_study(study, store=truncated, workers=0, progress=False)
     assert "truncated.sqlite" in str(err.value) and "\n" not in str(err.value)
+    for read in (landscape.study_status, landscape.study_results, landscape.write_report):
+        with pytest.raises(landscape.LandscapeError, match="truncated.sqlite"):
+            read(store=truncated)
     with sqlite3.connect(good) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
     with pytest.raises(landscape.LandscapeError, match="upgrade landscape"):
