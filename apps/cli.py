@@ -146,6 +146,9 @@ def bench(k, seconds, extra, device, as_json):
 from .align import align  # noqa: E402
 
 main.add_command(align)
+from .study import study  # noqa: E402
+
+main.add_command(study)
 
 
 if __name__ == "__main__":  # pragma: no cover

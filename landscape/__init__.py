@@ -18,6 +18,11 @@ from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spe
 from ._symmetry import Symmetry, UnitGroup
 from ._trace import symmetry
 from ._train import OPTIMIZERS, TrainResult, train
+from ._margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
+from ._report import study_results, study_tables, write_report
+from ._run import run_study, study_status
+from ._study import Study, builtin_studies, load_study
+from ._tasks import TASKS
 
 __all__ = [
     "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "certify", "default_level",
@@ -26,4 +31,6 @@ __all__ = [
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",
     "ALIGNERS", "Alignment", "Symmetry", "UnitGroup", "align", "symmetry",
+    "DYNAMICS", "MaxMargin", "Study", "TASKS", "builtin_studies", "implicit_bias", "load_study", "max_margin",
+    "run_study", "study_results", "study_status", "study_tables", "write_report",
 ]
