@@ -1,7 +1,7 @@
 """landscape: level sets, low-loss paths and valleys of neural-network losses.
 
 The core object is :class:`Problem`, a loss over flat parameter vectors evaluated K points at a
-time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``.
+time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``, ``PLANES``.
 """
 
 __version__ = "0.1.0"
@@ -14,6 +14,9 @@ from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, l
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
+from ._planes import PLANES, Plane, filter_normalized_direction, make_plane
+from ._scene import Curve, Marker, Scene, build_scene, scene_from_files
+from ._surface import Surface, evaluate_plane
 from ._train import OPTIMIZERS, TrainResult, train
 
 __all__ = [
@@ -22,4 +25,6 @@ __all__ = [
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",
+    "PLANES", "Plane", "filter_normalized_direction", "make_plane", "Curve", "Marker", "Scene", "build_scene",
+    "scene_from_files", "Surface", "evaluate_plane",
 ]
