@@ -143,6 +143,11 @@ def bench(k, seconds, extra, device, as_json):
 
 # ------------------------------------------------------------------ commands of other modules
 # Each lives in its own module of apps/ and is registered here, one line each.
+from .chart import chart  # noqa: E402
+from .render import render  # noqa: E402
+
+main.add_command(render)
+main.add_command(chart)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ pretending it lies on it. ``landscape.viz.render`` draws a scene; the numbers li
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -18,7 +19,7 @@ import torch
 
 from ._errors import LandscapeError
 from ._path import Path, interpolate
-from ._planes import Plane, make_plane
+from ._planes import PLANES, Plane, make_plane
 from ._problem import Problem
 from ._surface import Surface, evaluate_plane
 
@@ -131,9 +132,9 @@ def build_scene(problem: Problem, *, minima: Mapping[str, torch.Tensor] | None =
     plane : str or Plane
         ``"auto"``, a key of ``landscape.PLANES``, or a ready plane. ``"auto"`` takes the identity
         plane for two parameters; the plane through three points when there are three minima, or
-        two and a path leaving their chord (its farthest bead); the PCA plane of the trajectories
-        when there are fewer than two minima; else a random filter-normalized plane at the first
-        minimum.
+        two and a path leaving their chord (its farthest bead); else the PCA plane of the
+        trajectories (at the first minimum) when there are any; else a random filter-normalized
+        plane at the first minimum.
     plane_options : dict, optional
         Options of the plane constructor (``normalization``, ``biases``, ``origin``).
     grid : int, (int, int) or str
@@ -282,17 +283,22 @@ def scene_from_files(checkpoints=(), *, paths=(), problem: Problem | None = None
 def _choose_plane(problem, kind, minima, paths, traj, generator, options) -> Plane:
     if kind not in SCENE_PLANES:
         raise LandscapeError(f"unknown plane {kind!r}; choose one of {list(SCENE_PLANES)}")
+    known = {name for f in PLANES.values() for name in inspect.signature(f).parameters} - {"problem", "anchors"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise LandscapeError(f"unknown plane option(s) {unknown}; planes take {sorted(known)}")
     names = list(minima)
     third = _third_point(minima, paths)
     if kind == "auto":
         if problem.dim == 2:
             kind = "identity"
-        elif len(minima) >= 2 and third is not None:
+        elif len(minima) >= 3 or (paths and third is not None):
             kind = "points"
-        elif traj and len(minima) < 2:
+        elif traj:
             kind = "pca"
         else:
             kind = "random"
+    options = {k: v for k, v in options.items() if k in inspect.signature(PLANES[kind]).parameters}
     if kind == "identity":
         return make_plane("identity", problem)
     if kind == "points":

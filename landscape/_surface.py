@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -81,6 +82,15 @@ class Surface:
                 "split": self.split, "min_loss": float(finite.min()) if finite.numel() else None,
                 "max_loss": float(finite.max()) if finite.numel() else None, "seconds": self.seconds,
                 "cached": self.cached, "key": self.key, **self.info}
+
+
+def default_cache_dir() -> FilePath:
+    """Where surfaces are cached unless told otherwise: ``$LANDSCAPE_CACHE``, else
+    ``$XDG_CACHE_HOME/landscape/surfaces`` (``~/.cache/landscape/surfaces``)."""
+    if os.environ.get("LANDSCAPE_CACHE"):
+        return FilePath(os.environ["LANDSCAPE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return FilePath(base) / "landscape" / "surfaces"
 
 
 def parse_grid(grid) -> tuple[int, int]:
