@@ -104,8 +104,8 @@ def auto_levels(losses: np.ndarray, n: int, *, log: bool) -> list[float]:
 
 
 def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 10, level: float | None = None,
-                 zmax: float | None = None, height_ratio: float = 0.6, tube: float = 0.006,
-                 sphere: float = 0.018) -> SceneMeshes:
+                 zmax: float | None = None, height_ratio: float = 0.6, tube: float = 0.01,
+                 sphere: float = 0.02) -> SceneMeshes:
     """Build the pyvista datasets of a scene.
 
     Parameters

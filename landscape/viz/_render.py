@@ -55,7 +55,7 @@ def pyvista(*, off_screen: bool = True):
 def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 10, level: float | None = None,
                zmax: float | None = None, path_color: str = "solid", window_size=(1024, 768), view: str = "iso",
                opacity: float | None = None, cmap: str = "viridis", title: str | None = None,
-               labels: bool = True, off_screen: bool = True):
+               labels: bool = True, shade: bool = True, off_screen: bool = True):
     """A pyvista plotter holding the view of a scene, and the datasets in it.
 
     Parameters
@@ -83,6 +83,8 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     title : str, optional
     labels : bool
         Label each path on the view with its normalized length and max loss.
+    shade : bool
+        Shade the sublevel set at ``level`` (its contour is drawn either way).
 
     Returns
     -------
@@ -119,7 +121,7 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
                                 "title_font_size": font + 2, "label_font_size": font, "fmt": "%.3g"})
     if meshes.contours is not None and meshes.contours.n_points:
         p.add_mesh(meshes.contours, color="black", line_width=1.2, name="contours", show_scalar_bar=False)
-    if meshes.sublevel is not None and meshes.sublevel.n_points:
+    if shade and meshes.sublevel is not None and meshes.sublevel.n_points:
         p.add_mesh(meshes.sublevel, color="white", opacity=0.45, name="sublevel", show_scalar_bar=False)
     if meshes.level_line is not None and meshes.level_line.n_points:
         p.add_mesh(meshes.level_line, color="white", line_width=3.5, name="level", show_scalar_bar=False)
@@ -129,7 +131,7 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     paths = [c for c in scene.curves if c.kind == "path"]
     for i, curve in enumerate(paths):
         line = meshes.curves[block_name("path", curve.label)]
-        tube = line.tube(radius=r_tube, n_sides=16)
+        tube = _resting(line.tube(radius=r_tube, n_sides=16), r_tube)
         color = PATH_COLORS[i % len(PATH_COLORS)]
         if path_color == "length":
             p.add_mesh(tube, scalars="arc_over_chord", cmap="plasma", name=f"path {i}",
@@ -147,7 +149,8 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
                                always_visible=True, name=f"label {i}")
     for i, curve in enumerate(c for c in scene.curves if c.kind == "trajectory"):
         line = meshes.curves[block_name("trajectory", curve.label)]
-        p.add_mesh(line.tube(radius=0.45 * r_tube, n_sides=10), color=TRAJECTORY_COLOR, name=f"trajectory {i}")
+        p.add_mesh(_resting(line.tube(radius=0.45 * r_tube, n_sides=10), 0.45 * r_tube), color=TRAJECTORY_COLOR,
+                   name=f"trajectory {i}")
         start = pv.Cube(center=line.points[0], x_length=2.2 * r_sphere, y_length=2.2 * r_sphere,
                         z_length=2.2 * r_sphere)
         p.add_mesh(start, color=TRAJECTORY_COLOR, name=f"start {i}")
@@ -178,6 +181,13 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     return p, meshes
 
 
+def _resting(tube, radius):
+    """A tube raised by its radius, so that it rests on the loss it follows instead of sinking into the
+    surface between grid points (its lowest line is the true loss)."""
+    tube.points[:, 2] += radius
+    return tube
+
+
 def path_text(curve) -> str:
     """One line about a path: normalized length, max loss, status, and its distance from the plane."""
     f = curve.figures
@@ -200,10 +210,12 @@ def default_title(scene: Scene) -> str:
 
 
 def _camera(p, view):
-    if view == "top":
+    if view == "top":  # a map: parallel projection, x to the right and y up
         p.view_xy()
+        p.enable_parallel_projection()
     elif view == "side":
         p.view_xz()
+        p.enable_parallel_projection()
     else:
         p.view_isometric()
         p.camera.azimuth = p.camera.azimuth - 15
