@@ -29,7 +29,8 @@ def parse_span(text: str | None):
         return None
     try:
         a, b = text.split(",")
-        return tuple(tuple(float(v) for v in part.split(":")) for part in (a, b))
+        (a0, a1), (b0, b1) = (tuple(float(v) for v in part.split(":")) for part in (a, b))
+        return (a0, a1), (b0, b1)
     except ValueError:
         raise UserError(f"--span {text!r}: write A0:A1,B0:B1, e.g. -1:1,-1:1") from None
 
@@ -97,16 +98,20 @@ def render(files, path_files, trajectory, plane, grid, span, levels, contours, l
     """
     if not outs and not show:
         raise UserError("give -o FILE (.png, .html, .vtm, .vts, .vtp, .vtk) or --show")
+    landscape.viz.check_outputs(outs, show=show)
+    window = parse_size(size)
+    span = parse_span(span)
+    levels = parse_floats(levels, "--levels")
     problem = build_problem(problem_name, width, params) if problem_name else None
     scene = landscape.scene_from_files(
         files, paths=path_files, problem=problem, trajectories=trajectory, plane=plane,
-        plane_options={"normalization": normalization, "biases": biases}, grid=grid, span=parse_span(span),
+        plane_options={"normalization": normalization, "biases": biases}, grid=grid, span=span,
         split=split, generator=torch.Generator().manual_seed(seed), device=landscape.resolve_device(device),
         dtype=torch.float64 if float64 else torch.float32,
         cache=None if no_cache else (cache or default_cache_dir()), progress=True)
-    written = landscape.viz.render(scene, outs, show=show, log=log, levels=parse_floats(levels, "--levels"),
-                                   n_levels=contours, level=level, zmax=zmax, path_color=path_color,
-                                   window_size=parse_size(size), view=view, opacity=opacity, title=title)
+    written = landscape.viz.render(scene, outs, show=show, log=log, levels=levels, n_levels=contours, level=level,
+                                   zmax=zmax, path_color=path_color, window_size=window, view=view,
+                                   opacity=opacity, title=title)
     summary = {**scene.summary(), "files": [str(w) for w in written]}
     if as_json:
         echo_json(summary)

@@ -225,6 +225,23 @@ def _camera(p, view):
     p.render()
 
 
+def check_outputs(out, *, show: bool = False) -> list[FilePath]:
+    """The output files as paths, checked before any work: known suffixes, a display for ``show``.
+
+    Raises
+    ------
+    LandscapeError
+    """
+    outs = [] if out is None else [out] if isinstance(out, (str, os.PathLike)) else list(out)
+    outs = [FilePath(o) for o in outs]
+    for o in outs:
+        if o.suffix.lower() not in FORMATS:
+            raise LandscapeError(f"-o {o}: unknown output format {o.suffix or '(none)'}; use one of {sorted(FORMATS)}")
+    if show and not has_display():
+        raise LandscapeError("no display here for an interactive window; write -o view.html and open it in a browser")
+    return outs
+
+
 def render(scene: Scene, out=None, *, show: bool = False, **style):
     """Draw a scene, and write it to files or show it.
 
@@ -245,13 +262,7 @@ def render(scene: Scene, out=None, *, show: bool = False, **style):
     list of pathlib.Path, or ndarray of shape (H, W, 3)
         The files written; the image itself when neither ``out`` nor ``show`` is given.
     """
-    outs = [] if out is None else [out] if isinstance(out, (str, os.PathLike)) else list(out)
-    outs = [FilePath(o) for o in outs]
-    for o in outs:
-        if o.suffix.lower() not in FORMATS:
-            raise LandscapeError(f"-o {o}: unknown output format {o.suffix or '(none)'}; use one of {sorted(FORMATS)}")
-    if show and not has_display():
-        raise LandscapeError("no display here for an interactive window; write -o view.html and open it in a browser")
+    outs = check_outputs(out, show=show)
     plotter, meshes = plot_scene(scene, off_screen=not show, **style)
     try:
         written = [_write(plotter, meshes, o) for o in outs]
