@@ -99,7 +99,7 @@ def tree(merges, level, tol, log, out, as_json):
 @_OUT
 @json_option
 def weights(checkpoint, problem_name, width, params, out, as_json):
-    """θ/‖θ‖ on the unit sphere beside ‖θ‖ over time, from a checkpoint's trajectory (exponential-type losses)."""
+    """θ/‖θ‖ on the unit sphere beside ‖θ‖ over time, from a CHECKPOINT's trajectory (exponential losses)."""
     user = build_problem(problem_name, width, params) if problem_name else None
     ck = landscape.load_checkpoint(checkpoint, problem=user)
     if ck.trajectory is None:

@@ -73,7 +73,11 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--biases", type=click.Choice(BIASES), default="zero", show_default=True,
               help="Bias and normalization parts of random directions: zero, or equal to the parameters.")
 @click.option("--size", default="1024x768", show_default=True, help="Image size in pixels, WxH.")
-@click.option("--view", type=click.Choice(landscape.viz.VIEWS), default="iso", show_default=True)
+@click.option("--view", type=click.Choice(landscape.viz.VIEWS), default="iso", show_default=True,
+              help="A perspective view, a map from above (top), or a side view.")
+@click.option("--azimuth", type=float, default=-60.0, show_default=True,
+              help="iso view: degrees from the first plane direction towards the second.")
+@click.option("--elevation", type=float, default=35.0, show_default=True, help="iso view: degrees above the plane.")
 @click.option("--opacity", type=float, default=None, help="Surface opacity (default 1, 0.65 when paths leave it).")
 @click.option("--title", default=None, help="Title of the view.")
 @click.option("--cache", type=click.Path(), default=None,
@@ -87,8 +91,8 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--show", is_flag=True, help="Open an interactive window (needs a display).")
 @json_option
 def render(files, path_files, trajectory, plane, grid, span, levels, contours, level, log, zmax, path_color, split,
-           problem_name, width, params, seed, normalization, biases, size, view, opacity, title, cache, no_cache,
-           float64, device, outs, show, as_json):
+           problem_name, width, params, seed, normalization, biases, size, view, azimuth, elevation, opacity, title,
+           cache, no_cache, float64, device, outs, show, as_json):
     """Draw minima (FILES, checkpoints), paths and trajectories on a plane of the loss, in 3-D.
 
     \b
@@ -110,7 +114,8 @@ def render(files, path_files, trajectory, plane, grid, span, levels, contours, l
         dtype=torch.float64 if float64 else torch.float32,
         cache=None if no_cache else (cache or default_cache_dir()), progress=True)
     written = landscape.viz.render(scene, outs, show=show, log=log, levels=levels, n_levels=contours, level=level,
-                                   zmax=zmax, path_color=path_color, window_size=window, view=view,
+                                   zmax=zmax, path_color=path_color, window_size=window, view=view, azimuth=azimuth,
+                                   elevation=elevation,
                                    opacity=opacity, title=title)
     summary = {**scene.summary(), "files": [str(w) for w in written]}
     if as_json:

@@ -272,7 +272,7 @@ def scene_from_files(checkpoints=(), *, paths=(), problem: Problem | None = None
     if not minima and found:  # the endpoints of the paths are the minima
         for name, path in found.items():
             for end, theta in (("start", path.points[0]), ("end", path.points[-1])):
-                if not any(torch.equal(theta, m) for m in minima.values()):
+                if not any(_same_point(theta, m) for m in minima.values()):
                     minima[_unique(f"{name} {end}", minima)] = theta
     if not minima and not found and not hasattr(built, "minima"):
         raise LandscapeError(f"problem {built.name!r} has no known minima: give checkpoints or path files to draw")
@@ -371,6 +371,11 @@ def _flat(problem, theta, what) -> torch.Tensor:
     if t.shape != (problem.dim,):
         raise LandscapeError(f"{what} has shape {tuple(t.shape)}, expected ({problem.dim},) for {problem.name!r}")
     return t
+
+
+def _same_point(a, b) -> bool:
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()
+    return float((a - b).norm()) <= 1e-6 * (1.0 + float(a.norm()))
 
 
 def _same_problem(known, found, file):

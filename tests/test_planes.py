@@ -43,7 +43,8 @@ def test_filter_normalized_rows_have_the_weights_row_norms(digits, gen):
     keep = filter_normalized_direction(digits, theta, generator=torch.Generator().manual_seed(3), biases="keep")
     kk = digits.layout.unflatten(keep)
     assert torch.equal(kk["0.bias"], w["0.bias"]) and torch.allclose(kk["0.weight"], dd["0.weight"])
-    layer = filter_normalized_direction(digits, theta, generator=torch.Generator().manual_seed(3), normalization="layer")
+    layer = filter_normalized_direction(digits, theta, generator=torch.Generator().manual_seed(3),
+                                        normalization="layer")
     ll = digits.layout.unflatten(layer)
     assert float(ll["2.weight"].norm()) == pytest.approx(float(w["2.weight"].norm()), rel=1e-9)
 

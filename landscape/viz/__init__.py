@@ -8,7 +8,8 @@ it imports them only when a view is drawn. It needs the ``viz`` extra:
 from ._charts import (PATH_AXES, figure, length_table, path_profiles, plot_length_surface, plot_lengths,
                       plot_path_losses, read_rows, save_figure)
 from ._meshes import SceneMeshes, auto_levels, scene_meshes
-from ._render import FORMATS, PATH_COLORINGS, PATH_COLORS, VIEWS, check_outputs, has_display, plot_scene, render
+from ._render import (FORMATS, PATH_COLORINGS, PATH_COLORS, VIEWS, check_outputs, has_display, plot_scene,
+                      render)
 from ._tree import MergeTree, merge_tree, plot_disconnectivity
 from ._weights import NormalizedWeights, normalized_weights, plot_normalized_weights
 

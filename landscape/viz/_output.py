@@ -25,6 +25,7 @@ def write_atomic(path, writer) -> Path:
         raise _error(path, err) from None
     try:
         writer(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
         tmp = None
     except OSError as err:
@@ -50,6 +51,9 @@ def write_multiblock(path, blocks) -> Path:
         raise _error(path, err) from None
     try:
         blocks.save(work / path.name)
+        os.chmod(work / path.name, 0o666 & ~_umask())
+        if (work / path.stem).exists():
+            os.chmod(work / path.stem, 0o777 & ~_umask())
         if folder.exists():
             shutil.rmtree(folder)
         if (work / path.stem).exists():
@@ -60,6 +64,12 @@ def write_multiblock(path, blocks) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _error(path, err):

@@ -55,7 +55,8 @@ def pyvista(*, off_screen: bool = True):
 def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 10, level: float | None = None,
                zmax: float | None = None, path_color: str = "solid", window_size=(1024, 768), view: str = "iso",
                opacity: float | None = None, cmap: str = "viridis", title: str | None = None,
-               labels: bool = True, shade: bool = True, off_screen: bool = True):
+               labels: bool = True, shade: bool = True, azimuth: float = -60.0, elevation: float = 35.0,
+               off_screen: bool = True):
     """A pyvista plotter holding the view of a scene, and the datasets in it.
 
     Parameters
@@ -75,6 +76,7 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     window_size : (int, int)
         Pixels, width × height.
     view : {"iso", "top", "side"}
+        A perspective view from ``azimuth`` and ``elevation``, a map from above, or a side view.
     opacity : float, optional
         Of the surface; by default 1, or 0.65 when a path or trajectory runs off the plane (so that
         parts of it below the slice stay visible).
@@ -85,6 +87,9 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
         Label each path on the view with its normalized length and max loss.
     shade : bool
         Shade the sublevel set at ``level`` (its contour is drawn either way).
+    azimuth, elevation : float
+        Direction the "iso" view looks from, in degrees: azimuth from the first plane direction
+        towards the second, elevation above the plane.
 
     Returns
     -------
@@ -155,7 +160,10 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
                         z_length=2.2 * r_sphere)
         p.add_mesh(start, color=TRAJECTORY_COLOR, name=f"start {i}")
         if i == 0:
-            legend.append(["trajectories (cube: start)", "#606060", "rectangle"])
+            trajs = [c for c in scene.curves if c.kind == "trajectory"]
+            off = max(float(c.residual.max()) for c in trajs)
+            legend.append([f"trajectories ({len(trajs)}, cube: start)"
+                           + (f", off-plane <= {off:.3g}" if off > 1e-3 * side else ""), "#606060", "rectangle"])
     minima = [m for m in scene.markers if m.kind == "minimum"]
     saddles = [m for m in scene.markers if m.kind == "saddle"]
     for group, color, scale, name in ((minima, MINIMUM_COLOR, 1.0, "minima"), (saddles, SADDLE_COLOR, 0.7, "saddles")):
@@ -167,9 +175,11 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
         off = max(m.residual for m in group)
         legend.append([f"{name} ({len(group)})" + (f", off-plane <= {off:.3g}" if off > 1e-3 * side else ""),
                        color, "circle"])
+    # the legend's text scales with its box: size the box to the text (characters are ~0.55 em wide)
     longest = max(len(row[0]) for row in legend)
+    row = min(0.03, 0.4 / len(legend))
     p.add_legend(legend, bcolor="white", border=True, loc="upper left",
-                 size=(min(0.85, 0.0105 * longest * 768 / width * font / 14 + 0.04), min(0.045 * len(legend), 0.4)))
+                 size=(min(0.9, 0.5 * row * height / width * (longest + 4)), row * len(legend)))
     names = scene.plane.names
     ztitle = ("log10 " if log else "") + scene.loss_name
     lo, hi = float(meshes.heights.offset), float(meshes.heights.offset + np.ptp(meshes.surface.points[:, 2])
@@ -177,7 +187,7 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     p.show_bounds(xtitle=names[0], ytitle=names[1], ztitle=ztitle, color="black", font_size=font, location="outer",
                   ticks="outside", n_xlabels=5, n_ylabels=5, n_zlabels=4, fmt="%.3g",
                   axes_ranges=[float(surf.a[0]), float(surf.a[-1]), float(surf.b[0]), float(surf.b[-1]), lo, hi])
-    _camera(p, view)
+    _camera(p, view, azimuth, elevation)
     return p, meshes
 
 
@@ -209,19 +219,22 @@ def default_title(scene: Scene) -> str:
     return f"{scene.problem.name}: {plane.kind} plane{extra}"
 
 
-def _camera(p, view):
+def _camera(p, view, azimuth, elevation):
     if view == "top":  # a map: parallel projection, x to the right and y up
         p.view_xy()
         p.enable_parallel_projection()
     elif view == "side":
         p.view_xz()
         p.enable_parallel_projection()
-    else:
-        p.view_isometric()
-        p.camera.azimuth = p.camera.azimuth - 15
-        p.camera.elevation = p.camera.elevation - 8
+    else:  # looking down at the plane from azimuth (degrees from +x towards +y) and elevation
+        (x0, x1, y0, y1, z0, z1) = p.bounds
+        center = np.array([(x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2])
+        az, el = np.radians(azimuth), np.radians(elevation)
+        direction = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        p.camera_position = [tuple(center + 10 * max(x1 - x0, y1 - y0, z1 - z0) * direction), tuple(center),
+                             (0.0, 0.0, 1.0)]
     p.reset_camera()
-    p.camera.zoom(0.92)
+    p.camera.zoom(0.88)
     p.render()
 
 
