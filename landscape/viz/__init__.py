@@ -15,7 +15,7 @@ from ._weights import NormalizedWeights, normalized_weights, plot_normalized_wei
 
 __all__ = [
     "FORMATS", "PATH_AXES", "PATH_COLORINGS", "PATH_COLORS", "VIEWS", "MergeTree", "NormalizedWeights",
-    "SceneMeshes", "auto_levels", "check_outputs", "figure", "has_display", "length_table", "merge_tree", "normalized_weights",
-    "path_profiles", "plot_disconnectivity", "plot_length_surface", "plot_lengths", "plot_normalized_weights",
+    "SceneMeshes", "auto_levels", "check_outputs", "figure", "has_display", "length_table", "merge_tree",
+    "normalized_weights", "path_profiles", "plot_disconnectivity", "plot_length_surface", "plot_lengths", "plot_normalized_weights",
     "plot_path_losses", "plot_scene", "read_rows", "render", "save_figure", "scene_meshes",
 ]
