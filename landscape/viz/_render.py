@@ -141,7 +141,7 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
         if path_color == "length":
             p.add_mesh(tube, scalars="arc_over_chord", cmap="plasma", name=f"path {i}",
                        scalar_bar_args={"title": "arc length / chord", "color": "black", "vertical": True,
-                                        "position_x": 0.02, "position_y": 0.08, "height": 0.35, "width": 0.04,
+                                        "position_x": 0.06, "position_y": 0.08, "height": 0.35, "width": 0.04,
                                         "title_font_size": font, "label_font_size": font, "fmt": "%.2f"})
         else:
             p.add_mesh(tube, color=color, name=f"path {i}")
