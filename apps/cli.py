@@ -149,6 +149,11 @@ main.add_command(align)
 from .study import study  # noqa: E402
 
 main.add_command(study)
+from .chart import chart  # noqa: E402
+from .render import render  # noqa: E402
+
+main.add_command(render)
+main.add_command(chart)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """landscape: level sets, low-loss paths and valleys of neural-network losses.
 
 The core object is :class:`Problem`, a loss over flat parameter vectors evaluated K points at a
-time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``.
+time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``, ``PLANES``.
 """
 
 __version__ = "0.1.0"
@@ -17,6 +17,9 @@ from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
 from ._symmetry import Symmetry, UnitGroup
 from ._trace import symmetry
+from ._planes import PLANES, Plane, filter_normalized_direction, make_plane
+from ._scene import Curve, Marker, Scene, build_scene, scene_from_files
+from ._surface import Surface, evaluate_plane
 from ._train import OPTIMIZERS, TrainResult, train
 from ._margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
 from ._report import study_results, study_tables, write_report
@@ -33,4 +36,6 @@ __all__ = [
     "ALIGNERS", "Alignment", "Symmetry", "UnitGroup", "align", "symmetry",
     "DYNAMICS", "MaxMargin", "Study", "TASKS", "builtin_studies", "implicit_bias", "load_study", "max_margin",
     "run_study", "study_results", "study_status", "study_tables", "write_report",
+    "PLANES", "Plane", "filter_normalized_direction", "make_plane", "Curve", "Marker", "Scene", "build_scene",
+    "scene_from_files", "Surface", "evaluate_plane",
 ]

@@ -144,6 +144,42 @@ class NetworkProblem(Problem):
             value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
         return value
 
+    def loss_on_plane(self, origin, directions, coords, *, split="train"):
+        """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.
+
+        For a plain MLP the first layer is affine in the parameters along the family:
+        x·W(c)ᵀ + b(c) = H_0 + Σ_j c_j H_j, where H_0 and each H_j are computed once for all K
+        points. A point's first layer then costs k + 1 scaled additions instead of a matrix
+        product, while the remaining layers run batched as in :meth:`loss`.
+        """
+        if self._mlp is None:
+            return super().loss_on_plane(origin, directions, coords, split=split)
+        if origin.shape != (self.dim,) or directions.dim() != 2 or directions.shape[1] != self.dim \
+                or coords.dim() != 2 or coords.shape[1] != directions.shape[0]:
+            return super().loss_on_plane(origin, directions, coords, split=split)  # raises the shape error
+        x, y = self._device_data(split, coords.device, coords.dtype)
+        (w0, b0, acts0), rest = self._mlp[0], self._mlp[1:]
+        basis = self.layout.unflatten(torch.cat([origin[None], directions]))  # [1 + k, ...]
+        h_basis = torch.matmul(x, basis[w0].transpose(1, 2))  # [1 + k, N, h1]
+        if b0 is not None:
+            h_basis = h_basis + basis[b0].unsqueeze(1)
+        flat_basis = h_basis.reshape(h_basis.shape[0], -1)
+        size = self.chunk_size(x.shape[0], coords.device, coords.dtype)
+        mask = self._decay.to(coords.device) if self.weight_decay else None
+        out = []
+        for start in range(0, coords.shape[0], size):
+            c = coords[start:start + size]
+            m = c.shape[0]
+            h = (torch.cat([c.new_ones(m, 1), c], 1) @ flat_basis).view(m, *h_basis.shape[1:])
+            for act in acts0:
+                h = act(h)
+            thetas = origin + c @ directions
+            value = self._batched_loss(_mlp_forward(rest, self.layout.unflatten(thetas), h), y.expand(m, *y.shape))
+            if mask is not None:
+                value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
+            out.append(value)
+        return torch.cat(out)
+
     def _vmap_loss(self, thetas, x, y):
         buffers = {k: v.to(thetas.device, thetas.dtype) if v.is_floating_point() else v.to(thetas.device)
                    for k, v in self._buffers.items()}

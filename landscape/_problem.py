@@ -126,6 +126,31 @@ class Problem:
         loss, grad = torch.cat(losses), torch.cat(grads)
         return (loss[0], grad[0]) if single else (loss, grad)
 
+    def loss_on_plane(self, origin: torch.Tensor, directions: torch.Tensor, coords: torch.Tensor, *,
+                      split: str = "train") -> torch.Tensor:
+        """Loss at the K points ``origin + coords @ directions`` of an affine family (a plane's grid).
+
+        Parameters
+        ----------
+        origin : Tensor, shape (D,)
+        directions : Tensor, shape (k, D)
+        coords : Tensor, shape (K, k)
+            All three on one device and dtype, which decide where and how the loss is computed.
+        split : str
+
+        Returns
+        -------
+        Tensor, shape (K,)
+            The same values as ``loss(origin + coords @ directions)``. This default builds the points
+            and calls :meth:`loss`; a subclass may use the structure of the family
+            (:class:`NetworkProblem` computes the first layer of an MLP once for all points).
+        """
+        if directions.dim() != 2 or origin.shape != (self.dim,) or directions.shape[1] != self.dim \
+                or coords.dim() != 2 or coords.shape[1] != directions.shape[0]:
+            raise LandscapeError(f"loss_on_plane needs origin ({self.dim},), directions (k, {self.dim}) and coords "
+                                 f"(K, k); got {tuple(origin.shape)}, {tuple(directions.shape)}, {tuple(coords.shape)}")
+        return self.loss(origin + coords @ directions, split=split)
+
     def init(
         self,
         generator: torch.Generator | None = None,

@@ -1,0 +1,221 @@
+"""The disconnectivity graph (merge tree) of a set of minima, and its drawing.
+
+Input, as the valley analysis produces it: minima with their losses, and merges — a pair of
+minima and the level at which a certified path joins them (its max loss). Sweeping the level u
+upwards, each minimum appears at its loss and valleys fuse at merge levels (Becker & Karplus,
+J. Chem. Phys. 1997; the merge tree of the sublevel sets {L ≤ u}). A valley at level u is
+spurious when its lowest loss is above the global minimum plus a tolerance (Venturi, Bandeira &
+Bruna, JMLR 2019).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .._errors import LandscapeError
+
+
+@dataclass
+class MergeTree:
+    """A disconnectivity graph laid out for drawing.
+
+    Attributes
+    ----------
+    losses : dict of str to float
+        Each minimum's loss.
+    merges : list of (str, str, float)
+        The merges that joined two valleys, in increasing level (redundant ones dropped).
+    x : dict of str to float
+        Horizontal position of each minimum: a permutation of 0 … M−1 in which every valley is a
+        contiguous run.
+    nodes : list of dict
+        Each node of the tree: ``level``, ``x``, ``members`` (minima below it), ``parent`` (index or None).
+        Leaves come first (one per minimum, at its loss).
+    """
+
+    losses: dict
+    merges: list
+    x: dict
+    nodes: list = field(default_factory=list)
+
+    def valleys_at(self, level: float) -> list[list[str]]:
+        """The valleys at level u: minima with loss ≤ u grouped by merges at or below u."""
+        parent = {m: m for m, v in self.losses.items() if v <= level}
+
+        def find(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for a, b, u in self.merges:
+            if u <= level:
+                parent[find(a)] = find(b)
+        groups: dict = {}
+        for m in parent:
+            groups.setdefault(find(m), []).append(m)
+        return sorted((sorted(g, key=lambda m: self.x[m]) for g in groups.values()), key=lambda g: self.x[g[0]])
+
+    def spurious_at(self, level: float, *, tol: float = 0.0) -> list[list[str]]:
+        """The valleys at level u whose lowest loss is above the global minimum + ``tol``."""
+        best = min(self.losses.values())
+        return [g for g in self.valleys_at(level) if min(self.losses[m] for m in g) > best + tol]
+
+
+def _normalize_merges(merges, names):
+    out = []
+    for i, item in enumerate(merges):
+        if isinstance(item, Mapping):
+            pair, level = item.get("pair"), item.get("level")
+        elif len(item) == 3:
+            pair, level = item[:2], item[2]
+        elif len(item) == 2:
+            pair, level = item
+        else:
+            pair, level = None, None
+        if pair is None or len(pair) != 2 or level is None:
+            raise LandscapeError(f"merge {i}: {item!r} must be (a, b, level), ((a, b), level) or "
+                                 "{\"pair\": [a, b], \"level\": u}")
+        a, b = (str(p) for p in pair)
+        for m in (a, b):
+            if m not in names:
+                raise LandscapeError(f"merge {i} names {m!r}, which is not among the minima {sorted(names)}")
+        level = float(level)
+        if not math.isfinite(level):
+            raise LandscapeError(f"merge {i} of {a!r} and {b!r} has level {level}; give a finite level")
+        out.append((a, b, level))
+    return out
+
+
+def merge_tree(minima: Mapping[str, float], merges) -> MergeTree:
+    """Build the merge tree of minima joined at merge levels.
+
+    Parameters
+    ----------
+    minima : dict of str to float
+        Each minimum's loss.
+    merges : iterable
+        ``(a, b, level)``, ``((a, b), level)`` or ``{"pair": [a, b], "level": u}``: minima a and b
+        are joined by a path whose max loss is ``level``. Merges of minima already joined at a lower
+        level add nothing (a graph of all pairwise barriers may be given).
+
+    Raises
+    ------
+    LandscapeError
+        For unknown minima, non-finite values, or a merge below the loss of one of its minima
+        (a path is never lower than its endpoints).
+    """
+    losses = {str(k): float(v) for k, v in minima.items()}
+    if not losses:
+        raise LandscapeError("no minima to draw a merge tree of")
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        raise LandscapeError(f"minima {bad} have non-finite losses")
+    merges = sorted(_normalize_merges(merges, losses), key=lambda m: m[2])
+    for a, b, u in merges:
+        if u < max(losses[a], losses[b]) - 1e-12 * max(1.0, abs(u)):
+            raise LandscapeError(f"the merge of {a!r} and {b!r} at level {u:.6g} is below the loss of one of them "
+                                 f"({losses[a]:.6g}, {losses[b]:.6g}); a path is never lower than its endpoints")
+    # nodes: leaves first, then one per effective merge
+    names = sorted(losses, key=lambda m: (losses[m], m))
+    nodes = [{"level": losses[m], "members": [m], "children": [], "parent": None} for m in names]
+    root = {m: i for i, m in enumerate(names)}  # minimum -> index of the top node of its valley
+    kept = []
+    for a, b, u in merges:
+        ra, rb = root[a], root[b]
+        if ra == rb:
+            continue
+        lo, hi = sorted((ra, rb), key=lambda r: (min(losses[m] for m in nodes[r]["members"]), r))
+        node = {"level": u, "members": nodes[lo]["members"] + nodes[hi]["members"], "children": [lo, hi],
+                "parent": None}
+        nodes.append(node)
+        k = len(nodes) - 1
+        nodes[lo]["parent"] = nodes[hi]["parent"] = k
+        for m in node["members"]:
+            root[m] = k
+        kept.append((a, b, u))
+    # leaf order: depth first from the roots, lowest valley first; a node sits over its children's middle
+    tops = sorted({root[m] for m in names}, key=lambda r: (min(losses[m] for m in nodes[r]["members"]), r))
+    order: list[str] = []
+
+    def walk(k):
+        if not nodes[k]["children"]:
+            order.append(nodes[k]["members"][0])
+        for c in nodes[k]["children"]:
+            walk(c)
+
+    for t in tops:
+        walk(t)
+    x = {m: float(i) for i, m in enumerate(order)}
+
+    def place(k):
+        if not nodes[k]["children"]:
+            nodes[k]["x"] = x[nodes[k]["members"][0]]
+        else:
+            xs = [place(c) for c in nodes[k]["children"]]
+            nodes[k]["x"] = (min(xs) + max(xs)) / 2
+        return nodes[k]["x"]
+
+    for t in tops:
+        place(t)
+    for n in nodes:
+        del n["children"]
+    return MergeTree(losses, kept, x, nodes)
+
+
+def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float = 0.0,
+                         log: bool = False, ax=None, title=None):
+    """Draw the disconnectivity graph: each minimum a vertical line from its loss up to where its valley
+    merges, merges as horizontal bars; at level u the valleys are counted and spurious ones drawn in red.
+
+    Parameters
+    ----------
+    minima, merges
+        See :func:`merge_tree`.
+    level : float, optional
+        The level u to cut at (a dashed line; valley and spurious-valley counts in the title).
+    tol : float
+        A valley is spurious when its lowest loss exceeds the global minimum by more than ``tol``.
+    log : bool
+        Log-scale loss axis.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ._charts import figure
+
+    tree = merge_tree(minima, merges)
+    if ax is None:
+        fig = figure(max(5.0, 0.45 * len(tree.losses) + 2), 4.8)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    levels = [n["level"] for n in tree.nodes]
+    top = max(levels) + 0.08 * (max(levels) - min(levels) or 1.0)
+    if level is not None:
+        top = max(top, level * 1.05 if level > 0 else level + 0.05)
+    spurious = {m for g in tree.spurious_at(level, tol=tol) for m in g} if level is not None else set()
+    for k, n in enumerate(tree.nodes):
+        upper = tree.nodes[n["parent"]]["level"] if n["parent"] is not None else top
+        red = level is not None and set(n["members"]) <= spurious and n["level"] <= level
+        ax.plot([n["x"], n["x"]], [n["level"], upper], color="tab:red" if red else "black", lw=1.4)
+        if n["parent"] is not None:
+            px = tree.nodes[n["parent"]]["x"]
+            ax.plot([n["x"], px], [upper, upper], color="black", lw=1.4)
+    for m, xm in tree.x.items():
+        ax.plot([xm], [tree.losses[m]], "o", ms=4, color="tab:red" if m in spurious else "tab:blue")
+    ax.set_xticks([tree.x[m] for m in tree.x], list(tree.x), rotation=60, ha="right", fontsize="small")
+    ax.set_ylabel("loss level u")
+    if log:
+        ax.set_yscale("log")
+    heading = title or "disconnectivity graph"
+    if level is not None:
+        valleys = tree.valleys_at(level)
+        ax.axhline(level, ls="--", color="gray", lw=1)
+        heading += f": {len(valleys)} valleys at u = {level:.4g}, {len(tree.spurious_at(level, tol=tol))} spurious"
+    ax.set_title(heading, fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    return fig

@@ -1,0 +1,145 @@
+"""2-D charts: merge trees against brute force, path profiles, length tables, normalized weights."""
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import landscape
+from landscape import LandscapeError
+
+viz = pytest.importorskip("landscape.viz")
+pytest.importorskip("matplotlib")
+
+MINIMA = {"A": 0.0, "B": 0.1, "C": 0.05, "D": 0.5}
+MERGES = [("A", "B", 0.3), {"pair": ["C", "D"], "level": 0.8}, (("A", "C"), 1.0), ("B", "D", 1.2)]
+
+
+def test_merge_tree_counts_valleys_and_spurious_ones():
+    tree = viz.merge_tree(MINIMA, MERGES)
+    assert [m[:2] for m in tree.merges] == [("A", "B"), ("C", "D"), ("A", "C")]  # B-D adds nothing
+    counts = {u: len(tree.valleys_at(u)) for u in (0.0, 0.05, 0.2, 0.3, 0.6, 0.8, 1.0, 2.0)}
+    assert counts == {0.0: 1, 0.05: 2, 0.2: 3, 0.3: 2, 0.6: 3, 0.8: 2, 1.0: 1, 2.0: 1}
+    assert tree.spurious_at(0.6, tol=0.01) == [["C"], ["D"]]
+    assert tree.spurious_at(0.8, tol=0.01) == [["C", "D"]]
+    assert tree.spurious_at(0.6, tol=0.06) == [["D"]]
+    assert tree.spurious_at(1.0) == []
+    # the root sits at the last merge; every minimum has a leaf at its loss
+    assert max(n["level"] for n in tree.nodes) == 1.0
+    assert sorted(n["level"] for n in tree.nodes if len(n["members"]) == 1) == sorted(MINIMA.values())
+
+
+def test_merge_tree_refuses_impossible_merges():
+    with pytest.raises(LandscapeError, match="below the loss"):
+        viz.merge_tree(MINIMA, [("A", "D", 0.2)])
+    with pytest.raises(LandscapeError, match="not among the minima"):
+        viz.merge_tree(MINIMA, [("A", "Z", 2.0)])
+    with pytest.raises(LandscapeError, match="must be"):
+        viz.merge_tree(MINIMA, [("A",)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 9).flatmap(lambda m: st.tuples(
+    st.lists(st.floats(0, 1), min_size=m, max_size=m),
+    st.lists(st.tuples(st.integers(0, m - 1), st.integers(0, m - 1), st.floats(0, 1)), max_size=3 * m),
+    st.floats(0, 1.5))))
+def test_merge_tree_matches_connected_components(data):
+    losses, raw, u = data
+    names = [f"m{i}" for i in range(len(losses))]
+    minima = dict(zip(names, losses))
+    merges = [(names[a], names[b], max(lvl, losses[a], losses[b]) + 0.01) for a, b, lvl in raw if a != b]
+    tree = viz.merge_tree(minima, merges)
+    g = nx.Graph()
+    g.add_nodes_from(n for n in names if minima[n] <= u)
+    g.add_edges_from((a, b) for a, b, lvl in merges if lvl <= u and a in g and b in g)
+    expected = sorted(sorted(c) for c in nx.connected_components(g))
+    assert sorted(sorted(v) for v in tree.valleys_at(u)) == expected
+    # leaves are a permutation of 0..M-1 and every valley occupies a contiguous run of them
+    assert sorted(tree.x.values()) == list(range(len(names)))
+    for valley in tree.valleys_at(max(losses) + 2):
+        xs = sorted(tree.x[m] for m in valley)
+        assert xs == list(range(int(xs[0]), int(xs[0]) + len(xs)))
+
+
+def test_disconnectivity_figure_writes(tmp_path):
+    fig = viz.plot_disconnectivity(MINIMA, MERGES, level=0.6, tol=0.01)
+    assert "3 valleys at u = 0.6, 2 spurious" in fig.axes[0].get_title()
+    out = viz.save_figure(fig, tmp_path / "tree.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(LandscapeError, match="suffix"):
+        viz.save_figure(fig, tmp_path / "tree")
+
+
+def test_path_profiles_are_dense_true_losses(tmp_path):
+    ring = landscape.make_problem("ring")
+    t = torch.linspace(0, math.pi, 9)
+    arc = landscape.Path(torch.stack([-torch.cos(t), torch.sin(t)], 1), torch.zeros(9), method="string")
+    arc.losses = ring.loss(arc.points)
+    line = landscape.linear_path(ring, ring.minima[0].float(), ring.minima[1].float())
+    prof = viz.path_profiles({"arc": arc, "line": line}, ring, resolution=8)
+    assert prof["line"]["loss"].max() == pytest.approx(1.0, abs=1e-6)  # the hill at the origin: R⁴
+    assert prof["line"]["arc_over_chord"][-1] == pytest.approx(1.0)
+    assert prof["arc"]["arc_over_chord"][-1] == pytest.approx(arc.normalized_length, rel=1e-6)
+    pts = torch.stack([-torch.cos(torch.linspace(0, math.pi, 9)), torch.sin(torch.linspace(0, math.pi, 9))], 1)
+    np.testing.assert_allclose(prof["arc"]["loss"][::8], ring.loss(pts), rtol=1e-5, atol=1e-7)
+    knots_only = viz.path_profiles({"arc": arc})
+    np.testing.assert_allclose(knots_only["arc"]["loss"], arc.losses)
+    fig = viz.plot_path_losses({"arc": arc, "line": line}, ring, level=0.3, x="arc_over_chord")
+    ax = fig.axes[0]
+    assert len([ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]) == 2
+    assert any("level u = 0.3" in t.get_text() for t in ax.get_legend().get_texts())
+    viz.save_figure(fig, tmp_path / "p.svg")
+    assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
+    with pytest.raises(LandscapeError, match="unknown x axis"):
+        viz.plot_path_losses({"arc": arc}, x="time")
+
+
+def test_length_table_pivots_means(tmp_path):
+    rows = [{"level": 0.1, "width": 4, "normalized_length": 1.5}, {"level": 0.1, "width": 4, "normalized_length": 2.5},
+            {"level": 0.2, "width": 4, "normalized_length": 1.2}, {"level": 0.1, "width": 8, "normalized_length": 1.1},
+            {"level": 0.2, "width": 8, "normalized_length": None}]
+    xs, ys, z = viz.length_table(rows)
+    np.testing.assert_array_equal(xs, [0.1, 0.2])
+    np.testing.assert_array_equal(ys, [4, 8])
+    np.testing.assert_allclose(z, [[2.0, 1.1], [1.2, np.nan]])
+    csv = tmp_path / "t.csv"
+    csv.write_text("level,width,normalized_length\n0.1,4,1.5\n0.1,4,2.5\n0.2,4,1.2\n0.1,8,1.1\n0.2,8,\n")
+    assert viz.read_rows(csv) == rows[:4] + [{"level": 0.2, "width": 8.0, "normalized_length": None}]
+    viz.save_figure(viz.plot_length_surface(rows), tmp_path / "s.png")
+    fig = viz.plot_lengths(rows, by="width")
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "o"]
+    np.testing.assert_allclose(lines[0].get_ydata(), [1.5, 2.5, 1.2])  # width 4: every row, sorted by level
+    with pytest.raises(LandscapeError, match="at least two"):
+        viz.plot_length_surface(rows[:1])
+
+
+def test_normalized_weights_of_gradient_descent_on_the_exponential_loss():
+    problem = landscape.make_problem("exp_linear", dim=10, n_train=40, n_test=20)
+    result = landscape.train(problem, [0], optimizer="gd", lr=0.2, steps=2000, record_every=10, max_records=100)
+    w = viz.normalized_weights(result.trajectories[0])
+    # Soudry et al. / Poggio et al.: the norm keeps growing while the direction settles
+    assert w.norms[-1] > 3 * w.norms[0] and np.all(np.diff(w.norms[len(w.norms) // 4:]) > 0)
+    mid = len(w.norms) // 2
+    assert w.angle_to_final[mid] < 0.2 * w.angle_to_final[0]
+    np.testing.assert_allclose(np.linalg.norm(w.sphere, axis=1), 1.0, atol=1e-12)
+    assert np.all(w.captured <= 1 + 1e-12) and w.captured.mean() > 0.9
+    fig = viz.plot_normalized_weights(result.trajectories[0])
+    norm_line = fig.axes[1].get_lines()[0]
+    np.testing.assert_allclose(norm_line.get_ydata(), w.norms)
+
+
+def test_normalized_weights_in_three_dimensions_are_exact():
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(12, 3, generator=g, dtype=torch.float64))
+    coeff = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    w = viz.normalized_weights({"step": torch.arange(30), "theta": coeff @ basis.T})
+    np.testing.assert_allclose(w.captured, 1.0, atol=1e-12)
+    # an isometry of the sphere: the angles between directions are kept
+    n = (coeff / coeff.norm(dim=1, keepdim=True)).numpy()
+    np.testing.assert_allclose(w.sphere @ w.sphere.T, n @ n.T, atol=1e-10)
+    with pytest.raises(LandscapeError, match="no direction"):
+        viz.normalized_weights(torch.zeros(3, 4))
