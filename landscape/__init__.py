@@ -10,6 +10,7 @@ from ._align import ALIGNERS, Alignment, align
 from ._checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
 from ._device import resolve_device
 from ._errors import LandscapeError
+from ._io import atomic_write, atomic_write_bytes, atomic_write_file
 from ._layout import Layout
 from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
@@ -32,7 +33,7 @@ __all__ = [
     "linear_path", "load_path", "save_path", "LOSSES", "LandscapeError", "Layout", "NetworkProblem", "OPTIMIZERS",
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
-    "save_checkpoint", "train",
+    "save_checkpoint", "train", "atomic_write", "atomic_write_bytes", "atomic_write_file",
     "ALIGNERS", "Alignment", "Symmetry", "UnitGroup", "align", "symmetry",
     "DYNAMICS", "MaxMargin", "Study", "TASKS", "builtin_studies", "implicit_bias", "load_study", "max_margin",
     "run_study", "study_results", "study_status", "study_tables", "write_report",

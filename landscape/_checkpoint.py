@@ -23,12 +23,9 @@ also loads when the user names the problem it belongs to.
 
 from __future__ import annotations
 
-import errno
 import math
-import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +35,7 @@ from typing import Any
 import torch
 
 from ._errors import LandscapeError
+from ._io import atomic_write
 from ._problem import Problem
 from ._problems import problem_from_spec
 
@@ -104,28 +102,8 @@ def save_checkpoint(path, problem: Problem, theta: torch.Tensor, *, loss: float 
 
 
 def atomic_save(obj: Any, path) -> FilePath:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A crash or a full disk leaves the old file (or none) in place, never a torn one.
-    """
-    path = FilePath(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        hint = "free some disk space or" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "check the folder, or"
-        raise LandscapeError(f"cannot write {path}: {err.strerror or err}; {hint} choose another output path") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``torch.save`` atomically (see :func:`landscape.atomic_write`): the old file or the new, never a torn one."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def read_file(path) -> Any:

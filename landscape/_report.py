@@ -32,6 +32,7 @@ import statistics
 from pathlib import Path as FilePath
 
 from ._errors import LandscapeError
+from ._io import atomic_write_bytes
 from ._store import Store, store_path
 from ._study import Study, canonical, load_study
 
@@ -282,9 +283,9 @@ def write_report(study=None, *, store=None, out=None, formats=("csv", "md", "png
     files = []
     for t in tables.values():
         if "csv" in formats:
-            files.append(_atomic_write(folder / f"{t.name}.csv", t.csv()))
+            files.append(atomic_write_bytes(folder / f"{t.name}.csv", t.csv()))
         if "md" in formats:
-            files.append(_atomic_write(folder / f"{t.name}.md", f"**{t.title}**\n\n{t.markdown()}"))
+            files.append(atomic_write_bytes(folder / f"{t.name}.md", f"**{t.title}**\n\n{t.markdown()}"))
     done = [r for r in results if r["status"] == "done"]
     if "png" in formats and done:
         spec = _report_spec(study)
@@ -309,32 +310,7 @@ def _save(_, fig, path):
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    return _atomic_write(path, buf.getvalue())
-
-
-def _atomic_write(path, data) -> FilePath:
-    """Write bytes (or text) to a temporary file beside ``path``, fsync, rename over ``path``."""
-    import os
-    import tempfile
-
-    path = FilePath(path)
-    data = data.encode() if isinstance(data, str) else data
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        raise LandscapeError(f"cannot write {path}: {err.strerror or err}; choose another output folder") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _plot_series(study, done, spec, path):

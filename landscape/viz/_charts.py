@@ -21,7 +21,7 @@ import torch
 
 from .._errors import LandscapeError
 from .._path import Path, interpolate
-from ._output import write_atomic
+from .._io import atomic_write_file as write_atomic
 
 #: What the x axis of a path-loss chart measures.
 PATH_AXES = ("t", "distance", "arc_over_chord")

@@ -17,7 +17,8 @@ import numpy as np
 from .._errors import LandscapeError
 from .._scene import Scene
 from ._meshes import SceneMeshes, block_name, scene_meshes
-from ._output import write_atomic, write_multiblock
+from .._io import atomic_write_file as write_atomic
+from ._output import write_multiblock
 
 #: What each output suffix holds.
 FORMATS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".html": "interactive page (vtk.js)",
