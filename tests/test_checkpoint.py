@@ -171,3 +171,10 @@ def test_user_problem_file_needs_the_factory(tmp_path, monkeypatch, gen):
     with pytest.raises(LandscapeError, match="pass --problem userprob:build"):
         load_checkpoint(path)
     assert load_checkpoint(path, problem=problem).problem is problem
+
+
+def test_written_files_get_the_usual_permissions(saved):
+    path, _ = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
