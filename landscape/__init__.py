@@ -11,6 +11,7 @@ from ._device import resolve_device
 from ._errors import LandscapeError
 from ._layout import Layout
 from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
+from ._paths import METHODS, connect, method_options
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
@@ -22,4 +23,5 @@ __all__ = [
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",
+    "METHODS", "connect", "method_options",
 ]
