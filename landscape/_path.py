@@ -404,10 +404,16 @@ def load_path(file, *, problem: Problem | None = None) -> tuple[Path, Problem, d
     problem : Problem
     meta : dict
     """
-    from ._checkpoint import FORMAT, VERSION, read_file
+    from ._checkpoint import read_file
+
+    return path_from_record(file, read_file(file), problem)
+
+
+def path_from_record(file, obj, problem: Problem | None = None) -> tuple[Path, Problem, dict]:
+    """:func:`load_path` on a record already read from ``file`` (named in the errors)."""
+    from ._checkpoint import FORMAT, VERSION
     from ._problems import problem_from_spec
 
-    obj = read_file(file)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise LandscapeError(f"{file}: not a landscape path file")
     if obj.get("kind") != "path":

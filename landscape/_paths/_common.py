@@ -37,10 +37,11 @@ class Counted:
         self.calls += 1
         return self.problem.loss(thetas)
 
-    def loss_and_grad(self, thetas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_grad(self, thetas: torch.Tensor, batch: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         self.gradients += int(thetas.shape[0])
         self.calls += 1
-        return self.problem.loss_and_grad(thetas)
+        return self.problem.loss_and_grad(thetas, batch=batch)
 
     def segments(self, points: torch.Tensor, resolution: int) -> torch.Tensor:
         """Dense losses of a chain, one row per segment, shape (N − 1, resolution + 1) (batched)."""

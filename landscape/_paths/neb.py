@@ -23,6 +23,7 @@ from ._common import RowAdam, check_count, check_positive, generator_or_default,
 
 def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
         spring: float = 1.0, climb: bool = True, insert: int = 2, insert_tol: float = 0.05, max_pivots: int = 64,
+        converge: float = 1e-3,
         step_size: float = 0.01, lr: float | None = None, jitter: float = 1e-3,
         resolution: int = DEFAULT_RESOLUTION) -> Path:
     """AutoNEB: a nudged elastic band refined by pivot insertion (Draxler et al. 2018).
@@ -32,8 +33,8 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
     problem : Problem
     start, end : Tensor, shape (D,)
     level : float, optional
-        The level u (default :func:`landscape.default_level`). Cycles stop once the band is below u
-        and no segment deviates by more than ``insert_tol``.
+        The level u (default :func:`landscape.default_level`): segments above it get new pivots.
+        The band relaxes to a minimum-energy path whatever the level (its max estimates the barrier).
     generator : torch.Generator, optional
         Draws the initial pivots' small offsets from the straight segment. A fixed seed when None.
     pivots : int
@@ -52,6 +53,9 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
         endpoint loss), or where a segment exceeds u.
     max_pivots : int
         Bound on the interior pivots.
+    converge : float
+        Cycles stop once no pivot is to be inserted and the band's max loss moved by less than
+        ``converge``·(u − the lower endpoint loss) over the last cycle.
     step_size, lr : float
         Adam's learning rate, as a fraction of the pivot spacing (scaled like DSS) or fixed.
     jitter : float
@@ -67,7 +71,7 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
     """
     counted, start, end, la, lb, level = prepare(problem, start, end, level)
     check_count(pivots=pivots, cycles=cycles, steps=steps, insert=insert, max_pivots=max_pivots)
-    check_positive(spring=spring, step_size=step_size, lr=lr, jitter=jitter, insert_tol=insert_tol)
+    check_positive(spring=spring, step_size=step_size, lr=lr, jitter=jitter, insert_tol=insert_tol, converge=converge)
     gen = generator_or_default(generator)
     dim = start.shape[0]
     scale = max(level - min(la, lb), 1e-12)
@@ -75,16 +79,17 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
     band = (1 - s) * start + s * end
     spacing = (end - start).norm() / (pivots + 1)
     band[1:-1] += noise((pivots, dim), gen, band) * (jitter * spacing / dim**0.5)
-    history, stop, climber = [], "cycles", None
+    history, stop, climber, previous = [], "cycles", None, None
     for cycle in range(cycles + 1):
         seg = counted.segments(band, resolution)
         values = torch.cat([seg[:, 0], seg[-1:, -1]])
-        row = {"cycle": cycle, "pivots": int(band.shape[0] - 2), "max_loss": float(seg.max())}
+        peak = float(seg.max())
+        row = {"cycle": cycle, "pivots": int(band.shape[0] - 2), "max_loss": peak}
         history.append(row)
         new = _insertions(seg, level, insert_tol * scale, insert if cycle < cycles else 0,
                           max_pivots - (band.shape[0] - 2))
-        if float(seg.max()) <= level and not new:
-            stop = "below_level"
+        if previous is not None and not new and abs(peak - previous) <= converge * scale:
+            stop = "converged"
             break
         if cycle == cycles:
             break
@@ -94,6 +99,7 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
         climber = _relax(counted, band, (la, lb), steps=steps, spring=spring, scale=scale,
                          climb=climb and cycle > 0, step_size=step_size, lr=lr)
         row["climbing"] = climber
+        previous = peak
     info = {"cycles": history, "stop": stop, "climbing": climber, **counted.figures()}
     return Path(band, values.clone(), method="neb", level=level, evaluations=counted.evaluations, info=info)
 

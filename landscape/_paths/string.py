@@ -25,9 +25,9 @@ from ._common import (Counted, RowAdam, check_count, check_positive, generator_o
 INSERTS = ("argmax", "midpoint")
 
 
-def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.5, steps: int = 200,
+def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.9, steps: int = 200,
            step_size: float = 0.01, lr: float | None = None, penalty: float = 0.0, bisector: bool = False,
-           insert: str = "argmax", max_rounds: int = 10,
+           insert: str = "argmax", batch_size: int | None = None, max_rounds: int = 10,
            max_beads: int = 256, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """Dynamic String Sampling (greedy, or constrained with ``penalty > 0``).
 
@@ -63,8 +63,9 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
     -------
     Path
         The final chain; ``info`` holds ``rounds`` (per round: points, segments above u, max loss,
-        beads added, descent steps, seconds), ``stop`` (``"below_level"``, ``"max_rounds"`` or
-        ``"max_beads"``) and the evaluation counts. Certify it with :func:`landscape.certify`
+        beads added, descent steps, seconds), ``stop`` (``"below_level"``, ``"max_rounds"``,
+        ``"max_beads"``, or ``"stalled"`` when the highest bead above u got no lower over a round
+        of descent) and the evaluation counts. Certify it with :func:`landscape.certify`
         (:func:`landscape.connect` always does).
     """
     counted, start, end, la, lb, level = prepare(problem, start, end, level)
@@ -76,7 +77,7 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
         raise LandscapeError(f"string needs 0 < alpha <= 1 and penalty >= 0, got alpha={alpha}, penalty={penalty}")
     gen = generator_or_default(generator)
     chain = torch.stack([start, end])
-    rounds, stop = [], "max_rounds"
+    rounds, stop, stalled = [], "max_rounds", None
     for r in range(max_rounds + 1):
         began = time.perf_counter()
         seg = check_segments(counted, chain, resolution)
@@ -95,10 +96,17 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
         if int(bad.sum()) > room:  # refine the worst segments first
             keep = seg_max.masked_fill(~bad, float("-inf")).topk(room).indices
             bad = torch.zeros_like(bad).index_fill_(0, keep, True)
-        stuck = torch.cat([seg[:, 0], seg[-1:, -1]])[1:-1] > level  # beads of earlier rounds still above u
+        beads = torch.cat([seg[:, 0], seg[-1:, -1]])[1:-1]
+        stuck = beads > level  # beads of earlier rounds still above u: they descend again
+        worst = float(beads[stuck].max()) if stuck.any() else None
+        if worst is not None and stalled is not None and worst > stalled - 1e-3 * (abs(stalled) + abs(level)):
+            stop = "stalled"  # a bead above u descended a whole round more without getting lower
+            break
+        stalled = worst
         at = seg.argmax(1).to(chain.dtype) / resolution if insert == "argmax" else torch.full_like(seg_max, 0.5)
         chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, steps=steps,
-                                step_size=step_size, lr=lr, penalty=penalty * level, bisector=bisector, jitter=jitter)
+                                step_size=step_size, lr=lr, penalty=penalty * level, bisector=bisector, jitter=jitter,
+                                batch_size=batch_size)
         row.update(figures, seconds=time.perf_counter() - began)
     knots = torch.cat([seg[:, 0], seg[-1:, -1]])
     info = {"rounds": rounds, "stop": stop, "alpha": alpha, "penalty": penalty, "steps": steps,
@@ -117,7 +125,7 @@ def check_segments(counted: Counted, chain: torch.Tensor, resolution: int, *, ba
 
 def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torch.Tensor, target: float,
            generator: torch.Generator, *, at: torch.Tensor, steps: int, step_size: float, lr: float | None, penalty: float,
-           bisector: bool, jitter: float, batched: bool = True) -> tuple[torch.Tensor, dict]:
+           bisector: bool, jitter: float, batch_size: int | None = None, batched: bool = True) -> tuple[torch.Tensor, dict]:
     """One DSS round: a bead on every ``bad`` segment, then all new (and ``stuck``) beads descend.
 
     Parameters
@@ -152,6 +160,9 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
     out[knot_rows] = chain
     a, b = chain[split], chain[split + 1]
     offset = noise((split.numel(), d), generator, chain) * ((b - a).norm(dim=1, keepdim=True) * jitter / d**0.5)
+    if bisector:  # the offset too stays in the hyperplane orthogonal to the chord
+        normal = (b - a) / (b - a).norm(dim=1, keepdim=True)
+        offset = offset - (offset * normal).sum(1, keepdim=True) * normal
     new_rows = knot_rows[split] + 1
     f = at[split].clamp(1e-3, 1 - 1e-3)[:, None]
     out[new_rows] = (1 - f) * a + f * b
@@ -160,10 +171,11 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
     out[new_rows] += offset
     if batched:
         moved, figures = descend(counted, out, rows, centre, target, steps=steps, step_size=step_size, lr=lr,
-                                 penalty=penalty, bisector=bisector)
+                                 penalty=penalty, bisector=bisector, batch_size=batch_size, generator=generator)
     else:
         parts = [descend(counted, out, rows[i:i + 1], centre[i:i + 1], target, steps=steps, step_size=step_size,
-                         lr=lr, penalty=penalty, bisector=bisector) for i in range(rows.numel())]
+                         lr=lr, penalty=penalty, bisector=bisector, batch_size=batch_size, generator=generator)
+                 for i in range(rows.numel())]
         moved = torch.cat([p[0] for p in parts])
         figures = {"descent_steps": sum(p[1]["descent_steps"] for p in parts),
                    "reached": sum(p[1]["reached"] for p in parts)}
@@ -172,8 +184,8 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
 
 
 def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: torch.Tensor, target: float, *,
-            steps: int,
-            step_size: float, lr: float | None, penalty: float, bisector: bool = False) -> tuple[torch.Tensor, dict]:
+            steps: int, step_size: float, lr: float | None, penalty: float, bisector: bool = False,
+            batch_size: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
     """Descend the beads ``chain[rows]`` together until each one's loss is ≤ ``target`` or ``steps`` run out.
 
     One batched ``loss_and_grad`` per step over the beads still above the target; each bead has its
@@ -197,8 +209,15 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
     adam = RowAdam(x, rates)
     active = torch.arange(x.shape[0], device=x.device)
     taken = 0
+    n_samples = counted.problem.n_samples("train")
+    stochastic = batch_size is not None and 0 < batch_size < n_samples
     for _ in range(steps + 1):
-        loss, grad = counted.loss_and_grad(x[active])
+        if stochastic:  # the stop is judged on the full loss, the step on one minibatch per bead
+            loss = counted.loss(x[active])
+            idx = torch.randint(n_samples, (active.numel(), batch_size), generator=generator)
+            _, grad = counted.loss_and_grad(x[active], batch=idx)
+        else:
+            loss, grad = counted.loss_and_grad(x[active])
         if not torch.isfinite(loss).all():
             raise LandscapeError("the loss became NaN or infinite while a bead descended; lower the step size "
                                  "(--opt step_size=...) or set a learning rate (--opt lr=...)")
