@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ._batchnorm import Tape, recomputing_copy
 from ._errors import LandscapeError
 from ._layout import Layout
 from ._problem import Problem
@@ -161,7 +162,7 @@ class NetworkProblem(Problem):
         """Per BatchNorm layer, the (mean, unbiased variance) of its input over the training split at θ (D,)."""
         if not self._bn_layers:
             return {}
-        tape = _Tape(collecting=True)
+        tape = Tape(collecting=True)
         module = self._recompute_module()
         x = self._device_data("train", theta.device, theta.dtype)[0]
         with torch.no_grad(), tape.active(module):
@@ -213,7 +214,7 @@ class NetworkProblem(Problem):
 
         def one(theta, xi, yi):
             params = self.layout.unflatten(theta)
-            tape = _Tape(collecting=True)
+            tape = Tape(collecting=True)
             with tape.active(module):
                 functional_call(module, params, (stats_x,))
                 tape.collecting = False
@@ -223,16 +224,9 @@ class NetworkProblem(Problem):
         return vmap(one)(thetas, x, y)
 
     def _recompute_module(self) -> nn.Module:
-        """A copy of the module whose BatchNorm layers normalize with statistics taken from a :class:`_Tape`."""
+        """A copy of the module whose BatchNorm layers normalize with statistics taken from a :class:`Tape`."""
         if self._recomputing is None:
-            import copy
-
-            m = copy.deepcopy(self.module_)
-            for name in self._bn_layers:
-                parent, _, child = name.rpartition(".")
-                owner = m.get_submodule(parent) if parent else m
-                setattr(owner, child, _RecomputedNorm(owner.get_submodule(child), name))
-            self._recomputing = m
+            self._recomputing = recomputing_copy(self.module_, self._bn_layers)
         return self._recomputing
 
     def _init_one(self, generator):
@@ -366,62 +360,3 @@ def _measure_activations(module, params, buffers, x1) -> int:
         for h in handles:
             h.remove()
     return max(sizes + [1])
-
-
-# ---------------------------------------------------------------- BatchNorm with recomputed statistics
-class _Tape:
-    """Statistics of a forward pass: recorded per layer while ``collecting``, read back afterwards."""
-
-    def __init__(self, collecting: bool):
-        self.collecting = collecting
-        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def active(self, module: nn.Module):
-        import contextlib
-
-        @contextlib.contextmanager
-        def attached():
-            layers = [m for m in module.modules() if isinstance(m, _RecomputedNorm)]
-            for layer in layers:
-                layer.tape = self
-            try:
-                yield self
-            finally:
-                for layer in layers:
-                    layer.tape = None
-
-        return attached()
-
-
-class _RecomputedNorm(nn.Module):
-    """A BatchNorm layer (any dimension) normalizing with statistics recomputed at the current θ.
-
-    Collecting: normalizes with the batch statistics (biased variance, as training mode does) and
-    records the mean and the unbiased variance, as a reset BatchNorm with ``momentum=None`` stores
-    them after one pass. Applying: normalizes with the recorded statistics, as evaluation mode does.
-    Its parameters keep the names ``weight`` and ``bias``, so the flat layout is unchanged.
-    """
-
-    def __init__(self, bn: nn.Module, name: str):
-        super().__init__()
-        self.name, self.eps, self.tape = name, bn.eps, None
-        self.weight = bn.weight
-        self.bias = bn.bias
-
-    def forward(self, x):
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        if self.tape.collecting:
-            mean = x.mean(dims)
-            var = x.var(dims, unbiased=False)
-            n = x.numel() // x.shape[1]
-            self.tape.stats.setdefault(self.name, (mean, var * n / max(n - 1, 1)))
-            scale = var
-        else:
-            if self.name not in self.tape.stats:
-                raise LandscapeError(f"BatchNorm layer {self.name!r} did not run on the training data")
-            mean, scale = self.tape.stats[self.name]
-        y = (x - mean.reshape(shape)) / torch.sqrt(scale.reshape(shape) + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return y

@@ -48,7 +48,7 @@ class Counted:
         values = dense_losses(self, points, resolution)
         if not torch.isfinite(values).all():
             raise LandscapeError("the loss became NaN or infinite along the path; lower the method's step size "
-                                 "(--opt step_size=...) or check the endpoints")
+                                 "(option step_size) or check the endpoints")
         return segment_view(values, resolution)
 
     def figures(self) -> dict:

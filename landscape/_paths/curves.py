@@ -131,7 +131,7 @@ def _fit_curve(name, basis, problem, start, end, *, level, generator, bends, ste
         loss, grad = counted.loss_and_grad(points)
         if not torch.isfinite(loss).all():
             raise LandscapeError(f"the loss became NaN or infinite while training the {name} curve; "
-                                 "lower the step size (--opt step_size=...)")
+                                 "lower the step size (option step_size)")
         adam.step(control, w[:, 1:-1].T @ grad / samples)
         taken += 1
     pts, _, losses = best

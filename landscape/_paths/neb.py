@@ -154,7 +154,7 @@ def _relax(counted, band: torch.Tensor, ends: tuple[float, float], *, steps: int
         loss, grad = counted.loss_and_grad(inner)
         if not torch.isfinite(loss).all():
             raise LandscapeError("the loss became NaN or infinite in the elastic band; lower the step size "
-                                 "(--opt step_size=...)")
+                                 "(option step_size)")
         e = torch.cat([loss.new_tensor([ends[0]]), loss, loss.new_tensor([ends[1]])])
         tau = improved_tangents(full, e)
         along = (grad * tau).sum(1, keepdim=True)

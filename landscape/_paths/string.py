@@ -103,7 +103,11 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
             stop = "stalled"  # a bead above u descended a whole round more without getting lower
             break
         stalled = worst
-        at = seg.argmax(1).to(chain.dtype) / resolution if insert == "argmax" else torch.full_like(seg_max, 0.5)
+        at = torch.full_like(seg_max, 0.5)
+        if insert == "argmax":  # the segment's highest point, unless that is one of its knots (a bead above u)
+            peak = seg.argmax(1)
+            inside = (peak > 0) & (peak < resolution)
+            at = torch.where(inside, peak.to(chain.dtype) / resolution, at)
         chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, steps=steps,
                                 step_size=step_size, lr=lr, penalty=penalty * level, bisector=bisector, jitter=jitter,
                                 batch_size=batch_size)
@@ -220,7 +224,7 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
             loss, grad = counted.loss_and_grad(x[active])
         if not torch.isfinite(loss).all():
             raise LandscapeError("the loss became NaN or infinite while a bead descended; lower the step size "
-                                 "(--opt step_size=...) or set a learning rate (--opt lr=...)")
+                                 "(option step_size) or set a learning rate (option lr)")
         going = loss > target
         active = active[going]
         if active.numel() == 0 or taken == steps:
