@@ -38,6 +38,19 @@ def test_quadratic_regression_minima_connect_below_their_level():
     assert beads[0] < beads[-1]
 
 
+@pytest.mark.slow
+def test_fixed_minima_need_longer_paths_at_lower_levels():
+    # {L <= u'} is a subset of {L <= u} for u' < u: between fixed endpoints, the shortest path can only
+    # grow as the level falls. The certified strings follow: every pair's normalized length grows.
+    problem = landscape.make_problem("quadratic_regression", n_train=200)
+    rows = landscape.geodesic_lengths(problem, LEVELS, pairs=3, train_to=0.005, lr=0.005, steps=20000)
+    assert [r["connected"] for r in rows] == [3, 3, 3]
+    for high, low in zip(rows[:-1], rows[1:]):
+        assert all(b >= a - 0.01 for a, b in zip(high["lengths"], low["lengths"]))
+        assert low["normalized_length"] > high["normalized_length"]
+    assert rows[-1]["beads"] > rows[0]["beads"]
+
+
 def test_study_rows_and_script():
     problem = landscape.make_problem("quadratic_regression", n_train=100)
     rows = landscape.geodesic_lengths(problem, [0.05], pairs=1, lr=0.02)
