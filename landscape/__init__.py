@@ -27,5 +27,6 @@ __all__ = [
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
     "save_checkpoint", "train",
-    "BN_POLICIES", "DEFAULT_METHOD", "METHODS", "connect", "describe_file", "geodesic_lengths", "load_endpoints", "method_options",
+    "BN_POLICIES", "DEFAULT_METHOD", "METHODS", "connect", "describe_file", "geodesic_lengths", "load_endpoints",
+    "method_options",
 ]

@@ -64,7 +64,8 @@ def validate(problem, path, start, end, level):
 def test_every_method_on_closed_form_landscapes(method, name, params, i, j, level, passage):
     problem = landscape.make_problem(name, **params)
     start, end = problem.minima[i], problem.minima[j]
-    path = landscape.connect(problem, start, end, method=method, level=level, generator=torch.Generator().manual_seed(0))
+    path = landscape.connect(problem, start, end, method=method, level=level,
+                             generator=torch.Generator().manual_seed(0))
     level = landscape.default_level(*problem.loss(torch.stack([start, end]))) if level is None else level
     validate(problem, path, start, end, level)
     assert path.method == method and path.info["linear_max_loss"] >= path.info["linear_barrier"]

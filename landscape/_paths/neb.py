@@ -136,8 +136,8 @@ def _insert(band: torch.Tensor, seg: torch.Tensor, picks, resolution: int) -> to
     return torch.stack(rows)
 
 
-def _relax(counted, band: torch.Tensor, ends: tuple[float, float], *, steps: int, spring: float, scale: float, climb: bool,
-           step_size: float, lr: float | None) -> int | None:
+def _relax(counted, band: torch.Tensor, ends: tuple[float, float], *, steps: int, spring: float, scale: float,
+           climb: bool, step_size: float, lr: float | None) -> int | None:
     """``steps`` NEB steps on the interior pivots of ``band`` (in place); returns the climbing pivot's index."""
     n = band.shape[0]
     inner = band[1:-1].clone()

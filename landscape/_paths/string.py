@@ -2,10 +2,11 @@
 
 Freeman & Bruna, "Topology and Geometry of Half-Rectified Network Optimization", ICLR 2017,
 Algorithm 1 (greedy DSS) and its constrained variant. The chain starts as the straight segment;
-each round checks every segment densely, puts a bead at the midpoint of every segment whose max
-loss exceeds u, and descends the new beads until their loss is below α·u. The recursion of the
-paper is run breadth-first: all segments of a round are checked in one batched evaluation and
-all beads of a round descend together, one batched ``loss_and_grad`` per step.
+each round checks every segment densely, puts a bead at the highest point t* of every segment
+whose max loss exceeds u (the interpolated model of the paper's Fig. 2), and descends the new
+beads until their loss is below α·u. The recursion of the paper is run breadth-first: all
+segments of a round are checked in one batched evaluation and all beads of a round descend
+together, one batched ``loss_and_grad`` per step.
 """
 
 from __future__ import annotations
@@ -41,17 +42,28 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
         Draws the small random offset of each new bead (a bead started exactly at a critical
         point, such as the hill top between two symmetric minima, would not move). A fixed seed when None.
     alpha : float
-        A bead descends until its loss is ≤ α·u (0 < α ≤ 1); lower values sink beads deeper into the set.
+        A bead descends until its loss is ≤ α·u (0 < α ≤ 1). Lower values sink beads deeper into the
+        set (fewer, costlier beads, longer strings); near 1 they stop near its boundary, and the
+        string, an upper bound on the geodesic, is shorter.
     steps : int
         Descent budget of a bead per round (Adam steps). A bead still above u after it descends
-        again in the next round.
+        again in the next round; if the highest such bead gets no lower, refinement stops.
     step_size : float
         Adam's step as a fraction of the length of the segment the bead refines (see ``lr``).
     lr : float, optional
         A fixed Adam learning rate instead of ``step_size``'s scaled one.
     penalty : float
-        Constrained DSS: adds λ·u·‖θ − m‖²/h² to the descent, m the midpoint of the bead's segment and
-        h its half-length, keeping the bead near the chord it splits. 0 is greedy DSS.
+        Constrained DSS: adds λ·u·‖θ − m‖²/h² to the descent, m the point where the bead was inserted
+        and h half the distance between its neighbours, keeping the bead near the chord it splits
+        (a bead h away pays λ·u). 0 is greedy DSS.
+    bisector : bool
+        Move each bead only within the hyperplane through its start orthogonal to its chord, so
+        it cannot slide along the valley towards a neighbour.
+    insert : {"argmax", "midpoint"}
+        Where a new bead starts: at the segment's highest dense point (the paper), or its middle.
+    batch_size : int, optional
+        Descend on minibatches of this size (one per bead and step; the stop is judged on the full
+        training loss), as the paper's stochastic gradient descent. Full batch when None.
     max_rounds, max_beads : int
         Refinement stops after this many rounds or once the chain holds this many beads.
     jitter : float
@@ -128,8 +140,9 @@ def check_segments(counted: Counted, chain: torch.Tensor, resolution: int, *, ba
 
 
 def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torch.Tensor, target: float,
-           generator: torch.Generator, *, at: torch.Tensor, steps: int, step_size: float, lr: float | None, penalty: float,
-           bisector: bool, jitter: float, batch_size: int | None = None, batched: bool = True) -> tuple[torch.Tensor, dict]:
+           generator: torch.Generator, *, at: torch.Tensor, steps: int, step_size: float, lr: float | None,
+           penalty: float, bisector: bool, jitter: float, batch_size: int | None = None,
+           batched: bool = True) -> tuple[torch.Tensor, dict]:
     """One DSS round: a bead on every ``bad`` segment, then all new (and ``stuck``) beads descend.
 
     Parameters
