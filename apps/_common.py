@@ -36,6 +36,16 @@ class Group(click.Group):
             sys.exit(130)
 
 
+class Command(click.Command):
+    """A stand-alone command (a study script) with the same error handling as :class:`Group`."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LandscapeError as err:
+            raise UserError(str(err)) from None
+
+
 def parse_params(items) -> dict:
     """``("width=64", "activation=tanh")`` -> ``{"width": 64, "activation": "tanh"}`` (values read as JSON)."""
     out = {}

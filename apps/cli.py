@@ -6,7 +6,7 @@ import click
 import torch
 
 import landscape
-from landscape._bench import evaluator_throughput, matmul_peak
+from landscape._bench import dss_round_speed, evaluator_throughput, matmul_peak
 from landscape._problems import describe
 from landscape._train import train_checkpoints
 
@@ -92,20 +92,41 @@ def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps
 @problem_options
 @json_option
 def info(files, problem_name, width, params, as_json):
-    """Describe checkpoints: problem, D, losses (re-evaluated), norms, trajectory."""
+    """Describe landscape files: minima (problem, D, losses re-evaluated, norms, trajectory) and paths."""
     prob = build_problem(problem_name, width, params) if problem_name else None
-    out = []
-    for f in files:
-        out.append(landscape.describe_checkpoint(landscape.load_checkpoint(f, problem=prob)))
+    out = [landscape.describe_file(f, problem=prob) for f in files]
     if as_json:
         echo_json(out if len(out) > 1 else out[0])
         return
     for d in out:
-        losses = "  ".join(f"{k} {v:.6g}" for k, v in d["losses"].items())
-        click.echo(f"{d['file']}: {d['problem']['name']} D={d['dim']} seed={d['seed']}")
-        click.echo(f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}")
-        if "trajectory_points" in d:
-            click.echo(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps")
+        click.echo(_DESCRIBE[d["kind"]](d))
+
+
+def _describe_minimum(d: dict) -> str:
+    losses = "  ".join(f"{k} {v:.6g}" for k, v in d["losses"].items())
+    lines = [f"{d['file']}: {d['problem']['name']} D={d['dim']} seed={d['seed']}",
+             f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}"]
+    if "trajectory_points" in d:
+        lines.append(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps")
+    return "\n".join(lines)
+
+
+def _describe_path(d: dict) -> str:
+    level = "no level" if d["level"] is None else f"level {d['level']:.6g}"
+    ends = d["meta"].get("endpoints")
+    lines = [f"{d['file']}: path of {d['problem']['name']} D={d['dim']}, method {d['method']}, "
+             f"{d['status']} at {level}",
+             f"    max loss {d['max_loss']:.6g}  barrier {d['barrier']:.6g}  normalized length "
+             f"{d['normalized_length']:.4f}  {d['n_beads']} beads  {d['evaluations']:,} evaluations"]
+    if "linear_max_loss" in d["info"]:
+        lines.append(f"    straight segment: max loss {d['info']['linear_max_loss']:.6g}")
+    if ends:
+        lines.append(f"    endpoints: {', '.join(ends)}")
+    return "\n".join(lines)
+
+
+#: How ``landscape info`` prints each kind of file (the kinds of ``landscape.describe_file``).
+_DESCRIBE = {"minimum": _describe_minimum, "path": _describe_path}
 
 
 @main.command()
@@ -113,10 +134,13 @@ def info(files, problem_name, width, params, as_json):
 @click.option("--seconds", type=float, default=0.5, show_default=True, help="Minimum timing per figure.")
 @click.option("--problem", "extra", multiple=True, metavar="NAME[:k=v,...]",
               help="Add a problem to the table, e.g. digits_mlp:width=256 (repeatable).")
+@click.option("--beads", type=int, default=16, show_default=True, help="Beads of the path-refinement round.")
+@click.option("--bead-steps", type=int, default=20, show_default=True, help="Descent steps of each bead.")
 @device_option
 @json_option
-def bench(k, seconds, extra, device, as_json):
-    """Throughput of the batched evaluator: K points batched vs a loop vs the torch.mm peak."""
+def bench(k, seconds, extra, beads, bead_steps, device, as_json):
+    """Throughput of the batched evaluator: K points batched vs a loop vs the torch.mm peak;
+    and one path-refinement (DSS) round, its beads batched vs one at a time."""
     dev = landscape.resolve_device(device)
     cases = [("quadratic_regression", {}), ("digits_mlp", {}), ("digits_mlp", {"width": 512})]
     for item in extra:
@@ -129,8 +153,11 @@ def bench(k, seconds, extra, device, as_json):
         if not hasattr(problem, "flops_per_point"):
             raise UserError(f"bench measures network problems; {name} is analytic")
         rows.append(evaluator_throughput(problem, k, device=dev, min_seconds=seconds))
+    rounds = [dss_round_speed(landscape.make_problem(name, **kw), beads, steps=bead_steps, device=dev,
+                              min_seconds=seconds) for name, kw in cases[:2]]
     if as_json:
-        echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows})
+        echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows,
+                   "path_refinement": rounds})
         return
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
     click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
@@ -139,6 +166,10 @@ def bench(k, seconds, extra, device, as_json):
                        f"{r['speedup']:.2f}x"] for r in rows],
                      ["problem", "K", "chunk", "batched pts/s", "loop pts/s", "batched GF/s", "loop GF/s",
                       "speedup"]))
+    click.echo(f"one DSS round: {beads} beads x {bead_steps} descent steps, then every segment checked densely:")
+    click.echo(table([[r["problem"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
+                       f"{r['bead_by_bead_s']:.3f}", f"{r['speedup']:.2f}x"] for r in rounds],
+                     ["problem", "beads", "evaluations", "batched s", "bead-by-bead s", "speedup"]))
 
 
 # ------------------------------------------------------------------ commands of other modules
@@ -154,6 +185,9 @@ from .render import render  # noqa: E402
 
 main.add_command(render)
 main.add_command(chart)
+from .connect import connect  # noqa: E402
+
+main.add_command(connect)
 
 
 if __name__ == "__main__":  # pragma: no cover

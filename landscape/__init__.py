@@ -1,7 +1,8 @@
 """landscape: level sets, low-loss paths and valleys of neural-network losses.
 
 The core object is :class:`Problem`, a loss over flat parameter vectors evaluated K points at a
-time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``, ``PLANES``.
+time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``, ``METHODS`` (path
+methods, run by :func:`connect`), ``ALIGNERS``, ``PLANES``, ``TASKS`` (study tasks).
 """
 
 __version__ = "0.1.0"
@@ -13,7 +14,11 @@ from ._errors import LandscapeError
 from ._io import atomic_write, atomic_write_bytes, atomic_write_file
 from ._layout import Layout
 from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
-from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
+from ._info import describe_file
+from ._paths import DEFAULT_METHOD, METHODS, connect, method_options
+from ._paths.files import load_endpoints
+from ._paths.geodesic import geodesic_lengths
+from ._network import BN_POLICIES, LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
 from ._symmetry import Symmetry, UnitGroup
@@ -39,4 +44,6 @@ __all__ = [
     "run_study", "study_results", "study_status", "study_tables", "write_report",
     "PLANES", "Plane", "filter_normalized_direction", "make_plane", "Curve", "Marker", "Scene", "build_scene",
     "scene_from_files", "Surface", "evaluate_plane",
+    "BN_POLICIES", "DEFAULT_METHOD", "METHODS", "connect", "describe_file", "geodesic_lengths", "load_endpoints",
+    "method_options",
 ]

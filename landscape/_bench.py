@@ -54,3 +54,45 @@ def evaluator_throughput(problem: Problem, k: int = 64, *, device="cpu", min_sec
         "batched_gflops": flops / t_batched / 1e9, "loop_gflops": flops / t_loop / 1e9,
         "speedup": t_loop / t_batched,
     }
+
+
+def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resolution: int = 32, device="cpu",
+                    min_seconds: float = 0.5) -> dict:
+    """One Dynamic String Sampling round with ``beads`` new beads: batched against bead by bead.
+
+    The round is the method's own code (:func:`landscape._paths.string.refine` and the segment
+    check): ``beads`` segments of the straight line between two random points each get a bead,
+    every bead takes ``steps`` descent steps (the target is unreachable, so both variants do the
+    same work), then every segment of the new chain is checked at ``resolution``. Batched: one
+    ``loss_and_grad`` per step for all beads and one evaluation for all segments; bead by bead:
+    a bead's steps, then a segment's check, one at a time.
+
+    Returns
+    -------
+    dict
+        ``batched_s`` and ``bead_by_bead_s`` (seconds a round), ``speedup``, and the round's size.
+    """
+    from ._paths._common import Counted
+    from ._paths.string import check_segments, refine
+
+    ends = problem.init(torch.Generator().manual_seed(0), n=2, device=device)
+    s = torch.linspace(0, 1, beads + 1, device=device)[:, None]
+    chain = (1 - s) * ends[0] + s * ends[1]
+    bad = torch.ones(beads, dtype=torch.bool, device=device)
+    stuck = torch.zeros(beads - 1, dtype=torch.bool, device=device)
+    half = torch.full((beads,), 0.5, device=device)
+
+    def one_round(batched):
+        counted = Counted(problem)
+        new, _ = refine(counted, chain, bad, stuck, float("-inf"), torch.Generator().manual_seed(1), at=half,
+                        steps=steps, step_size=0.01, lr=None, penalty=0.0, bisector=False, jitter=1e-3,
+                        batched=batched)
+        check_segments(counted, new, resolution, batched=batched)
+        return counted.evaluations
+
+    evaluations = one_round(True)
+    t_batched = timeit(lambda: one_round(True), min_seconds=min_seconds, min_repeats=1)
+    t_loop = timeit(lambda: one_round(False), min_seconds=min_seconds, min_repeats=1)
+    return {"problem": repr(problem), "beads": beads, "steps": steps, "resolution": resolution,
+            "evaluations": evaluations, "batched_s": t_batched, "bead_by_bead_s": t_loop,
+            "speedup": t_loop / t_batched}

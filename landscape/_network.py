@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ._batchnorm import Tape, recomputing_copy
 from ._errors import LandscapeError
 from ._layout import Layout
 from ._problem import Problem
@@ -52,6 +53,11 @@ def _exponential(out, y):
 #: Loss functions by name; ``y`` is a class index for cross-entropy and ±1 for exponential.
 LOSSES: dict[str, Callable] = {"cross_entropy": _cross_entropy, "mse": _mse, "l1": _l1, "exponential": _exponential}
 
+#: What BatchNorm layers do at a point θ of a path or a plane: ``"recompute"`` normalizes with
+#: statistics recomputed at θ from the training data (Garipov et al. 2018: a point between two
+#: minima has its own activation statistics); ``"frozen"`` uses the module's running statistics.
+BN_POLICIES = ("recompute", "frozen")
+
 _ACTIVATIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: lambda z: z * z,
                 nn.Identity: None}
 
@@ -72,10 +78,16 @@ class NetworkProblem(Problem):
         A key of :data:`LOSSES`, or ``loss(output[N, ...], target[N, ...]) -> scalar`` for one network.
     weight_decay : float
         Adds ``weight_decay / 2 · Σ ‖W‖²`` over the parameters named ``*weight``.
+    bn : {"recompute", "frozen"}, optional
+        For modules with BatchNorm layers (see :data:`BN_POLICIES`): ``"recompute"`` (the default)
+        evaluates every θ with normalization statistics recomputed from the full training split at
+        that θ, as ``torch`` would after resetting the running statistics and one training-mode
+        pass over the training data (mean, unbiased variance), then evaluation mode; ``"frozen"``
+        uses the module's buffers. None for modules without BatchNorm.
     """
 
     def __init__(self, name, params, module: nn.Module, splits: Mapping[str, tuple], loss="mse",
-                 weight_decay: float = 0.0, summary: str = ""):
+                 weight_decay: float = 0.0, summary: str = "", bn: str | None = None):
         module = module.eval()
         named = dict(module.named_parameters())
         if not named:
@@ -96,10 +108,30 @@ class NetworkProblem(Problem):
         self.weight_decay = float(weight_decay)
         self._decay = torch.cat([torch.full((s,), name.endswith("weight")) for name, s in
                                  zip(self.layout.names, self.layout.sizes)])
+        self._bn_layers = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._bn = None
+        self._recomputing = None
+        self.bn = bn if bn is not None else ("recompute" if self._bn_layers else None)
         self._mlp = _mlp_plan(module)
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
             self._act_numel = _measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
+
+    @property
+    def bn(self) -> str | None:
+        """The BatchNorm policy, one of :data:`BN_POLICIES` (None when the module has no BatchNorm)."""
+        return self._bn
+
+    @bn.setter
+    def bn(self, policy: str | None):
+        if policy is not None and not self._bn_layers:
+            raise LandscapeError(f"problem {self.name!r} has no BatchNorm layers; a BatchNorm policy (--bn) "
+                                 "applies only to models with BatchNorm")
+        if policy is None and self._bn_layers:
+            raise LandscapeError(f"problem {self.name!r} has BatchNorm layers; choose a policy in {list(BN_POLICIES)}")
+        if policy is not None and policy not in BN_POLICIES:
+            raise LandscapeError(f"unknown BatchNorm policy {policy!r}; choose one of {list(BN_POLICIES)}")
+        self._bn = policy
 
     @property
     def evaluator(self) -> str:
@@ -115,10 +147,27 @@ class NetworkProblem(Problem):
         import copy
 
         m = copy.deepcopy(self.module_)
+        theta = theta.detach().cpu()
         with torch.no_grad():
-            for name, value in self.layout.unflatten(theta.detach().cpu()).items():
+            for name, value in self.layout.unflatten(theta).items():
                 m.get_parameter(name).copy_(value)
+            if self._bn == "recompute":  # running statistics of θ itself, as the loss uses them
+                for name, (mean, var) in self.batchnorm_statistics(theta).items():
+                    layer = m.get_submodule(name)
+                    layer.running_mean.copy_(mean)
+                    layer.running_var.copy_(var)
         return m
+
+    def batchnorm_statistics(self, theta: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per BatchNorm layer, the (mean, unbiased variance) of its input over the training split at θ (D,)."""
+        if not self._bn_layers:
+            return {}
+        tape = Tape(collecting=True)
+        module = self._recompute_module()
+        x = self._device_data("train", theta.device, theta.dtype)[0]
+        with torch.no_grad(), tape.active(module):
+            functional_call(module, self.layout.unflatten(theta.detach()), (x,))
+        return {name: (mean, var) for name, (mean, var) in tape.stats.items()}
 
     def flops_per_point(self, n_samples: int | None = None) -> float:
         """Multiply-add FLOPs of one forward pass over a split, 2·N·Σ(weights), for throughput figures."""
@@ -130,6 +179,8 @@ class NetworkProblem(Problem):
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
             return n_samples * max(self._widths)
+        if self._bn == "recompute":  # each point also runs the statistics pass over the training split
+            return (n_samples + self.n_samples("train")) * self._act_numel
         return n_samples * self._act_numel
 
     def _evaluate(self, thetas, data):
@@ -137,6 +188,8 @@ class NetworkProblem(Problem):
         if self._mlp is not None:
             out = _mlp_forward(self._mlp, self.layout.unflatten(thetas), x)
             value = self._batched_loss(out, y)
+        elif self._bn == "recompute":
+            value = self._recomputed_loss(thetas, x, y)
         else:
             value = self._vmap_loss(thetas, x, y)
         if self.weight_decay:
@@ -190,6 +243,28 @@ class NetworkProblem(Problem):
 
         return vmap(one)(thetas, x, y)
 
+    def _recomputed_loss(self, thetas, x, y):
+        """Two passes per point: statistics over the training split, then the loss with them (vmapped)."""
+        module = self._recompute_module()
+        stats_x = self._device_data("train", thetas.device, thetas.dtype)[0]
+
+        def one(theta, xi, yi):
+            params = self.layout.unflatten(theta)
+            tape = Tape(collecting=True)
+            with tape.active(module):
+                functional_call(module, params, (stats_x,))
+                tape.collecting = False
+                out = functional_call(module, params, (xi,))
+            return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
+
+        return vmap(one)(thetas, x, y)
+
+    def _recompute_module(self) -> nn.Module:
+        """A copy of the module whose BatchNorm layers normalize with statistics taken from a :class:`Tape`."""
+        if self._recomputing is None:
+            self._recomputing = recomputing_copy(self.module_, self._bn_layers)
+        return self._recomputing
+
     def _init_one(self, generator):
         """PyTorch's default init for Linear/Conv layers, U(−1/√fan_in, 1/√fan_in), drawn from ``generator``."""
         parts = []
@@ -211,7 +286,7 @@ class NetworkProblem(Problem):
 
 
 def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_decay: float = 0.0,
-                name: str = "module", params: Mapping | None = None) -> NetworkProblem:
+                name: str = "module", params: Mapping | None = None, bn: str | None = None) -> NetworkProblem:
     """Build a :class:`Problem` from any ``nn.Module``.
 
     Parameters
@@ -224,6 +299,8 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
         A key of ``landscape.LOSSES`` or a function ``loss(output, target) -> scalar``.
     test_data : (Tensor, Tensor), optional
     weight_decay : float
+    bn : {"recompute", "frozen"}, optional
+        BatchNorm policy for models with BatchNorm layers (default ``"recompute"``; see :class:`NetworkProblem`).
 
     Returns
     -------
@@ -245,7 +322,7 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     if test_data is not None:
         splits["test"] = tuple(test_data)
     return NetworkProblem(name, dict(params or {"class": type(model).__name__}), model, splits, loss,
-                          weight_decay=weight_decay)
+                          weight_decay=weight_decay, bn=bn)
 
 
 def mlp(sizes, activation: str = "relu", bias: bool = True) -> nn.Sequential:

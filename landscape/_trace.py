@@ -71,8 +71,9 @@ def symmetry(problem) -> Symmetry:
 
     The module is traced with ``torch.fx`` and its shapes recorded on two training samples; its
     chain of layers is then walked. Understood: ``Linear``, ``Conv1d/2d/3d`` (groups = 1),
-    ``BatchNorm1d/2d/3d`` (affine parameters permuted; running statistics constrain which units
-    may trade places), ``LayerNorm`` over the unit axis and all after it, ``Flatten`` of channels
+    ``BatchNorm1d/2d/3d`` (affine parameters permuted; with the ``frozen`` BatchNorm policy the
+    stored running statistics constrain which units may trade places, with ``recompute`` they
+    follow θ), ``LayerNorm`` over the unit axis and all after it, ``Flatten`` of channels
     into features, pooling, dropout, and elementwise activations as modules, functions or
     methods (ReLU, leaky ReLU, PReLU, identity, the square, sigmoid, tanh, GELU, SiLU, ...).
 
@@ -91,20 +92,24 @@ def symmetry(problem) -> Symmetry:
         If the problem is not a network, or its module has a residual connection, a branch, shared
         weights or an operation between hidden layers that is not known to commute with permutations.
     """
-    if problem in _CACHE:
-        return _CACHE[problem]
+    frozen = getattr(problem, "bn", None) == "frozen"
+    cached = _CACHE.get(problem, {})
+    if frozen in cached:
+        return cached[frozen]
     module = getattr(problem, "module", None)
     if not callable(module):
         raise LandscapeError(f"problem {problem.name!r} is not a network; permutation alignment needs a network "
                              "problem (an embedded MLP or landscape.from_module)")
     module = module()
     sample = problem.data("train")[0][:2]
-    built = _derive(module, sample, problem.layout)
-    _CACHE[problem] = built
+    built = _derive(module, sample, problem.layout, frozen_statistics=frozen)
+    _CACHE.setdefault(problem, {})[frozen] = built
     return built
 
 
-def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout) -> Symmetry:
+def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout, *, frozen_statistics: bool = True) -> Symmetry:
+    """The symmetry of ``module``; BatchNorm running statistics restrict it only when they are
+    ``frozen_statistics`` (with the ``recompute`` policy they follow θ, so every permutation is one)."""
     import torch.fx
 
     class Shapes(torch.fx.Interpreter):  # torch.fx's ShapeProp does the same, but costs ~2 s on first use
@@ -183,7 +188,7 @@ def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout) -> Symmetry
             if mod is not None and any(True for _ in mod.parameters()):
                 skipped.append(f"{node.target}: {type(mod).__name__} before the first hidden layer")
             continue
-        why = _step(current, node, mod, in_shape, out_shape)
+        why = _step(current, node, mod, in_shape, out_shape, frozen_statistics)
         if why and not current.broken:
             current.broken = why
     return Symmetry(layout, groups, gm, {k: v for k, v in module.named_buffers()}, skipped)
@@ -199,7 +204,7 @@ def _close(current: _Open, tail: Axis, tap: str, names) -> UnitGroup:
                      current.block)
 
 
-def _step(current: _Open, node, mod, in_shape, out_shape) -> str | None:
+def _step(current: _Open, node, mod, in_shape, out_shape, frozen_statistics: bool = True) -> str | None:
     """Fold one operation into the open hidden layer; return why it breaks the symmetry, or None."""
     what = f"{node.op} {node.target!r}"
     channel_ok = len(in_shape) >= 3 and current.dim == 1 and out_shape[1] == current.size
@@ -220,7 +225,7 @@ def _step(current: _Open, node, mod, in_shape, out_shape) -> str | None:
             if mod.num_features != current.size or current.dim != 1:
                 return f"{what} (BatchNorm over {mod.num_features} features)"
             _normalization(current, node.target, mod.affine, mod.bias is not None)
-            if mod.running_mean is not None:
+            if mod.running_mean is not None and frozen_statistics:
                 current.buffers += [Axis(f"{node.target}.running_mean", 0, 1, "buffer"),
                                     Axis(f"{node.target}.running_var", 0, 1, "buffer")]
             return None

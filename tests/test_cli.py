@@ -75,7 +75,7 @@ def test_corrupt_checkpoint_on_the_command_line(tmp_path):
 
 
 def test_bench_prints_batched_loop_and_peak(run):
-    result = run("bench", "-k", 4, "--seconds", 0.01, "--json")
+    result = run("bench", "-k", 4, "--seconds", 0.01, "--beads", 3, "--bead-steps", 2, "--json")
     assert result.exit_code == 0
     report = json.loads(result.stdout)
     assert report["mm_gflops"] > 0
@@ -83,3 +83,7 @@ def test_bench_prints_batched_loop_and_peak(run):
     assert any("quadratic_regression" in n for n in names) and any("width=512" in n for n in names)
     for row in report["evaluator"]:
         assert row["batched_points_per_s"] > 0 and row["loop_points_per_s"] > 0 and row["batched_gflops"] > 0
+    # one DSS round, 3 beads x 2 steps (+ the beads' last check) then 6 segments checked at 32 + the last knot
+    for row in report["path_refinement"]:
+        assert row["beads"] == 3 and row["evaluations"] == 3 * 3 + 6 * 32 + 1
+        assert row["batched_s"] > 0 and row["bead_by_bead_s"] > 0

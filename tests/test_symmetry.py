@@ -83,12 +83,16 @@ def test_groups_of_the_embedded_networks(name):
 
 
 def test_groups_of_a_conv_net_and_a_functional_module():
-    sym = landscape.symmetry(conv_net())
+    problem = conv_net()
+    sym = landscape.symmetry(problem)
     first, second = sym.groups
     assert (first.size, first.degree, second.size, second.degree) == (4, 1, 5, 2)
     roles = {(a.name, a.role): a for a in first.axes}
     assert roles[("1.weight", "head")] and roles[("0.weight", "passive")]  # BatchNorm's affine is the head
-    assert roles[("5.weight", "tail")].block == 9 and ("1.running_mean", "buffer") in roles
+    # statistics recomputed from θ (the default policy) are not a constraint; stored ones are
+    assert roles[("5.weight", "tail")].block == 9 and ("1.running_mean", "buffer") not in roles
+    problem.bn = "frozen"
+    assert ("1.running_mean", "buffer") in {(a.name, a.role) for a in landscape.symmetry(problem).groups[0].axes}
     sym = landscape.symmetry(functional_net())
     assert [(g.name, g.size, g.degree) for g in sym.groups] == [("conv", 3, 1), ("fc", 6, None)]
     assert {(a.name, a.role) for a in sym.groups[1].axes} >= {("norm.weight", "head"), ("act.weight", "passive"),
@@ -169,11 +173,22 @@ def test_balance_is_the_least_norm_point_of_the_orbit(name, params):
                                atol=1e-6)
 
 
-def test_batchnorm_statistics_restrict_the_permutations():
+def test_recomputed_batchnorm_statistics_follow_any_permutation():
     problem = conv_net()
+    assert problem.bn == "recompute"
+    sym = landscape.symmetry(problem)
+    assert sym.exchangeable("0") is None
+    theta = problem.init(torch.Generator().manual_seed(0))
+    any_swap = sym.permute(theta, {"0": torch.tensor([1, 0, 2, 3])})
+    torch.testing.assert_close(problem.loss(any_swap), problem.loss(theta), rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_batchnorm_statistics_restrict_the_permutations():
+    problem = conv_net()
+    problem.bn = "frozen"
     bn = problem.module().get_submodule("1")
     bn.running_mean.copy_(torch.tensor([0.0, 0.5, 0.0, 0.5]))  # units 0, 2 alike; 1, 3 alike
-    sym = landscape._trace._derive(problem.module(), problem.data()[0][:2], problem.layout)
+    sym = landscape.symmetry(problem)
     mask = sym.exchangeable("0")
     assert mask.tolist() == [[True, False, True, False], [False, True, False, True]] * 2
     theta = problem.init(torch.Generator().manual_seed(0))

@@ -1,0 +1,91 @@
+"""``landscape connect A.pt B.pt``: a certified low-loss path between two minima."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+import landscape
+
+from ._common import UserError, build_problem, device_option, echo_json, json_option, parse_params, problem_options
+
+
+@click.command()
+@click.argument("start_file", metavar="A.pt", type=click.Path())
+@click.argument("end_file", metavar="B.pt", type=click.Path())
+@click.option("--method", type=click.Choice(list(landscape.METHODS)), default=landscape.DEFAULT_METHOD,
+              show_default=True, help="Path method: straight segment, Dynamic String Sampling, curves, AutoNEB.")
+@click.option("--level", type=float, default=None,
+              help="Level u the path must stay under (default: 10% above the worse endpoint loss).")
+@click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
+              help="Sub-intervals per segment in the dense certification.")
+@click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
+              help="A method option (repeatable), value read as JSON: -O alpha=0.5 -O penalty=1.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the method's randomness.")
+@click.option("--bn", type=click.Choice(landscape.BN_POLICIES), default=None,
+              help="BatchNorm statistics along the path: recomputed at every point from the training data "
+                   "(default for models with BatchNorm) or frozen.")
+@click.option("--problem", "problem_name", default=None,
+              help="The problem of plain state_dicts, or the package.module:factory of a user problem.")
+@problem_options
+@click.option("--float64", is_flag=True, help="Compute in double precision.")
+@click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
+@device_option
+@json_option
+def connect(start_file, end_file, method, level, resolution, options, seed, bn, problem_name, width, params,
+            float64, out, device, as_json):
+    """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
+
+    \b
+    The path is checked densely along every segment: "connected" only if its loss never exceeds
+    the level, else "not_found" with the best path and its max loss. Prints endpoint losses, the
+    straight segment's barrier, the method's max loss, the status, the normalized geodesic length
+    (path length / distance), beads, evaluations and seconds.
+    """
+    given = build_problem(problem_name, width, params) if problem_name else None
+    problem, start, end = landscape.load_endpoints(start_file, end_file, problem=given)
+    if bn is not None:
+        if not hasattr(problem, "bn"):
+            raise UserError(f"problem {problem.name!r} has no BatchNorm layers; --bn applies only to models with "
+                            "BatchNorm")
+        problem.bn = bn
+    dev = landscape.resolve_device(device)
+    dtype = torch.float64 if float64 else torch.float32
+    path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
+                             generator=torch.Generator().manual_seed(seed), resolution=resolution,
+                             **parse_params(options))
+    if out:
+        landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
+                                                      "options": list(options), "device": str(dev),
+                                                      "dtype": str(dtype)})
+    report = {**path.summary(), **{k: path.info.get(k) for k in ("linear_max_loss", "linear_barrier",
+                                                                  "linear_status", "bn")},
+              "problem": problem.spec, "dim": problem.dim, "files": [str(start_file), str(end_file)],
+              "output": out, "device": str(dev)}
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(_summary(report, problem, level is None))
+
+
+def _summary(r: dict, problem, default_level: bool) -> str:
+    la, lb = r["endpoint_losses"]
+    connected = r["status"] == "connected"
+    lines = [
+        f"{problem!r}  device {r['device']}",
+        f"endpoints   {r['files'][0]}: loss {la:.6g}   {r['files'][1]}: loss {lb:.6g}",
+        f"level       {r['level']:.6g}" + ("  (10% above the worse endpoint)" if default_level else ""),
+        f"linear      max loss {r['linear_max_loss']:.6g}   barrier {r['linear_barrier']:.6g}   "
+        f"{'connected' if r['linear_status'] == 'connected' else 'not connected'}",
+        f"{r['method']:<11} max loss {r['max_loss']:.6g}   barrier {r['barrier']:.6g}   "
+        f"{r['status'].upper() if connected else 'NOT FOUND'} at level {r['level']:.6g}",
+        f"geodesic    normalized length {r['normalized_length']:.4f}  (length {r['length']:.4g}, "
+        f"chord {r['chord']:.4g})   {r['n_beads']} beads, {r['n_points']} points",
+        f"cost        {r['evaluations']:,} loss evaluations, {r['seconds']:.2f} s, resolution {r['resolution']}"
+        + (f", BatchNorm {r['bn']}" if r.get("bn") else ""),
+    ]
+    if r["info"].get("skipped"):
+        lines.append(f"note        {r['info']['skipped']}: the method was not run")
+    if r["output"]:
+        lines.append(f"wrote       {r['output']}")
+    return "\n".join(lines)
