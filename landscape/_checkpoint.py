@@ -108,13 +108,24 @@ def atomic_save(obj: Any, path) -> FilePath:
 
     A crash or a full disk leaves the old file (or none) in place, never a torn one.
     """
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write(path, write) -> FilePath:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, fsync, then rename over ``path``.
+
+    Raises
+    ------
+    LandscapeError
+        When the folder cannot be written or the disk is full; the old file is left intact.
+    """
     path = FilePath(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

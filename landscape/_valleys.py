@@ -414,3 +414,76 @@ def _components(uf: UnionFind, nodes) -> int:
 def event_levels(graph: ValleyGraph) -> list[float]:
     """The levels where the valley count changes: each minimum's loss and each merge level."""
     return sorted(set(graph.losses.tolist()) | {m.level for m in graph.merges()})
+
+
+def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="auto", method: str = "string",
+                 merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
+                 resolution: int = DEFAULT_RESOLUTION, metrics: bool = False,
+                 generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
+    """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
+
+    Parameters
+    ----------
+    problem : Problem
+    thetas : Tensor, shape (N, D)
+        The minima (aligned beforehand if symmetries should be factored out).
+    names : list of str, optional
+        Shown in the report (e.g. checkpoint files).
+    levels : "auto" or sequence of float
+        ``"auto"``: build the whole merge tree with ``merge_method`` and report at every level where the
+        count changes. A sequence: connect at each level (ascending) with ``method``; edges found at a
+        level stay valid above it.
+    method : str
+        Path method for a given level (``landscape.METHODS``; DSS, ``"string"``, by default).
+    merge_method : str
+        Level-free path method for the merge tree (``"neb"`` by default).
+    attempts : int
+        Refinements tried per pair of valleys before they are reported separate.
+    tol : float, optional
+        Spurious-valley tolerance (see :meth:`ValleyGraph.is_spurious`).
+    metrics : bool
+        Add loss, gradient norm, ‖θ‖, Hessian top eigenvalue and trace to each node.
+
+    Returns
+    -------
+    graph : ValleyGraph
+    report : dict
+        :meth:`ValleyGraph.report` at the levels.
+    """
+    graph = ValleyGraph.of(problem, thetas, names)
+    if metrics:
+        from ._hessian import minimum_metrics
+
+        for i, m in enumerate(minimum_metrics(problem, thetas, generator=generator)):
+            graph.graph.nodes[i].update(m)
+    if isinstance(levels, str):
+        if levels != "auto":
+            raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
+        build_merge_tree(graph, method=merge_method, resolution=resolution, generator=generator,
+                         connect_options=connect_options)
+        report_levels = event_levels(graph)
+    else:
+        report_levels = sorted(float(u) for u in levels)
+        if not report_levels:
+            raise LandscapeError("no level given; pass --level U (repeatable) or --levels auto")
+        for u in report_levels:
+            connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
+                             generator=generator, connect_options=connect_options)
+    report = graph.report(report_levels, tol=tol)
+    report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
+                   "resolution": resolution, "problem": problem.spec})
+    return graph, report
+
+
+def write_graph(graph: ValleyGraph, json_path=None, graphml_path=None) -> None:
+    """Write the valley graph as networkx node-link JSON and/or GraphML, atomically."""
+    import json
+
+    from ._checkpoint import atomic_write
+
+    g = graph.to_networkx()
+    if json_path is not None:
+        text = json.dumps(nx.node_link_data(g, edges="edges"), indent=1)
+        atomic_write(json_path, lambda fh: fh.write(text.encode()))
+    if graphml_path is not None:
+        atomic_write(graphml_path, lambda fh: nx.write_graphml(g, fh))
