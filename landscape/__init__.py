@@ -11,6 +11,7 @@ from ._device import resolve_device
 from ._errors import LandscapeError
 from ._layout import Layout
 from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
+from ._paths import METHODS, connect, method_options
 from ._network import LOSSES, NetworkProblem, Square, from_module, mlp
 from ._problem import Problem
 from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
@@ -30,4 +31,5 @@ __all__ = [
     "atomic_write", "GridValleys", "grid_valleys", "hessian_trace", "hvp", "minimum_metrics", "top_eigenvalue",
     "SublevelSamples", "sample_sublevel_set", "Merge", "ValleyGraph", "build_merge_tree", "connect_at_level",
     "event_levels", "find_valleys", "straight_max_losses", "write_graph",
+    "METHODS", "connect", "method_options",
 ]

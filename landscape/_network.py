@@ -52,6 +52,11 @@ def _exponential(out, y):
 #: Loss functions by name; ``y`` is a class index for cross-entropy and ±1 for exponential.
 LOSSES: dict[str, Callable] = {"cross_entropy": _cross_entropy, "mse": _mse, "l1": _l1, "exponential": _exponential}
 
+#: What BatchNorm layers do at a point θ of a path or a plane: ``"recompute"`` normalizes with
+#: statistics recomputed at θ from the training data (Garipov et al. 2018: a point between two
+#: minima has its own activation statistics); ``"frozen"`` uses the module's running statistics.
+BN_POLICIES = ("recompute", "frozen")
+
 _ACTIVATIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: lambda z: z * z,
                 nn.Identity: None}
 
@@ -72,10 +77,16 @@ class NetworkProblem(Problem):
         A key of :data:`LOSSES`, or ``loss(output[N, ...], target[N, ...]) -> scalar`` for one network.
     weight_decay : float
         Adds ``weight_decay / 2 · Σ ‖W‖²`` over the parameters named ``*weight``.
+    bn : {"recompute", "frozen"}, optional
+        For modules with BatchNorm layers (see :data:`BN_POLICIES`): ``"recompute"`` (the default)
+        evaluates every θ with normalization statistics recomputed from the full training split at
+        that θ, as ``torch`` would after resetting the running statistics and one training-mode
+        pass over the training data (mean, unbiased variance), then evaluation mode; ``"frozen"``
+        uses the module's buffers. None for modules without BatchNorm.
     """
 
     def __init__(self, name, params, module: nn.Module, splits: Mapping[str, tuple], loss="mse",
-                 weight_decay: float = 0.0, summary: str = ""):
+                 weight_decay: float = 0.0, summary: str = "", bn: str | None = None):
         module = module.eval()
         named = dict(module.named_parameters())
         if not named:
@@ -96,10 +107,30 @@ class NetworkProblem(Problem):
         self.weight_decay = float(weight_decay)
         self._decay = torch.cat([torch.full((s,), name.endswith("weight")) for name, s in
                                  zip(self.layout.names, self.layout.sizes)])
+        self._bn_layers = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._bn = None
+        self._recomputing = None
+        self.bn = bn if bn is not None else ("recompute" if self._bn_layers else None)
         self._mlp = _mlp_plan(module)
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
             self._act_numel = _measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
+
+    @property
+    def bn(self) -> str | None:
+        """The BatchNorm policy, one of :data:`BN_POLICIES` (None when the module has no BatchNorm)."""
+        return self._bn
+
+    @bn.setter
+    def bn(self, policy: str | None):
+        if policy is not None and not self._bn_layers:
+            raise LandscapeError(f"problem {self.name!r} has no BatchNorm layers; a BatchNorm policy (--bn) "
+                                 "applies only to models with BatchNorm")
+        if policy is None and self._bn_layers:
+            raise LandscapeError(f"problem {self.name!r} has BatchNorm layers; choose a policy in {list(BN_POLICIES)}")
+        if policy is not None and policy not in BN_POLICIES:
+            raise LandscapeError(f"unknown BatchNorm policy {policy!r}; choose one of {list(BN_POLICIES)}")
+        self._bn = policy
 
     @property
     def evaluator(self) -> str:
@@ -115,10 +146,27 @@ class NetworkProblem(Problem):
         import copy
 
         m = copy.deepcopy(self.module_)
+        theta = theta.detach().cpu()
         with torch.no_grad():
-            for name, value in self.layout.unflatten(theta.detach().cpu()).items():
+            for name, value in self.layout.unflatten(theta).items():
                 m.get_parameter(name).copy_(value)
+            if self._bn == "recompute":  # running statistics of θ itself, as the loss uses them
+                for name, (mean, var) in self.batchnorm_statistics(theta).items():
+                    layer = m.get_submodule(name)
+                    layer.running_mean.copy_(mean)
+                    layer.running_var.copy_(var)
         return m
+
+    def batchnorm_statistics(self, theta: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per BatchNorm layer, the (mean, unbiased variance) of its input over the training split at θ (D,)."""
+        if not self._bn_layers:
+            return {}
+        tape = _Tape(collecting=True)
+        module = self._recompute_module()
+        x = self._device_data("train", theta.device, theta.dtype)[0]
+        with torch.no_grad(), tape.active(module):
+            functional_call(module, self.layout.unflatten(theta.detach()), (x,))
+        return {name: (mean, var) for name, (mean, var) in tape.stats.items()}
 
     def flops_per_point(self, n_samples: int | None = None) -> float:
         """Multiply-add FLOPs of one forward pass over a split, 2·N·Σ(weights), for throughput figures."""
@@ -130,6 +178,8 @@ class NetworkProblem(Problem):
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
             return n_samples * max(self._widths)
+        if self._bn == "recompute":  # each point also runs the statistics pass over the training split
+            return (n_samples + self.n_samples("train")) * self._act_numel
         return n_samples * self._act_numel
 
     def _evaluate(self, thetas, data):
@@ -137,6 +187,8 @@ class NetworkProblem(Problem):
         if self._mlp is not None:
             out = _mlp_forward(self._mlp, self.layout.unflatten(thetas), x)
             value = self._batched_loss(out, y)
+        elif self._bn == "recompute":
+            value = self._recomputed_loss(thetas, x, y)
         else:
             value = self._vmap_loss(thetas, x, y)
         if self.weight_decay:
@@ -145,13 +197,43 @@ class NetworkProblem(Problem):
         return value
 
     def _vmap_loss(self, thetas, x, y):
-        buffers = {k: v.to(thetas.device) for k, v in self._buffers.items()}
+        buffers = {k: v.to(thetas.device, thetas.dtype) if v.is_floating_point() else v.to(thetas.device)
+                   for k, v in self._buffers.items()}
 
         def one(theta, xi, yi):
             out = functional_call(self.module_, (self.layout.unflatten(theta), buffers), (xi,))
             return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
 
         return vmap(one)(thetas, x, y)
+
+    def _recomputed_loss(self, thetas, x, y):
+        """Two passes per point: statistics over the training split, then the loss with them (vmapped)."""
+        module = self._recompute_module()
+        stats_x = self._device_data("train", thetas.device, thetas.dtype)[0]
+
+        def one(theta, xi, yi):
+            params = self.layout.unflatten(theta)
+            tape = _Tape(collecting=True)
+            with tape.active(module):
+                functional_call(module, params, (stats_x,))
+                tape.collecting = False
+                out = functional_call(module, params, (xi,))
+            return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
+
+        return vmap(one)(thetas, x, y)
+
+    def _recompute_module(self) -> nn.Module:
+        """A copy of the module whose BatchNorm layers normalize with statistics taken from a :class:`_Tape`."""
+        if self._recomputing is None:
+            import copy
+
+            m = copy.deepcopy(self.module_)
+            for name in self._bn_layers:
+                parent, _, child = name.rpartition(".")
+                owner = m.get_submodule(parent) if parent else m
+                setattr(owner, child, _RecomputedNorm(owner.get_submodule(child), name))
+            self._recomputing = m
+        return self._recomputing
 
     def _init_one(self, generator):
         """PyTorch's default init for Linear/Conv layers, U(−1/√fan_in, 1/√fan_in), drawn from ``generator``."""
@@ -174,7 +256,7 @@ class NetworkProblem(Problem):
 
 
 def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_decay: float = 0.0,
-                name: str = "module", params: Mapping | None = None) -> NetworkProblem:
+                name: str = "module", params: Mapping | None = None, bn: str | None = None) -> NetworkProblem:
     """Build a :class:`Problem` from any ``nn.Module``.
 
     Parameters
@@ -187,6 +269,8 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
         A key of ``landscape.LOSSES`` or a function ``loss(output, target) -> scalar``.
     test_data : (Tensor, Tensor), optional
     weight_decay : float
+    bn : {"recompute", "frozen"}, optional
+        BatchNorm policy for models with BatchNorm layers (default ``"recompute"``; see :class:`NetworkProblem`).
 
     Returns
     -------
@@ -208,7 +292,7 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     if test_data is not None:
         splits["test"] = tuple(test_data)
     return NetworkProblem(name, dict(params or {"class": type(model).__name__}), model, splits, loss,
-                          weight_decay=weight_decay)
+                          weight_decay=weight_decay, bn=bn)
 
 
 def mlp(sizes, activation: str = "relu", bias: bool = True) -> nn.Sequential:
@@ -282,3 +366,62 @@ def _measure_activations(module, params, buffers, x1) -> int:
         for h in handles:
             h.remove()
     return max(sizes + [1])
+
+
+# ---------------------------------------------------------------- BatchNorm with recomputed statistics
+class _Tape:
+    """Statistics of a forward pass: recorded per layer while ``collecting``, read back afterwards."""
+
+    def __init__(self, collecting: bool):
+        self.collecting = collecting
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def active(self, module: nn.Module):
+        import contextlib
+
+        @contextlib.contextmanager
+        def attached():
+            layers = [m for m in module.modules() if isinstance(m, _RecomputedNorm)]
+            for layer in layers:
+                layer.tape = self
+            try:
+                yield self
+            finally:
+                for layer in layers:
+                    layer.tape = None
+
+        return attached()
+
+
+class _RecomputedNorm(nn.Module):
+    """A BatchNorm layer (any dimension) normalizing with statistics recomputed at the current θ.
+
+    Collecting: normalizes with the batch statistics (biased variance, as training mode does) and
+    records the mean and the unbiased variance, as a reset BatchNorm with ``momentum=None`` stores
+    them after one pass. Applying: normalizes with the recorded statistics, as evaluation mode does.
+    Its parameters keep the names ``weight`` and ``bias``, so the flat layout is unchanged.
+    """
+
+    def __init__(self, bn: nn.Module, name: str):
+        super().__init__()
+        self.name, self.eps, self.tape = name, bn.eps, None
+        self.weight = bn.weight
+        self.bias = bn.bias
+
+    def forward(self, x):
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if self.tape.collecting:
+            mean = x.mean(dims)
+            var = x.var(dims, unbiased=False)
+            n = x.numel() // x.shape[1]
+            self.tape.stats.setdefault(self.name, (mean, var * n / max(n - 1, 1)))
+            scale = var
+        else:
+            if self.name not in self.tape.stats:
+                raise LandscapeError(f"BatchNorm layer {self.name!r} did not run on the training data")
+            mean, scale = self.tape.stats[self.name]
+        y = (x - mean.reshape(shape)) / torch.sqrt(scale.reshape(shape) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return y
