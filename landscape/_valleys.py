@@ -411,9 +411,20 @@ def _components(uf: UnionFind, nodes) -> int:
     return len({uf.find(i) for i in nodes})
 
 
-def event_levels(graph: ValleyGraph) -> list[float]:
-    """The levels where the valley count changes: each minimum's loss and each merge level."""
-    return sorted(set(graph.losses.tolist()) | {m.level for m in graph.merges()})
+def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
+    """The levels where the valley count changes: where minima appear, and each merge level.
+
+    Minima whose losses agree within the spurious tolerance appear together, at the largest of
+    their losses (so that the report does not list one level per minimum of the same valley floor).
+    """
+    tol = _tol(graph.global_loss, tol)
+    appear = []
+    for loss in sorted(graph.losses.tolist()):
+        if appear and loss - appear[-1][0] <= tol:
+            appear[-1][1] = loss
+        else:
+            appear.append([loss, loss])
+    return sorted({hi for _, hi in appear} | {m.level for m in graph.merges()})
 
 
 def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="auto", method: str = "string",
@@ -461,7 +472,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
             raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
         build_merge_tree(graph, method=merge_method, resolution=resolution, generator=generator,
                          connect_options=connect_options)
-        report_levels = event_levels(graph)
+        report_levels = event_levels(graph, tol)
     else:
         report_levels = sorted(float(u) for u in levels)
         if not report_levels:
