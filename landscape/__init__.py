@@ -32,6 +32,11 @@ from ._report import study_results, study_tables, write_report
 from ._run import run_study, study_status
 from ._study import Study, builtin_studies, load_study
 from ._tasks import TASKS
+from ._grid_valleys import GridValleys, grid_valleys
+from ._hessian import hessian_trace, hvp, minimum_metrics, top_eigenvalue
+from ._sampling import SublevelSamples, sample_sublevel_set
+from ._valleys import (Merge, ValleyGraph, build_merge_tree, connect_at_level, event_levels, find_valleys,
+                       straight_max_losses, write_graph)
 
 __all__ = [
     "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "certify", "default_level",
@@ -46,4 +51,7 @@ __all__ = [
     "scene_from_files", "Surface", "evaluate_plane",
     "BN_POLICIES", "DEFAULT_METHOD", "METHODS", "connect", "describe_file", "geodesic_lengths", "load_endpoints",
     "method_options",
+    "GridValleys", "grid_valleys", "hessian_trace", "hvp", "minimum_metrics", "top_eigenvalue",
+    "SublevelSamples", "sample_sublevel_set", "Merge", "ValleyGraph", "build_merge_tree", "connect_at_level",
+    "event_levels", "find_valleys", "straight_max_losses", "write_graph",
 ]

@@ -1,0 +1,77 @@
+"""``landscape valleys``: valley counts, spurious valleys and the merge tree of a set of minima."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+import landscape
+
+from ._common import UserError, build_problem, device_option, echo_json, json_option, problem_options, table
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--level", "levels", type=float, multiple=True, help="A level u (repeatable).")
+@click.option("--levels", "auto", flag_value="auto", default=None,
+              help="'auto': the whole merge tree, reported wherever the count changes (the default).")
+@click.option("--method", type=click.Choice(sorted(landscape.METHODS)), default="string", show_default=True,
+              help="Path method at a given level.")
+@click.option("--merge-method", type=click.Choice(sorted(landscape.METHODS)), default="neb", show_default=True,
+              help="Level-free path method for the merge tree.")
+@click.option("--attempts", type=int, default=2, show_default=True,
+              help="Refinements tried per pair of valleys before they are reported separate.")
+@click.option("--tol", type=float, default=None, help="Spurious tolerance (default 1e-6 + 1e-3·|best loss|).")
+@click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
+              help="Sub-intervals per segment in the dense certification.")
+@click.option("--metrics", is_flag=True, help="Add Hessian top eigenvalue and trace of each minimum.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", "json_out", type=click.Path(), default=None, help="Write the graph (node-link JSON).")
+@click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
+@click.option("--plot", type=click.Path(), default=None, help="Draw the disconnectivity graph (PNG).")
+@click.option("--problem", "problem_name", default=None,
+              help="The problem of plain state_dicts, or the package.module:factory of a user problem.")
+@problem_options
+@device_option
+@json_option
+def valleys(files, levels, auto, method, merge_method, attempts, tol, resolution, metrics, seed, json_out, graphml,
+            plot, problem_name, width, params, device, as_json):
+    """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree."""
+    if levels and auto:
+        raise UserError("give --level U (repeatable) or --levels auto, not both")
+    dev = landscape.resolve_device(device)
+    user = build_problem(problem_name, width, params) if problem_name else None
+    cks = [landscape.load_checkpoint(f, problem=user) for f in files]
+    problem = cks[0].problem
+    for ck in cks[1:]:
+        if ck.problem.spec != problem.spec:
+            raise UserError(f"{ck.path} and {cks[0].path} belong to different problems")
+    thetas = torch.stack([ck.theta for ck in cks]).to(dev)
+    graph, report = landscape.find_valleys(
+        problem, thetas, names=[str(ck.path) for ck in cks], levels=list(levels) if levels else "auto",
+        method=method, merge_method=merge_method, attempts=attempts, tol=tol, resolution=resolution,
+        metrics=metrics, generator=torch.Generator().manual_seed(seed))
+    if json_out or graphml:
+        landscape.write_graph(graph, json_out, graphml)
+    if plot:
+        from landscape.viz import plot_disconnectivity
+
+        plot_disconnectivity(report, plot)
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(f"{len(cks)} minima of {problem!r}; best loss {report['global_loss']:.6g}")
+    click.echo(table([[f"{r['level']:.6g}", r["n_valleys"], r["n_spurious"],
+                       " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])] for r in report["levels"]],
+                     ["level", "valleys", "spurious", "members"]))
+    if report["merges"]:
+        click.echo("merges: " + "; ".join(f"{_short(m['a'])}~{_short(m['b'])} at {m['level']:.6g}"
+                                         for m in report["merges"]))
+    click.echo(f"{report['straight_checks']} straight checks, {report['refinements']} refinements "
+               f"({report['failed']} found no path below the level), {report['seconds']:.1f} s")
+    if report["failed"]:
+        click.echo("valleys reported separate mean: no path below the level was found within the budget")
+
+
+def _short(name: str) -> str:
+    return name.rsplit("/", 1)[-1].removesuffix(".pt")

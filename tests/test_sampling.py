@@ -1,0 +1,56 @@
+"""Sublevel-set sampling: stays in Ω_u, stays in its valley, is uniform where that is checkable."""
+
+import math
+
+import pytest
+import torch
+
+import landscape
+from landscape._problems.analytic import AnalyticProblem
+from landscape._sampling import sample_sublevel_set
+
+
+def bowl():
+    return AnalyticProblem("bowl", {}, lambda x, y: x * x + y * y, minima=[(0.0, 0.0)], saddles=[],
+                           box=((-2.0, 2.0), (-2.0, 2.0)))
+
+
+def test_uniform_on_a_disk(gen):
+    # Ω_u of x² + y² is the disk of radius √u; uniform on it: E r² = u / 2, P(r < √u / 2) = 1/4
+    u = 1.0
+    starts = torch.zeros(64, 2, dtype=torch.float64)
+    s = sample_sublevel_set(bowl(), starts, u, n_samples=200, thin=2, radius=0.3, generator=gen)
+    r2 = s.points[:, 50:].pow(2).sum(-1)
+    assert (s.losses <= u).all()
+    assert r2.mean().item() == pytest.approx(u / 2, rel=0.04)
+    assert (r2 < u / 4).double().mean().item() == pytest.approx(0.25, abs=0.03)
+
+
+def test_chains_stay_in_their_valley_below_the_saddle(gen):
+    problem = landscape.make_problem("ring", bump=0.2)  # saddles at height 0.19, hill at 1
+    starts = problem.minima.repeat_interleave(8, 0)  # 8 chains in each minimum, (-1, 0) then (1, 0)
+    below = sample_sublevel_set(problem, starts, 0.15, n_samples=150, generator=gen)
+    side = torch.sign(below.points[..., 0])
+    assert (side[:8] < 0).all() and (side[8:] > 0).all()  # never crossed to the other minimum
+    above = sample_sublevel_set(problem, starts, 0.5, n_samples=150, generator=gen)
+    assert (above.losses <= 0.5).all()
+    crossed = (torch.sign(above.points[:8, :, 0]) > 0).any(1)  # the annulus is one valley at u = 0.5
+    assert crossed.any()
+    extent = below.extent()
+    # the valley of (1, 0) below u = 0.15 is a crescent reaching φ = ±60° on the ring (0.2 sin²φ ≤ 0.15),
+    # about 1 away from the minimum; the saddles at distance 1.38 are not in it
+    assert all(0.2 < e["mean_distance"] and e["max_distance"] < 1.3 for e in extent)
+
+
+def test_double_well_shallow_minimum_is_its_own_valley(gen):
+    problem = landscape.make_problem("double_well", tilt=0.3)
+    shallow = problem.minima[1:]
+    level = 0.5 * (problem.loss(shallow).item() + problem.loss(problem.saddles).item())
+    s = sample_sublevel_set(problem, shallow.repeat(16, 1), level, n_samples=200, generator=gen)
+    assert (s.points[..., 0] > problem.saddles[0, 0]).all()
+
+
+def test_start_above_the_level_is_an_error():
+    problem = landscape.make_problem("ring")
+    with pytest.raises(landscape.LandscapeError, match="above the level"):
+        sample_sublevel_set(problem, torch.zeros(1, 2), 0.5)

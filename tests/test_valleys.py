@@ -1,0 +1,113 @@
+"""Valley counts, spurious valleys and merge trees against closed forms and theorems."""
+
+import json
+
+import networkx as nx
+import pytest
+import torch
+
+import landscape
+from landscape import ValleyGraph, find_valleys, grid_valleys
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_himmelblau_merge_levels_are_the_saddles():
+    problem = landscape.make_problem("himmelblau")
+    graph, report = find_valleys(problem, problem.minima, levels="auto", generator=gen())
+    # mountain passes between the four minima: the three lowest of the four saddles
+    # (13.3119, 67.7192, 104.0152; the fourth, 178.34, is not needed: see tests/test_problems.py)
+    saddles = sorted(problem.loss(problem.saddles).tolist())[:3]
+    merges = sorted(m["level"] for m in report["merges"])
+    assert merges == pytest.approx(saddles, rel=0.01)
+    assert all(m >= s * (1 - 1e-3) for m, s in zip(merges, saddles))  # certified levels sit at or above
+    counts = {round(r["level"], 3): r["n_valleys"] for r in report["levels"]}
+    assert list(counts.values()) == [4, 3, 2, 1]
+    assert all(r["n_spurious"] == 0 for r in report["levels"])  # all four minima are global
+    # the first merge joins (3, 2) and (3.58, -1.85), across the saddle at (3.39, 0.07)
+    first = min(graph.merges(), key=lambda m: m.level)
+    assert {first.i, first.j} == {0, 3}
+    assert report["refinements"] == 3  # one per merge: nothing else was needed
+
+
+@pytest.mark.parametrize("level, count", [(5.0, 4), (40.0, 3), (80.0, 2), (120.0, 1)])
+def test_himmelblau_counts_at_a_level_agree_with_the_grid(level, count):
+    problem = landscape.make_problem("himmelblau")
+    _, report = find_valleys(problem, problem.minima, levels=[level], generator=gen())
+    assert report["levels"][0]["n_valleys"] == count == grid_valleys(problem, level).n_valleys
+    assert report["refinements"] <= 3 + report["failed"]
+
+
+def test_double_well_has_one_spurious_valley_below_the_saddle():
+    problem = landscape.make_problem("double_well", tilt=0.3)
+    global_min, shallow = problem.loss(problem.minima).tolist()
+    saddle = problem.loss(problem.saddles).item()
+    _, report = find_valleys(problem, problem.minima, names=["deep", "shallow"], levels="auto", generator=gen())
+    rows = report["levels"]
+    assert [r["level"] for r in rows] == pytest.approx([global_min, shallow, saddle], rel=0.01)
+    assert [(r["n_valleys"], r["n_spurious"]) for r in rows] == [(1, 0), (2, 1), (1, 0)]
+    assert rows[1]["spurious"] == [["shallow"]]
+    between = 0.5 * (shallow + saddle)
+    _, at = find_valleys(problem, problem.minima, levels=[between, saddle * 1.05], attempts=1, generator=gen())
+    assert [(r["n_valleys"], r["n_spurious"]) for r in at["levels"]] == [(2, 1), (1, 0)]
+    assert at["failed"] >= 1 and at["failures"][0]["level"] == pytest.approx(between)
+
+
+def test_ring_two_valleys_below_the_saddles_one_above():
+    problem = landscape.make_problem("ring", bump=0.2)  # saddles at 0.19, hill at 1
+    _, report = find_valleys(problem, problem.minima, levels=[0.15, 0.3], attempts=1, generator=gen())
+    assert [r["n_valleys"] for r in report["levels"]] == [2, 1]
+    assert [grid_valleys(problem, u).n_valleys for u in (0.15, 0.3)] == [2, 1]
+
+
+def test_venturi_spurious_valley_is_found():
+    # Venturi, Bandeira & Bruna (JMLR 2019): with p <= n - 1 ReLU units the minimum that fits every
+    # α·relu(x_i) term and misses −β·relu(x_n) lies in a valley without a global minimum
+    problem = landscape.make_problem("venturi_relu", width=3, input_dim=4, n_train=2000, n_test=10)
+    made = problem.constructions()
+    start = torch.stack([made["global"], made["spurious"]]).double()
+    minima = landscape.train(problem, [0, 1], init=start, lr=1e-3, steps=400, dtype=torch.float64)
+    spurious_loss = minima.losses[1].item()
+    assert minima.losses[0] < spurious_loss  # the other minimum is lower
+    graph, report = find_valleys(problem, minima.thetas, names=["global", "spurious"],
+                                 levels=[spurious_loss + 0.1, spurious_loss + 1.0], attempts=1, generator=gen())
+    low, high = report["levels"]
+    assert (low["n_valleys"], low["n_spurious"], low["spurious"]) == (2, 1, [["spurious"]])
+    assert (high["n_valleys"], high["n_spurious"]) == (1, 0)
+    # and a hit-and-run walk inside the spurious valley never finds the lower loss
+    walk = landscape.sample_sublevel_set(problem, minima.thetas[1:].repeat(8, 1), spurious_loss + 0.1,
+                                        n_samples=30, generator=gen())
+    assert walk.losses.min() > minima.losses[0] + 1.0
+
+
+def test_refinements_grow_like_n_when_all_connect():
+    problem = landscape.make_problem("ring", bump=0.2)
+    angles = torch.linspace(0, 2 * torch.pi, 9, dtype=torch.float64)[:-1]
+    points = torch.stack([torch.cos(angles), torch.sin(angles)], 1) * 0.999
+    graph, report = find_valleys(problem, points, levels=[0.5], generator=gen())
+    assert report["levels"][0]["n_valleys"] == 1
+    assert report["refinements"] <= len(points) - 1 + report["failed"]
+    assert nx.is_connected(graph.to_networkx())
+
+
+def test_graph_files(tmp_path):
+    problem = landscape.make_problem("himmelblau")
+    graph, _ = find_valleys(problem, problem.minima, levels=[80.0], generator=gen())
+    landscape.write_graph(graph, tmp_path / "g.json", tmp_path / "g.graphml")
+    data = json.loads((tmp_path / "g.json").read_text())
+    back = nx.node_link_graph(data, edges="edges")
+    assert back.number_of_nodes() == 4 and nx.number_connected_components(back) == 2
+    ml = nx.read_graphml(tmp_path / "g.graphml")
+    assert ml.number_of_edges() == back.number_of_edges()
+    assert sorted(d["max_loss"] for _, _, d in ml.edges(data=True)) == pytest.approx(
+        sorted(d["max_loss"] for _, _, d in back.edges(data=True)))
+
+
+def test_bad_minima_are_clear_errors():
+    problem = landscape.make_problem("ring")
+    with pytest.raises(landscape.LandscapeError, match="minima must have shape"):
+        ValleyGraph.of(problem, torch.zeros(3, 5))
+    with pytest.raises(landscape.LandscapeError, match="not finite at minima"):
+        ValleyGraph.of(problem, torch.tensor([[0.0, float("nan")]]), names=["broken.pt"])
