@@ -188,6 +188,9 @@ main.add_command(chart)
 from .connect import connect  # noqa: E402
 
 main.add_command(connect)
+from .valleys import valleys  # noqa: E402
+
+main.add_command(valleys)
 
 
 if __name__ == "__main__":  # pragma: no cover

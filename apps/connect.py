@@ -21,6 +21,9 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
               help="A method option (repeatable), value read as JSON: -O alpha=0.5 -O penalty=1.")
+@click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
+              help="First move B onto A by the hidden-unit permutation (and ReLU rescaling) that keeps its "
+                   "function; the path then ends at the aligned B.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the method's randomness.")
 @click.option("--bn", type=click.Choice(landscape.BN_POLICIES), default=None,
               help="BatchNorm statistics along the path: recomputed at every point from the training data "
@@ -32,7 +35,7 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, options, seed, bn, problem_name, width, params,
+def connect(start_file, end_file, method, level, resolution, options, align, seed, bn, problem_name, width, params,
             float64, out, device, as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
@@ -52,14 +55,15 @@ def connect(start_file, end_file, method, level, resolution, options, seed, bn, 
     dev = landscape.resolve_device(device)
     dtype = torch.float64 if float64 else torch.float32
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
-                             generator=torch.Generator().manual_seed(seed), resolution=resolution,
+                             generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
                              **parse_params(options))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
-                                                      "options": list(options), "device": str(dev),
+                                                      "options": list(options), "align": align,
+                                                      "device": str(dev),
                                                       "dtype": str(dtype)})
     report = {**path.summary(), **{k: path.info.get(k) for k in ("linear_max_loss", "linear_barrier",
-                                                                  "linear_status", "bn")},
+                                                                  "linear_status", "bn", "alignment")},
               "problem": problem.spec, "dim": problem.dim, "files": [str(start_file), str(end_file)],
               "output": out, "device": str(dev)}
     if as_json:
@@ -75,6 +79,12 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         f"{problem!r}  device {r['device']}",
         f"endpoints   {r['files'][0]}: loss {la:.6g}   {r['files'][1]}: loss {lb:.6g}",
         f"level       {r['level']:.6g}" + ("  (10% above the worse endpoint)" if default_level else ""),
+    ]
+    if r.get("alignment"):
+        a = r["alignment"]
+        lines.append(f"aligned     {a['method']} matching: straight-path barrier {a['linear_barrier_before']:.6g} "
+                     f"before -> {r['linear_barrier']:.6g} after (the path ends at the aligned B)")
+    lines += [
         f"linear      max loss {r['linear_max_loss']:.6g}   barrier {r['linear_barrier']:.6g}   "
         f"{'connected' if r['linear_status'] == 'connected' else 'not connected'}",
         f"{r['method']:<11} max loss {r['max_loss']:.6g}   barrier {r['barrier']:.6g}   "

@@ -19,12 +19,16 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
               help="Path method at a given level.")
 @click.option("--merge-method", type=click.Choice(sorted(landscape.METHODS)), default="neb", show_default=True,
               help="Level-free path method for the merge tree.")
+@click.option("--bisect", type=int, default=3, show_default=True,
+              help="Probes of each merge level by --method at lower levels (0: none).")
 @click.option("--attempts", type=int, default=2, show_default=True,
               help="Refinements tried per pair of valleys before they are reported separate.")
 @click.option("--tol", type=float, default=None, help="Spurious tolerance (default 1e-6 + 1e-3·|best loss|).")
 @click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--metrics", is_flag=True, help="Add Hessian top eigenvalue and trace of each minimum.")
+@click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
+              help="First move every minimum onto the lowest by the permutation symmetry of its network.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--out", "json_out", type=click.Path(), default=None, help="Write the graph (node-link JSON).")
 @click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
@@ -34,7 +38,7 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
 @problem_options
 @device_option
 @json_option
-def valleys(files, levels, auto, method, merge_method, attempts, tol, resolution, metrics, seed, json_out, graphml,
+def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, align, seed, json_out, graphml,
             plot, problem_name, width, params, device, as_json):
     """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree."""
     if levels and auto:
@@ -49,14 +53,16 @@ def valleys(files, levels, auto, method, merge_method, attempts, tol, resolution
     thetas = torch.stack([ck.theta for ck in cks]).to(dev)
     graph, report = landscape.find_valleys(
         problem, thetas, names=[str(ck.path) for ck in cks], levels=list(levels) if levels else "auto",
-        method=method, merge_method=merge_method, attempts=attempts, tol=tol, resolution=resolution,
-        metrics=metrics, generator=torch.Generator().manual_seed(seed))
+        method=method, merge_method=merge_method, bisect=bisect, attempts=attempts, tol=tol, resolution=resolution,
+        metrics=metrics, align=align, generator=torch.Generator().manual_seed(seed))
     if json_out or graphml:
         landscape.write_graph(graph, json_out, graphml)
     if plot:
-        from landscape.viz import plot_disconnectivity
+        from landscape import viz
 
-        plot_disconnectivity(report, plot)
+        cut = report["levels"][0]["level"] if levels and len(levels) == 1 else None
+        fig = viz.plot_disconnectivity(report["minima"], report["merges"], level=cut, tol=report["tolerance"])
+        viz.save_figure(fig, plot)
     if as_json:
         echo_json(report)
         return
@@ -65,7 +71,7 @@ def valleys(files, levels, auto, method, merge_method, attempts, tol, resolution
                        " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])] for r in report["levels"]],
                      ["level", "valleys", "spurious", "members"]))
     if report["merges"]:
-        click.echo("merges: " + "; ".join(f"{_short(m['a'])}~{_short(m['b'])} at {m['level']:.6g}"
+        click.echo("merges: " + "; ".join(f"{_short(m['pair'][0])}~{_short(m['pair'][1])} at {m['level']:.6g}"
                                          for m in report["merges"]))
     click.echo(f"{report['straight_checks']} straight checks, {report['refinements']} refinements "
                f"({report['failed']} found no path below the level), {report['seconds']:.1f} s")

@@ -185,7 +185,7 @@ class ValleyGraph:
                          "valleys": [[self.names[i] for i in v] for v in vs],
                          "spurious": [[self.names[i] for i in v] for v in spur],
                          "best_losses": [min(self.losses[i].item() for i in v) for v in vs]})
-        merges = [{"level": m.level, "a": self.names[m.i], "b": self.names[m.j],
+        merges = [{"pair": [self.names[m.i], self.names[m.j]], "level": m.level,
                    "left": [self.names[i] for i in m.left], "right": [self.names[i] for i in m.right]}
                   for m in self.merges()]
         return {"global_loss": self.global_loss, "tolerance": _tol(self.global_loss, tol), "levels": rows,
@@ -193,7 +193,7 @@ class ValleyGraph:
                                                                  "evaluations", "seconds")},
                 "failures": [{"a": self.names[i], "b": self.names[j], "level": u, "max_loss": m}
                              for i, j, u, m in self.failures],
-                "minima": [{"name": n, "loss": float(l)} for n, l in zip(self.names, self.losses.tolist())]}
+                "minima": dict(zip(self.names, self.losses.tolist()))}
 
     def to_networkx(self) -> nx.Graph:
         """A copy of the graph with JSON/GraphML-friendly attributes (the witness paths dropped)."""
@@ -337,9 +337,10 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
     return graph
 
 
-def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int = 8,
-                     resolution: int = DEFAULT_RESOLUTION, generator: torch.Generator | None = None,
-                     connect_options: dict | None = None, max_refinements: int | None = None) -> ValleyGraph:
+def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int = 8, bisect: int = 3,
+                     probe: str = "string", resolution: int = DEFAULT_RESOLUTION,
+                     generator: torch.Generator | None = None, connect_options: dict | None = None,
+                     max_refinements: int | None = None) -> ValleyGraph:
     """Merge levels of all minima: Kruskal's algorithm with lazily refined edge weights.
 
     Candidate edges are the straight segments to each minimum's ``neighbours`` nearest minima (all
@@ -348,6 +349,26 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
     segment it is first refined by ``method`` (a minimum-energy-path method such as NEB, which needs
     no level) and pushed back with the lower certified weight; a refined edge that is still the
     lightest joins its two valleys. Each merge level is certified (a path at that max loss exists).
+
+    A minimum-energy-path method relaxes towards *a* mountain pass, not always the lowest one (in
+    high dimension NEB often settles on a higher pass). So each merge of the tree is then probed
+    ``bisect`` times with ``probe`` (DSS) at a level a quarter of the way from the higher endpoint
+    loss to the merge level; a path certified lower replaces the edge and the gap shrinks to it, a
+    failed probe raises the bottom of the gap. Lowering the weight of a
+    spanning-tree edge keeps the tree minimal, so the merge tree stays consistent.
+
+    Parameters
+    ----------
+    method : str
+        Level-free path method for the refinement (``"neb"``).
+    neighbours : int
+        Candidate edges per minimum.
+    bisect : int
+        Probes per merge (0: none).
+    probe : str
+        Path method of the probes (it needs a level: ``"string"``).
+    max_refinements : int, optional
+        Bound on the refinements by ``method``; beyond it straight-segment weights are kept.
 
     Returns
     -------
@@ -388,6 +409,23 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
     # keep only the spanning-tree edges used by the merges
     keep = {(m.i, m.j) for m in graph.merges()}
     graph.graph.remove_edges_from([e for e in list(graph.graph.edges) if e not in keep and e[::-1] not in keep])
+    for merge in graph.merges() if bisect > 0 else []:
+        i, j = merge.i, merge.j
+        low = max(graph.losses[i].item(), graph.losses[j].item())
+        high = graph.graph.edges[i, j]["max_loss"]
+        for _ in range(bisect):
+            level = low + 0.25 * (high - low)  # merges often sit close to their endpoints: probe low first
+            if not level < high:
+                break
+            path = connect(problem, thetas[i], thetas[j], method=probe, level=level, generator=generator,
+                           resolution=resolution)
+            graph.stats["refinements"] += 1
+            graph.stats["evaluations"] += path.evaluations
+            if path.status == "connected":
+                graph.add_path(i, j, path)
+                high = path.max_loss
+            else:
+                low = level
     graph.stats["seconds"] += time.perf_counter() - start_time
     return graph
 
@@ -429,7 +467,7 @@ def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
 
 def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="auto", method: str = "string",
                  merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
-                 resolution: int = DEFAULT_RESOLUTION, metrics: bool = False,
+                 resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
                  generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
     """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
 
@@ -448,12 +486,18 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         Path method for a given level (``landscape.METHODS``; DSS, ``"string"``, by default).
     merge_method : str
         Level-free path method for the merge tree (``"neb"`` by default).
+    bisect : int
+        Probes of each merge level by ``method`` at lower levels (see :func:`build_merge_tree`).
     attempts : int
         Refinements tried per pair of valleys before they are reported separate.
     tol : float, optional
         Spurious-valley tolerance (see :meth:`ValleyGraph.is_spurious`).
     metrics : bool
         Add loss, gradient norm, ‖θ‖, Hessian top eigenvalue and trace to each node.
+    align : str
+        A key of ``landscape.ALIGNERS``. Not ``"none"``: every minimum is first moved onto the
+        lowest one by the hidden-unit permutation (and rescaling) that keeps its function, so that
+        copies of one network under the symmetry count as one valley rather than many.
 
     Returns
     -------
@@ -461,6 +505,14 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     report : dict
         :meth:`ValleyGraph.report` at the levels.
     """
+    alignment = None
+    if align != "none":
+        from ._align import align as align_points
+
+        best = int(problem.loss(thetas).argmin())
+        result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
+        thetas = result.theta.to(thetas)
+        alignment = {"method": align, "reference": best if names is None else list(names)[best]}
     graph = ValleyGraph.of(problem, thetas, names)
     if metrics:
         from ._hessian import minimum_metrics
@@ -470,8 +522,8 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     if isinstance(levels, str):
         if levels != "auto":
             raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
-        build_merge_tree(graph, method=merge_method, resolution=resolution, generator=generator,
-                         connect_options=connect_options)
+        build_merge_tree(graph, method=merge_method, bisect=bisect, probe=method, resolution=resolution,
+                         generator=generator, connect_options=connect_options)
         report_levels = event_levels(graph, tol)
     else:
         report_levels = sorted(float(u) for u in levels)
@@ -482,7 +534,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
                              generator=generator, connect_options=connect_options)
     report = graph.report(report_levels, tol=tol)
     report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
-                   "resolution": resolution, "problem": problem.spec})
+                   "resolution": resolution, "problem": problem.spec, "alignment": alignment})
     return graph, report
 
 

@@ -228,3 +228,27 @@ def test_barrier_vs_width_script(tmp_path):
     straight = landscape.certify(problem, landscape.linear_path(problem, a, b), resolution=16)
     row = next(r for r in rows if r["width"] == 6 and r["seeds"] == [0, 2] and r["method"] == "none")
     assert row["barrier"] == pytest.approx(straight.barrier, rel=1e-6, abs=1e-9)
+
+
+def test_connect_with_alignment_reports_the_barrier_before_and_after(trained, tmp_path):
+    problem, thetas = trained["moons_mlp"]
+    a = thetas[0]
+    sym = landscape.symmetry(problem)
+    perms, scales = sym.random(generator=torch.Generator().manual_seed(5), rescale=True)
+    b = sym.transform(a, perms, scales)  # the same function as a, far from it in parameter space
+    plain = landscape.connect(problem, a, b, method="linear")
+    path = landscape.connect(problem, a, b, method="linear", align="weight")
+    assert plain.status == "not_found" and plain.barrier > 0.1
+    info = path.info["alignment"]
+    assert info["linear_barrier_before"] == pytest.approx(plain.barrier, rel=1e-6)
+    assert path.status == "connected" and path.barrier < 1e-5  # a and the aligned b coincide
+    torch.testing.assert_close(path.points[-1], a, rtol=1e-5, atol=1e-6)
+    landscape.save_checkpoint(tmp_path / "a.pt", problem, a)
+    landscape.save_checkpoint(tmp_path / "b.pt", problem, b)
+    result = CliRunner().invoke(main, ["connect", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--align",
+                                       "weight", "--method", "linear", "--json"], catch_exceptions=False)
+    report = json.loads(result.stdout)
+    assert report["status"] == "connected"
+    assert report["alignment"]["linear_barrier_before"] == pytest.approx(plain.barrier, rel=1e-5)
+    with pytest.raises(LandscapeError, match="unknown alignment"):
+        landscape.connect(problem, a, b, align="sideways")

@@ -16,7 +16,7 @@ def gen(seed=0):
 
 def test_himmelblau_merge_levels_are_the_saddles():
     problem = landscape.make_problem("himmelblau")
-    graph, report = find_valleys(problem, problem.minima, levels="auto", generator=gen())
+    graph, report = find_valleys(problem, problem.minima, levels="auto", bisect=0, generator=gen())
     # mountain passes between the four minima: the three lowest of the four saddles
     # (13.3119, 67.7192, 104.0152; the fourth, 178.34, is not needed: see tests/test_problems.py)
     saddles = sorted(problem.loss(problem.saddles).tolist())[:3]
@@ -30,6 +30,10 @@ def test_himmelblau_merge_levels_are_the_saddles():
     first = min(graph.merges(), key=lambda m: m.level)
     assert {first.i, first.j} == {0, 3}
     assert report["refinements"] == 3  # one per merge: nothing else was needed
+    # DSS probes below the passes find nothing lower: the merge levels stand
+    _, probed = find_valleys(problem, problem.minima, levels="auto", bisect=2, generator=gen())
+    assert [m["level"] for m in probed["merges"]] == [m["level"] for m in report["merges"]]
+    assert probed["refinements"] == 3 + 3 * 2
 
 
 @pytest.mark.parametrize("level, count", [(5.0, 4), (40.0, 3), (80.0, 2), (120.0, 1)])
@@ -111,3 +115,35 @@ def test_bad_minima_are_clear_errors():
         ValleyGraph.of(problem, torch.zeros(3, 5))
     with pytest.raises(landscape.LandscapeError, match="not finite at minima"):
         ValleyGraph.of(problem, torch.tensor([[0.0, float("nan")]]), names=["broken.pt"])
+
+
+def test_valleys_command(tmp_path):
+    from click.testing import CliRunner
+
+    from landscape_cli.cli import main
+
+    problem = landscape.make_problem("double_well")
+    files = [str(landscape.save_checkpoint(tmp_path / f"{n}.pt", problem, m.float(), seed=i))
+             for i, (n, m) in enumerate(zip(["deep", "shallow"], problem.minima))]
+    saddle = problem.loss(problem.saddles).item()
+    run = CliRunner().invoke(main, ["valleys", *files, "--json", "-o", str(tmp_path / "g.json"), "--graphml",
+                                    str(tmp_path / "g.graphml"), "--plot", str(tmp_path / "tree.png")],
+                             catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert [(r["n_valleys"], r["n_spurious"]) for r in report["levels"]] == [(1, 0), (2, 1), (1, 0)]
+    assert report["levels"][1]["spurious"] == [[files[1]]]
+    assert report["merges"][0]["pair"] == files and report["merges"][0]["level"] == pytest.approx(saddle, rel=0.01)
+    assert report["refinements"] >= 1 and set(report["minima"]) == set(files)
+    assert (tmp_path / "g.json").exists() and (tmp_path / "g.graphml").exists()
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "tree.png")
+    assert image.shape[1] > 200 and image[..., :3].std() > 0.05  # a drawing, not a blank page
+    human = CliRunner().invoke(main, ["valleys", *files, "--level", str(0.9 * saddle)])
+    assert human.exit_code == 0 and "found no path below the level" in human.output
+    bad = CliRunner().invoke(main, ["valleys", files[0], str(tmp_path / "missing.pt")])
+    assert bad.exit_code == 2 and "missing.pt: no such file" in bad.stderr
+    other = landscape.save_checkpoint(tmp_path / "ring.pt", landscape.make_problem("ring"), torch.zeros(2))
+    mixed = CliRunner().invoke(main, ["valleys", files[0], str(other)])
+    assert mixed.exit_code == 2 and "different problems" in mixed.stderr

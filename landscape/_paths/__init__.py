@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import torch
 
+from .._align import ALIGNERS
+from .._align import align as align_points
 from .._errors import LandscapeError
 from .._path import DEFAULT_RESOLUTION, Path, certify
 from .._problem import Problem
@@ -40,7 +42,7 @@ def method_options(method: str) -> dict:
 
 def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method: str = DEFAULT_METHOD,
             level: float | None = None, generator: torch.Generator | None = None,
-            resolution: int = DEFAULT_RESOLUTION, **options) -> Path:
+            resolution: int = DEFAULT_RESOLUTION, align: str = "none", **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it provably stays ≤ u.
 
     Parameters
@@ -59,6 +61,12 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     resolution : int
         Sub-intervals per segment of the dense certification (and of the methods' own checks).
         At 32 (the default), halving or doubling it changes no status on the test landscapes.
+    align : str
+        A key of ``landscape.ALIGNERS``: ``"none"`` (the default) connects the endpoints as given;
+        ``"weight"`` or ``"activation"`` first moves ``end`` onto ``start`` by the hidden-unit
+        permutation (and rescaling) that keeps its function (:func:`landscape.align`), so the path
+        then ends at the aligned copy of ``end``. ``info["alignment"]`` reports the straight
+        segment's max loss and barrier before alignment beside the alignment's summary.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -94,6 +102,16 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     la, lb = endpoint_losses(problem, start, end)
     level = resolve_level(level, la, lb)
 
+    aligned = None
+    if align != "none":
+        if align not in ALIGNERS:
+            raise LandscapeError(f"unknown alignment {align!r}; choose one of {sorted(ALIGNERS)}")
+        before = certify(problem, linear(problem, start, end, level=level), level, resolution=resolution)
+        result = align_points(problem, start, end, method=align, generator=generator)
+        end = result.theta.to(start)
+        aligned = {**result.summary(permutations=False), "linear_max_loss_before": before.max_loss,
+                   "linear_barrier_before": before.barrier, "linear_status_before": before.status,
+                   "evaluations_before": before.evaluations}
     baseline = certify(problem, linear(problem, start, end, level=level), level, resolution=resolution)
     if method == "linear" and not options:
         path = baseline
@@ -105,6 +123,9 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         path = replace(path, evaluations=path.evaluations + baseline.evaluations)
     info = {**path.info, "linear_max_loss": baseline.max_loss, "linear_barrier": baseline.barrier,
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None)}
+    if aligned is not None:
+        info["alignment"] = aligned
+        path = replace(path, evaluations=path.evaluations + aligned["evaluations_before"])
     return replace(path, method=method, info=info, seconds=time.perf_counter() - began)
 
 
