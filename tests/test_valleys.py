@@ -147,3 +147,18 @@ def test_valleys_command(tmp_path):
     other = landscape.save_checkpoint(tmp_path / "ring.pt", landscape.make_problem("ring"), torch.zeros(2))
     mixed = CliRunner().invoke(main, ["valleys", files[0], str(other)])
     assert mixed.exit_code == 2 and "different problems" in mixed.stderr
+
+
+def test_deep_linear_has_one_valley_at_every_level():
+    # Venturi, Bandeira & Bruna (JMLR 2019): deep linear networks with weight decay and hidden width
+    # n1 > min(input_dim, output_dim) have N_u = 1 at every level u
+    problem = landscape.make_problem("deep_linear", width=8, input_dim=4, output_dim=3, n_train=100)
+    minima = landscape.train(problem, range(8), lr=0.01, steps=1500, dtype=torch.float64)
+    best, worst = minima.losses.min().item(), minima.losses.max().item()
+    assert worst - best < 1e-9  # all eight reached the same global minimum value
+    straight = landscape.straight_max_losses(problem, minima.thetas, [(0, i) for i in range(1, 8)])
+    assert (straight > 5 * worst).all()  # yet they are far apart: straight segments climb high
+    levels = [worst * 1.01, worst * 1.1, worst * 2.0]
+    graph, report = find_valleys(problem, minima.thetas, levels=levels, generator=gen())
+    assert [r["n_valleys"] for r in report["levels"]] == [1, 1, 1]
+    assert report["failed"] == 0 and report["refinements"] == 7  # N - 1 refinements, as union-find promises
