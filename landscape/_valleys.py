@@ -251,12 +251,13 @@ def _straight_path(graph, i, j, max_loss, resolution) -> Path:
 
 
 def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string", attempts: int = 2,
-                     resolution: int = DEFAULT_RESOLUTION, generator: torch.Generator | None = None,
+                     neighbours: int = 8, resolution: int = DEFAULT_RESOLUTION, generator: torch.Generator | None = None,
                      connect_options: dict | None = None, progress: bool = False) -> ValleyGraph:
     """Join the minima below ``level`` with certified paths, refining only where it is needed.
 
-    1. Straight segments, closest pairs first, in batched evaluations, skipping pairs already in one
-       component; a segment whose dense max is ≤ u joins its ends.
+    1. Straight segments from each minimum to its ``neighbours`` nearest (plus a Euclidean spanning
+       tree), closest pairs first, in batched evaluations, skipping pairs already in one component;
+       a segment whose dense max is ≤ u joins its ends. At most N·neighbours checks, not N².
     2. While several components remain: path refinement (``method``) between the closest pair of
        minima of two different components that has not been tried; success joins them; at most
        ``attempts`` pairs are tried for each pair of components.
@@ -290,14 +291,19 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
             uf.union(i, j)
     dist = torch.cdist(thetas, thetas)
     pairs = sorted(((dist[i, j].item(), i, j) for a, i in enumerate(nodes) for j in nodes[a + 1:]))
-    # 1. straight segments, in batches of the closest cross-component pairs
+    # 1. straight segments to each minimum's nearest neighbours, closest first, in batches
+    if len(nodes) > 1:
+        sub = _candidate_pairs(thetas[nodes], neighbours)
+        near = sorted((dist[nodes[a], nodes[b]].item(), nodes[a], nodes[b]) for a, b in sub)
+    else:
+        near = []
     batch = max(1, len(nodes))
     cursor = 0
     straight = {}
-    while cursor < len(pairs) and _components(uf, nodes) > 1:
+    while cursor < len(near) and _components(uf, nodes) > 1:
         todo = []
-        while cursor < len(pairs) and len(todo) < batch:
-            _, i, j = pairs[cursor]
+        while cursor < len(near) and len(todo) < batch:
+            _, i, j = near[cursor]
             cursor += 1
             if uf.find(i) != uf.find(j):
                 todo.append((i, j))
