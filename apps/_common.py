@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -21,29 +22,34 @@ class UserError(click.ClickException):
         click.echo(f"landscape: error: {self.format_message()}", err=True)
 
 
+@contextlib.contextmanager
+def user_errors():
+    """Turn the library's user errors (and an out-of-memory GPU, an interrupt) into one line on stderr."""
+    try:
+        yield
+    except LandscapeError as err:
+        raise UserError(str(err)) from None
+    except torch.cuda.OutOfMemoryError:
+        raise UserError("out of GPU memory; use fewer points at once or --device cpu") from None
+    except KeyboardInterrupt:
+        click.echo("landscape: interrupted; finished files are kept, rerun to resume", err=True)
+        sys.exit(130)
+
+
 class Group(click.Group):
-    """Turns the library's user errors into :class:`UserError`."""
+    """The ``landscape`` command group, with :func:`user_errors` around every command."""
 
     def invoke(self, ctx):
-        try:
+        with user_errors():
             return super().invoke(ctx)
-        except LandscapeError as err:
-            raise UserError(str(err)) from None
-        except torch.cuda.OutOfMemoryError:
-            raise UserError("out of GPU memory; use fewer points at once or --device cpu") from None
-        except KeyboardInterrupt:
-            click.echo("landscape: interrupted; finished files are kept, rerun to resume", err=True)
-            sys.exit(130)
 
 
 class Command(click.Command):
     """A stand-alone command (a study script) with the same error handling as :class:`Group`."""
 
     def invoke(self, ctx):
-        try:
+        with user_errors():
             return super().invoke(ctx)
-        except LandscapeError as err:
-            raise UserError(str(err)) from None
 
 
 def parse_params(items) -> dict:
