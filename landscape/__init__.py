@@ -34,7 +34,7 @@ from ._study import Study, builtin_studies, load_study
 from ._tasks import TASKS
 from ._grid_valleys import GridValleys, grid_valleys
 from ._hessian import hessian_trace, hvp, minimum_metrics, top_eigenvalue
-from ._sampling import SublevelSamples, sample_sublevel_set
+from ._sampling import SublevelSamples, sample_sublevel_set, seed_minima
 from ._valleys import (Merge, ValleyGraph, build_merge_tree, connect_at_level, event_levels, find_valleys,
                        straight_max_losses, write_graph)
 
@@ -52,6 +52,6 @@ __all__ = [
     "BN_POLICIES", "DEFAULT_METHOD", "METHODS", "connect", "describe_file", "geodesic_lengths", "load_endpoints",
     "method_options",
     "GridValleys", "grid_valleys", "hessian_trace", "hvp", "minimum_metrics", "top_eigenvalue",
-    "SublevelSamples", "sample_sublevel_set", "Merge", "ValleyGraph", "build_merge_tree", "connect_at_level",
+    "SublevelSamples", "sample_sublevel_set", "seed_minima", "Merge", "ValleyGraph", "build_merge_tree", "connect_at_level",
     "event_levels", "find_valleys", "straight_max_losses", "write_graph",
 ]

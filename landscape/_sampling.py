@@ -172,3 +172,41 @@ def _run_around(ok: torch.Tensor, centre: int) -> tuple[torch.Tensor, torch.Tens
     left = torch.where(bad & (idx < centre), idx, torch.full_like(idx, -1)).max(1).values + 1
     right = torch.where(bad & (idx > centre), idx, torch.full_like(idx, m)).min(1).values - 1
     return left, right
+
+
+def seed_minima(problem: Problem, samples: torch.Tensor, *, known: torch.Tensor | None = None, steps: int = 500,
+                lr: float = 1e-3, optimizer: str = "adam", distance: float | None = None) -> torch.Tensor:
+    """New minima found by descending from sublevel-set samples, all samples as one batched run.
+
+    Parameters
+    ----------
+    samples : Tensor, shape (S, D)
+        Starting points, e.g. ``SublevelSamples.points.reshape(-1, D)``.
+    known : Tensor, shape (N, D), optional
+        Minima already in hand; descents that end within ``distance`` of one are dropped.
+    steps, lr, optimizer
+        The descent (see :func:`landscape.train`).
+    distance : float, optional
+        Two end points closer than this are one minimum. Default: 1e-3 × the median distance between
+        the end points (or 1e-6 when they all coincide).
+
+    Returns
+    -------
+    Tensor, shape (M, D)
+        Distinct new minima, lowest loss first.
+    """
+    from ._train import train
+
+    ends = train(problem, range(samples.shape[0]), init=samples, steps=steps, lr=lr, optimizer=optimizer,
+                 dtype=samples.dtype, device=samples.device, max_records=2).thetas.to(samples)
+    losses = problem.loss(ends)
+    if distance is None:
+        d = torch.pdist(ends) if ends.shape[0] > 1 else ends.new_zeros(1)
+        distance = max(1e-3 * float(d.median()), 1e-6)
+    kept: list[int] = []
+    pool = known.to(ends) if known is not None else ends.new_zeros(0, ends.shape[1])
+    for i in torch.argsort(losses).tolist():
+        others = torch.cat([pool, ends[kept]]) if kept else pool
+        if others.shape[0] == 0 or (others - ends[i]).norm(dim=1).min() > distance:
+            kept.append(i)
+    return ends[kept]

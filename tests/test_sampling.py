@@ -54,3 +54,15 @@ def test_start_above_the_level_is_an_error():
     problem = landscape.make_problem("ring")
     with pytest.raises(landscape.LandscapeError, match="above the level"):
         sample_sublevel_set(problem, torch.zeros(1, 2), 0.5)
+
+
+def test_descending_from_samples_finds_the_other_minima(gen):
+    problem = landscape.make_problem("himmelblau")
+    start = problem.minima[:1]  # only (3, 2) is known
+    samples = sample_sublevel_set(problem, start.repeat(8, 1), 150.0, n_samples=10, generator=gen)
+    from landscape._sampling import seed_minima
+
+    found = seed_minima(problem, samples.points.reshape(-1, 2), known=start, steps=3000, lr=0.05)
+    # at u = 150 (above three saddles, below the fourth) the valley of (3, 2) holds all four minima
+    dist = torch.cdist(found, problem.minima[1:])
+    assert found.shape[0] == 3 and (dist.min(0).values < 1e-3).all()
