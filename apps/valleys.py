@@ -27,6 +27,8 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
 @click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--metrics", is_flag=True, help="Add Hessian top eigenvalue and trace of each minimum.")
+@click.option("--extent", type=int, default=0, show_default=True,
+              help="Hit-and-run samples per minimum and level: each valley's extent in the report (0: none).")
 @click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
               help="First move every minimum onto the lowest by the permutation symmetry of its network.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -38,8 +40,8 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
 @problem_options
 @device_option
 @json_option
-def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, align, seed, json_out, graphml,
-            plot, problem_name, width, params, device, as_json):
+def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, extent, align,
+            seed, json_out, graphml, plot, problem_name, width, params, device, as_json):
     """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree."""
     if levels and auto:
         raise UserError("give --level U (repeatable) or --levels auto, not both")
@@ -54,7 +56,7 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
     graph, report = landscape.find_valleys(
         problem, thetas, names=[str(ck.path) for ck in cks], levels=list(levels) if levels else "auto",
         method=method, merge_method=merge_method, bisect=bisect, attempts=attempts, tol=tol, resolution=resolution,
-        metrics=metrics, align=align, generator=torch.Generator().manual_seed(seed))
+        metrics=metrics, align=align, extent=extent, generator=torch.Generator().manual_seed(seed))
     if json_out or graphml:
         landscape.write_graph(graph, json_out, graphml)
     if plot:

@@ -474,6 +474,7 @@ def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
 def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="auto", method: str = "string",
                  merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
                  resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
+                 extent: int = 0,
                  generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
     """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
 
@@ -494,6 +495,10 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         Level-free path method for the merge tree (``"neb"`` by default).
     bisect : int
         Probes of each merge level by ``method`` at lower levels (see :func:`build_merge_tree`).
+    extent : int
+        Hit-and-run samples per minimum at each level (0: none): each valley's row gains its
+        extent — mean and max distance of the samples from their minima and their RMS spread —
+        from one batched sampler over all minima (:func:`landscape.sample_sublevel_set`).
     attempts : int
         Refinements tried per pair of valleys before they are reported separate.
     tol : float, optional
@@ -539,6 +544,8 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
             connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
                              generator=generator, connect_options=connect_options)
     report = graph.report(report_levels, tol=tol)
+    if extent:
+        _add_extents(graph, report, extent, generator)
     report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
                    "resolution": resolution, "problem": problem.spec, "alignment": alignment})
     return graph, report
@@ -556,3 +563,21 @@ def write_graph(graph: ValleyGraph, json_path=None, graphml_path=None) -> None:
         atomic_write(json_path, lambda fh: fh.write(text.encode()))
     if graphml_path is not None:
         atomic_write(graphml_path, lambda fh: nx.write_graphml(g, fh))
+
+
+def _add_extents(graph: ValleyGraph, report: dict, samples: int, generator) -> None:
+    """Per level, one batched hit-and-run chain from every minimum below it; extents grouped by valley."""
+    from ._sampling import sample_sublevel_set
+
+    for row in report["levels"]:
+        u = row["level"]
+        members = [i for i in range(graph.n) if graph.losses[i] <= u]
+        if not members:
+            row["extent"] = []
+            continue
+        chains = sample_sublevel_set(graph.problem, graph.thetas[members], u, n_samples=samples,
+                                     generator=generator).extent()
+        by_name = {graph.names[i]: e for i, e in zip(members, chains)}
+        row["extent"] = [{"mean_distance": sum(by_name[n]["mean_distance"] for n in v) / len(v),
+                          "max_distance": max(by_name[n]["max_distance"] for n in v),
+                          "spread": max(by_name[n]["spread"] for n in v)} for v in row["valleys"]]

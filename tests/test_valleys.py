@@ -162,3 +162,15 @@ def test_deep_linear_has_one_valley_at_every_level():
     graph, report = find_valleys(problem, minima.thetas, levels=levels, generator=gen())
     assert [r["n_valleys"] for r in report["levels"]] == [1, 1, 1]
     assert report["failed"] == 0 and report["refinements"] == 7  # N - 1 refinements, as union-find promises
+
+
+def test_valley_extents_grow_with_the_level():
+    problem = landscape.make_problem("ring", bump=0.2)
+    _, report = find_valleys(problem, problem.minima, levels=[0.05, 0.15, 0.5], attempts=1, extent=40,
+                             generator=gen())
+    low, mid, high = report["levels"]
+    assert [len(r["extent"]) for r in report["levels"]] == [2, 2, 1]
+    assert all(e["spread"] > 0 for r in report["levels"] for e in r["extent"])
+    # the crescents lengthen as u rises; above the saddles one valley holds the whole annulus
+    assert low["extent"][0]["max_distance"] < mid["extent"][0]["max_distance"] < high["extent"][0]["max_distance"]
+    assert high["extent"][0]["max_distance"] > 1.5  # reaches across to the other side of the ring
