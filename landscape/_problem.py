@@ -115,15 +115,18 @@ class Problem:
         grad : Tensor, shape (K, D)
         """
         thetas, single = self._check(thetas)
-        losses, grads = [], []
+        loss = thetas.new_empty(thetas.shape[0])
+        grad = torch.empty_like(thetas)  # filled chunk by chunk: no list of chunks to concatenate
+        start = 0
         with torch.enable_grad():
             for t, d in self._chunks(thetas, split, batch):
                 t = t.detach().requires_grad_(True)
                 value = self._evaluate(t, d)
                 (g,) = torch.autograd.grad(value.sum(), t)
-                losses.append(value.detach())
-                grads.append(g)
-        loss, grad = torch.cat(losses), torch.cat(grads)
+                stop = start + t.shape[0]
+                loss[start:stop] = value.detach()
+                grad[start:stop] = g
+                start = stop
         return (loss[0], grad[0]) if single else (loss, grad)
 
     def loss_on_plane(self, origin: torch.Tensor, directions: torch.Tensor, coords: torch.Tensor, *,
