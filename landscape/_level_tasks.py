@@ -119,7 +119,8 @@ def count_valleys(params: dict, *, device) -> dict:
     n_minima, global_loss (L*), zero_loss, worst_loss, global_ratio (L* over the zero network's loss);
     at the levels f: n_valleys_low (at the lowest), n_valleys_max, n_spurious_max, spurious_levels
     (fraction of the levels with a spurious valley); spurious_minima (fraction of the minima lying in
-    a spurious valley at their own level); refinements, failed, straight_checks, evaluations,
+    a spurious valley at their own level); spurious_any (1 if some level, of either kind, has a
+    spurious valley, else 0); refinements, failed, straight_checks, evaluations,
     train_seconds, valley_seconds; for problems that know the components of their global minima
     (:meth:`DeepLinearProblem.orientation_classes`), n_orientations (the classes among the minima
     within ``tol`` of L*); and ``series``: fraction, level, minima_below, n_valleys, n_spurious,
@@ -171,6 +172,7 @@ def count_valleys(params: dict, *, device) -> dict:
         "n_valleys_max": max(series["n_valleys"]), "n_spurious_max": max(series["n_spurious"]),
         "spurious_levels": statistics.fmean(series["spurious"]),
         "spurious_minima": len(stranded) / len(seeds) if margin is not None else None,
+        "spurious_any": int(bool(stranded) or any(series["spurious"])),
         **{k: report[k] for k in ("refinements", "failed", "straight_checks", "evaluations")},
         "train_seconds": minima.seconds, "valley_seconds": report["seconds"], "series": series,
     }
