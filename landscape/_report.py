@@ -136,7 +136,8 @@ def study_tables(study: Study, results: list[dict]) -> dict[str, Table]:
     for key, members in _groups(done, group).items():
         row = list(key) + [len(members)]
         for k in shown:
-            vals = [float(m["figures"][k]) for m in members if _is_number(m["figures"].get(k))]
+            vals = [float(m["figures"][k]) for m in members  # a flag's mean is the fraction of tasks setting it
+                    if _is_number(m["figures"].get(k)) or isinstance(m["figures"].get(k), bool)]
             row += [statistics.fmean(vals) if vals else None,
                     statistics.stdev(vals) if len(vals) > 1 else None]
         rows.append(row)

@@ -20,19 +20,10 @@ import traceback
 import torch
 
 from ._errors import LandscapeError
-
-#: Marks a task parameter without a default.
-REQUIRED = object()
-
-
-def _declares(**defaults):
-    """Attach the parameters a task takes (and their defaults) to it."""
-
-    def wrap(fn):
-        fn.defaults = defaults
-        return fn
-
-    return wrap
+from ._level_tasks import count_valleys, geodesic_length
+from ._task_base import REQUIRED
+from ._task_base import declares as _declares
+from ._task_base import task_problem as _problem
 
 
 def task_options(task: str, params: dict, *, where: str = "study") -> dict:
@@ -47,14 +38,6 @@ def task_options(task: str, params: dict, *, where: str = "study") -> dict:
     if missing:
         raise LandscapeError(f"{where}: task {task!r} needs parameter(s) {missing}")
     return {**{k: v for k, v in fn.defaults.items() if v is not REQUIRED}, **params}
-
-
-def _problem(spec):
-    from ._problems import make_problem
-
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise LandscapeError(f"task parameter 'problem' must be a problem spec {{name, params}}, got {spec!r}")
-    return make_problem(spec["name"], **spec.get("params", {}))
 
 
 # ---------------------------------------------------------------- tasks
@@ -179,7 +162,7 @@ def implicit_bias(params: dict, *, device) -> dict:
 
 
 #: Study tasks by name; keys equal function names. Each takes ``(params, *, device)``.
-TASKS = {f.__name__: f for f in (train_minima, implicit_bias)}
+TASKS = {f.__name__: f for f in (train_minima, implicit_bias, geodesic_length, count_valleys)}
 
 
 # ---------------------------------------------------------------- running one task (on a worker)

@@ -22,7 +22,7 @@ from .._problem import Problem
 from .._train import train
 
 
-def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, method: str = "string",
+def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, first_pair: int = 0, method: str = "string",
                      level_factor: float = 1.0, train_to: float | None = None, optimizer: str = "adam",
                      lr: float = 0.005, steps: int = 50000, dtype: torch.dtype = torch.float64, device="cpu",
                      **options) -> list[dict]:
@@ -36,6 +36,9 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, method: str = 
     pairs : int
         Pairs of minima per level; seeds 0 … 2·pairs − 1, paired (0, 1), (2, 3), …; the same seeds
         at every level, so a level's minima lie on the same training trajectories as another's.
+    first_pair : int
+        Start at pair k instead (seeds 2k, 2k + 1, …), so that a sweep can run its pairs apart;
+        pair k's path is the same whichever call computes it.
     method : str
         Path method (a key of ``landscape.METHODS``).
     level_factor : float
@@ -53,19 +56,21 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, method: str = 
     list of dict
         One row per level: ``level``, ``pairs`` (both minima reached L0), ``connected``,
         ``normalized_length`` (mean over connected pairs) with ``normalized_length_std``, ``_min``,
-        ``_max``, ``lengths`` (every pair's), ``beads`` (mean), ``evaluations`` (total), ``chord``
-        (mean distance between the minima), ``train_seconds`` and ``seconds`` (connecting).
+        ``_max``, ``lengths`` (every connected pair's), ``beads`` (mean), ``evaluations`` (total),
+        ``chord`` (mean distance between the minima), ``max_losses`` and ``linear_max_losses`` (every
+        pair's path and straight segment), ``train_seconds`` and ``seconds`` (connecting).
     """
     from . import connect
 
-    if pairs < 1:
-        raise LandscapeError(f"pairs must be >= 1, got {pairs}")
+    if pairs < 1 or first_pair < 0:
+        raise LandscapeError(f"pairs must be >= 1 and first_pair >= 0, got pairs={pairs}, first_pair={first_pair}")
     levels = [float(v) for v in levels]
 
     def minima_at(level):
         began = time.perf_counter()
-        found = train(problem, range(2 * pairs), optimizer=optimizer, lr=lr, steps=steps, until_loss=level,
-                      dtype=dtype, device=device, record_every=steps, max_records=2)
+        seeds = range(2 * first_pair, 2 * (first_pair + pairs))
+        found = train(problem, seeds, optimizer=optimizer, lr=lr, steps=steps, until_loss=level, dtype=dtype,
+                      device=device, record_every=steps, max_records=2)
         return found, time.perf_counter() - began
 
     fixed = minima_at(train_to) if train_to is not None else None
@@ -79,7 +84,7 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, method: str = 
                 continue
             a, b = (minima.thetas[j].to(device) for j in (2 * i, 2 * i + 1))
             paths.append(connect(problem, a, b, method=method, level=level_factor * level,
-                                 generator=torch.Generator().manual_seed(i), **options))
+                                 generator=torch.Generator().manual_seed(first_pair + i), **options))
         good = [p for p in paths if p.status == "connected"]
         lengths = [p.normalized_length for p in good]
         rows.append({
@@ -91,6 +96,7 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, method: str = 
             "lengths": lengths, "beads": statistics.fmean([p.n_beads for p in good]) if good else float("nan"),
             "evaluations": sum(p.evaluations for p in paths),
             "chord": statistics.fmean([p.chord for p in paths]) if paths else float("nan"),
+            "max_losses": [p.max_loss for p in paths], "linear_max_losses": [p.info["linear_max_loss"] for p in paths],
             "train_seconds": trained if fixed is None or level == levels[0] else 0.0,
             "seconds": time.perf_counter() - began,
         })

@@ -101,14 +101,62 @@ def teacher_student(width: int = 8, teacher_width: int = 4, input_dim: int = 10,
                           summary="one-hidden-layer teacher-student, square loss")
 
 
+class DeepLinearProblem(NetworkProblem):
+    """:func:`deep_linear`, with the orientation of its hidden layers at hand."""
+
+    def orientation_classes(self, thetas: torch.Tensor, rtol: float = 1e-6) -> list[tuple[int, ...]]:
+        """Which component of the orbit of global minima under the hidden layers' rotations each point is in.
+
+        Hidden layer k computes H_k = W_k ··· W_1 x; an orthogonal Q_k acting on it (W_k → Q_k W_k,
+        W_{k+1} → W_{k+1} Q_kᵀ) keeps the loss, weight decay included. When H_k has full row rank
+        (hidden width ≤ rank of the map, here when width ≤ min(input_dim, output_dim) and the weight
+        decay shrinks no singular value to zero), the orbit of a minimum splits into the two
+        components of O(width), det Q_k = ±1, and points of the two cannot be joined inside the set
+        of minima; the sign of det(H_k^{(i)} H_k^{(0)ᵀ}) says which one point i is in, relative to
+        point 0. When H_k is rank-deficient (width > min(input_dim, output_dim)), a reflection of its
+        null space joins the two and layer k does not split (sign recorded as 0). So minima of one
+        loss value in different classes lie in different valleys just above that value: N_u is the
+        number of classes, up to 2^depth (Venturi, Bandeira & Bruna, JMLR 2019, need
+        width > min(input_dim, output_dim) for N_u = 1).
+
+        Parameters
+        ----------
+        thetas : Tensor, shape (N, D)
+            Minima (of one loss value: the classes compare points of one orbit).
+        rtol : float
+            Singular values below ``rtol`` times the largest count as zero (rank of H_k at point 0).
+
+        Returns
+        -------
+        list of tuple of int
+            Per point, one sign (+1, −1, or 0 for a layer that does not split) per hidden layer.
+        """
+        if thetas.dim() != 2 or thetas.shape[1] != self.dim:
+            raise LandscapeError(f"points must have shape (N, {self.dim}), got {tuple(thetas.shape)}")
+        weights = [w.double() for w in self.layout.unflatten(thetas).values()]
+        h = weights[0]
+        signs = []
+        for k in range(len(weights) - 1):  # hidden layers: the outputs of every weight matrix but the last
+            if k:
+                h = weights[k] @ h
+            sv = torch.linalg.svdvals(h[0])
+            if int((sv > rtol * sv.max()).sum()) < h.shape[1]:
+                signs.append(torch.zeros(h.shape[0], dtype=torch.long))
+                continue
+            signs.append(torch.linalg.det(h @ h[0].T).sign().long())
+        return [tuple(int(s[i]) for s in signs) for i in range(thetas.shape[0])]
+
+
 def deep_linear(width: int = 8, depth: int = 2, input_dim: int = 4, output_dim: int = 3,
                 weight_decay: float = 0.01, n_train: int = 200, noise: float = 0.1,
-                data_seed: int = 0) -> NetworkProblem:
+                data_seed: int = 0) -> DeepLinearProblem:
     """Deep linear regression x ↦ W_{L}···W_1 x with weight decay λ/2 Σ‖W_i‖², square loss.
 
-    Venturi, Bandeira & Bruna (JMLR 2019): with weight decay and hidden widths
-    n_1 > min(input_dim, output_dim) the landscape has a single valley at every level, N_u = 1.
-    Targets are y = A x + noise with A ~ N(0, 1/input_dim) drawn from ``data_seed``.
+    ``depth`` hidden layers of ``width`` units. Venturi, Bandeira & Bruna (JMLR 2019): with weight
+    decay and hidden widths n_1 > min(input_dim, output_dim) the landscape has a single valley at
+    every level, N_u = 1. At smaller widths the global minima form several components (see
+    :meth:`DeepLinearProblem.orientation_classes`). Targets are y = A x + noise with
+    A ~ N(0, 1/input_dim) drawn from ``data_seed``.
     """
     g = _gen(data_seed)
     a = torch.randn(output_dim, input_dim, generator=g) / input_dim**0.5
@@ -116,10 +164,10 @@ def deep_linear(width: int = 8, depth: int = 2, input_dim: int = 4, output_dim: 
     y = x @ a.T + noise * torch.randn(2 * n_train, output_dim, generator=g)
     params = dict(width=width, depth=depth, input_dim=input_dim, output_dim=output_dim, weight_decay=weight_decay,
                   n_train=n_train, noise=noise, data_seed=data_seed)
-    return NetworkProblem("deep_linear", params, mlp([input_dim, *_hidden(width, depth), output_dim], "linear",
-                                                     bias=False),
-                          {"train": (x[:n_train], y[:n_train]), "test": (x[n_train:], y[n_train:])}, "mse",
-                          weight_decay=weight_decay, summary="deep linear regression with weight decay")
+    return DeepLinearProblem("deep_linear", params, mlp([input_dim, *_hidden(width, depth), output_dim], "linear",
+                                                        bias=False),
+                             {"train": (x[:n_train], y[:n_train]), "test": (x[n_train:], y[n_train:])}, "mse",
+                             weight_decay=weight_decay, summary="deep linear regression with weight decay")
 
 
 class VenturiProblem(NetworkProblem):
