@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 
@@ -96,6 +97,22 @@ def build_problem(name: str, width, params) -> landscape.Problem:
     if width is not None:
         kwargs["width"] = width
     return landscape.make_problem(name, **kwargs)
+
+
+def file_problem_option(f):
+    """``--problem`` with ``--width``/``--param`` for reading checkpoint files, passed on as ``given``.
+
+    ``given`` is None unless ``--problem`` is named: the problem of plain state_dicts, or the
+    ``package.module:factory`` of files made with a user problem (a file never causes an import).
+    """
+    @functools.wraps(f)
+    def wrapper(*args, problem_name, width, params, **kwargs):
+        given = build_problem(problem_name, width, params) if problem_name else None
+        return f(*args, given=given, **kwargs)
+
+    wrapper = problem_options(wrapper)
+    return click.option("--problem", "problem_name", default=None,
+                        help="The problem of plain state_dicts, or the package.module:factory of a user problem.")(wrapper)
 
 
 def device_option(f):

@@ -7,7 +7,7 @@ import torch
 
 import landscape
 
-from ._common import build_problem, device_option, echo_json, json_option, problem_options, table
+from ._common import device_option, echo_json, file_problem_option, json_option, table
 
 
 @click.command()
@@ -25,21 +25,17 @@ from ._common import build_problem, device_option, echo_json, json_option, probl
 @click.option("--samples", type=int, default=None, help="Samples used by activation matching (default: all).")
 @click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
               help="Points per straight path when checking its barrier.")
-@click.option("--problem", "problem_name", default=None,
-              help="The problem of plain state_dicts, or the package.module:factory of a user problem.")
-@problem_options
+@file_problem_option
 @device_option
 @json_option
-def align(reference, moved, out, method, rescale, seed, max_iter, samples, resolution, problem_name, width, params,
-          device, as_json):
+def align(reference, moved, out, method, rescale, seed, max_iter, samples, resolution, given, device, as_json):
     """Align MOVED to REFERENCE by a permutation (and rescaling) of hidden units; write it to OUT.
 
     The aligned network computes the same function as MOVED. The linear barrier between REFERENCE and
     MOVED is printed before and after: a barrier that vanishes after alignment was only a symmetry.
     """
-    prob = build_problem(problem_name, width, params) if problem_name else None
-    ck_a = landscape.load_checkpoint(reference, problem=prob)
-    ck_b = landscape.load_checkpoint(moved, problem=prob or ck_a.problem)
+    ck_a = landscape.load_checkpoint(reference, problem=given)
+    ck_b = landscape.load_checkpoint(moved, problem=given or ck_a.problem)
     problem = ck_a.problem
     dev = landscape.resolve_device(device)
     a, b = ck_a.theta.to(dev), ck_b.theta.to(dev)

@@ -10,8 +10,8 @@ from landscape._bench import dss_round_speed, evaluator_throughput, matmul_peak
 from landscape._problems import describe
 from landscape._train import train_checkpoints
 
-from ._common import (Group, UserError, build_problem, device_option, echo_json, json_option, parse_params,
-                      parse_seeds, problem_options, table)
+from ._common import (Group, UserError, build_problem, device_option, echo_json, file_problem_option, json_option,
+                      parse_params, parse_seeds, problem_options, table)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,14 +87,11 @@ def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--problem", "problem_name", default=None,
-              help="The problem of a plain state_dict, or the package.module:factory of a user problem.")
-@problem_options
+@file_problem_option
 @json_option
-def info(files, problem_name, width, params, as_json):
+def info(files, given, as_json):
     """Describe landscape files: minima (problem, D, losses re-evaluated, norms, trajectory) and paths."""
-    prob = build_problem(problem_name, width, params) if problem_name else None
-    out = [landscape.describe_file(f, problem=prob) for f in files]
+    out = [landscape.describe_file(f, problem=given) for f in files]
     if as_json:
         echo_json(out if len(out) > 1 else out[0])
         return

@@ -7,7 +7,7 @@ import torch
 
 import landscape
 
-from ._common import UserError, build_problem, device_option, echo_json, json_option, parse_params, problem_options
+from ._common import UserError, device_option, echo_json, file_problem_option, json_option, parse_params
 
 
 @click.command()
@@ -28,15 +28,13 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
 @click.option("--bn", type=click.Choice(landscape.BN_POLICIES), default=None,
               help="BatchNorm statistics along the path: recomputed at every point from the training data "
                    "(default for models with BatchNorm) or frozen.")
-@click.option("--problem", "problem_name", default=None,
-              help="The problem of plain state_dicts, or the package.module:factory of a user problem.")
-@problem_options
+@file_problem_option
 @click.option("--float64", is_flag=True, help="Compute in double precision.")
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, options, align, seed, bn, problem_name, width, params,
-            float64, out, device, as_json):
+def connect(start_file, end_file, method, level, resolution, options, align, seed, bn, given, float64, out, device,
+            as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
     \b
@@ -45,7 +43,6 @@ def connect(start_file, end_file, method, level, resolution, options, align, see
     straight segment's barrier, the method's max loss, the status, the normalized geodesic length
     (path length / distance), beads, evaluations and seconds.
     """
-    given = build_problem(problem_name, width, params) if problem_name else None
     problem, start, end = landscape.load_endpoints(start_file, end_file, problem=given)
     if bn is not None:
         if not hasattr(problem, "bn"):

@@ -7,7 +7,7 @@ import torch
 
 import landscape
 
-from ._common import UserError, build_problem, device_option, echo_json, json_option, problem_options, table
+from ._common import UserError, device_option, echo_json, file_problem_option, json_option, table
 
 
 @click.command()
@@ -35,19 +35,16 @@ from ._common import UserError, build_problem, device_option, echo_json, json_op
 @click.option("-o", "--out", "json_out", type=click.Path(), default=None, help="Write the graph (node-link JSON).")
 @click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
 @click.option("--plot", type=click.Path(), default=None, help="Draw the disconnectivity graph (PNG).")
-@click.option("--problem", "problem_name", default=None,
-              help="The problem of plain state_dicts, or the package.module:factory of a user problem.")
-@problem_options
+@file_problem_option
 @device_option
 @json_option
 def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, extent, align,
-            seed, json_out, graphml, plot, problem_name, width, params, device, as_json):
+            seed, json_out, graphml, plot, given, device, as_json):
     """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree."""
     if levels and auto:
         raise UserError("give --level U (repeatable) or --levels auto, not both")
     dev = landscape.resolve_device(device)
-    user = build_problem(problem_name, width, params) if problem_name else None
-    cks = [landscape.load_checkpoint(f, problem=user) for f in files]
+    cks = [landscape.load_checkpoint(f, problem=given) for f in files]
     problem = cks[0].problem
     for ck in cks[1:]:
         if ck.problem.spec != problem.spec:

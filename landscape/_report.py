@@ -33,8 +33,8 @@ from pathlib import Path as FilePath
 
 from ._errors import LandscapeError
 from ._io import atomic_write_bytes
-from ._store import Store, store_path
-from ._study import Study, canonical, load_study
+from ._store import read_study
+from ._study import Study, canonical
 
 _REPORT_KEYS = {"group", "figures", "series", "plot"}
 
@@ -80,22 +80,6 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _open(study, store):
-    if study is None and store is None:
-        raise LandscapeError("name a study (TOML file or built-in name) or a --store")
-    if study is not None and not isinstance(study, Study):
-        study = load_study(study)
-    path = store_path(study, store) if study is not None else FilePath(store)
-    with Store(path) as db:
-        if study is None:
-            study = db.study()
-        elif (db.meta.get("study"), db.meta.get("task")) != (study.name, study.task):
-            raise LandscapeError(f"{path} holds study {db.meta.get('study')!r}, not {study.name!r}; "
-                                 "pass another --store")
-        rows = db.rows()
-    return study, path, rows
-
-
 def study_results(study=None, *, store=None) -> list[dict]:
     """The stored rows of a study's current tasks, in grid order.
 
@@ -106,7 +90,7 @@ def study_results(study=None, *, store=None) -> list[dict]:
         ``error``, ``attempts``, ``seconds``, ``started``, ``finished``, ``worker``, ``device``,
         ``versions``. Tasks never run yet are absent.
     """
-    study, _, rows = _open(study, store)
+    study, _, rows = read_study(study, store)
     by_id = {r["id"]: r for r in rows}
     out = []
     for t in study.tasks():
@@ -277,7 +261,7 @@ def write_report(study=None, *, store=None, out=None, formats=("csv", "md", "png
     bad = sorted(set(formats) - {"csv", "md", "png"})
     if bad:
         raise LandscapeError(f"unknown report format(s) {bad}; choose csv, md, png")
-    study, path, _ = _open(study, store)
+    study, path, _ = read_study(study, store)
     results = study_results(study, store=path)
     tables = study_tables(study, results)
     folder = FilePath(out) if out is not None else FilePath(f"{study.name}_report")

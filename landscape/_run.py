@@ -21,7 +21,7 @@ import threading
 import time
 
 from ._errors import LandscapeError
-from ._store import Store, store_path
+from ._store import Store, read_study, store_path
 from ._study import Study, load_study
 from ._tasks import execute_task
 
@@ -378,20 +378,9 @@ def study_status(study=None, *, store=None) -> dict:
     """
     from ._store import is_running
 
-    if study is None and store is None:
-        raise LandscapeError("name a study (TOML file or built-in name) or a --store")
-    if study is not None:
-        study = study if isinstance(study, Study) else load_study(study)
-    path = store_path(study, store) if study is not None else store
-    with Store(path) as db:
-        if study is None:
-            study = db.study()
-        elif (db.meta.get("study"), db.meta.get("task")) != (study.name, study.task):
-            raise LandscapeError(f"{path} holds study {db.meta.get('study')!r}, not {study.name!r}; "
-                                 "pass another --store")
-        tasks = study.tasks()
-        ids = {t.id for t in tasks}
-        rows = db.rows()
+    study, path, rows = read_study(study, store)
+    tasks = study.tasks()
+    ids = {t.id for t in tasks}
     mine = [r for r in rows if r["id"] in ids]
     counts = collections.Counter(r["status"] for r in mine)
     missing = len(ids) - len(mine)  # tasks added to the file since the last run

@@ -278,6 +278,29 @@ def store_path(study, store=None) -> FilePath:
     return FilePath(store) if store is not None else FilePath(f"{study.name}.sqlite")
 
 
+def read_study(study, store):
+    """The study, its store's path and the store's rows, for status and reports (reads only).
+
+    ``study`` is a :class:`Study`, a TOML file or a built-in name, or None to take the study the
+    store was last run with; a store made for another study is an error.
+    """
+    from ._study import Study, load_study
+
+    if study is None and store is None:
+        raise LandscapeError("name a study (TOML file or built-in name) or a --store")
+    if study is not None and not isinstance(study, Study):
+        study = load_study(study)
+    path = store_path(study, store) if study is not None else FilePath(store)
+    with Store(path) as db:
+        if study is None:
+            study = db.study()
+        elif (db.meta.get("study"), db.meta.get("task")) != (study.name, study.task):
+            raise LandscapeError(f"{path} holds study {db.meta.get('study')!r}, not {study.name!r}; "
+                                 "pass another --store")
+        rows = db.rows()
+    return study, path, rows
+
+
 def is_running(path) -> str | None:
     """Who holds the writer's lock of a store (``"pid N on host"``), or None when no run is writing it."""
     try:

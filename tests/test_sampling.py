@@ -1,7 +1,5 @@
 """Sublevel-set sampling: stays in Ω_u, stays in its valley, is uniform where that is checkable."""
 
-import math
-
 import pytest
 import torch
 
