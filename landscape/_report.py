@@ -288,10 +288,21 @@ def _figure(n_panels):
 
     fig = Figure(figsize=(4.2 * n_panels, 3.4))
     axs = fig.subplots(1, n_panels, squeeze=False)
-    return None, fig, axs[0]
+    return fig, axs[0]
 
 
-def _save(_, fig, path):
+def _log_x(ax, values) -> None:
+    """A log x axis; a few grid values are its tick labels (minor labels would collide within a decade)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    values = sorted({v for v in values if _is_number(v) and v > 0})
+    if 0 < len(values) <= 10:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, path):
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -302,7 +313,7 @@ def _plot_series(study, done, spec, path):
     x, ys, by, curves = _series(done, spec, f"{study.source}: report.series")
     logy = spec.get("logy", [])
     logy = ys if logy is True else ([logy] if isinstance(logy, str) else logy)
-    _, fig, axs = _figure(len(ys))
+    fig, axs = _figure(len(ys))
     for ax, y in zip(axs, ys):
         for g, c in curves.items():
             xs, vs = c[y]
@@ -319,7 +330,7 @@ def _plot_series(study, done, spec, path):
         if by:
             ax.legend(title=by, fontsize=8)
     fig.suptitle(study.name, fontsize=10)
-    return _save(None, fig, path)
+    return _save(fig, path)
 
 
 def _plot_axis(study, done, spec, path):
@@ -328,8 +339,9 @@ def _plot_axis(study, done, spec, path):
         raise LandscapeError(f"{study.source}: report.plot needs x (an axis) and y (a figure)")
     _check_axes(study, [x] + ([by] if by else []), "report.plot")
     ys = [y] if isinstance(y, str) else y
-    _, fig, axs = _figure(len(ys))
+    fig, axs = _figure(len(ys))
     for ax, yname in zip(axs, ys):
+        seen = []
         for key, members in _groups(done, [by] if by else []).items():
             pts = {}
             for m in members:
@@ -341,14 +353,15 @@ def _plot_axis(study, done, spec, path):
             errs = [statistics.stdev(pts[v]) if len(pts[v]) > 1 else 0.0 for v in xs]
             ax.errorbar([str(v) if isinstance(v, str) else v for v in xs], means, yerr=errs, marker="o",
                         capsize=3, label=str(key[0]) if by else None)
+            seen.extend(xs)
         ax.set_xlabel(x)
-        ax.set_ylabel(yname)
+        ax.set_ylabel(f"{yname} (mean ± sd)")
         if spec.get("logx", False):
-            ax.set_xscale("log")
+            _log_x(ax, seen)
         if spec.get("logy", False):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         if by:
             ax.legend(title=by, fontsize=8)
     fig.suptitle(study.name, fontsize=10)
-    return _save(None, fig, path)
+    return _save(fig, path)
