@@ -44,7 +44,8 @@ from ._errors import LandscapeError
 
 _SECTIONS = {"study", "problem", "grid", "task", "report"}
 
-#: Where the built-in studies live (``data/studies`` of the source tree).
+#: Where the built-in studies live: ``data/studies`` of the source tree, installed as the
+#: data-only package ``landscape_studies``.
 STUDIES_DIR = FilePath(__file__).resolve().parents[1] / "data" / "studies"
 
 
@@ -166,9 +167,16 @@ def task_id(task: str, params: dict) -> str:
 
 def builtin_studies() -> dict[str, FilePath]:
     """The studies shipped in ``data/studies``, by name."""
-    if not STUDIES_DIR.is_dir():
+    folder = STUDIES_DIR
+    if not folder.is_dir():  # an installed wheel: the TOML files are package data
+        import importlib.util
+
+        spec = importlib.util.find_spec("landscape_studies")
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        folder = FilePath(locations[0]) if locations else folder
+    if not folder.is_dir():
         return {}
-    return {p.stem: p for p in sorted(STUDIES_DIR.glob("*.toml"))}
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
 
 
 def load_study(source) -> Study:

@@ -6,6 +6,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,6 +119,19 @@ def test_built_in_studies_parse():
     for path in studies.values():
         study = landscape.load_study(path)
         assert study.tasks() and study.task in landscape.TASKS
+
+
+def test_built_in_studies_ship_in_the_wheel(tmp_path):
+    # an installed (non-editable) package has no source tree: the TOML files are package data
+    root = Path(landscape.__file__).resolve().parents[1]
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(root)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("landscape-*.whl")
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("landscape_studies/")}
+    assert names == {f"landscape_studies/{name}.toml" for name in landscape.builtin_studies()}
+    assert {"geodesic_length", "spurious_valleys", "deep_linear_valleys", "implicit_regularization"} <= {
+        Path(n).stem for n in names}
 
 
 def test_run_in_process_matches_the_closed_form_minima(tmp_path):
