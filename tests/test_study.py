@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -124,8 +125,13 @@ def test_built_in_studies_parse():
 def test_built_in_studies_ship_in_the_wheel(tmp_path):
     # an installed (non-editable) package has no source tree: the TOML files are package data
     root = Path(landscape.__file__).resolve().parents[1]
+    source = tmp_path / "source"  # setuptools builds in its source folder: a copy keeps the checkout clean
+    for name in ("landscape", "apps", "data/studies"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(root)], capture_output=True, text=True)
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     (wheel,) = tmp_path.glob("landscape-*.whl")
     names = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("landscape_studies/")}
