@@ -67,7 +67,7 @@ def geodesic_length(params: dict, *, device) -> dict:
     (row,) = geodesic_lengths(problem, [level], pairs=1, first_pair=int(params["pair"]), method=params["method"],
                               level_factor=float(params["level_factor"]), train_to=train_to,
                               optimizer=params["optimizer"], lr=float(params["lr"]), steps=int(params["steps"]),
-                              device=device, **options)
+                              device=device, options=options)
     reached = row["pairs"] == 1
     connected = row["connected"] == 1
     linear = row["linear_max_losses"][0] if reached else None

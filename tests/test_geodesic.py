@@ -63,5 +63,11 @@ def test_study_rows_and_script():
     assert json.loads(result.stdout)[0]["normalized_length"] == pytest.approx(row["normalized_length"])
     table = CliRunner().invoke(study, ["--levels", "0.05", "--pairs", "1", "--n-train", "100", "--lr", "0.02"])
     assert "normalized length" in table.output and "0.05" in table.output
+    # method options travel apart from the minima's training options: DSS's lr is not Adam's lr of the minima
+    # (and a string allowed no round of refinement is the straight segment, which leaves the level set)
+    straight = CliRunner().invoke(study, ["--levels", "0.05", "--pairs", "1", "--n-train", "100", "--lr", "0.02",
+                                          "-O", "lr=0.05", "-O", "max_rounds=0", "--json"])
+    assert straight.exit_code == 0, straight.output
+    assert json.loads(straight.stdout)[0]["connected"] == 0
     bad = CliRunner().invoke(study, ["--pairs", "0"])
     assert bad.exit_code == 2 and "pairs must be >= 1" in bad.stderr

@@ -25,7 +25,7 @@ from .._train import train
 def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, first_pair: int = 0, method: str = "string",
                      level_factor: float = 1.0, train_to: float | None = None, optimizer: str = "adam",
                      lr: float = 0.005, steps: int = 50000, dtype: torch.dtype = torch.float64, device="cpu",
-                     **options) -> list[dict]:
+                     options: dict | None = None) -> list[dict]:
     """Mean normalized geodesic length of certified paths between minima trained to each level.
 
     Parameters
@@ -48,8 +48,10 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, first_pair: in
         should then lie above it), instead of training new minima to each L0.
     optimizer, lr, steps, dtype, device
         Training of the minima (:func:`landscape.train` with ``until_loss=L0``).
-    **options
-        Passed to :func:`landscape.connect` (the method's options, ``resolution``).
+    options : dict, optional
+        Passed to :func:`landscape.connect`: the method's options and ``resolution``
+        (``{"step_size": 0.05}``; kept apart from the training options above, since DSS has an
+        ``lr`` too).
 
     Returns
     -------
@@ -84,7 +86,7 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, first_pair: in
                 continue
             a, b = (minima.thetas[j].to(device) for j in (2 * i, 2 * i + 1))
             paths.append(connect(problem, a, b, method=method, level=level_factor * level,
-                                 generator=torch.Generator().manual_seed(first_pair + i), **options))
+                                 generator=torch.Generator().manual_seed(first_pair + i), **(options or {})))
         good = [p for p in paths if p.status == "connected"]
         lengths = [p.normalized_length for p in good]
         rows.append({
