@@ -23,3 +23,19 @@ SMALL = {
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", metavar="cpu|cuda|auto",
+                     help="Where tests/test_device.py computes, checked against the CPU (default: cpu).")
+
+
+@pytest.fixture
+def device(request):
+    """The device named by ``--device``; the tests skip, saying why, where it is absent."""
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"--device {name}: CUDA is not available on this machine")
+    import landscape
+
+    return landscape.resolve_device(name)
