@@ -19,7 +19,7 @@ import click
 import torch
 
 import landscape
-from landscape._train import train_checkpoints
+from landscape.minima.train import train_checkpoints
 
 from ._common import UserError, echo_json, parse_params, parse_seeds, table
 

@@ -7,8 +7,8 @@ import torch
 
 import landscape
 from landscape._bench import dss_round_speed, evaluator_throughput, matmul_peak
-from landscape._problems import describe
-from landscape._train import train_checkpoints
+from landscape.problems.embedded import describe
+from landscape.minima.train import train_checkpoints
 
 from ._common import (Group, UserError, build_problem, device_option, echo_json, file_problem_option, json_option,
                       parse_params, parse_seeds, problem_options, table)

@@ -7,9 +7,9 @@ import torch
 
 import landscape
 import landscape.viz
-from landscape._planes import BIASES, NORMALIZATIONS
-from landscape._scene import SCENE_PLANES
-from landscape._surface import default_cache_dir
+from landscape.views.planes import BIASES, NORMALIZATIONS
+from landscape.views.scene import SCENE_PLANES
+from landscape.views.surface import default_cache_dir
 
 from ._common import UserError, build_problem, device_option, echo_json, json_option, problem_options
 

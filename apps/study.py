@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 import landscape
-from landscape._run import last_line
+from landscape.studies.run import last_line
 
 from ._common import UserError, echo_json, json_option, parse_params, table
 

@@ -7,35 +7,35 @@ methods, run by :func:`connect`), ``ALIGNERS``, ``PLANES``, ``TASKS`` (study tas
 
 __version__ = "0.1.0"
 
-from ._align import ALIGNERS, Alignment, align
-from ._checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
+from .symmetries.align import ALIGNERS, Alignment, align
+from .problems.checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
 from ._device import resolve_device
 from ._errors import LandscapeError
 from ._io import atomic_write, atomic_write_bytes, atomic_write_file
-from ._layout import Layout
-from ._path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
+from .problems.layout import Layout
+from .paths.path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
 from ._info import describe_file
-from ._paths import DEFAULT_METHOD, METHODS, connect, method_options
-from ._paths.files import load_endpoints
-from ._paths.geodesic import geodesic_lengths
-from ._network import BN_POLICIES, LOSSES, NetworkProblem, Square, from_module, mlp
-from ._problem import Problem
-from ._problems import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
-from ._symmetry import Symmetry, UnitGroup
-from ._trace import symmetry
-from ._planes import PLANES, Plane, filter_normalized_direction, make_plane
-from ._scene import Curve, Marker, Scene, build_scene, scene_from_files
-from ._surface import Surface, evaluate_plane
-from ._train import OPTIMIZERS, TrainResult, train
-from ._margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
-from ._report import study_results, study_tables, write_report
-from ._run import run_study, study_status
-from ._study import Study, builtin_studies, load_study
-from ._tasks import TASKS
-from ._grid_valleys import GridValleys, grid_valleys
-from ._hessian import hessian_trace, hvp, minimum_metrics, top_eigenvalue
-from ._sampling import SublevelSamples, sample_sublevel_set, seed_minima
-from ._valleys import (Merge, ValleyGraph, build_merge_tree, connect_at_level, event_levels, find_valleys,
+from .paths.connect import DEFAULT_METHOD, METHODS, connect, method_options
+from .paths.files import load_endpoints
+from .paths.geodesic import geodesic_lengths
+from .problems.module import BN_POLICIES, LOSSES, NetworkProblem, Square, from_module, mlp
+from .problems.problem import Problem
+from .problems.embedded import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
+from .symmetries.groups import Symmetry, UnitGroup
+from .symmetries.trace import symmetry
+from .views.planes import PLANES, Plane, filter_normalized_direction, make_plane
+from .views.scene import Curve, Marker, Scene, build_scene, scene_from_files
+from .views.surface import Surface, evaluate_plane
+from .minima.train import OPTIMIZERS, TrainResult, train
+from .minima.margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
+from .studies.report import study_results, study_tables, write_report
+from .studies.run import run_study, study_status
+from .studies.study import Study, builtin_studies, load_study
+from .studies.tasks import TASKS
+from .valleys.grid import GridValleys, grid_valleys
+from .minima.curvature import hessian_trace, hvp, minimum_metrics, top_eigenvalue
+from .valleys.sampling import SublevelSamples, sample_sublevel_set, seed_minima
+from .valleys.graph import (Merge, ValleyGraph, build_merge_tree, connect_at_level, event_levels, find_valleys,
                        straight_max_losses, write_graph)
 
 __all__ = [

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from ._problem import Problem
+from .problems.problem import Problem
 
 
 def timeit(fn, *, min_seconds: float = 0.5, min_repeats: int = 2) -> float:
@@ -60,7 +60,7 @@ def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resol
                     min_seconds: float = 0.5) -> dict:
     """One Dynamic String Sampling round with ``beads`` new beads: batched against bead by bead.
 
-    The round is the method's own code (:func:`landscape._paths.string.refine` and the segment
+    The round is the method's own code (:func:`landscape.paths.string.refine` and the segment
     check): ``beads`` segments of the straight line between two random points each get a bead,
     every bead takes ``steps`` descent steps (the target is unreachable, so both variants do the
     same work), then every segment of the new chain is checked at ``resolution``. Batched: one
@@ -72,8 +72,8 @@ def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resol
     dict
         ``batched_s`` and ``bead_by_bead_s`` (seconds a round), ``speedup``, and the round's size.
     """
-    from ._paths._common import Counted
-    from ._paths.string import check_segments, refine
+    from .paths._common import Counted
+    from .paths.string import check_segments, refine
 
     ends = problem.init(torch.Generator().manual_seed(0), n=2, device=device)
     s = torch.linspace(0, 1, beads + 1, device=device)[:, None]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path as FilePath
 
-from ._checkpoint import FORMAT, _from_record, describe_checkpoint, load_checkpoint, read_file
+from .problems.checkpoint import FORMAT, _from_record, describe_checkpoint, load_checkpoint, read_file
 from ._errors import LandscapeError
-from ._path import path_from_record
-from ._paths.files import describe_path
-from ._problem import Problem
+from .paths.path import path_from_record
+from .paths.files import describe_path
+from .problems.problem import Problem
 
 
 def _minimum(file, record, problem):

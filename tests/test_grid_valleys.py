@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import landscape
-from landscape._grid_valleys import grid_valleys
+from landscape.valleys.grid import grid_valleys
 
 
 def test_himmelblau_components_change_at_the_saddles():

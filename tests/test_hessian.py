@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import landscape
-from landscape._hessian import hessian_trace, hvp, minimum_metrics, top_eigenvalue
+from landscape.minima.curvature import hessian_trace, hvp, minimum_metrics, top_eigenvalue
 
 
 def himmelblau_hessian(x, y):

@@ -99,7 +99,7 @@ def test_level_task_parameters_are_checked():
         ("count_valleys", {"problem": spec, "seeds": [0]}, "at least two seeds"),
     ]
     for task, params, message in bad:
-        out = landscape._tasks.execute_task(task, params, "cpu", 1)
+        out = landscape.studies.tasks.execute_task(task, params, "cpu", 1)
         assert out["status"] == "failed" and message in out["error"] and out["error"].startswith("LandscapeError")
 
 

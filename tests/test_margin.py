@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import landscape
-from landscape._margin import log_clock
-from landscape._tasks import implicit_bias as implicit_bias_task
+from landscape.minima.margin import log_clock
+from landscape.studies.tasks import implicit_bias as implicit_bias_task
 
 
 @pytest.fixture(scope="module")

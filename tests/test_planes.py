@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import landscape
 from landscape import LandscapeError, Plane, evaluate_plane, make_plane
-from landscape._planes import filter_normalized_direction
-from landscape._problem import Problem
+from landscape.views.planes import filter_normalized_direction
+from landscape.problems.problem import Problem
 
 from conftest import SMALL
 
@@ -209,7 +209,7 @@ def test_surface_input_errors_and_progress(digits, gen, capsys):
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    from landscape._surface import default_cache_dir
+    from landscape.views.surface import default_cache_dir
 
     monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"

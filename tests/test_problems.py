@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import landscape
-from landscape._problems.analytic import AnalyticProblem
+from landscape.problems.analytic import AnalyticProblem
 
 from conftest import SMALL
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import landscape
-from landscape._problems.analytic import AnalyticProblem
-from landscape._sampling import sample_sublevel_set
+from landscape.problems.analytic import AnalyticProblem
+from landscape.valleys.sampling import sample_sublevel_set
 
 
 def bowl():
@@ -58,7 +58,7 @@ def test_descending_from_samples_finds_the_other_minima(gen):
     problem = landscape.make_problem("himmelblau")
     start = problem.minima[:1]  # only (3, 2) is known
     samples = sample_sublevel_set(problem, start.repeat(8, 1), 150.0, n_samples=10, generator=gen)
-    from landscape._sampling import seed_minima
+    from landscape.valleys.sampling import seed_minima
 
     found = seed_minima(problem, samples.points.reshape(-1, 2), known=start, steps=3000, lr=0.05)
     # at u = 150 (above three saddles, below the fourth) the valley of (3, 2) holds all four minima

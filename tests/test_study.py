@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import landscape
-from landscape._store import Store
-from landscape._study import task_id
+from landscape.studies.store import Store
+from landscape.studies.study import task_id
 
 #: A tiny real study: gradient descent on the tilted double well, whose minima are known in closed form.
 WELLS = """

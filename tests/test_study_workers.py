@@ -148,7 +148,7 @@ def test_tasks_in_flight_never_share_a_gpu(monkeypatch):
 
     import torch
 
-    from landscape import _run
+    from landscape.studies import run as _run
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -168,7 +168,7 @@ def test_tasks_in_flight_never_share_a_gpu(monkeypatch):
 
     monkeypatch.setattr(_run, "execute_task", fake)
     study = type("S", (), {"task": "fake"})()
-    tasks = [landscape._study.Task(str(i), i, {"i": i}, {}) for i in range(7)]
+    tasks = [landscape.studies.study.Task(str(i), i, {"i": i}, {}) for i in range(7)]
     with cf.ThreadPoolExecutor(2) as ex:
         out = list(pool._drive(ex, study, tasks, 2, lambda s, t: {}, pool.devices))
     assert len(out) == 7 and not any(clashes)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import landscape
-from landscape._train import train_checkpoints
+from landscape.minima.train import train_checkpoints
 
 
 def test_batched_adam_equals_torch_adam_per_seed():

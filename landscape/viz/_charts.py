@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._errors import LandscapeError
-from .._path import Path, interpolate
+from ..paths.path import Path, interpolate
 from .._io import atomic_write_file as write_atomic
 
 #: What the x axis of a path-loss chart measures.

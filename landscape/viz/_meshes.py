@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._errors import LandscapeError
-from .._scene import Scene
+from ..views.scene import Scene
 
 
 #: Block folder of each kind of object in the VTK files.

@@ -15,7 +15,7 @@ from pathlib import Path as FilePath
 import numpy as np
 
 from .._errors import LandscapeError
-from .._scene import Scene
+from ..views.scene import Scene
 from ._meshes import SceneMeshes, block_name, scene_meshes
 from .._io import atomic_write_file as write_atomic
 from ._output import write_multiblock

@@ -1,0 +1,108 @@
+"""Curvature at many points at once: batched Hessian-vector products, power iteration, Hutchinson.
+
+Every estimate works on K points together: the probe vectors of all points form one [K·S, D]
+batch and each Hessian-vector product is one double-backward pass through ``problem.loss``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._errors import LandscapeError
+from ..problems.problem import Problem
+
+
+def hvp(problem: Problem, thetas: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Hessian-vector products H(θ_k) v_k for K points at once.
+
+    Parameters
+    ----------
+    problem : Problem
+    thetas : Tensor, shape (K, D)
+    vectors : Tensor, shape (K, D)
+
+    Returns
+    -------
+    Tensor, shape (K, D)
+    """
+    if thetas.shape != vectors.shape or thetas.dim() != 2:
+        raise LandscapeError(f"hvp needs thetas and vectors of the same shape (K, D), got "
+                             f"{tuple(thetas.shape)} and {tuple(vectors.shape)}")
+    with torch.enable_grad():
+        x = thetas.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(problem.loss(x).sum(), x, create_graph=True)
+        (hv,) = torch.autograd.grad((g * vectors).sum(), x)
+    return hv
+
+
+def top_eigenvalue(problem: Problem, thetas: torch.Tensor, *, iters: int = 100, tol: float = 1e-6,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest-magnitude Hessian eigenvalue at K points by power iteration, all points in one batch.
+
+    Parameters
+    ----------
+    thetas : Tensor, shape (K, D)
+    iters : int
+        Maximum iterations; stops earlier when every estimate changes by less than ``tol`` (relative).
+    generator : torch.Generator, optional
+        Draws the starting vectors.
+
+    Returns
+    -------
+    eigenvalues : Tensor, shape (K,)
+    eigenvectors : Tensor, shape (K, D)
+        Unit vectors.
+
+    Notes
+    -----
+    At a minimum the Hessian is positive semi-definite, so the largest magnitude is the top
+    eigenvalue λ_max, the sharpness of the minimum (Keskar et al. 2017).
+    """
+    v = torch.randn(thetas.shape, generator=generator, dtype=thetas.dtype).to(thetas.device)
+    v = v / v.norm(dim=1, keepdim=True)
+    lam = torch.zeros(thetas.shape[0], dtype=thetas.dtype, device=thetas.device)
+    for _ in range(iters):
+        hv = hvp(problem, thetas, v)
+        new = (hv * v).sum(1)
+        norm = hv.norm(dim=1, keepdim=True)
+        v = torch.where(norm > 0, hv / norm.clamp_min(torch.finfo(hv.dtype).tiny), v)
+        done = ((new - lam).abs() <= tol * new.abs().clamp_min(1e-12)).all()
+        lam = new
+        if done:
+            break
+    return lam, v
+
+
+def hessian_trace(problem: Problem, thetas: torch.Tensor, *, samples: int = 64,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hutchinson's estimate of tr H(θ_k) at K points, E[zᵀHz] with Rademacher z (Hutchinson 1989).
+
+    All K × ``samples`` probes are one batched Hessian-vector product.
+
+    Returns
+    -------
+    trace : Tensor, shape (K,)
+    stderr : Tensor, shape (K,)
+        Standard error of the mean over the probes.
+    """
+    k, d = thetas.shape
+    z = torch.randint(0, 2, (k * samples, d), generator=generator).to(thetas) * 2 - 1
+    quad = (hvp(problem, thetas.repeat_interleave(samples, 0), z) * z).sum(1).reshape(k, samples)
+    stderr = quad.std(1) / samples**0.5 if samples > 1 else torch.full((k,), float("nan"))
+    return quad.mean(1), stderr
+
+
+def minimum_metrics(problem: Problem, thetas: torch.Tensor, *, iters: int = 100, samples: int = 64,
+                    generator: torch.Generator | None = None) -> list[dict]:
+    """Per-minimum figures: loss, gradient norm, ‖θ‖, Hessian top eigenvalue and trace (JSON-able).
+
+    Parameters
+    ----------
+    thetas : Tensor, shape (K, D)
+    """
+    loss, grad = problem.loss_and_grad(thetas)
+    lam, _ = top_eigenvalue(problem, thetas, iters=iters, generator=generator)
+    trace, err = hessian_trace(problem, thetas, samples=samples, generator=generator)
+    return [{"loss": float(loss[i]), "grad_norm": float(grad[i].norm()), "norm": float(thetas[i].norm()),
+             "hessian_top": float(lam[i]), "hessian_trace": float(trace[i]), "hessian_trace_stderr": float(err[i])}
+            for i in range(thetas.shape[0])]

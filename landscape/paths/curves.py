@@ -1,0 +1,139 @@
+"""Parametric curves with trainable bends: Bezier curves and polygonal chains.
+
+Garipov, Izmailov, Podoprikhin, Vetrov & Wilson, "Loss Surfaces, Mode Connectivity, and Fast
+Ensembling of DNNs", NeurIPS 2018. A curve φ(t) = Σ_j w_j(t) c_j has the endpoints as its first
+and last control points c_0 = a, c_{n+1} = b and trainable bends c_1 … c_n; the bends minimise
+the loss averaged along the curve, E_{t~U[0,1]} L(φ(t)). Each step evaluates the loss and its
+gradient at many t in one batched call; the bends' gradient follows by the chain rule,
+∂/∂c_j = E_t[w_j(t) ∇L(φ(t))], one matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._errors import LandscapeError
+from .path import DEFAULT_RESOLUTION, Path
+from ._common import (RowAdam, check_count, check_positive, generator_or_default, noise, prepare, scaled_lr)
+
+
+def bernstein(t: torch.Tensor, degree: int) -> torch.Tensor:
+    """Bernstein basis of a Bezier curve, w_j(t) = C(n, j) t^j (1 − t)^(n − j), shape (T, degree + 1)."""
+    j = torch.arange(degree + 1, dtype=t.dtype, device=t.device)
+    binom = torch.tensor([math.comb(degree, int(k)) for k in range(degree + 1)], dtype=t.dtype, device=t.device)
+    return binom * t[:, None] ** j * (1 - t[:, None]) ** (degree - j)
+
+
+def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
+    """Piecewise-linear basis of a polygonal chain with knots at j/degree, shape (T, degree + 1)."""
+    knots = torch.arange(degree + 1, dtype=t.dtype, device=t.device) / degree
+    return (1 - (t[:, None] - knots).abs() * degree).clamp_min(0)
+
+
+def bezier(problem, start, end, *, level=None, generator=None, bends: int = 1, steps: int = 500,
+           samples: int = 32, step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
+           n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
+    """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
+
+    Parameters
+    ----------
+    problem : Problem
+    start, end : Tensor, shape (D,)
+    level : float, optional
+        The level u (default :func:`landscape.default_level`); training stops once the curve is below it.
+    generator : torch.Generator, optional
+        Draws the t samples (stratified: one uniform t in each of ``samples`` equal bins per step)
+        and the bends' initial offsets. A fixed seed when None.
+    bends : int
+        Trainable control points (Garipov et al. use 1: a quadratic Bezier curve).
+    steps, samples : int
+        Adam steps, and curve points evaluated per step (one batched ``loss_and_grad``).
+    step_size, lr : float
+        Adam's learning rate, as a fraction of the chord (scaled like DSS) or fixed.
+    check_every : int
+        Every so many steps the curve is checked densely at u; training stops when it is below u,
+        and the curve with the lowest checked max loss is returned.
+    n_points : int
+        Knots of the returned path: the curve at ``n_points`` evenly spaced t, joined by segments
+        (what is certified is this polyline, not the smooth curve).
+    jitter : float
+        Random offset of the initial bends (which start on the straight segment), relative to the chord.
+    resolution : int
+        Sub-intervals per knot segment in the checks.
+
+    Returns
+    -------
+    Path
+        ``info``: ``bends``, ``steps`` taken, ``checks`` (step, max loss), ``stop``, evaluation counts.
+    """
+    return _fit_curve("bezier", bernstein, problem, start, end, level=level, generator=generator, bends=bends,
+                      steps=steps, samples=samples, step_size=step_size, lr=lr, check_every=check_every,
+                      n_points=n_points, jitter=jitter, resolution=resolution)
+
+
+def polychain(problem, start, end, *, level=None, generator=None, bends: int = 1, steps: int = 500,
+              samples: int = 32, step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
+              n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
+    """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
+
+    The chain's knots sit at t = j/(n + 1); the bends are trained on the loss averaged along the
+    whole chain, like :func:`bezier` (see there for the options). The returned path holds the
+    chain sampled at ``n_points`` t (the bends included when ``n_points − 1`` is a multiple of
+    ``bends + 1``, as with the defaults).
+    """
+    return _fit_curve("polychain", hats, problem, start, end, level=level, generator=generator, bends=bends,
+                      steps=steps, samples=samples, step_size=step_size, lr=lr, check_every=check_every,
+                      n_points=n_points, jitter=jitter, resolution=resolution)
+
+
+def _fit_curve(name, basis, problem, start, end, *, level, generator, bends, steps, samples, step_size, lr,
+               check_every, n_points, jitter, resolution) -> Path:
+    counted, start, end, la, lb, level = prepare(problem, start, end, level)
+    check_count(bends=bends, steps=steps, samples=samples, check_every=check_every, n_points=n_points)
+    check_positive(step_size=step_size, lr=lr, jitter=jitter)
+    if bends < 1 or samples < 1 or n_points < 2 or check_every < 1:
+        raise LandscapeError(f"{name} needs bends >= 1, samples >= 1, check_every >= 1 and n_points >= 2")
+    gen = generator_or_default(generator)
+    degree, dim = bends + 1, start.shape[0]
+    chord = (end - start).norm()
+    frac = torch.arange(1, degree, dtype=start.dtype, device=start.device)[:, None] / degree
+    control = (1 - frac) * start + frac * end  # on the straight segment: the curve starts as the segment
+    control = control + noise(control.shape, gen, control) * (jitter * chord / math.sqrt(dim))
+    rate = torch.full((bends,), float(lr), dtype=start.dtype, device=start.device) if lr is not None else \
+        scaled_lr(chord.expand(bends), dim, step_size)
+    adam = RowAdam(control, rate)
+    knots_t = torch.linspace(0, 1, n_points, dtype=start.dtype, device=start.device)
+    knot_basis = basis(knots_t, degree)
+
+    def knots(c):
+        return knot_basis @ torch.cat([start[None], c, end[None]])
+
+    best, checks, stop, taken = None, [], "steps", 0
+    for step in range(steps + 1):
+        if step % check_every == 0 or step == steps:
+            pts = knots(control)
+            seg = counted.segments(pts, resolution)
+            peak = float(seg.max())
+            checks.append({"step": step, "max_loss": peak})
+            if best is None or peak < best[1]:
+                best = (pts, peak, torch.cat([seg[:, 0], seg[-1:, -1]]))
+            if peak <= level:
+                stop = "below_level"
+                break
+            if step == steps:
+                break
+        u = (torch.arange(samples, dtype=torch.float64) + torch.rand(samples, generator=gen, dtype=torch.float64))
+        t = (u / samples).to(start)
+        w = basis(t, degree)  # [T, n + 2]
+        points = w @ torch.cat([start[None], control, end[None]])
+        loss, grad = counted.loss_and_grad(points)
+        if not torch.isfinite(loss).all():
+            raise LandscapeError(f"the loss became NaN or infinite while training the {name} curve; "
+                                 "lower the step size (option step_size)")
+        adam.step(control, w[:, 1:-1].T @ grad / samples)
+        taken += 1
+    pts, _, losses = best
+    info = {"bends": bends, "steps": taken, "samples": samples, "checks": checks, "stop": stop, **counted.figures()}
+    return Path(pts, losses.clone(), method=name, level=level, evaluations=counted.evaluations, info=info)

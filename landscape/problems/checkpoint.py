@@ -1,0 +1,233 @@
+"""Checkpoints: safe to load, atomic to write.
+
+A landscape file is a ``torch.save``'d dict of tensors, numbers, strings, lists and dicts only,
+so that ``torch.load(..., weights_only=True)`` reads it without running any code::
+
+    {
+      "format": "landscape",          # marks the file
+      "version": 1,                   # of this layout; newer files are refused with a clear message
+      "kind": "minimum",              # or "path" (see landscape.Path) and other kinds
+      "problem": {"name": ..., "params": {...}},   # rebuilds the Problem (data seed included)
+      "theta": Tensor[D],             # the flat parameters
+      "loss": float,                  # training loss at theta, as evaluated when saved
+      "seed": int or None,            # the training seed
+      "versions": {"landscape": ..., "torch": ...},
+      "trajectory": {                 # optional: the optimiser's path, thinned to a bounded size
+          "step": Tensor[T] (int64), "theta": Tensor[T, D], "loss": Tensor[T]},
+      "meta": {...},                  # JSON-able: training options, timings, anything else
+    }
+
+A plain ``state_dict`` (or a dict holding one under ``"state_dict"`` / ``"model_state_dict"``)
+also loads when the user names the problem it belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Any
+
+import torch
+
+from .._errors import LandscapeError
+from .._io import atomic_write
+from .problem import Problem
+from .embedded import problem_from_spec
+
+FORMAT = "landscape"
+VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    from .. import __version__
+
+    return {"landscape": str(__version__), "torch": str(torch.__version__)}
+
+
+@dataclass
+class Checkpoint:
+    """A minimum (or any point) of a problem, as loaded from a file.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    problem : Problem
+    theta : Tensor, shape (D,)
+    loss : float
+        The training loss recorded in the file (re-evaluate with ``problem.loss(theta)``).
+    seed : int or None
+    trajectory : dict or None
+        ``{"step": [T], "theta": [T, D], "loss": [T]}``.
+    meta : dict
+    """
+
+    path: FilePath
+    problem: Problem
+    theta: torch.Tensor
+    loss: float
+    seed: int | None = None
+    trajectory: dict | None = None
+    meta: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path, problem: Problem, theta: torch.Tensor, *, loss: float | None = None,
+                    seed: int | None = None, trajectory: dict | None = None, meta: dict | None = None) -> FilePath:
+    """Write a minimum to ``path`` atomically (a temporary file in the same folder, then a rename).
+
+    Parameters
+    ----------
+    theta : Tensor, shape (D,)
+    loss : float, optional
+        Evaluated with ``problem.loss(theta)`` when not given.
+    trajectory : dict, optional
+        ``{"step": [T], "theta": [T, D], "loss": [T]}``.
+    """
+    theta = theta.detach().cpu()
+    if theta.shape != (problem.dim,):
+        raise LandscapeError(f"theta has shape {tuple(theta.shape)}, expected ({problem.dim},) for {problem.name}")
+    if loss is None:
+        loss = float(problem.loss(theta))
+    record = {"format": FORMAT, "version": VERSION, "kind": "minimum", "problem": problem.spec,
+              "theta": theta.clone(), "loss": float(loss), "seed": seed, "versions": versions(),
+              "meta": dict(meta or {})}
+    if trajectory is not None:
+        record["trajectory"] = {k: v.detach().cpu().clone() for k, v in trajectory.items()}
+    return atomic_save(record, path)
+
+
+def atomic_save(obj: Any, path) -> FilePath:
+    """``torch.save`` atomically (see :func:`landscape.atomic_write`): the old file or the new, never a torn one."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def read_file(path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with every failure turned into one clear line."""
+    path = FilePath(path)
+    if not path.is_file():
+        raise LandscapeError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global[^.\n]*|Trying to call reduce[^.\n]*", str(err))
+        if not found:  # not a pickle torch can read safely at all: garbage, or a foreign pickle
+            detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
+            msg = detail.group(1).strip() if detail else " ".join(str(err).split())[:120]
+            raise LandscapeError(f"{path}: corrupt, truncated or not a torch file ({msg}); re-create it") from None
+        what = found.group(0).strip()
+        raise LandscapeError(
+            f"{path}: refused: it holds Python objects that safe loading does not allow ({what}); "
+            "re-save it as a landscape checkpoint or a plain state_dict of tensors"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as err:
+        msg = " ".join(str(err).split())[:160]
+        raise LandscapeError(f"{path}: corrupt, truncated or not a torch file ({msg}); re-create it") from None
+
+
+def load_checkpoint(path, *, problem: Problem | None = None) -> Checkpoint:
+    """Load and validate a landscape checkpoint, or a plain ``state_dict`` of a named problem.
+
+    Parameters
+    ----------
+    path : str or Path
+    problem : Problem, optional
+        Needed for a plain ``state_dict`` and for files made with a user problem; for a landscape
+        checkpoint of a registered problem it must match the file's problem.
+
+    Raises
+    ------
+    LandscapeError
+        A missing, corrupt, truncated, foreign or unsafe file; an unknown problem; a D that does not
+        match; non-finite parameters. Nothing in the file is ever executed.
+    """
+    path = FilePath(path)
+    obj = read_file(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("kind", "minimum") != "minimum":
+            raise LandscapeError(f"{path}: a landscape {obj.get('kind')!r} file, not a checkpoint of a minimum")
+        return _from_record(path, obj, problem)
+    state = _state_dict(obj)
+    if state is None:
+        keys = list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
+        raise LandscapeError(f"{path}: not a landscape checkpoint or state_dict (found {keys})")
+    if problem is None:
+        raise LandscapeError(f"{path}: a plain state_dict; name the problem it belongs to with --problem NAME")
+    missing = [n for n in problem.layout.names if n not in state]
+    if missing:
+        raise LandscapeError(f"{path}: state_dict lacks {missing[:4]} of problem {problem.name!r}; "
+                             "check --problem and its parameters")
+    theta = problem.layout.flatten({n: state[n].float() for n in problem.layout.names})
+    _check_finite(path, theta)
+    return Checkpoint(path, problem, theta, float(problem.loss(theta)), meta={"source": "state_dict"})
+
+
+def _from_record(path, obj, problem) -> Checkpoint:
+    version = obj.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise LandscapeError(f"{path}: format version {version!r} is newer than this landscape reads ({VERSION}); "
+                             "upgrade landscape")
+    spec = obj.get("problem")
+    try:
+        built = problem_from_spec(spec, user=problem)
+    except LandscapeError as err:
+        raise LandscapeError(f"{path}: {err}") from None
+    if problem is not None and problem.spec != built.spec:
+        raise LandscapeError(f"{path}: made for {built!r}, not for the requested {problem!r}")
+    theta = obj.get("theta")
+    if not isinstance(theta, torch.Tensor) or theta.dim() != 1:
+        raise LandscapeError(f"{path}: 'theta' is missing or not a vector")
+    if theta.shape[0] != built.dim:
+        raise LandscapeError(f"{path}: theta has D = {theta.shape[0]} but problem {built.name} has D = {built.dim}")
+    _check_finite(path, theta)
+    loss = obj.get("loss")
+    if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        raise LandscapeError(f"{path}: recorded loss {loss!r} is not a finite number")
+    traj = obj.get("trajectory")
+    if traj is not None:
+        if not (isinstance(traj, dict) and {"step", "theta", "loss"} <= set(traj)
+                and isinstance(traj["theta"], torch.Tensor) and traj["theta"].dim() == 2
+                and traj["theta"].shape[1] == built.dim):
+            raise LandscapeError(f"{path}: malformed trajectory (needs step, theta[T, {built.dim}], loss)")
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    return Checkpoint(path, built, theta, float(loss), obj.get("seed"), traj, meta, obj.get("versions") or {})
+
+
+def _state_dict(obj):
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return obj
+    return None
+
+
+def _check_finite(path, theta):
+    if not torch.isfinite(theta).all():
+        bad = int((~torch.isfinite(theta)).sum())
+        raise LandscapeError(f"{path}: {bad} parameter(s) are NaN or infinite; the run that made it diverged")
+
+
+def describe_checkpoint(ckpt: Checkpoint) -> dict:
+    """What ``landscape info`` shows: the problem, D, losses re-evaluated on every split, norms."""
+    problem, theta = ckpt.problem, ckpt.theta
+    losses = {split: float(problem.loss(theta, split=split)) for split in problem.splits} or {
+        "loss": float(problem.loss(theta))}
+    norms = {name: float(t.norm()) for name, t in problem.layout.unflatten(theta).items()}
+    out = {
+        "file": str(ckpt.path), "kind": "minimum", "problem": problem.spec, "dim": problem.dim,
+        "recorded_loss": ckpt.loss, "losses": losses, "norm": float(theta.norm()), "norms": norms,
+        "seed": ckpt.seed, "versions": ckpt.versions, "meta": ckpt.meta,
+    }
+    if ckpt.trajectory is not None:
+        out["trajectory_points"] = int(ckpt.trajectory["theta"].shape[0])
+        out["trajectory_steps"] = int(ckpt.trajectory["step"][-1])
+    return out

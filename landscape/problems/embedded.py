@@ -1,0 +1,78 @@
+"""The embedded problems. ``PROBLEMS`` maps each name to its factory; keys equal function names."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from .._errors import LandscapeError
+from .problem import Problem
+from .analytic import double_well, himmelblau, ring
+from .networks import (deep_linear, digits_mlp, exp_linear, moons_mlp, quadratic_regression, teacher_student,
+                       venturi_relu)
+from .user import load_user_problem
+
+PROBLEMS = {
+    f.__name__: f
+    for f in (himmelblau, double_well, ring, quadratic_regression, digits_mlp, moons_mlp, teacher_student,
+              deep_linear, venturi_relu, exp_linear)
+}
+
+_BUILT: dict[str, Problem] = {}
+
+#: The problem ``landscape`` runs when none is named.
+DEFAULT_PROBLEM = "digits_mlp"
+
+
+def make_problem(name: str, **params) -> Problem:
+    """Build a registered problem, or a user one (``name`` of the form ``package.module:factory``).
+
+    Raises
+    ------
+    LandscapeError
+        For an unknown name or parameter, listing the valid ones.
+    """
+    if ":" in name:
+        return load_user_problem(name, **params)
+    if name not in PROBLEMS:
+        raise LandscapeError(f"unknown problem {name!r}; choose one of {sorted(PROBLEMS)} or package.module:factory")
+    factory = PROBLEMS[name]
+    accepted = inspect.signature(factory).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise LandscapeError(f"problem {name!r} has no parameter(s) {unknown}; it takes {list(accepted)}")
+    try:
+        return factory(**params)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, LandscapeError):
+            raise
+        raise LandscapeError(f"bad parameters for problem {name!r}: {err}") from None
+
+
+def problem_from_spec(spec: dict, *, user: Problem | None = None) -> Problem:
+    """Rebuild a problem from its ``spec``.
+
+    A spec naming a user factory is never imported from here: the caller must pass the
+    problem the user built (``user``), whose spec must match.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("params"), dict):
+        raise LandscapeError(f"malformed problem spec {spec!r}")
+    if spec["name"] in PROBLEMS:
+        key = json.dumps(spec, sort_keys=True)
+        if key not in _BUILT:  # many checkpoints share a problem: build (and move its data) once
+            _BUILT[key] = make_problem(spec["name"], **spec["params"])
+        return _BUILT[key]
+    if user is not None and user.spec == spec:
+        return user
+    if spec["name"] == "user":
+        ref = spec["params"].get("factory", "?")
+        raise LandscapeError(f"this file was made with the user problem {ref}; pass --problem {ref} to load it")
+    raise LandscapeError(f"unknown problem {spec['name']!r} in the file; this version of landscape knows "
+                         f"{sorted(PROBLEMS)}")
+
+
+def describe(name: str) -> dict:
+    """Name, summary, parameters with defaults and the first docstring line of a registered problem."""
+    factory = PROBLEMS[name]
+    params = {k: p.default for k, p in inspect.signature(factory).parameters.items()}
+    return {"name": name, "doc": inspect.getdoc(factory).splitlines()[0], "params": params}

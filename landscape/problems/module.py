@@ -1,0 +1,398 @@
+"""Problems built from an ``nn.Module``, a dataset and a loss.
+
+Two evaluators, one contract. A plain ``nn.Sequential`` of ``Linear`` layers and elementwise
+activations runs on a hand-batched path: every layer of K networks is one ``baddbmm``.
+Anything else runs ``torch.func.functional_call`` under ``torch.func.vmap``. Both are cut into
+chunks by :meth:`Problem.chunk_size`; a chunk of one point is the plain loop, so the batched
+evaluator is never slower than the loop by more than the chunk heuristic misses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .batchnorm import Tape, recomputing_copy
+from .._errors import LandscapeError
+from .layout import Layout
+from .problem import Problem
+
+
+class Square(nn.Module):
+    """The quadratic activation σ(z) = z² (Venturi et al. 2019; Du & Lee 2018)."""
+
+    def forward(self, x):
+        return x * x
+
+
+# ---------------------------------------------------------------- batched losses
+# Each takes outputs [k, N, C] and targets [k, N] or [k, N, C]; returns [k].
+
+
+def _cross_entropy(out, y):
+    logp = torch.log_softmax(out, dim=-1)
+    return -logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+def _mse(out, y):
+    return (out - y.reshape(out.shape)).pow(2).flatten(1).mean(-1)
+
+
+def _l1(out, y):
+    return (out - y.reshape(out.shape)).abs().flatten(1).mean(-1)
+
+
+def _exponential(out, y):
+    return torch.exp(-y.reshape(out.shape) * out).flatten(1).mean(-1)
+
+
+#: Loss functions by name; ``y`` is a class index for cross-entropy and ±1 for exponential.
+LOSSES: dict[str, Callable] = {"cross_entropy": _cross_entropy, "mse": _mse, "l1": _l1, "exponential": _exponential}
+
+#: What BatchNorm layers do at a point θ of a path or a plane: ``"recompute"`` normalizes with
+#: statistics recomputed at θ from the training data (Garipov et al. 2018: a point between two
+#: minima has its own activation statistics); ``"frozen"`` uses the module's running statistics.
+BN_POLICIES = ("recompute", "frozen")
+
+_ACTIVATIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: lambda z: z * z,
+                nn.Identity: None}
+
+
+class NetworkProblem(Problem):
+    """Loss of a network on a dataset, over the network's flattened parameters.
+
+    Parameters
+    ----------
+    name, params
+        See :class:`Problem`.
+    module : nn.Module
+        The architecture. Its parameter values are ignored (θ supplies them); its buffers are
+        used as they are (e.g. BatchNorm running statistics, in evaluation mode).
+    splits : dict of str to (x, y)
+        Data splits; ``x`` of shape (N, ...) and ``y`` of shape (N, ...).
+    loss : str or callable
+        A key of :data:`LOSSES`, or ``loss(output[N, ...], target[N, ...]) -> scalar`` for one network.
+    weight_decay : float
+        Adds ``weight_decay / 2 · Σ ‖W‖²`` over the parameters named ``*weight``.
+    bn : {"recompute", "frozen"}, optional
+        For modules with BatchNorm layers (see :data:`BN_POLICIES`): ``"recompute"`` (the default)
+        evaluates every θ with normalization statistics recomputed from the full training split at
+        that θ, as ``torch`` would after resetting the running statistics and one training-mode
+        pass over the training data (mean, unbiased variance), then evaluation mode; ``"frozen"``
+        uses the module's buffers. None for modules without BatchNorm.
+    """
+
+    def __init__(self, name, params, module: nn.Module, splits: Mapping[str, tuple], loss="mse",
+                 weight_decay: float = 0.0, summary: str = "", bn: str | None = None):
+        module = module.eval()
+        named = dict(module.named_parameters())
+        if not named:
+            raise LandscapeError(f"module {type(module).__name__} has no parameters")
+        super().__init__(name, params, Layout.of(named))
+        self.summary = summary
+        self.module_ = module
+        self._buffers = dict(module.named_buffers())
+        self._splits = {k: tuple(torch.as_tensor(t) for t in v) for k, v in splits.items()}
+        if "train" not in self._splits:
+            raise LandscapeError("a network problem needs a 'train' split of (x, y)")
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise LandscapeError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+            self.loss_name, self._batched_loss = loss, LOSSES[loss]
+        else:
+            self.loss_name, self._batched_loss = getattr(loss, "__name__", "custom"), vmap(loss)
+        self.weight_decay = float(weight_decay)
+        self._decay = torch.cat([torch.full((s,), name.endswith("weight")) for name, s in
+                                 zip(self.layout.names, self.layout.sizes)])
+        self._bn_layers = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._bn = None
+        self._recomputing = None
+        self.bn = bn if bn is not None else ("recompute" if self._bn_layers else None)
+        self._mlp = _mlp_plan(module)
+        self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
+        if self._mlp is None:
+            self._act_numel = _measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
+
+    @property
+    def bn(self) -> str | None:
+        """The BatchNorm policy, one of :data:`BN_POLICIES` (None when the module has no BatchNorm)."""
+        return self._bn
+
+    @bn.setter
+    def bn(self, policy: str | None):
+        if policy is not None and not self._bn_layers:
+            raise LandscapeError(f"problem {self.name!r} has no BatchNorm layers; a BatchNorm policy (--bn) "
+                                 "applies only to models with BatchNorm")
+        if policy is None and self._bn_layers:
+            raise LandscapeError(f"problem {self.name!r} has BatchNorm layers; choose a policy in {list(BN_POLICIES)}")
+        if policy is not None and policy not in BN_POLICIES:
+            raise LandscapeError(f"unknown BatchNorm policy {policy!r}; choose one of {list(BN_POLICIES)}")
+        self._bn = policy
+
+    @property
+    def evaluator(self) -> str:
+        """``"bmm"`` (hand-batched MLP) or ``"vmap"`` (generic functional_call)."""
+        return "bmm" if self._mlp is not None else "vmap"
+
+    def module(self) -> nn.Module:
+        """The architecture as an ``nn.Module`` (a shared instance; load θ with :meth:`to_module`)."""
+        return self.module_
+
+    def to_module(self, theta: torch.Tensor) -> nn.Module:
+        """A fresh copy of the module holding the parameters θ of shape (D,)."""
+        import copy
+
+        m = copy.deepcopy(self.module_)
+        theta = theta.detach().cpu()
+        with torch.no_grad():
+            for name, value in self.layout.unflatten(theta).items():
+                m.get_parameter(name).copy_(value)
+            if self._bn == "recompute":  # running statistics of θ itself, as the loss uses them
+                for name, (mean, var) in self.batchnorm_statistics(theta).items():
+                    layer = m.get_submodule(name)
+                    layer.running_mean.copy_(mean)
+                    layer.running_var.copy_(var)
+        return m
+
+    def batchnorm_statistics(self, theta: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per BatchNorm layer, the (mean, unbiased variance) of its input over the training split at θ (D,)."""
+        if not self._bn_layers:
+            return {}
+        tape = Tape(collecting=True)
+        module = self._recompute_module()
+        x = self._device_data("train", theta.device, theta.dtype)[0]
+        with torch.no_grad(), tape.active(module):
+            functional_call(module, self.layout.unflatten(theta.detach()), (x,))
+        return {name: (mean, var) for name, (mean, var) in tape.stats.items()}
+
+    def flops_per_point(self, n_samples: int | None = None) -> float:
+        """Multiply-add FLOPs of one forward pass over a split, 2·N·Σ(weights), for throughput figures."""
+        n = self.n_samples("train") if n_samples is None else n_samples
+        weights = sum(s for name, s in zip(self.layout.names, self.layout.sizes) if name.endswith("weight"))
+        return 2.0 * n * weights
+
+    # ---------------------------------------------------------------- evaluation
+    def _activation_numel(self, n_samples):
+        if self._mlp is not None:
+            return n_samples * max(self._widths)
+        if self._bn == "recompute":  # each point also runs the statistics pass over the training split
+            return (n_samples + self.n_samples("train")) * self._act_numel
+        return n_samples * self._act_numel
+
+    def _evaluate(self, thetas, data):
+        x, y = data
+        if self._mlp is not None:
+            out = _mlp_forward(self._mlp, self.layout.unflatten(thetas), x)
+            value = self._batched_loss(out, y)
+        elif self._bn == "recompute":
+            value = self._recomputed_loss(thetas, x, y)
+        else:
+            value = self._vmap_loss(thetas, x, y)
+        if self.weight_decay:
+            mask = self._decay.to(thetas.device)
+            value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
+        return value
+
+    def loss_on_plane(self, origin, directions, coords, *, split="train"):
+        """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.
+
+        For a plain MLP the first layer is affine in the parameters along the family:
+        x·W(c)ᵀ + b(c) = H_0 + Σ_j c_j H_j, where H_0 and each H_j are computed once for all K
+        points. A point's first layer then costs k + 1 scaled additions instead of a matrix
+        product, while the remaining layers run batched as in :meth:`loss`.
+        """
+        if self._mlp is None:
+            return super().loss_on_plane(origin, directions, coords, split=split)
+        if origin.shape != (self.dim,) or directions.dim() != 2 or directions.shape[1] != self.dim \
+                or coords.dim() != 2 or coords.shape[1] != directions.shape[0]:
+            return super().loss_on_plane(origin, directions, coords, split=split)  # raises the shape error
+        x, y = self._device_data(split, coords.device, coords.dtype)
+        (w0, b0, acts0), rest = self._mlp[0], self._mlp[1:]
+        basis = self.layout.unflatten(torch.cat([origin[None], directions]))  # [1 + k, ...]
+        h_basis = torch.matmul(x, basis[w0].transpose(1, 2))  # [1 + k, N, h1]
+        if b0 is not None:
+            h_basis = h_basis + basis[b0].unsqueeze(1)
+        flat_basis = h_basis.reshape(h_basis.shape[0], -1)
+        size = self.chunk_size(x.shape[0], coords.device, coords.dtype)
+        mask = self._decay.to(coords.device) if self.weight_decay else None
+        out = []
+        for start in range(0, coords.shape[0], size):
+            c = coords[start:start + size]
+            m = c.shape[0]
+            h = (torch.cat([c.new_ones(m, 1), c], 1) @ flat_basis).view(m, *h_basis.shape[1:])
+            for act in acts0:
+                h = act(h)
+            thetas = origin + c @ directions
+            value = self._batched_loss(_mlp_forward(rest, self.layout.unflatten(thetas), h), y.expand(m, *y.shape))
+            if mask is not None:
+                value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
+            out.append(value)
+        return torch.cat(out)
+
+    def _vmap_loss(self, thetas, x, y):
+        buffers = {k: v.to(thetas.device, thetas.dtype) if v.is_floating_point() else v.to(thetas.device)
+                   for k, v in self._buffers.items()}
+
+        def one(theta, xi, yi):
+            out = functional_call(self.module_, (self.layout.unflatten(theta), buffers), (xi,))
+            return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
+
+        return vmap(one)(thetas, x, y)
+
+    def _recomputed_loss(self, thetas, x, y):
+        """Two passes per point: statistics over the training split, then the loss with them (vmapped)."""
+        module = self._recompute_module()
+        stats_x = self._device_data("train", thetas.device, thetas.dtype)[0]
+
+        def one(theta, xi, yi):
+            params = self.layout.unflatten(theta)
+            tape = Tape(collecting=True)
+            with tape.active(module):
+                functional_call(module, params, (stats_x,))
+                tape.collecting = False
+                out = functional_call(module, params, (xi,))
+            return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
+
+        return vmap(one)(thetas, x, y)
+
+    def _recompute_module(self) -> nn.Module:
+        """A copy of the module whose BatchNorm layers normalize with statistics taken from a :class:`Tape`."""
+        if self._recomputing is None:
+            self._recomputing = recomputing_copy(self.module_, self._bn_layers)
+        return self._recomputing
+
+    def _init_one(self, generator):
+        """PyTorch's default init for Linear/Conv layers, U(−1/√fan_in, 1/√fan_in), drawn from ``generator``."""
+        parts = []
+        fan_in = None  # None after a normalization layer's scale: its shift starts at zero
+        for name, shape in zip(self.layout.names, self.layout.shapes):
+            size = math.prod(shape)
+            if name.endswith("weight") and len(shape) >= 2:
+                fan_in = math.prod(shape[1:])
+            elif name.endswith("weight"):
+                parts.append(torch.ones(size))
+                fan_in = None
+                continue
+            if fan_in is None:
+                parts.append(torch.zeros(size))
+                continue
+            bound = 1.0 / math.sqrt(fan_in)
+            parts.append((torch.rand(size, generator=generator) * 2 - 1) * bound)
+        return torch.cat(parts)
+
+
+def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_decay: float = 0.0,
+                name: str = "module", params: Mapping | None = None, bn: str | None = None) -> NetworkProblem:
+    """Build a :class:`Problem` from any ``nn.Module``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is used functionally (``torch.func.functional_call``); it is not modified.
+    data : (Tensor, Tensor)
+        Training inputs of shape (N, ...) and targets of shape (N, ...).
+    loss : str or callable
+        A key of ``landscape.LOSSES`` or a function ``loss(output, target) -> scalar``.
+    test_data : (Tensor, Tensor), optional
+    weight_decay : float
+    bn : {"recompute", "frozen"}, optional
+        BatchNorm policy for models with BatchNorm layers (default ``"recompute"``; see :class:`NetworkProblem`).
+
+    Returns
+    -------
+    NetworkProblem
+        Its ``spec`` names the class only: such a problem is rebuilt by the user's own factory
+        (``--problem package.module:factory``), never from a file.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    >>> x = torch.randn(20, 3); y = x.sum(1, keepdim=True)
+    >>> problem = from_module(model, (x, y), "mse")
+    >>> problem.loss(problem.init(torch.Generator().manual_seed(0), n=5)).shape
+    torch.Size([5])
+    """
+    splits = {"train": tuple(data)}
+    if test_data is not None:
+        splits["test"] = tuple(test_data)
+    return NetworkProblem(name, dict(params or {"class": type(model).__name__}), model, splits, loss,
+                          weight_decay=weight_decay, bn=bn)
+
+
+def mlp(sizes, activation: str = "relu", bias: bool = True) -> nn.Sequential:
+    """``nn.Sequential`` of Linear layers of the given sizes with an activation between them."""
+    acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "quadratic": Square, "linear": nn.Identity}
+    if activation not in acts:
+        raise LandscapeError(f"unknown activation {activation!r}; choose one of {sorted(acts)}")
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b, bias=bias))
+        if i < len(sizes) - 2:
+            layers.append(acts[activation]())
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------- hand-batched MLP
+def _mlp_plan(module: nn.Module):
+    """``[(weight_name, bias_name or None, [activations])]`` if ``module`` is a plain MLP, else None."""
+    if not isinstance(module, nn.Sequential) or len(module) == 0:
+        return None
+    plan = []
+    for idx, layer in module.named_children():
+        if isinstance(layer, nn.Linear):
+            plan.append((f"{idx}.weight", f"{idx}.bias" if layer.bias is not None else None, []))
+        elif type(layer) in _ACTIVATIONS and plan:
+            act = _ACTIVATIONS[type(layer)]
+            if act is not None:
+                plan[-1][2].append(act)
+        else:
+            return None
+    return plan
+
+
+def _mlp_forward(plan, params, x):
+    """K MLPs on inputs ``x[k, N, in]``: one ``baddbmm`` per layer. Returns ``[k, N, out]``.
+
+    A chunk of one network runs as plain ``addmm`` (measured ~10% faster than a batch-of-one bmm).
+    """
+    if x.shape[0] == 1:
+        h = x[0]
+        for wname, bname, acts in plan:
+            w = params[wname][0].T
+            h = h @ w if bname is None else torch.addmm(params[bname][0], h, w)
+            for act in acts:
+                h = act(h)
+        return h.unsqueeze(0)
+    h = x
+    for wname, bname, acts in plan:
+        w = params[wname].transpose(1, 2)
+        h = torch.bmm(h, w) if bname is None else torch.baddbmm(params[bname].unsqueeze(1), h, w)
+        for act in acts:
+            h = act(h)
+    return h
+
+
+def _measure_activations(module, params, buffers, x1) -> int:
+    """Largest output size (per sample) of any submodule, found with forward hooks on one sample."""
+    sizes = []
+
+    def hook(_, __, out):
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            functional_call(module, ({k: v.detach() for k, v in params.items()}, buffers), (x1,))
+    except Exception as err:  # noqa: BLE001 - any failure here is the user's model/data mismatch
+        raise LandscapeError(f"the model cannot run on the data (input shape {tuple(x1.shape[1:])}): {err}") from None
+    finally:
+        for h in handles:
+            h.remove()
+    return max(sizes + [1])

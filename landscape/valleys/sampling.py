@@ -1,0 +1,212 @@
+"""Points of a sublevel set Ω_u = {θ : L(θ) ≤ u}, around given minima, by batched hit-and-run.
+
+Hit-and-run (Smith 1984; Lovász 1999) walks along random lines: from θ it draws a direction d,
+finds the chord {θ + s·d} ∩ Ω_u through θ and jumps to a uniform point of it. Restricted to the
+piece of chord that contains θ, the chain never leaves θ's connected component: it samples one
+valley, which is what the valley extents need. All chains and all points of every line search
+are evaluated in one batched call per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._errors import LandscapeError
+from ..problems.problem import Problem
+
+
+@dataclass
+class SublevelSamples:
+    """Samples of Ω_u, one chain per start.
+
+    Attributes
+    ----------
+    level : float
+    starts : Tensor, shape (K, D)
+    points : Tensor, shape (K, S, D)
+        ``S`` samples per chain (after thinning).
+    losses : Tensor, shape (K, S)
+    acceptance : Tensor, shape (K,)
+        Fraction of proposals kept (a proposal between line-search points can land above u).
+    evaluations : int
+    """
+
+    level: float
+    starts: torch.Tensor
+    points: torch.Tensor
+    losses: torch.Tensor
+    acceptance: torch.Tensor
+    evaluations: int
+
+    def extent(self) -> list[dict]:
+        """Per chain: mean and max distance of the samples from the start, and the RMS spread
+        (√ of the trace of their covariance) — how far the valley reaches at this level."""
+        dist = (self.points - self.starts[:, None, :]).norm(dim=2)
+        centred = self.points - self.points.mean(1, keepdim=True)
+        spread = centred.pow(2).sum(2).mean(1).sqrt()
+        return [{"mean_distance": float(dist[i].mean()), "max_distance": float(dist[i].max()),
+                 "spread": float(spread[i]), "acceptance": float(self.acceptance[i])}
+                for i in range(self.points.shape[0])]
+
+
+def sample_sublevel_set(problem: Problem, starts: torch.Tensor, level: float, *, n_samples: int = 100,
+                        thin: int = 1, radius: float = 1.0, line_points: int = 17, bisections: int = 12,
+                        max_doublings: int = 20, generator: torch.Generator | None = None) -> SublevelSamples:
+    """Hit-and-run chains in the valleys of Ω_u that hold each start.
+
+    Parameters
+    ----------
+    problem : Problem
+    starts : Tensor, shape (K, D)
+        One chain per start; each must satisfy L ≤ ``level``.
+    level : float
+        The level u.
+    n_samples : int
+        Samples kept per chain.
+    thin : int
+        Steps between kept samples.
+    radius : float
+        Initial half-length of the line search. It adapts per chain: doubled (and the search redone)
+        while the feasible chord reaches the end of the search, halved when the chord spans fewer than
+        four search points.
+    line_points : int
+        Points of each line search (odd, so that the current point is one of them).
+    bisections : int
+        Bisection steps that locate each end of the chord between the last point below u and the
+        first above it.
+    max_doublings : int
+        Bound on the radius doublings of one step (an unbounded valley is an error).
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    SublevelSamples
+
+    Notes
+    -----
+    The chord is located on a grid of ``line_points``, its ends refined by bisection, and the run of
+    the chord around the current point is sampled uniformly; a sample landing above u (a piece of
+    the line the grid missed) is rejected. The grid can miss thin excursions of Ω_u, so the chain is
+    uniform on the valley up to the grid's resolution; the test suite checks E‖θ‖² = u/2 on a disk.
+    """
+    if starts.dim() != 2 or starts.shape[1] != problem.dim:
+        raise LandscapeError(f"starts must have shape (K, {problem.dim}), got {tuple(starts.shape)}")
+    if line_points < 5 or line_points % 2 == 0:
+        raise LandscapeError(f"line_points must be odd and >= 5, got {line_points}")
+    x = starts.detach().clone()
+    lx = problem.loss(x)
+    if not (lx <= level).all():
+        bad = torch.nonzero(~(lx <= level)).flatten().tolist()
+        raise LandscapeError(f"starts {bad} are above the level {level:g} (losses {lx[bad].tolist()}); "
+                             "sample at a higher level or start from minima")
+    k, d = x.shape
+    r = torch.full((k,), float(radius), dtype=x.dtype, device=x.device)
+    keep_pts, keep_loss = [], []
+    accepted = torch.zeros(k, dtype=x.dtype, device=x.device)
+    steps = n_samples * thin
+    counter = [k]
+    for step in range(steps):
+        dirs = torch.randn(k, d, generator=generator, dtype=x.dtype).to(x.device)
+        dirs /= dirs.norm(dim=1, keepdim=True)
+        s_lo, s_hi, r = _chord(problem, x, dirs, r, level, line_points, bisections, max_doublings, counter)
+        u = torch.rand(k, generator=generator, dtype=x.dtype).to(x.device)
+        prop = x + (s_lo + u * (s_hi - s_lo))[:, None] * dirs
+        lp = problem.loss(prop)
+        counter[0] += k
+        take = lp <= level
+        x = torch.where(take[:, None], prop, x)
+        lx = torch.where(take, lp, lx)
+        accepted += take.to(x.dtype)
+        if (step + 1) % thin == 0:
+            keep_pts.append(x.clone())
+            keep_loss.append(lx.clone())
+    evaluations = counter[0]
+    return SublevelSamples(float(level), starts.detach().clone(), torch.stack(keep_pts, 1), torch.stack(keep_loss, 1),
+                           accepted / steps, evaluations)
+
+
+def _chord(problem, x, dirs, r, level, m, bisections, max_doublings, counter):
+    """Ends (s_lo < 0 < s_hi) of the feasible run of each line θ + s·d through θ, and the adapted radii."""
+    k, d = x.shape
+    half = m // 2
+    grid = torch.linspace(-1.0, 1.0, m, dtype=x.dtype, device=x.device)  # grid[half] == 0
+    s_in = torch.zeros(k, 2, dtype=x.dtype, device=x.device)  # last feasible offsets (low, high side)
+    s_out = torch.zeros(k, 2, dtype=x.dtype, device=x.device)  # first infeasible offsets
+    todo = torch.arange(k, device=x.device)
+    for _ in range(max_doublings + 1):
+        s = r[todo, None] * grid[None, :]
+        line = x[todo, None, :] + s[:, :, None] * dirs[todo, None, :]
+        ok = problem.loss(line.reshape(-1, d)).reshape(len(todo), m) <= level
+        counter[0] += ok.numel()
+        ok[:, half] = True
+        lo, hi = _run_around(ok, half)
+        edge = (lo == 0) | (hi == m - 1)
+        step = s[:, 1] - s[:, 0]
+        s_in[todo, 0], s_in[todo, 1] = s.gather(1, lo[:, None])[:, 0], s.gather(1, hi[:, None])[:, 0]
+        s_out[todo, 0], s_out[todo, 1] = s_in[todo, 0] - step, s_in[todo, 1] + step
+        width = hi - lo
+        r[todo] = torch.where(edge, r[todo] * 2, torch.where(width < 4, r[todo] / 2, r[todo]))
+        todo = todo[edge]
+        if len(todo) == 0:
+            break
+    else:
+        raise LandscapeError(f"the sublevel set at level {level:g} looks unbounded along a random line; "
+                             "lower the level")
+    for _ in range(bisections):  # both ends of every chord in one batch
+        mid = 0.5 * (s_in + s_out)
+        pts = x[:, None, :] + mid[:, :, None] * dirs[:, None, :]
+        ok = problem.loss(pts.reshape(-1, d)).reshape(k, 2) <= level
+        counter[0] += 2 * k
+        s_in = torch.where(ok, mid, s_in)
+        s_out = torch.where(ok, s_out, mid)
+    return s_in[:, 0], s_in[:, 1], r
+
+
+def _run_around(ok: torch.Tensor, centre: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of a boolean [K, M] mask, the first and last index of the run of True through ``centre``."""
+    k, m = ok.shape
+    idx = torch.arange(m, device=ok.device).expand(k, m)
+    bad = ~ok
+    left = torch.where(bad & (idx < centre), idx, torch.full_like(idx, -1)).max(1).values + 1
+    right = torch.where(bad & (idx > centre), idx, torch.full_like(idx, m)).min(1).values - 1
+    return left, right
+
+
+def seed_minima(problem: Problem, samples: torch.Tensor, *, known: torch.Tensor | None = None, steps: int = 500,
+                lr: float = 1e-3, optimizer: str = "adam", distance: float | None = None) -> torch.Tensor:
+    """New minima found by descending from sublevel-set samples, all samples as one batched run.
+
+    Parameters
+    ----------
+    samples : Tensor, shape (S, D)
+        Starting points, e.g. ``SublevelSamples.points.reshape(-1, D)``.
+    known : Tensor, shape (N, D), optional
+        Minima already in hand; descents that end within ``distance`` of one are dropped.
+    steps, lr, optimizer
+        The descent (see :func:`landscape.train`).
+    distance : float, optional
+        Two end points closer than this are one minimum. Default: 1e-3 × the median distance between
+        the end points (or 1e-6 when they all coincide).
+
+    Returns
+    -------
+    Tensor, shape (M, D)
+        Distinct new minima, lowest loss first.
+    """
+    from ..minima.train import train
+
+    ends = train(problem, range(samples.shape[0]), init=samples, steps=steps, lr=lr, optimizer=optimizer,
+                 dtype=samples.dtype, device=samples.device, max_records=2).thetas.to(samples)
+    losses = problem.loss(ends)
+    if distance is None:
+        d = torch.pdist(ends) if ends.shape[0] > 1 else ends.new_zeros(1)
+        distance = max(1e-3 * float(d.median()), 1e-6)
+    kept: list[int] = []
+    pool = known.to(ends) if known is not None else ends.new_zeros(0, ends.shape[1])
+    for i in torch.argsort(losses).tolist():
+        others = torch.cat([pool, ends[kept]]) if kept else pool
+        if others.shape[0] == 0 or (others - ends[i]).norm(dim=1).min() > distance:
+            kept.append(i)
+    return ends[kept]

@@ -1,0 +1,231 @@
+"""`Surface`: the loss over a grid of a plane, evaluated as one batched sweep and cached.
+
+The grid's points are evaluated by ``problem.loss_on_plane`` in blocks of many points (the
+problem cuts each block into cache-sized chunks), so a 51×51 plane is a few dozen batched calls,
+never a loop over points. A finished surface is stored under a SHA-256 of everything that
+decides its values (problem spec, the plane's exact bytes, grid, span, split, dtype): a cache
+file is reused only for the very same inputs, never for stale ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+
+import torch
+
+from .._errors import LandscapeError
+from .planes import Plane
+from ..problems.problem import Problem
+
+#: Version of the cached surface record; bump when what a key covers changes.
+CACHE_VERSION = 1
+#: Bytes of parameter vectors one block of the sweep may build (the problem chunks it further).
+BLOCK_BYTES = 256 << 20
+
+
+@dataclass
+class Surface:
+    """Losses over a rectangular grid of a plane.
+
+    Attributes
+    ----------
+    plane : Plane
+    a : Tensor, shape (A,), float64
+        Coordinates along ``plane.directions[0]``.
+    b : Tensor, shape (B,), float64
+        Coordinates along ``plane.directions[1]``.
+    losses : Tensor, shape (A, B), float64
+        ``losses[i, j]`` is the loss at ``plane.point([a[i], b[j]])``.
+    split : str
+    problem : dict
+        The problem's spec.
+    key : str
+        The content hash the surface is cached under.
+    seconds : float
+        Time of the evaluation (of the original one when read from the cache).
+    cached : bool
+        Whether it was read from the cache.
+    info : dict
+        ``points_per_s``, ``device``, ``dtype``, ``nonfinite`` (count of NaN/inf losses).
+    """
+
+    plane: Plane
+    a: torch.Tensor
+    b: torch.Tensor
+    losses: torch.Tensor
+    split: str = "train"
+    problem: dict = field(default_factory=dict)
+    key: str = ""
+    seconds: float = 0.0
+    cached: bool = False
+    info: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.a.shape[0]), int(self.b.shape[0]))
+
+    def coords(self) -> torch.Tensor:
+        """Plane coordinates of every grid point, shape (A, B, 2)."""
+        aa, bb = torch.meshgrid(self.a, self.b, indexing="ij")
+        return torch.stack([aa, bb], -1)
+
+    def summary(self) -> dict:
+        finite = self.losses[torch.isfinite(self.losses)]
+        return {"grid": list(self.shape), "span": [[float(self.a[0]), float(self.a[-1])],
+                                                   [float(self.b[0]), float(self.b[-1])]],
+                "split": self.split, "min_loss": float(finite.min()) if finite.numel() else None,
+                "max_loss": float(finite.max()) if finite.numel() else None, "seconds": self.seconds,
+                "cached": self.cached, "key": self.key, **self.info}
+
+
+def default_cache_dir() -> FilePath:
+    """Where surfaces are cached unless told otherwise: ``$LANDSCAPE_CACHE``, else
+    ``$XDG_CACHE_HOME/landscape/surfaces`` (``~/.cache/landscape/surfaces``)."""
+    if os.environ.get("LANDSCAPE_CACHE"):
+        return FilePath(os.environ["LANDSCAPE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return FilePath(base) / "landscape" / "surfaces"
+
+
+def parse_grid(grid) -> tuple[int, int]:
+    """``51``, ``(51, 41)`` or ``"51x41"`` -> ``(51, 41)``."""
+    if isinstance(grid, str):
+        parts = grid.lower().replace("×", "x").split("x")
+        try:
+            grid = tuple(int(p) for p in parts) if len(parts) == 2 else int(parts[0])
+        except ValueError:
+            raise LandscapeError(f"grid {grid!r}: write it as AxB, e.g. 51x51") from None
+    if isinstance(grid, int):
+        grid = (grid, grid)
+    grid = tuple(int(g) for g in grid)
+    if len(grid) != 2 or min(grid) < 2:
+        raise LandscapeError(f"grid {grid!r}: needs two sizes of at least 2, e.g. 51x51")
+    return grid
+
+
+def surface_key(problem: Problem, plane: Plane, grid, span, split: str, dtype: torch.dtype) -> str:
+    """SHA-256 of everything that decides a surface's values."""
+    header = {"version": CACHE_VERSION, "problem": problem.spec, "grid": list(grid),
+              "span": [[float(v) for v in s] for s in span], "split": split, "dtype": str(dtype),
+              "dim": problem.dim}
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    h.update(plane.fingerprint().encode())
+    return h.hexdigest()
+
+
+def evaluate_plane(problem: Problem, plane: Plane, *, grid=(51, 51), span=((-1.0, 1.0), (-1.0, 1.0)),
+                   split: str = "train", device="cpu", dtype: torch.dtype = torch.float32, cache=None,
+                   progress: bool = False) -> Surface:
+    """The loss over an A×B grid of a plane, as one batched sweep.
+
+    Parameters
+    ----------
+    problem : Problem
+    plane : Plane
+        In the problem's parameter space (``plane.dim == problem.dim``).
+    grid : int, (int, int) or str
+        Grid points along each direction, e.g. ``(51, 51)`` or ``"101x51"``.
+    span : ((float, float), (float, float))
+        Coordinate ranges along the two directions, ends included.
+    split : str
+        Data split the loss is computed on.
+    device, dtype
+        Where and in what precision the loss is computed.
+    cache : str or path, optional
+        Folder of cached surfaces. A surface is read from it when one with the same key exists,
+        and written to it (atomically) otherwise.
+    progress : bool
+        A tqdm bar on stderr.
+
+    Returns
+    -------
+    Surface
+    """
+    if plane.dim != problem.dim:
+        raise LandscapeError(f"the plane lives in D = {plane.dim} but problem {problem.name!r} has D = {problem.dim}")
+    grid = parse_grid(grid)
+    span = _check_span(span)
+    if problem.splits and split not in problem.splits:
+        raise LandscapeError(f"problem {problem.name!r} has no data split {split!r}; it has {list(problem.splits)}")
+    device = torch.device(device)
+    key = surface_key(problem, plane, grid, span, split, dtype)
+    file = None if cache is None else FilePath(cache) / f"surface-{key[:32]}.pt"
+    if file is not None and file.exists():
+        found = _read_cached(file, key, plane, grid)
+        if found is not None:
+            return found
+    a = torch.linspace(span[0][0], span[0][1], grid[0], dtype=torch.float64)
+    b = torch.linspace(span[1][0], span[1][1], grid[1], dtype=torch.float64)
+    aa, bb = torch.meshgrid(a, b, indexing="ij")
+    coords = torch.stack([aa.reshape(-1), bb.reshape(-1)], 1)
+    start = time.perf_counter()
+    losses = _sweep(problem, plane, coords, split, device, dtype, progress, f"plane {grid[0]}x{grid[1]}")
+    seconds = time.perf_counter() - start
+    losses = losses.reshape(grid).to(torch.float64)
+    info = {"points_per_s": coords.shape[0] / seconds if seconds > 0 else float("inf"), "device": str(device),
+            "dtype": str(dtype), "nonfinite": int((~torch.isfinite(losses)).sum())}
+    surface = Surface(plane, a, b, losses, split, problem.spec, key, seconds, False, info)
+    if file is not None:
+        _write_cached(file, surface)
+    return surface
+
+
+def _sweep(problem, plane, coords, split, device, dtype, progress, desc) -> torch.Tensor:
+    from tqdm import tqdm
+
+    k = coords.shape[0]
+    bytes_per_point = problem.dim * torch.finfo(dtype).bits // 8
+    block = max(1, min(BLOCK_BYTES // max(bytes_per_point, 1), math.ceil(k / 50)))
+    origin = plane.origin.to(device=device, dtype=dtype)
+    directions = plane.directions.to(device=device, dtype=dtype)
+    out = []
+    with torch.no_grad(), tqdm(total=k, desc=desc, unit="pt", disable=not progress, leave=False,
+                               dynamic_ncols=True, mininterval=0.5) as bar:
+        for s in range(0, k, block):
+            c = coords[s:s + block].to(device=device, dtype=dtype)
+            out.append(problem.loss_on_plane(origin, directions, c, split=split).cpu())
+            bar.update(c.shape[0])
+    return torch.cat(out)
+
+
+def _check_span(span):
+    try:
+        span = tuple((float(lo), float(hi)) for lo, hi in span)
+    except (TypeError, ValueError):
+        raise LandscapeError(f"span {span!r}: give ((a0, a1), (b0, b1))") from None
+    if len(span) != 2 or not all(math.isfinite(v) for s in span for v in s) or any(hi <= lo for lo, hi in span):
+        raise LandscapeError(f"span {span!r}: needs two finite ranges (low, high) with low < high")
+    return span
+
+
+def _read_cached(file, key, plane, grid):
+    from ..problems.checkpoint import read_file
+
+    try:
+        obj = read_file(file)
+    except LandscapeError:
+        return None  # a torn or foreign file: recompute and overwrite it
+    if not (isinstance(obj, dict) and obj.get("kind") == "surface" and obj.get("key") == key):
+        return None
+    losses, a, b = obj.get("losses"), obj.get("a"), obj.get("b")
+    if not (isinstance(losses, torch.Tensor) and tuple(losses.shape) == tuple(grid)
+            and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return None
+    return Surface(plane, a, b, losses, obj["split"], obj["problem"], key, float(obj["seconds"]), True,
+                   dict(obj.get("info") or {}))
+
+
+def _write_cached(file, surface):
+    from ..problems.checkpoint import FORMAT, atomic_save
+
+    record = {"format": FORMAT, "version": CACHE_VERSION, "kind": "surface", "key": surface.key,
+              "problem": surface.problem, "split": surface.split, "a": surface.a, "b": surface.b,
+              "losses": surface.losses, "seconds": surface.seconds, "info": surface.info,
+              "plane": surface.plane.describe()}
+    atomic_save(record, file)
