@@ -23,7 +23,7 @@ from ._common import device_option, echo_json, file_problem_option, json_option,
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the layer order (weight matching).")
 @click.option("--max-iter", type=int, default=100, show_default=True, help="Most sweeps of weight matching.")
 @click.option("--samples", type=int, default=None, help="Samples used by activation matching (default: all).")
-@click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
+@click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Points per straight path when checking its barrier.")
 @file_problem_option
 @device_option
@@ -41,7 +41,7 @@ def align(reference, moved, out, method, rescale, seed, max_iter, samples, resol
     a, b = ck_a.theta.to(dev), ck_b.theta.to(dev)
     result = landscape.align(problem, a, b, method=method, rescale=rescale, max_iter=max_iter, samples=samples,
                              generator=torch.Generator().manual_seed(seed))
-    paths = [landscape.certify(problem, landscape.linear_path(problem, a, t), resolution=resolution)
+    paths = [landscape.certify(problem, landscape.paths.linear_path(problem, a, t), resolution=resolution)
              for t in (b, result.theta)]
     barrier = {"before": paths[0].barrier, "after": paths[1].barrier,
                "max_loss_before": paths[0].max_loss, "max_loss_after": paths[1].max_loss}

@@ -19,7 +19,7 @@ import click
 import torch
 
 import landscape
-from landscape.minima.train import train_checkpoints
+from landscape.minima import train_checkpoints
 
 from ._common import UserError, echo_json, parse_params, parse_seeds, table
 
@@ -65,7 +65,7 @@ def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution,
             for method, rescale in VARIANTS:
                 result = landscape.align(problem, ca.theta, cb.theta, method=method, rescale=rescale,
                                          generator=torch.Generator().manual_seed(0))
-                path = landscape.certify(problem, landscape.linear_path(problem, ca.theta, result.theta),
+                path = landscape.certify(problem, landscape.paths.linear_path(problem, ca.theta, result.theta),
                                          resolution=resolution)
                 rows.append({"width": width, "dim": problem.dim, "seeds": [ca.seed, cb.seed], "method": method,
                              "rescale": rescale, "barrier": path.barrier, "endpoint_loss": path.endpoint_loss,
@@ -84,7 +84,7 @@ def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution,
 def _test_barrier(problem, a, b, resolution):
     if "test" not in problem.splits:
         return None
-    pts = landscape.linear_path(problem, a, b, n_points=resolution + 1).points
+    pts = landscape.paths.linear_path(problem, a, b, n_points=resolution + 1).points
     losses = problem.loss(pts, split="test")
     return float(losses.max() - torch.maximum(losses[0], losses[-1]))
 

@@ -6,9 +6,8 @@ import click
 import torch
 
 import landscape
-from landscape._bench import dss_round_speed, evaluator_throughput, matmul_peak
-from landscape.problems.embedded import describe
-from landscape.minima.train import train_checkpoints
+from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak
+from landscape.minima import train_checkpoints
 
 from ._common import (Group, UserError, build_problem, device_option, echo_json, file_problem_option, json_option,
                       parse_params, parse_seeds, problem_options, table)
@@ -30,7 +29,7 @@ def main():
 @json_option
 def problems(as_json):
     """List the embedded problems and their parameters."""
-    rows = [describe(name) for name in landscape.PROBLEMS]
+    rows = [landscape.problems.describe_problem(name) for name in landscape.PROBLEMS]
     for row in rows:
         row["dim"] = landscape.make_problem(row["name"]).dim
     if as_json:

@@ -17,7 +17,7 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
               show_default=True, help="Path method: straight segment, Dynamic String Sampling, curves, AutoNEB.")
 @click.option("--level", type=float, default=None,
               help="Level u the path must stay under (default: 10% above the worse endpoint loss).")
-@click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
+@click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
               help="A method option (repeatable), value read as JSON: -O alpha=0.5 -O penalty=1.")

@@ -11,35 +11,37 @@ A changed study gets its own name (and store), so its results never mix with the
 
 from __future__ import annotations
 
-import argparse
+import click
 
 import landscape
 
+from ._common import Command
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m landscape_cli.implicit_regularization", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, help="gradient steps per run (default: the study file's)")
-    ap.add_argument("--dim", type=int, help="input dimension d of exp_linear (default: the study file's)")
-    ap.add_argument("--workers", type=int, default=None, help="local worker processes")
-    ap.add_argument("--scheduler", default=None, help="a Dask scheduler, tcp://host:8786")
-    ap.add_argument("--store", default=None, help="SQLite results store")
-    ap.add_argument("--out", default=None, help="report folder")
-    args = ap.parse_args(argv)
 
+@click.command(cls=Command)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Gradient steps per run (default: the study file's).")
+@click.option("--dim", type=click.IntRange(min=1), default=None,
+              help="Input dimension d of exp_linear (default: the study file's).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="A Dask scheduler, tcp://host:8786.")
+@click.option("--store", default=None, help="SQLite results store.")
+@click.option("--out", default=None, help="Report folder.")
+def main(steps, dim, workers, scheduler, store, out) -> dict:
+    """Study 4 (implicit regularization) through the Python API, with its steps and dimension as options."""
     study = landscape.load_study("implicit_regularization")
-    if args.steps is not None:
-        study.fixed["steps"] = args.steps
-        study.name += f"_steps{args.steps}"
-    if args.dim is not None:
-        study.problem["dim"] = args.dim
-        study.name += f"_d{args.dim}"
-    summary = landscape.run_study(study, store=args.store, workers=args.workers, scheduler=args.scheduler)
-    report = landscape.write_report(study, store=summary["store"], out=args.out)
+    if steps is not None:
+        study.fixed["steps"] = steps
+        study.name += f"_steps{steps}"
+    if dim is not None:
+        study.problem["dim"] = dim
+        study.name += f"_d{dim}"
+    summary = landscape.run_study(study, store=store, workers=workers, scheduler=scheduler)
+    report = landscape.write_report(study, store=summary["store"], out=out)
     for name in ("summary", "series_0"):
         table = report["tables"][name]
-        print(f"\n{table.title}\n\n{table.markdown()}")
-    print(f"{summary['done']}/{summary['tasks']} done; report in {report['folder']}/")
+        click.echo(f"\n{table.title}\n\n{table.markdown()}")
+    click.echo(f"{summary['done']}/{summary['tasks']} done; report in {report['folder']}/")
     return summary
 
 

@@ -7,9 +7,7 @@ import torch
 
 import landscape
 import landscape.viz
-from landscape.views.planes import BIASES, NORMALIZATIONS
-from landscape.views.scene import SCENE_PLANES
-from landscape.views.surface import default_cache_dir
+from landscape.views import BIASES, NORMALIZATIONS, SCENE_PLANES, default_cache_dir
 
 from ._common import UserError, build_problem, device_option, echo_json, json_option, problem_options
 
@@ -107,7 +105,7 @@ def render(files, path_files, trajectory, plane, grid, span, levels, contours, l
     span = parse_span(span)
     levels = parse_floats(levels, "--levels")
     problem = build_problem(problem_name, width, params) if problem_name else None
-    scene = landscape.scene_from_files(
+    scene = landscape.views.scene_from_files(
         files, paths=path_files, problem=problem, trajectories=trajectory, plane=plane,
         plane_options={"normalization": normalization, "biases": biases}, grid=grid, span=span,
         split=split, generator=torch.Generator().manual_seed(seed), device=landscape.resolve_device(device),

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 import landscape
-from landscape.studies.run import last_line
 
 from ._common import UserError, echo_json, json_option, parse_params, table
 
@@ -170,5 +169,5 @@ def _warn_failures(summary):
     if summary["failed"]:
         first = summary["errors"][0] if summary["errors"] else {}
         click.echo(f"landscape: {summary['failed']} task(s) failed (rerun to retry; `landscape study status` lists "
-                   f"them); first: {first.get('point')}: {last_line(first.get('error'))}", err=True)
+                   f"them); first: {first.get('point')}: {first.get('error', '')}", err=True)
         sys.exit(1)

@@ -24,7 +24,7 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
 @click.option("--attempts", type=int, default=2, show_default=True,
               help="Refinements tried per pair of valleys before they are reported separate.")
 @click.option("--tol", type=float, default=None, help="Spurious tolerance (default 1e-6 + 1e-3·|best loss|).")
-@click.option("--resolution", type=int, default=landscape.DEFAULT_RESOLUTION, show_default=True,
+@click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--metrics", is_flag=True, help="Add Hessian top eigenvalue and trace of each minimum.")
 @click.option("--extent", type=int, default=0, show_default=True,
@@ -55,7 +55,7 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
         method=method, merge_method=merge_method, bisect=bisect, attempts=attempts, tol=tol, resolution=resolution,
         metrics=metrics, align=align, extent=extent, generator=torch.Generator().manual_seed(seed))
     if json_out or graphml:
-        landscape.write_graph(graph, json_out, graphml)
+        landscape.valleys.write_graph(graph, json_out, graphml)
     if plot:
         from landscape import viz
 

@@ -1,57 +1,53 @@
 """landscape: level sets, low-loss paths and valleys of neural-network losses.
 
-The core object is :class:`Problem`, a loss over flat parameter vectors evaluated K points at a
-time. Registries are plain dicts: ``PROBLEMS`` (embedded problems), ``LOSSES``, ``METHODS`` (path
-methods, run by :func:`connect`), ``ALIGNERS``, ``PLANES``, ``TASKS`` (study tasks).
+The pipeline, one subpackage a stage (each ``__init__`` lists its modules and algorithms):
+
+- :mod:`landscape.problems` — :class:`Problem`, a loss over flat parameter vectors evaluated K points at a time;
+  the embedded problems (``PROBLEMS``), ``nn.Module`` problems (:func:`from_module`), checkpoints.
+- :mod:`landscape.minima` — :func:`train` many seeds as one batch; curvature; implicit bias (``DYNAMICS``).
+- :mod:`landscape.paths` — :func:`connect` two minima below a level (``METHODS``), :func:`certify` a path.
+- :mod:`landscape.symmetries` — a network's permutation/rescaling symmetry, :func:`align` (``ALIGNERS``).
+- :mod:`landscape.valleys` — :func:`find_valleys`: valleys, spurious valleys, the merge tree; sublevel sampling.
+- :mod:`landscape.views` — planes (``PLANES``), surfaces and scenes; :mod:`landscape.viz` draws them (optional).
+- :mod:`landscape.studies` — studies over grids of problems and seeds (``TASKS``), resumable, local or on Dask.
+
+Helpers (atomic writers, :class:`~landscape.problems.Layout`, chunking) stay in their subpackage.
 """
 
-__version__ = "0.1.0"
-
-from .symmetries.align import ALIGNERS, Alignment, align
-from .problems.checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
 from ._device import resolve_device
 from ._errors import LandscapeError
-from ._io import atomic_write, atomic_write_bytes, atomic_write_file
-from .problems.layout import Layout
-from .paths.path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
 from ._info import describe_file
-from .paths.connect import DEFAULT_METHOD, METHODS, connect, method_options
-from .paths.files import load_endpoints
-from .paths.geodesic import geodesic_lengths
-from .problems.module import BN_POLICIES, LOSSES, NetworkProblem, Square, from_module, mlp
-from .problems.problem import Problem
-from .problems.embedded import DEFAULT_PROBLEM, PROBLEMS, make_problem, problem_from_spec
-from .symmetries.groups import Symmetry, UnitGroup
-from .symmetries.trace import symmetry
-from .views.planes import PLANES, Plane, filter_normalized_direction, make_plane
-from .views.scene import Curve, Marker, Scene, build_scene, scene_from_files
-from .views.surface import Surface, evaluate_plane
-from .minima.train import OPTIMIZERS, TrainResult, train
-from .minima.margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
-from .studies.report import study_results, study_tables, write_report
-from .studies.run import run_study, study_status
-from .studies.study import Study, builtin_studies, load_study
-from .studies.tasks import TASKS
-from .valleys.grid import GridValleys, grid_valleys
-from .minima.curvature import hessian_trace, hvp, minimum_metrics, top_eigenvalue
-from .valleys.sampling import SublevelSamples, sample_sublevel_set, seed_minima
-from .valleys.graph import (Merge, ValleyGraph, build_merge_tree, connect_at_level, event_levels, find_valleys,
-                       straight_max_losses, write_graph)
+from ._version import __version__
+from .minima import (DYNAMICS, OPTIMIZERS, MaxMargin, TrainResult, implicit_bias, max_margin, minimum_metrics,
+                     train)
+from .paths import (DEFAULT_METHOD, METHODS, Path, certify, connect, geodesic_lengths, load_endpoints, load_path,
+                    method_options, save_path)
+from .problems import (BN_POLICIES, DEFAULT_PROBLEM, LOSSES, PROBLEMS, Checkpoint, NetworkProblem, Problem,
+                       from_module, load_checkpoint, make_problem, save_checkpoint)
+from .studies import (TASKS, Study, builtin_studies, load_study, run_study, study_results, study_status,
+                      write_report)
+from .symmetries import ALIGNERS, Alignment, Symmetry, align, symmetry
+from .valleys import (GridValleys, Merge, SublevelSamples, ValleyGraph, find_valleys, grid_valleys,
+                      sample_sublevel_set, seed_minima)
+from .views import PLANES, Plane, Scene, Surface, build_scene, evaluate_plane, make_plane
 
 __all__ = [
-    "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "certify", "default_level",
-    "linear_path", "load_path", "save_path", "LOSSES", "LandscapeError", "Layout", "NetworkProblem", "OPTIMIZERS",
-    "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
-    "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",
-    "save_checkpoint", "train", "atomic_write", "atomic_write_bytes", "atomic_write_file",
-    "ALIGNERS", "Alignment", "Symmetry", "UnitGroup", "align", "symmetry",
-    "DYNAMICS", "MaxMargin", "Study", "TASKS", "builtin_studies", "implicit_bias", "load_study", "max_margin",
-    "run_study", "study_results", "study_status", "study_tables", "write_report",
-    "PLANES", "Plane", "filter_normalized_direction", "make_plane", "Curve", "Marker", "Scene", "build_scene",
-    "scene_from_files", "Surface", "evaluate_plane",
-    "BN_POLICIES", "DEFAULT_METHOD", "METHODS", "connect", "describe_file", "geodesic_lengths", "load_endpoints",
-    "method_options",
-    "GridValleys", "grid_valleys", "hessian_trace", "hvp", "minimum_metrics", "top_eigenvalue",
-    "SublevelSamples", "sample_sublevel_set", "seed_minima", "Merge", "ValleyGraph", "build_merge_tree", "connect_at_level",
-    "event_levels", "find_valleys", "straight_max_losses", "write_graph",
+    "__version__", "LandscapeError", "resolve_device", "describe_file",
+    # problems
+    "PROBLEMS", "LOSSES", "BN_POLICIES", "DEFAULT_PROBLEM", "Problem", "NetworkProblem", "make_problem",
+    "from_module", "Checkpoint", "load_checkpoint", "save_checkpoint",
+    # minima
+    "OPTIMIZERS", "DYNAMICS", "TrainResult", "MaxMargin", "train", "minimum_metrics", "max_margin", "implicit_bias",
+    # paths
+    "METHODS", "DEFAULT_METHOD", "Path", "connect", "certify", "method_options", "load_endpoints", "load_path",
+    "save_path", "geodesic_lengths",
+    # symmetries
+    "ALIGNERS", "Alignment", "Symmetry", "align", "symmetry",
+    # valleys
+    "ValleyGraph", "Merge", "GridValleys", "SublevelSamples", "find_valleys", "grid_valleys", "sample_sublevel_set",
+    "seed_minima",
+    # views
+    "PLANES", "Plane", "Surface", "Scene", "make_plane", "evaluate_plane", "build_scene",
+    # studies
+    "TASKS", "Study", "load_study", "run_study", "study_status", "study_results", "write_report", "builtin_studies",
 ]

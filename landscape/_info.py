@@ -27,7 +27,7 @@ DESCRIBERS = {"minimum": _minimum, "path": _path}
 def describe_file(file, *, problem: Problem | None = None) -> dict:
     """Describe any landscape file (a minimum, a path, ...) or a plain state_dict of a named problem.
 
-    The file is read once (safely, see :func:`landscape.read_file`) and handed to the describer of its kind.
+    The file is read once (safely, see :func:`landscape.problems.read_file`) and handed to the describer of its kind.
     """
     record = read_file(file)
     if isinstance(record, dict) and record.get("format") == FORMAT:

@@ -41,7 +41,7 @@ def trained():
 
 
 def barrier(problem, a, b, level=None):
-    return landscape.certify(problem, landscape.linear_path(problem, a, b), level)
+    return landscape.certify(problem, landscape.paths.linear_path(problem, a, b), level)
 
 
 def outputs(problem, theta):
@@ -225,7 +225,7 @@ def test_barrier_vs_width_script(tmp_path):
     assert len(rows) == 2 * 3 * len(VARIANTS)
     problem = landscape.make_problem("moons_mlp", width=6, n_train=100, n_test=50)
     a, b = (landscape.load_checkpoint(out / "w6" / f"moons_mlp_w6_s{s}.pt").theta for s in (0, 2))
-    straight = landscape.certify(problem, landscape.linear_path(problem, a, b), resolution=16)
+    straight = landscape.certify(problem, landscape.paths.linear_path(problem, a, b), resolution=16)
     row = next(r for r in rows if r["width"] == 6 and r["seeds"] == [0, 2] and r["method"] == "none")
     assert row["barrier"] == pytest.approx(straight.barrier, rel=1e-6, abs=1e-9)
 

@@ -79,7 +79,7 @@ def test_path_profiles_are_dense_true_losses(tmp_path):
     t = torch.linspace(0, math.pi, 9)
     arc = landscape.Path(torch.stack([-torch.cos(t), torch.sin(t)], 1), torch.zeros(9), method="string")
     arc.losses = ring.loss(arc.points)
-    line = landscape.linear_path(ring, ring.minima[0].float(), ring.minima[1].float())
+    line = landscape.paths.linear_path(ring, ring.minima[0].float(), ring.minima[1].float())
     prof = viz.path_profiles({"arc": arc, "line": line}, ring, resolution=8)
     assert prof["line"]["loss"].max() == pytest.approx(1.0, abs=1e-6)  # the hill at the origin: R⁴
     assert prof["line"]["arc_over_chord"][-1] == pytest.approx(1.0)

@@ -31,7 +31,7 @@ def test_round_trip(saved, problem):
     assert ck.loss == pytest.approx(problem.loss(theta).item())
     assert ck.trajectory["theta"].shape == (3, problem.dim)
     assert ck.versions["torch"] == str(torch.__version__)
-    info = landscape.describe_checkpoint(ck)
+    info = landscape.problems.describe_checkpoint(ck)
     assert set(info["losses"]) == {"train", "test"} and info["trajectory_points"] == 3
 
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import landscape
-from landscape import LandscapeError, Path, certify, linear_path
+from landscape import LandscapeError, Path, certify
+from landscape.paths import linear_path
 
 
 def test_straight_path_metrics():
@@ -58,8 +59,8 @@ def test_double_well_straight_barrier_is_at_least_the_saddle():
 
 
 def test_default_level():
-    assert landscape.default_level(0.5, 1.0) == pytest.approx(1.1)
-    assert landscape.default_level(0.0, 0.0) == pytest.approx(0.1)
+    assert landscape.paths.default_level(0.5, 1.0) == pytest.approx(1.1)
+    assert landscape.paths.default_level(0.0, 0.0) == pytest.approx(0.1)
 
 
 @settings(max_examples=30, deadline=None)

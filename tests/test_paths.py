@@ -41,7 +41,7 @@ def validate(problem, path, start, end, level):
     assert torch.isfinite(path.points).all() and torch.isfinite(path.losses).all()
     torch.testing.assert_close(path.losses, problem.loss(path.points), rtol=1e-9, atol=1e-12)
     assert path.t[0] == 0 and path.t[-1] == pytest.approx(1.0) and (path.t[1:] >= path.t[:-1]).all()
-    assert path.level == pytest.approx(level) and path.resolution == landscape.DEFAULT_RESOLUTION
+    assert path.level == pytest.approx(level) and path.resolution == landscape.paths.DEFAULT_RESOLUTION
     assert path.evaluations > 0 and path.seconds > 0
     # an independent re-evaluation, 4x denser than the certification
     dense = independent_dense(problem, path.points, 4 * path.resolution)
@@ -66,7 +66,7 @@ def test_every_method_on_closed_form_landscapes(method, name, params, i, j, leve
     start, end = problem.minima[i], problem.minima[j]
     path = landscape.connect(problem, start, end, method=method, level=level,
                              generator=torch.Generator().manual_seed(0))
-    level = landscape.default_level(*problem.loss(torch.stack([start, end]))) if level is None else level
+    level = landscape.paths.default_level(*problem.loss(torch.stack([start, end]))) if level is None else level
     validate(problem, path, start, end, level)
     assert path.method == method and path.info["linear_max_loss"] >= path.info["linear_barrier"]
     if passage is None:  # the minima lie in different valleys at this level: no method may claim a path

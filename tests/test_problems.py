@@ -87,7 +87,7 @@ def test_chunking_does_not_change_values(problem, gen):
 
 def test_spec_round_trips(problem, gen):
     spec = problem.spec
-    rebuilt = landscape.problem_from_spec(spec)
+    rebuilt = landscape.problems.problem_from_spec(spec)
     assert rebuilt.spec == spec
     theta = problem.init(gen, n=3)
     torch.testing.assert_close(rebuilt.loss(theta), problem.loss(theta))

@@ -31,7 +31,7 @@ def ring_files(tmp_path):
     t = torch.linspace(0, math.pi, 17)
     pts = torch.stack([-torch.cos(t), torch.sin(t)], 1)
     arc = landscape.certify(ring, landscape.Path(pts, ring.loss(pts), method="string"), level=0.3)
-    line = landscape.certify(ring, landscape.linear_path(ring, pts[0], pts[-1]), level=0.3)
+    line = landscape.certify(ring, landscape.paths.linear_path(ring, pts[0], pts[-1]), level=0.3)
     files = {"arc": landscape.save_path(tmp_path / "arc.pt", ring, arc),
              "line": landscape.save_path(tmp_path / "line.pt", ring, line)}
     for i, m in enumerate(ring.minima.float()):

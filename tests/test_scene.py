@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import landscape
-from landscape import LandscapeError, build_scene, scene_from_files
+from landscape import LandscapeError, build_scene
+from landscape.views import scene_from_files
 
 
 def _arc(problem, n=21):

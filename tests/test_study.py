@@ -293,13 +293,6 @@ def test_series_report_of_study_4(tmp_path):
     assert (tmp_path / "rep" / "series_0.png").stat().st_size > 10_000
 
 
-def test_import_landscape_loads_no_plotting_and_no_cluster_library():
-    code = ("import sys, landscape; bad = [m for m in ('matplotlib', 'pyvista', 'distributed', 'dask') "
-            "if m in sys.modules]; print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_stored_parameters_are_canonical_json(tmp_path):
     study = landscape.load_study(wells(tmp_path, seeds=1))
     store = tmp_path / "w.sqlite"

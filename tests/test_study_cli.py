@@ -90,7 +90,7 @@ def test_the_study_4_script_runs_through_the_python_api(tmp_path, monkeypatch, c
     from landscape_cli.implicit_regularization import main as script
 
     monkeypatch.chdir(tmp_path)
-    summary = script(["--steps", "30", "--dim", "8", "--workers", "0"])
+    summary = script.main(["--steps", "30", "--dim", "8", "--workers", "0"], standalone_mode=False)
     assert summary["study"] == "implicit_regularization_steps30_d8" and summary["done"] == 9
     out = capsys.readouterr().out
     assert "| step | cosine (gd) | cosine (normalized_gd) | cosine (weight_norm) |" in out

@@ -37,7 +37,7 @@ def conv_net():
     """Conv → BatchNorm → ReLU → pool → flatten → Linear → square → Linear → log-softmax."""
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4 * 3 * 3, 5), landscape.Square(), nn.Linear(5, 3), nn.LogSoftmax(-1))
+                          nn.Linear(4 * 3 * 3, 5), landscape.problems.Square(), nn.Linear(5, 3), nn.LogSoftmax(-1))
     x = torch.randn(40, 1, 8, 8, generator=g)
     return landscape.from_module(model, (x, torch.randint(0, 3, (40,), generator=g)), "cross_entropy")
 

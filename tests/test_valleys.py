@@ -99,7 +99,7 @@ def test_refinements_grow_like_n_when_all_connect():
 def test_graph_files(tmp_path):
     problem = landscape.make_problem("himmelblau")
     graph, _ = find_valleys(problem, problem.minima, levels=[80.0], generator=gen())
-    landscape.write_graph(graph, tmp_path / "g.json", tmp_path / "g.graphml")
+    landscape.valleys.write_graph(graph, tmp_path / "g.json", tmp_path / "g.graphml")
     data = json.loads((tmp_path / "g.json").read_text())
     back = nx.node_link_graph(data, edges="edges")
     assert back.number_of_nodes() == 4 and nx.number_connected_components(back) == 2
@@ -156,7 +156,7 @@ def test_deep_linear_has_one_valley_at_every_level():
     minima = landscape.train(problem, range(8), lr=0.01, steps=1500, dtype=torch.float64)
     best, worst = minima.losses.min().item(), minima.losses.max().item()
     assert worst - best < 1e-9  # all eight reached the same global minimum value
-    straight = landscape.straight_max_losses(problem, minima.thetas, [(0, i) for i in range(1, 8)])
+    straight = landscape.valleys.straight_max_losses(problem, minima.thetas, [(0, i) for i in range(1, 8)])
     assert (straight > 5 * worst).all()  # yet they are far apart: straight segments climb high
     levels = [worst * 1.01, worst * 1.1, worst * 2.0]
     graph, report = find_valleys(problem, minima.thetas, levels=levels, generator=gen())

@@ -122,11 +122,6 @@ def max_margin(x, y, *, tol: float = 1e-8) -> MaxMargin:
     return result
 
 
-def normalized_margin(theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """min_i z_i·θ / ‖θ‖ for each row of θ [S, D] against samples z [N, D] (z = y x). Returns [S]."""
-    return (theta @ z.T).min(dim=1).values / theta.norm(dim=1)
-
-
 # ---------------------------------------------------------------- dynamics
 # Each rule maps the state and the log-domain loss terms to the next state. With q = softmax(−Zθ)
 # (the sample weights) and p = Zᵀq: ∇L = −L p and ∇L / L = −p, with log L = logsumexp(−Zθ) − log N.

@@ -85,7 +85,7 @@ def endpoint_losses(problem, start, end) -> tuple[float, float]:
 
 
 def resolve_level(level, la: float, lb: float) -> float:
-    """The level asked, or :func:`landscape.default_level` of the endpoint losses."""
+    """The level asked, or :func:`landscape.paths.default_level` of the endpoint losses."""
     if level is None:
         return default_level(la, lb)
     try:

@@ -55,7 +55,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         Bruna 2017), ``"bezier"``, ``"polychain"`` (Garipov et al. 2018), ``"neb"`` (AutoNEB,
         Draxler et al. 2018).
     level : float, optional
-        The level u. Default: :func:`landscape.default_level`, 10% above the worse endpoint loss.
+        The level u. Default: :func:`landscape.paths.default_level`, 10% above the worse endpoint loss.
     generator : torch.Generator, optional
         Randomness of the method (bead offsets, curve samples). A fixed seed when None.
     resolution : int

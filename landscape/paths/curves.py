@@ -42,7 +42,7 @@ def bezier(problem, start, end, *, level=None, generator=None, bends: int = 1, s
     problem : Problem
     start, end : Tensor, shape (D,)
     level : float, optional
-        The level u (default :func:`landscape.default_level`); training stops once the curve is below it.
+        The level u (default :func:`landscape.paths.default_level`); training stops once the curve is below it.
     generator : torch.Generator, optional
         Draws the t samples (stratified: one uniform t in each of ``samples`` equal bins per step)
         and the bends' initial offsets. A fixed seed when None.

@@ -20,7 +20,7 @@ def linear(problem, start, end, *, level=None, generator=None, n_points: int = 2
     problem : Problem
     start, end : Tensor, shape (D,)
     level : float, optional
-        Recorded on the path; :func:`landscape.default_level` of the endpoint losses when None.
+        Recorded on the path; :func:`landscape.paths.default_level` of the endpoint losses when None.
     generator : torch.Generator, optional
         Unused (the segment is deterministic); accepted for the common signature.
     n_points : int

@@ -33,7 +33,7 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
     problem : Problem
     start, end : Tensor, shape (D,)
     level : float, optional
-        The level u (default :func:`landscape.default_level`): segments above it get new pivots.
+        The level u (default :func:`landscape.paths.default_level`): segments above it get new pivots.
         The band relaxes to a minimum-energy path whatever the level (its max estimates the barrier).
     generator : torch.Generator, optional
         Draws the initial pivots' small offsets from the straight segment. A fixed seed when None.

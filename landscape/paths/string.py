@@ -37,7 +37,7 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
     problem : Problem
     start, end : Tensor, shape (D,)
     level : float, optional
-        The level u; :func:`landscape.default_level` of the endpoint losses when None.
+        The level u; :func:`landscape.paths.default_level` of the endpoint losses when None.
     generator : torch.Generator, optional
         Draws the small random offset of each new bead (a bead started exactly at a critical
         point, such as the hill top between two symmetric minima, would not move). A fixed seed when None.

@@ -1,0 +1,21 @@
+"""The problem core: a loss as a batched function of flat parameter vectors, and where problems come from.
+
+- :mod:`.problem` — :class:`Problem`: ``loss(thetas [K, D]) -> [K]`` and ``loss_and_grad``, chunked to the cache.
+- :mod:`.layout` — :class:`Layout`: named tensors <-> slices of a flat [..., D] vector.
+- :mod:`.module` — :class:`NetworkProblem` from an ``nn.Module``, data and a loss (:func:`from_module`, :func:`mlp`,
+  ``LOSSES``, BatchNorm policies ``BN_POLICIES``).
+- :mod:`.batchnorm` — BatchNorm with statistics recomputed at every point.
+- :mod:`.analytic`, :mod:`.networks`, :mod:`.user` — the embedded problems and ``package.module:factory`` ones;
+  :mod:`.embedded` holds their registry ``PROBLEMS`` and :func:`make_problem`.
+- :mod:`.checkpoint` — checkpoint files: safe to load (``weights_only``), atomic to write.
+"""
+
+from .checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
+from .embedded import DEFAULT_PROBLEM, PROBLEMS, describe_problem, make_problem, problem_from_spec
+from .layout import Layout
+from .module import BN_POLICIES, LOSSES, NetworkProblem, Square, from_module, mlp
+from .problem import Problem
+
+__all__ = ["BN_POLICIES", "Checkpoint", "DEFAULT_PROBLEM", "LOSSES", "Layout", "NetworkProblem", "PROBLEMS",
+           "Problem", "Square", "atomic_save", "describe_checkpoint", "describe_problem", "from_module", "load_checkpoint",
+           "make_problem", "mlp", "problem_from_spec", "read_file", "save_checkpoint"]

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from .._errors import LandscapeError
+from .._version import versions
 from .._io import atomic_write
 from .problem import Problem
 from .embedded import problem_from_spec
@@ -43,10 +44,6 @@ FORMAT = "landscape"
 VERSION = 1
 
 
-def versions() -> dict[str, str]:
-    from .. import __version__
-
-    return {"landscape": str(__version__), "torch": str(torch.__version__)}
 
 
 @dataclass
@@ -102,7 +99,7 @@ def save_checkpoint(path, problem: Problem, theta: torch.Tensor, *, loss: float 
 
 
 def atomic_save(obj: Any, path) -> FilePath:
-    """``torch.save`` atomically (see :func:`landscape.atomic_write`): the old file or the new, never a torn one."""
+    """``torch.save`` atomically (see :func:`landscape._io.atomic_write`): the old file or the new, never a torn one."""
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 

@@ -71,7 +71,7 @@ def problem_from_spec(spec: dict, *, user: Problem | None = None) -> Problem:
                          f"{sorted(PROBLEMS)}")
 
 
-def describe(name: str) -> dict:
+def describe_problem(name: str) -> dict:
     """Name, summary, parameters with defaults and the first docstring line of a registered problem."""
     factory = PROBLEMS[name]
     params = {k: p.default for k, p in inspect.signature(factory).parameters.items()}

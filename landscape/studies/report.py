@@ -1,4 +1,4 @@
-"""Tables and plots of a study's results: CSV, Markdown and PNG.
+"""Tables of a study's results (CSV, Markdown) and what its plots show (drawn by ``landscape.viz``).
 
 What a report holds is data too, the ``[report]`` table of the study file::
 
@@ -19,8 +19,8 @@ What a report holds is data too, the ``[report]`` table of the study file::
     y = "reached_fraction"
     by = "optimizer"
 
-Every report also has ``results`` (one row per finished task). matplotlib is imported only
-when a PNG is drawn.
+Every report also has ``results`` (one row per finished task). This module computes what each PNG
+shows, as data; :func:`landscape.viz.figure_png` draws it (matplotlib, imported only then).
 """
 
 from __future__ import annotations
@@ -34,10 +34,7 @@ from pathlib import Path as FilePath
 from .._errors import LandscapeError
 from .._io import atomic_write_bytes
 from .store import read_study
-from .study import Study, canonical
-
-_REPORT_KEYS = {"group", "figures", "series", "plot"}
-
+from .study import Study, canonical, check_axes, report_spec
 
 class Table:
     """A header and rows of cells, written as CSV or Markdown."""
@@ -101,7 +98,7 @@ def study_results(study=None, *, store=None) -> list[dict]:
 
 def study_tables(study: Study, results: list[dict]) -> dict[str, Table]:
     """The report's tables: ``results``, ``summary`` and one ``series_<i>`` per ``[[report.series]]``."""
-    spec = _report_spec(study)
+    spec = report_spec(study)
     done = [r for r in results if r["status"] == "done"]
     axes = study.axes
     numeric = _numeric_figures(done)
@@ -112,7 +109,7 @@ def study_tables(study: Study, results: list[dict]) -> dict[str, Table]:
                               [[r["point"].get(a) for a in axes] + [r["figures"].get(k) for k in scalar]
                                + [r["seconds"]] for r in done], f"{study.name}: one row per task")
     group = spec.get("group", [a for a in axes if "seed" not in a.split(".")[-1]])
-    _check_axes(study, group, "report.group")
+    check_axes(study, group, "report.group")
     header = list(group) + ["n"]
     for k in shown:
         header += [k, f"{k} std"]
@@ -130,42 +127,6 @@ def study_tables(study: Study, results: list[dict]) -> dict[str, Table]:
     for i, s in enumerate(spec.get("series", [])):
         tables[f"series_{i}"] = _series_table(study, done, s, f"series_{i}")
     return tables
-
-
-def _report_spec(study: Study) -> dict:
-    spec = study.report or {}
-    unknown = sorted(set(spec) - _REPORT_KEYS)
-    if unknown:
-        raise LandscapeError(f"{study.source}: [report] has unknown key(s) {unknown}; it takes {sorted(_REPORT_KEYS)}")
-    for key in ("series", "plot"):
-        if not isinstance(spec.get(key, []), list):
-            raise LandscapeError(f"{study.source}: report.{key} must be an array of tables ([[report.{key}]])")
-    return spec
-
-
-def check_report(study: Study) -> None:
-    """Check the ``[report]`` table of a study: known keys, axes that exist, series and plots that name y."""
-    spec = _report_spec(study)
-    group = spec.get("group", [])
-    if not isinstance(group, list):
-        raise LandscapeError(f"{study.source}: report.group must be a list of axes")
-    _check_axes(study, group, "report.group")
-    for kind in ("series", "plot"):
-        for item in spec.get(kind, []):
-            if not isinstance(item, dict) or not item.get("y"):
-                raise LandscapeError(f"{study.source}: each [[report.{kind}]] needs y = ...")
-            axes = [item["by"]] if item.get("by") else []
-            if kind == "plot":
-                if not item.get("x"):
-                    raise LandscapeError(f"{study.source}: each [[report.plot]] needs x = an axis of the grid")
-                axes.append(item["x"])
-            _check_axes(study, axes, f"report.{kind}")
-
-
-def _check_axes(study, names, where):
-    bad = [n for n in names if n not in study.axes]
-    if bad:
-        raise LandscapeError(f"{study.source}: {where} names {bad}, not axes of the grid {study.axes}")
 
 
 def _is_number(v) -> bool:
@@ -273,75 +234,45 @@ def write_report(study=None, *, store=None, out=None, formats=("csv", "md", "png
             files.append(atomic_write_bytes(folder / f"{t.name}.md", f"**{t.title}**\n\n{t.markdown()}"))
     done = [r for r in results if r["status"] == "done"]
     if "png" in formats and done:
-        spec = _report_spec(study)
-        for i, s in enumerate(spec.get("series", [])):
-            files.append(_plot_series(study, done, s, folder / f"series_{i}.png"))
-        for i, p in enumerate(spec.get("plot", [])):
-            files.append(_plot_axis(study, done, p, folder / f"plot_{i}.png"))
+        from ..viz import figure_png  # drawing lives in viz (matplotlib); the core only says what to draw
+
+        spec = report_spec(study)
+        figures = {f"series_{i}.png": _series_figure(study, done, s) for i, s in enumerate(spec.get("series", []))}
+        figures.update({f"plot_{i}.png": _axis_figure(study, done, p) for i, p in enumerate(spec.get("plot", []))})
+        files += [atomic_write_bytes(folder / name, figure_png(fig)) for name, fig in figures.items()]
     return {"folder": str(folder), "files": [str(f) for f in files], "tables": tables, "done": len(done),
             "tasks": len(study.tasks())}
 
 
-# ---------------------------------------------------------------- plots
-def _figure(n_panels):
-    from matplotlib.figure import Figure  # no pyplot: no backend, no global state
-
-    fig = Figure(figsize=(4.2 * n_panels, 3.4))
-    axs = fig.subplots(1, n_panels, squeeze=False)
-    return fig, axs[0]
-
-
-def _log_x(ax, values) -> None:
-    """A log x axis; a few grid values are its tick labels (minor labels would collide within a decade)."""
-    from matplotlib.ticker import NullFormatter
-
-    ax.set_xscale("log")
-    values = sorted({v for v in values if _is_number(v) and v > 0})
-    if 0 < len(values) <= 10:
-        ax.set_xticks(values, [f"{v:g}" for v in values])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _save(fig, path):
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def _plot_series(study, done, spec, path):
+# ---------------------------------------------------------------- what the plots show
+def _series_figure(study, done, spec) -> dict:
+    """The curves of a ``[[report.series]]``: one panel per y, one curve per value of ``by``."""
     x, ys, by, curves = _series(done, spec, f"{study.source}: report.series")
+    logx = bool(spec.get("logx", False))
     logy = spec.get("logy", [])
     logy = ys if logy is True else ([logy] if isinstance(logy, str) else logy)
-    fig, axs = _figure(len(ys))
-    for ax, y in zip(axs, ys):
+    panels = []
+    for y in ys:
+        lines = []
         for g, c in curves.items():
             xs, vs = c[y]
-            if spec.get("logx", False):
+            if logx:
                 xs, vs = zip(*[(a, b) for a, b in zip(xs, vs) if a > 0]) if any(a > 0 for a in xs) else ([], [])
-            ax.plot(xs, vs, marker=".", label=str(g))
-        if spec.get("logx", False):
-            ax.set_xscale("log")
-        if y in logy:
-            ax.set_yscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
-        ax.grid(True, alpha=0.3)
-        if by:
-            ax.legend(title=by, fontsize=8)
-    fig.suptitle(study.name, fontsize=10)
-    return _save(fig, path)
+            lines.append({"label": str(g), "x": list(xs), "y": list(vs), "yerr": None})
+        panels.append({"xlabel": x, "ylabel": y, "logx": logx, "logy": y in logy, "xticks": None, "curves": lines})
+    return {"title": study.name, "legend": by, "marker": ".", "panels": panels}
 
 
-def _plot_axis(study, done, spec, path):
+def _axis_figure(study, done, spec) -> dict:
+    """A ``[[report.plot]]``: the mean ± sd of each y against a grid axis, one curve per value of ``by``."""
     x, y, by = spec.get("x"), spec.get("y"), spec.get("by")
     if not x or not y:
         raise LandscapeError(f"{study.source}: report.plot needs x (an axis) and y (a figure)")
-    _check_axes(study, [x] + ([by] if by else []), "report.plot")
-    ys = [y] if isinstance(y, str) else y
-    fig, axs = _figure(len(ys))
-    for ax, yname in zip(axs, ys):
-        seen = []
+    check_axes(study, [x] + ([by] if by else []), "report.plot")
+    logx = bool(spec.get("logx", False))
+    panels = []
+    for yname in ([y] if isinstance(y, str) else y):
+        lines, seen = [], []
         for key, members in _groups(done, [by] if by else []).items():
             pts = {}
             for m in members:
@@ -349,19 +280,12 @@ def _plot_axis(study, done, spec, path):
                 if _is_number(v) or isinstance(v, bool):
                     pts.setdefault(m["point"].get(x), []).append(float(v))
             xs = sorted(pts, key=lambda v: (isinstance(v, str), v))
-            means = [statistics.fmean(pts[v]) for v in xs]
-            errs = [statistics.stdev(pts[v]) if len(pts[v]) > 1 else 0.0 for v in xs]
-            ax.errorbar([str(v) if isinstance(v, str) else v for v in xs], means, yerr=errs, marker="o",
-                        capsize=3, label=str(key[0]) if by else None)
+            lines.append({"label": str(key[0]) if by else None, "x": [str(v) if isinstance(v, str) else v for v in xs],
+                          "y": [statistics.fmean(pts[v]) for v in xs],
+                          "yerr": [statistics.stdev(pts[v]) if len(pts[v]) > 1 else 0.0 for v in xs]})
             seen.extend(xs)
-        ax.set_xlabel(x)
-        ax.set_ylabel(f"{yname} (mean ± sd)")
-        if spec.get("logx", False):
-            _log_x(ax, seen)
-        if spec.get("logy", False):
-            ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        if by:
-            ax.legend(title=by, fontsize=8)
-    fig.suptitle(study.name, fontsize=10)
-    return _save(fig, path)
+        ticks = sorted({v for v in seen if _is_number(v) and v > 0}) if logx else []
+        panels.append({"xlabel": x, "ylabel": f"{yname} (mean ± sd)", "logx": logx,
+                       "logy": bool(spec.get("logy", False)), "xticks": ticks if 0 < len(ticks) <= 10 else None,
+                       "curves": lines})
+    return {"title": study.name, "legend": by, "marker": "o", "panels": panels}

@@ -24,6 +24,7 @@ import time
 from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
+from .study import Study, canonical, load_study, study_from_json
 
 FORMAT = "landscape-study"
 SCHEMA = 1
@@ -185,8 +186,6 @@ class Store:
 
         Returns the number of new tasks.
         """
-        from .study import canonical
-
         with _guard(self, "write"), self.db:
             self.db.execute("BEGIN IMMEDIATE")
             before = self.db.total_changes
@@ -201,8 +200,6 @@ class Store:
 
     def study(self):
         """The study as last run on this store (its file may have changed since)."""
-        from .study import study_from_json
-
         return study_from_json(self.meta.get("spec"), str(self.path))
 
     def record(self, task_id: str, outcome: dict) -> None:
@@ -267,8 +264,6 @@ class _guard:
 
 
 def _spec_rows(study) -> list[tuple[str, str]]:
-    from .study import canonical
-
     return [("spec", canonical(study.to_dict())), ("toml", study.text), ("source", study.source),
             ("updated", str(time.time()))]
 
@@ -284,8 +279,6 @@ def read_study(study, store):
     ``study`` is a :class:`Study`, a TOML file or a built-in name, or None to take the study the
     store was last run with; a store made for another study is an error.
     """
-    from .study import Study, load_study
-
     if study is None and store is None:
         raise LandscapeError("name a study (TOML file or built-in name) or a --store")
     if study is not None and not isinstance(study, Study):

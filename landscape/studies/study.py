@@ -283,7 +283,6 @@ def _set(target: dict, keys: list[str], value) -> None:
 def _validate(study: Study, where: str) -> None:
     """Check the task name, the task parameters, the problem names and the report before anything runs."""
     from ..problems.embedded import PROBLEMS
-    from .report import check_report
     from .tasks import TASKS, task_options
 
     if study.task not in TASKS:
@@ -313,3 +312,44 @@ def _validate(study: Study, where: str) -> None:
         if bad:
             raise LandscapeError(f"{where}: problem {pname!r} has no parameter(s) {bad}; it takes {list(accepted)}")
     check_report(study)
+
+
+_REPORT_KEYS = {"group", "figures", "series", "plot"}
+
+
+def report_spec(study: Study) -> dict:
+    """The ``[report]`` table of a study, its keys checked."""
+    spec = study.report or {}
+    unknown = sorted(set(spec) - _REPORT_KEYS)
+    if unknown:
+        raise LandscapeError(f"{study.source}: [report] has unknown key(s) {unknown}; it takes {sorted(_REPORT_KEYS)}")
+    for key in ("series", "plot"):
+        if not isinstance(spec.get(key, []), list):
+            raise LandscapeError(f"{study.source}: report.{key} must be an array of tables ([[report.{key}]])")
+    return spec
+
+
+def check_report(study: Study) -> None:
+    """Check the ``[report]`` table of a study: known keys, axes that exist, series and plots that name y."""
+    spec = report_spec(study)
+    group = spec.get("group", [])
+    if not isinstance(group, list):
+        raise LandscapeError(f"{study.source}: report.group must be a list of axes")
+    check_axes(study, group, "report.group")
+    for kind in ("series", "plot"):
+        for item in spec.get(kind, []):
+            if not isinstance(item, dict) or not item.get("y"):
+                raise LandscapeError(f"{study.source}: each [[report.{kind}]] needs y = ...")
+            axes = [item["by"]] if item.get("by") else []
+            if kind == "plot":
+                if not item.get("x"):
+                    raise LandscapeError(f"{study.source}: each [[report.plot]] needs x = an axis of the grid")
+                axes.append(item["x"])
+            check_axes(study, axes, f"report.{kind}")
+
+
+def check_axes(study, names, where) -> None:
+    """Refuse names that are not axes of the study's grid."""
+    bad = [n for n in names if n not in study.axes]
+    if bad:
+        raise LandscapeError(f"{study.source}: {where} names {bad}, not axes of the grid {study.axes}")

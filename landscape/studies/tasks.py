@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import os
 import socket
-import sys
 import time
 import traceback
 
 import torch
 
 from .._errors import LandscapeError
+from .._version import versions
 from .level_tasks import count_valleys, geodesic_length
 from .task_params import REQUIRED
 from .task_params import declares as _declares
@@ -222,10 +222,3 @@ def to_json(obj):
     return obj
 
 
-def versions() -> dict:
-    import numpy as np
-
-    from .. import __version__
-
-    return {"landscape": str(__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
-            "python": sys.version.split()[0]}

@@ -10,12 +10,13 @@ from ._charts import (PATH_AXES, figure, length_table, path_profiles, plot_lengt
 from ._meshes import SceneMeshes, auto_levels, scene_meshes
 from ._render import (FORMATS, PATH_COLORINGS, PATH_COLORS, VIEWS, check_outputs, has_display, plot_scene,
                       render)
+from ._study import figure_png
 from ._tree import MergeTree, merge_tree, plot_disconnectivity
 from ._weights import NormalizedWeights, normalized_weights, plot_normalized_weights
 
 __all__ = [
     "FORMATS", "PATH_AXES", "PATH_COLORINGS", "PATH_COLORS", "VIEWS", "MergeTree", "NormalizedWeights",
-    "SceneMeshes", "auto_levels", "check_outputs", "figure", "has_display", "length_table", "merge_tree",
+    "SceneMeshes", "auto_levels", "check_outputs", "figure", "figure_png", "has_display", "length_table", "merge_tree",
     "normalized_weights", "path_profiles", "plot_disconnectivity", "plot_length_surface", "plot_lengths", "plot_normalized_weights",
     "plot_path_losses", "plot_scene", "read_rows", "render", "save_figure", "scene_meshes",
 ]
