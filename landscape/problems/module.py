@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from . import bounds
 from .batchnorm import Tape, recomputing_copy
 from .._errors import LandscapeError
 from .layout import Layout
@@ -58,7 +59,7 @@ LOSSES: dict[str, Callable] = {"cross_entropy": _cross_entropy, "mse": _mse, "l1
 #: minima has its own activation statistics); ``"frozen"`` uses the module's running statistics.
 BN_POLICIES = ("recompute", "frozen")
 
-_ACTIVATIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: lambda z: z * z,
+_ACTIVATIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: bounds.square,
                 nn.Identity: None}
 
 
@@ -196,6 +197,22 @@ class NetworkProblem(Problem):
             mask = self._decay.to(thetas.device)
             value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
         return value
+
+    def segment_bounds(self, start, end, *, split="train"):
+        """Upper bounds of the loss over whole segments; see :meth:`Problem.segment_bounds`.
+
+        Available for plain MLPs (``Linear`` layers with ReLU, tanh, sigmoid, square or no activation)
+        with the cross-entropy, MSE, L1 or exponential loss, BatchNorm-free; see :mod:`.bounds`.
+        """
+        if self._bn is not None or not bounds.supported(self._mlp, self.loss_name):
+            return None
+        start, _ = self._check(start)
+        end, _ = self._check(end)
+        data = self._device_data(split, start.device, torch.float64)
+        size = bounds.pieces_per_batch(data[0].shape[0], max(self._widths + [data[0].shape[-1]]), start.device)
+        return torch.cat([bounds.mlp_segment_bounds(self._mlp, self.layout, data, self.loss_name, a, b,
+                                                    decay_mask=self._decay, weight_decay=self.weight_decay)
+                          for a, b in zip(start.split(size), end.split(size))])
 
     def loss_on_plane(self, origin, directions, coords, *, split="train"):
         """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.

@@ -154,6 +154,22 @@ class Problem:
                                  f"(K, k); got {tuple(origin.shape)}, {tuple(directions.shape)}, {tuple(coords.shape)}")
         return self.loss(origin + coords @ directions, split=split)
 
+    def segment_bounds(self, start: torch.Tensor, end: torch.Tensor, *, split: str = "train") -> torch.Tensor | None:
+        """Upper bounds of the loss over whole segments, or None where this problem has none.
+
+        Parameters
+        ----------
+        start, end : Tensor, shape (P, D)
+
+        Returns
+        -------
+        Tensor, shape (P,), or None
+            B_p ≥ L(start[p] + t·(end[p] − start[p])) for every t in [0, 1]: a proof, not an estimate
+            (non-finite where it could not be computed). The base class has none: a problem defined
+            by its own formula is certified by dense evaluation (:func:`landscape.certify`).
+        """
+        return None
+
     def init(
         self,
         generator: torch.Generator | None = None,

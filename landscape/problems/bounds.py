@@ -1,0 +1,174 @@
+"""Upper bounds of a network's loss over whole segments of parameter space.
+
+Along a segment θ(s) = c + s·h, s ∈ [−1, 1] (c its midpoint, h half its difference), every weight and
+bias is affine in s. Every value inside the network is carried, elementwise and for every sample at
+once, as a first-order model in the one variable s (a linear relaxation in s, in the spirit of CROWN,
+Zhang et al. 2018, where the perturbed quantity is the parameters, not the input)::
+
+    v(s) = v_c + s·v_s + e,    |e| ≤ v_r.
+
+- ``Linear``: (W_c + s W_h)(h_c + s h_s + e) + b_c + s b_h keeps its constant and linear parts exactly;
+  s²·W_h h_s ∈ [0, 1]·W_h h_s goes half to the centre, half to the remainder; the remainders pass
+  through |W_c| + |W_h|.
+- ReLU: exact where a unit's sign is fixed on the piece; where it can change, the parallel chord
+  relaxation relu(z) = λz + μ/2 ± μ/2 on [l, u] (λ = u/(u − l), μ = −lu/(u − l)).
+- tanh, sigmoid: the mean-value form σ(z) = σ(z_c) + σ'(z_c)(z − z_c) ± D·|z − z_c|, with D the
+  largest change of σ' over [l, u] (σ' is unimodal with its peak at 0).
+- square: z² = z_c² + 2 z_c (z − z_c) + (z − z_c)², the last term in [0, ρ²].
+
+The losses (cross-entropy, MSE, L1, exponential) are convex in the network's output, so with the
+remainders added in the direction that increases them, each sample's bound is a convex function of
+s and so is their mean; its maximum over [−1, 1] is at an end. The weight-decay term is convex in s
+too. The bound of a piece is therefore the larger of two evaluations of the relaxed loss, at s = −1
+and s = +1, and it tends to the larger endpoint loss as the piece shrinks (the remainders are
+second order in its length, except at ReLU units whose sign changes inside it).
+
+Everything is computed in float64, and the result is inflated by a relative 1e-9 (plus 1e-12) to
+cover rounding: a bound ≤ u is a proof that the loss of the exact network on the data is ≤ u on the
+whole piece, up to that margin.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .layout import Layout
+
+#: Bytes of float64 intermediates one batch of pieces may take: all samples of a piece go together.
+BOUND_BYTES = {"cpu": 64 << 20, "cuda": 1 << 30}
+#: Relative and absolute inflation of every bound, for float64 rounding.
+ROUNDING = (1e-9, 1e-12)
+
+
+def square(z: torch.Tensor) -> torch.Tensor:
+    """The quadratic activation z ↦ z², as a named function the relaxations can recognise."""
+    return z * z
+
+
+def _relu(zc, zs, zr):
+    rho = zs.abs() + zr
+    lo, hi = zc - rho, zc + rho
+    crossing = (lo < 0) & (hi > 0)
+    width = torch.where(crossing, hi - lo, torch.ones_like(hi))
+    lam = torch.where(crossing, hi / width, (lo >= 0).to(zc.dtype))
+    mu = torch.where(crossing, -lo * hi / width, torch.zeros_like(hi))
+    return lam * zc + mu / 2, lam * zs, lam * zr + mu / 2
+
+
+def _smooth(fn, slope):
+    def relax(zc, zs, zr):
+        rho = zs.abs() + zr
+        lo, hi = zc - rho, zc + rho
+        dc = slope(zc)
+        peak = slope(torch.clamp(torch.zeros_like(zc), lo, hi))
+        low = torch.minimum(slope(lo), slope(hi))
+        change = torch.maximum(peak - dc, dc - low)
+        return fn(zc), dc * zs, dc * zr + change * rho
+    return relax
+
+
+def _square(zc, zs, zr):
+    rho = zs.abs() + zr
+    return zc * zc + rho * rho / 2, 2 * zc * zs, 2 * zc.abs() * zr + rho * rho / 2
+
+
+def _sigmoid_slope(z):
+    s = torch.sigmoid(z)
+    return s * (1 - s)
+
+
+#: Relaxation of each activation the hand-batched MLP evaluator runs.
+RELAXATIONS = {torch.relu: _relu, torch.sigmoid: _smooth(torch.sigmoid, _sigmoid_slope),
+               torch.tanh: _smooth(torch.tanh, lambda z: 1 - torch.tanh(z) ** 2), square: _square}
+
+
+# ---------------------------------------------------------------- losses at one end (s = ±1)
+# Each takes the output model at that end, o [P, N, C], its remainder [P, N, C] and targets; returns [P]:
+# the mean over samples of the loss's largest value given the remainders. Convex in o.
+def _cross_entropy(o, r, y):
+    idx = y.long().view(1, -1, 1).expand(o.shape[0], -1, 1)
+    diff = o - o.gather(-1, idx) + r + r.gather(-1, idx)
+    diff = diff.scatter(-1, idx, 0.0)  # the true class against itself: exactly 0
+    return torch.logsumexp(diff, dim=-1).mean(-1)
+
+
+def _mse(o, r, y):
+    return ((o - y.reshape(o.shape[1:])).abs() + r).pow(2).flatten(1).mean(-1)
+
+
+def _l1(o, r, y):
+    return ((o - y.reshape(o.shape[1:])).abs() + r).flatten(1).mean(-1)
+
+
+def _exponential(o, r, y):
+    return torch.exp(-y.reshape(o.shape[1:]) * o + r).flatten(1).mean(-1)
+
+
+#: Loss bounds by the name of the loss in :data:`landscape.problems.LOSSES`.
+LOSS_BOUNDS = {"cross_entropy": _cross_entropy, "mse": _mse, "l1": _l1, "exponential": _exponential}
+
+
+def supported(plan, loss_name: str) -> bool:
+    """Whether an MLP plan (see :mod:`.module`) and a loss have relaxations here."""
+    return plan is not None and loss_name in LOSS_BOUNDS and all(a in RELAXATIONS for _, _, acts in plan
+                                                                  for a in acts)
+
+
+def mlp_segment_bounds(plan, layout: Layout, data, loss_name: str, start: torch.Tensor, end: torch.Tensor, *,
+                       decay_mask: torch.Tensor | None = None, weight_decay: float = 0.0) -> torch.Tensor:
+    """Upper bounds of an MLP's loss on each segment ``start[p] → end[p]``.
+
+    Parameters
+    ----------
+    plan : list
+        The MLP as ``[(weight name, bias name or None, [activations])]``.
+    layout : Layout
+    data : (Tensor, Tensor)
+        Inputs of shape (N, in) and targets, as the loss takes them.
+    loss_name : str
+        A key of :data:`LOSS_BOUNDS`.
+    start, end : Tensor, shape (P, D)
+    decay_mask : Tensor of bool, shape (D,), optional
+        The coordinates under weight decay ``weight_decay / 2 · ‖θ_mask‖²``.
+
+    Returns
+    -------
+    Tensor, shape (P,), float64
+        B_p ≥ max over t ∈ [0, 1] of the loss at start[p] + t (end[p] − start[p]); +inf or NaN
+        where the computation overflowed (such a bound proves nothing).
+    """
+    dev = start.device
+    x, y = (t.to(dev, torch.float64) if t.is_floating_point() else t.to(dev) for t in data)
+    start, end = start.to(torch.float64), end.to(torch.float64)
+    centre, half = layout.unflatten((start + end) / 2), layout.unflatten((end - start) / 2)
+    hc, hs, hr = x.unsqueeze(0).expand(start.shape[0], *x.shape), None, None
+    for wname, bname, acts in plan:
+        wc, wh = centre[wname].transpose(1, 2), half[wname].transpose(1, 2)
+        zc, zs = torch.bmm(hc, wc), torch.bmm(hc, wh)
+        if bname is not None:
+            zc, zs = zc + centre[bname].unsqueeze(1), zs + half[bname].unsqueeze(1)
+        zr = torch.zeros_like(zc)
+        if hs is not None:
+            zs = zs + torch.bmm(hs, wc)
+            q = torch.bmm(hs, wh)  # the s² term: s² ∈ [0, 1]
+            zc, zr = zc + q / 2, zr + q.abs() / 2
+        if hr is not None:
+            zr = zr + torch.bmm(hr, wc.abs() + wh.abs())
+        for act in acts:
+            zc, zs, zr = RELAXATIONS[act](zc, zs, zr)
+        hc, hs, hr = zc, zs, zr
+    bound = LOSS_BOUNDS[loss_name]
+    ends = torch.stack([bound(hc - hs, hr, y), bound(hc + hs, hr, y)])  # s = −1 (start), s = +1 (end)
+    if weight_decay and decay_mask is not None:
+        mask = decay_mask.to(dev)
+        ends = ends + 0.5 * weight_decay * torch.stack([start[:, mask].pow(2).sum(-1), end[:, mask].pow(2).sum(-1)])
+    out = ends.max(dim=0).values
+    rel, absolute = ROUNDING
+    return out + rel * out.abs() + absolute
+
+
+def pieces_per_batch(n_samples: int, max_width: int, device) -> int:
+    """How many pieces one call bounds so that its float64 intermediates fit :data:`BOUND_BYTES`."""
+    per_piece = 8 * 8 * n_samples * max_width  # about eight [N, width] float64 tensors alive at once
+    budget = BOUND_BYTES.get(torch.device(device).type, BOUND_BYTES["cuda"])
+    return max(1, budget // max(per_piece, 1))

@@ -1,0 +1,124 @@
+"""Proofs that a path stays below a level: sound bounds, and branch and bound that never claims too much.
+
+Ground truths: networks whose loss along a segment is known in closed form (a narrow ReLU hat, a smooth
+tanh bump with its maximum exactly at u), and dense evaluation of the embedded networks.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import landscape
+from landscape.paths.proof import prove_below
+from landscape.problems import Problem
+from landscape.problems.layout import Layout
+
+CASES = [("digits_mlp", {"width": 16, "depth": 2}), ("quadratic_regression", {}), ("moons_mlp", {}),
+         ("teacher_student", {"activation": "relu"}), ("teacher_student", {"activation": "quadratic"}),
+         ("deep_linear", {}), ("exp_linear", {"dim": 5, "n_train": 40})]
+
+
+@pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{'-'.join(map(str, p.values()))}" for n, p in CASES])
+def test_bounds_hold_on_random_segments_and_tighten_as_they_shrink(name, params):
+    problem = landscape.make_problem(name, **params)
+    g = torch.Generator().manual_seed(1)
+    thetas = problem.init(g, n=6).double() * 2
+    t = torch.linspace(0, 1, 257, dtype=torch.float64)
+    gaps = []
+    for frac in (1.0, 0.1, 0.01):
+        a, b = thetas[:3], thetas[:3] + frac * (thetas[3:] - thetas[:3])
+        bounds = problem.segment_bounds(a, b)
+        dense = torch.stack([problem.loss(a[k] + t[:, None] * (b[k] - a[k])) for k in range(3)]).max(1).values
+        assert bounds.shape == (3,) and bool((bounds >= dense).all()), (frac, bounds, dense)
+        gaps.append(float(((bounds - dense) / dense.abs().clamp_min(1e-12)).max()))
+    assert gaps[2] < 1e-3 and gaps[2] <= gaps[0]  # second order in the piece's length, but for ReLU switches
+
+
+def hat_problem(centre: float, width: float = 0.02, height: float = 9.0):
+    """Linear–ReLU–Linear, one sample x = 1, y = 0, MSE; along the segment from ``start`` to ``end`` the loss
+    is a hat of the given height and width (in t) centred at ``centre``, 0 elsewhere: both ends are minima."""
+    delta = width / 2
+    slope = math.sqrt(height) / delta
+    model = nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 1))
+    problem = landscape.from_module(model, (torch.ones(1, 1), torch.zeros(1, 1)), "mse")
+    offsets = torch.tensor([0.0, delta, 2 * delta]) + centre - delta
+    ends = []
+    for t in (0.0, 1.0):
+        params = {"0.weight": torch.zeros(3, 1), "0.bias": slope * (t - offsets),
+                  "2.weight": torch.tensor([[1.0, -2.0, 1.0]]), "2.bias": torch.zeros(1)}
+        ends.append(problem.layout.flatten({k: params[k] for k in problem.layout.names}))
+    return problem, ends[0], ends[1]
+
+
+@pytest.mark.parametrize("centre", [0.05 + 0.09 * k for k in range(11)])
+def test_a_narrow_relu_hat_is_never_proven_below_it(centre):
+    problem, a, b = hat_problem(centre)
+    assert problem.loss(torch.stack([a, a + centre * (b - a), b])).tolist() == pytest.approx([0, 9, 0], abs=1e-4)
+    proof = prove_below(problem, torch.stack([a, b]), 1.0)
+    assert proof.status == "refuted" and proof.witness["loss"] > 1.0
+    assert abs(proof.witness["t"] - centre) < 0.01
+    assert prove_below(problem, torch.stack([a, b]), 9.5).status == "proven"
+
+
+def bump_problem(gap: float = 0.4, steep: float = 3.0):
+    """Linear–tanh–Linear, x = 1, y = 0, MSE: along the segment f(t) = tanh(s(t − c₁)) − tanh(s(t − c₂)),
+    a smooth bump whose maximum is at t = (c₁ + c₂)/2, the loss 4·tanh²(s·gap/2) exactly there."""
+    model = nn.Sequential(nn.Linear(1, 2), nn.Tanh(), nn.Linear(2, 1))
+    problem = landscape.from_module(model, (torch.ones(1, 1), torch.zeros(1, 1)), "mse")
+    centres = torch.tensor([0.5 - gap / 2, 0.5 + gap / 2], dtype=torch.float64)
+    ends = []
+    for t in (0.0, 1.0):
+        params = {"0.weight": torch.zeros(2, 1, dtype=torch.float64), "0.bias": steep * (t - centres),
+                  "2.weight": torch.tensor([[1.0, -1.0]], dtype=torch.float64),
+                  "2.bias": torch.zeros(1, dtype=torch.float64)}
+        ends.append(problem.layout.flatten({k: params[k] for k in problem.layout.names}))
+    peak = 4 * math.tanh(steep * gap / 2) ** 2
+    return problem, torch.stack(ends), peak
+
+
+def test_a_smooth_saddle_is_proven_just_above_it_and_never_at_or_below():
+    problem, points, peak = bump_problem()
+    assert float(problem.loss(points.mean(0))) == pytest.approx(peak, rel=1e-12)
+    above = prove_below(problem, points, peak * (1 + 1e-3))
+    assert above.status == "proven" and peak <= above.bound <= peak * (1 + 1e-3)
+    assert prove_below(problem, points, peak * (1 - 1e-4)).status == "refuted"
+    assert prove_below(problem, points, peak, budget=2000).status in ("undecided", "refuted")
+
+
+class StripProblem(Problem):
+    """L(θ) = θ₀² + θ₁², except NaN on the strip 0.50 < θ₀ < 0.51; bounds that are honest about the strip."""
+
+    def __init__(self):
+        super().__init__("strip", {}, Layout(("theta",), ((2,),)))
+
+    def _evaluate(self, thetas, data):
+        loss = thetas.pow(2).sum(-1)
+        inside = (thetas[:, 0] > 0.50) & (thetas[:, 0] < 0.51)
+        return torch.where(inside, torch.full_like(loss, float("nan")), loss)
+
+    def _init_one(self, generator):
+        return torch.zeros(2)
+
+    def segment_bounds(self, start, end, *, split="train"):
+        lo, hi = torch.minimum(start[:, 0], end[:, 0]), torch.maximum(start[:, 0], end[:, 0])
+        touches = (hi > 0.50) & (lo < 0.51)
+        top = torch.maximum(start.pow(2).sum(-1), end.pow(2).sum(-1))  # convex: the max is at an end
+        return torch.where(touches, torch.full_like(top, float("nan")), top)
+
+
+def test_a_non_finite_strip_between_checks_refutes_the_path():
+    problem = StripProblem()
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    proof = prove_below(problem, points, 2.0)
+    assert proof.status == "refuted" and math.isnan(proof.witness["loss"])
+    assert 0.50 < proof.witness["t"] < 0.51
+    ok = prove_below(problem, torch.tensor([[0.0, 0.0], [0.4, 0.3]], dtype=torch.float64), 0.3)
+    assert ok.status == "proven" and ok.bound == pytest.approx(0.25, rel=1e-6)
+
+
+def test_problems_without_bounds_say_so():
+    problem = landscape.make_problem("himmelblau")
+    proof = prove_below(problem, torch.tensor([[3.0, 2.0], [-2.805118, 3.131312]]), 200.0)
+    assert proof.status == "unsupported" and proof.pieces == 0
