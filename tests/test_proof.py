@@ -33,7 +33,7 @@ def test_bounds_hold_on_random_segments_and_tighten_as_they_shrink(name, params)
         dense = torch.stack([problem.loss(a[k] + t[:, None] * (b[k] - a[k])) for k in range(3)]).max(1).values
         assert bounds.shape == (3,) and bool((bounds >= dense).all()), (frac, bounds, dense)
         gaps.append(float(((bounds - dense) / dense.abs().clamp_min(1e-12)).max()))
-    assert gaps[2] < 1e-3 and gaps[2] <= gaps[0]  # second order in the piece's length, but for ReLU switches
+    assert gaps[2] < 1e-3 and gaps[2] <= gaps[0] + 1e-8  # second order in the length (1e-9: rounding guard)
 
 
 def hat_problem(centre: float, width: float = 0.02, height: float = 9.0):
