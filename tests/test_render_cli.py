@@ -121,3 +121,20 @@ def test_chart_commands(run, ring_files, tmp_path):
     assert "holds no trajectory" in bad.stderr
     bad = run("chart", "tree", table, "-o", tmp_path / "x.png", code=2)
     assert "not valid JSON" in bad.stderr
+
+
+def test_a_vtm_never_deletes_a_folder_it_did_not_write(run, ring_files, tmp_path):
+    """``render minima/*.pt -o minima.vtm`` must not remove ``minima/`` (a .vtm keeps its blocks in NAME/)."""
+    minima = tmp_path / "minima"
+    minima.mkdir()
+    for name in ("m0", "m1"):
+        (minima / f"{name}.pt").write_bytes(ring_files[name].read_bytes())
+    before = {p.name: p.read_bytes() for p in minima.iterdir()}
+    out = run("render", minima / "m0.pt", minima / "m1.pt", "--size", "160x120", "-o", tmp_path / "minima.vtm",
+              code=2)
+    assert len(out.stderr.strip().splitlines()) == 1 and "minima/" in out.stderr
+    assert {p.name: p.read_bytes() for p in minima.iterdir()} == before and not (tmp_path / "minima.vtm").exists()
+    # its own block folder is replaced on a second write
+    for _ in range(2):
+        run("render", minima / "m0.pt", minima / "m1.pt", "--size", "160x120", "-o", tmp_path / "view.vtm")
+    assert (tmp_path / "view").is_dir() and not [p for p in tmp_path.iterdir() if p.name.startswith(".view")]

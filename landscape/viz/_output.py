@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from .._errors import LandscapeError
 from .._io import umask, write_error
 
 
@@ -14,10 +16,14 @@ def write_multiblock(path, blocks) -> Path:
     """Write a ``.vtm`` (an index file plus a folder of block files) so that neither is ever half written.
 
     The blocks go to a temporary folder first; the finished folder replaces the old one, then the
-    index is renamed into place.
+    index is renamed into place. A folder of the index's name that is not the block folder of an
+    earlier ``.vtm`` is never touched: the write is refused instead.
     """
     path = Path(path)
     folder = path.with_suffix("")
+    if folder.exists() and not _is_block_folder(path, folder):
+        raise LandscapeError(f"-o {path}: the folder {folder}/ beside it holds other files, and a .vtm writes its "
+                             f"blocks there; choose another name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}."))
@@ -29,7 +35,7 @@ def write_multiblock(path, blocks) -> Path:
         if (work / path.stem).exists():
             os.chmod(work / path.stem, 0o777 & ~umask())
         if folder.exists():
-            shutil.rmtree(folder)
+            os.replace(folder, work / "old")  # removed with the work folder once the new one is in place
         if (work / path.stem).exists():
             os.replace(work / path.stem, folder)
         os.replace(work / path.name, path)
@@ -38,3 +44,17 @@ def write_multiblock(path, blocks) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def _is_block_folder(index: Path, folder: Path) -> bool:
+    """Whether ``folder`` holds only the VTK block files that the ``.vtm`` file ``index`` names."""
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        return True  # empty: nothing to lose
+    if not folder.is_dir() or folder.is_symlink() or not index.is_file():
+        return False
+    try:
+        named = {Path(f).name for f in re.findall(r'file="([^"]+)"', index.read_text(errors="replace"))}
+        present = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    return present <= named and all((folder / n).is_file() for n in present)
