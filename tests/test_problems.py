@@ -180,12 +180,30 @@ def test_himmelblau_known_values():
 
 
 def test_venturi_constructions_have_the_predicted_losses():
-    problem = landscape.make_problem("venturi_relu", n_train=40000)
-    made = problem.constructions()
-    alpha, beta = problem.params["alpha"], problem.params["beta"]
-    # population losses: β²/4 for the spurious minimum, α²/4 for the global one (sampling error ~2%)
-    assert math.isclose(problem.loss(made["spurious"]).item(), beta**2 / 4, rel_tol=0.05)
-    assert math.isclose(problem.loss(made["global"]).item(), alpha**2 / 4, rel_tol=0.05)
+    sampled = landscape.make_problem("venturi_relu", n_train=40000)
+    exact = landscape.make_problem("venturi_relu", population=True)
+    made = exact.constructions()
+    alpha, beta = exact.params["alpha"], exact.params["beta"]
+    # the exact population loss: β²/4 at the spurious minimum (a critical point), α²/4 at the point that
+    # drops the α term instead (not a critical point: its gradient is far from zero)
+    loss, grad = exact.loss_and_grad(torch.stack([made["spurious"], made["drop_alpha"]]).double())
+    assert loss.tolist() == pytest.approx([beta**2 / 4, alpha**2 / 4], rel=1e-12)
+    assert grad[0].norm() < 1e-12 and grad[1].norm() > 1.0
+    # the samples agree with it (sampling error ~2%)
+    assert sampled.loss(made["spurious"]).item() == pytest.approx(beta**2 / 4, rel=0.05)
+    assert sampled.loss(made["drop_alpha"]).item() == pytest.approx(alpha**2 / 4, rel=0.05)
+
+
+def test_venturi_population_loss_is_the_expectation_of_the_sampled_one():
+    exact = landscape.make_problem("venturi_relu", population=True)
+    sampled = landscape.make_problem("venturi_relu", n_train=200000, n_test=10)
+    thetas = exact.init(torch.Generator().manual_seed(3), n=6).double()
+    assert exact.loss(thetas).tolist() == pytest.approx(sampled.loss(thetas).tolist(), rel=0.03)
+    # its gradient (the arc-cosine kernel differentiated in closed form) matches central differences
+    loss, grad = exact.loss_and_grad(thetas)
+    step = 1e-6 * torch.randn(thetas.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    fd = (exact.loss(thetas + step) - exact.loss(thetas - step)) / 2
+    assert fd.tolist() == pytest.approx((grad * step).sum(1).tolist(), rel=1e-6, abs=1e-14)
 
 
 def test_generic_module_path_matches_loop(gen):

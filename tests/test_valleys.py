@@ -71,11 +71,11 @@ def test_venturi_spurious_valley_is_found():
     # α·relu(x_i) term and misses −β·relu(x_n) lies in a valley without a global minimum
     problem = landscape.make_problem("venturi_relu", width=3, input_dim=4, n_train=2000, n_test=10)
     made = problem.constructions()
-    start = torch.stack([made["global"], made["spurious"]]).double()
+    start = torch.stack([made["drop_alpha"], made["spurious"]]).double()
     minima = landscape.train(problem, [0, 1], init=start, lr=1e-3, steps=400, dtype=torch.float64)
     spurious_loss = minima.losses[1].item()
     assert minima.losses[0] < spurious_loss  # the other minimum is lower
-    graph, report = find_valleys(problem, minima.thetas, names=["global", "spurious"],
+    graph, report = find_valleys(problem, minima.thetas, names=["descended", "spurious"],
                                  levels=[spurious_loss + 0.1, spurious_loss + 1.0], attempts=1, generator=gen())
     low, high = report["levels"]
     assert (low["n_valleys"], low["n_spurious"], low["spurious"]) == (2, 1, [["spurious"]])

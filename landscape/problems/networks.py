@@ -6,10 +6,13 @@ Every factory takes JSON-able keyword arguments, including the seed of its data,
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .._errors import LandscapeError
 from .module import NetworkProblem, mlp
+from .problem import Problem
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -171,14 +174,28 @@ def deep_linear(width: int = 8, depth: int = 2, input_dim: int = 4, output_dim: 
 
 
 class VenturiProblem(NetworkProblem):
-    """:func:`venturi_relu`, with the construction's two minima at hand."""
+    """:func:`venturi_relu`: its constructions at hand, and its population loss in closed form.
+
+    With ``population=True`` the loss is the expectation over the data law itself, not the mean over
+    samples. On the half of the law where x = (g, 0), g ~ N(0, I_{n−1}), the residual f − y is a sum of
+    ReLU units c_k relu(a_k·g) (the network's units and the target's −α relu(e_i·g)), and
+    E[relu(a·g) relu(b·g)] = ‖a‖‖b‖ (sin φ + (π − φ) cos φ) / 2π, φ the angle between a and b
+    (the arc-cosine kernel, Cho & Saul 2009). On the other half, x = g e_n with g ~ N(0, 1), the
+    residual is g·(A⁺ + β) for g > 0 and |g|·A⁻ for g < 0, with A^± = Σ_j u_j relu(±w_{j,n}). So
+
+        L(θ) = ½ Σ_{k,l} c_k c_l E[relu(a_k·g) relu(a_l·g)] + ¼ (A⁺ + β)² + ¼ (A⁻)².
+    """
 
     def constructions(self) -> dict[str, torch.Tensor]:
-        """The analytic minima of the construction, flat (D,) vectors.
+        """Two points of the construction, flat (D,) vectors.
 
-        ``"spurious"``: units e_1..e_p with output weights α fit every α·relu(x_i) term and miss
-        −β·relu(x_n): population loss β²/4. ``"global"``: units e_1..e_{p−1} with α and e_n with −β
-        drop the cheaper α·relu(x_p) term instead: population loss α²/4 < β²/4.
+        ``"spurious"``: units e_1..e_p with output weights α fit every α·relu(x_i) term and drop
+        −β·relu(x_n): population loss β²/4 exactly. It is a strict local minimum (every direction
+        that starts to fit the dropped term raises the loss first), and its valley holds no global
+        minimum (Venturi, Bandeira & Bruna 2019).
+        ``"drop_alpha"``: units e_1..e_{p−1} with α and e_n with −β drop the cheaper α·relu(x_p) term
+        instead: population loss α²/4 < β²/4, but it is *not* a critical point: the other units can
+        fit part of the dropped term, and descent from it reaches the global minima, lower still.
         """
         n, p, a, b = (self.params[k] for k in ("input_dim", "width", "alpha", "beta"))
         if not 2 <= p <= n - 1:
@@ -190,11 +207,55 @@ class VenturiProblem(NetworkProblem):
         good_u[0, p - 1] = -float(b)
         flat = self.layout.flatten
         return {"spurious": flat({"0.weight": bad_w, "2.weight": bad_u}),
-                "global": flat({"0.weight": good_w, "2.weight": good_u})}
+                "drop_alpha": flat({"0.weight": good_w, "2.weight": good_u})}
+
+    def _evaluate(self, thetas, data):
+        if not self.params.get("population"):
+            return super()._evaluate(thetas, data)
+        n, p, alpha, beta = (self.params[k] for k in ("input_dim", "width", "alpha", "beta"))
+        params = self.layout.unflatten(thetas)
+        w, u = params["0.weight"], params["2.weight"][:, 0, :]  # [K, p, n], [K, p]
+        targets = torch.eye(n - 1, dtype=w.dtype, device=w.device)[:p].expand(w.shape[0], p, n - 1)
+        units = torch.cat([w[:, :, : n - 1], targets], 1)  # [K, 2p, n − 1]
+        coef = torch.cat([u, torch.full_like(u, -float(alpha))], 1)  # [K, 2p]
+        gram = units @ units.transpose(1, 2)
+        norms = torch.sqrt(torch.diagonal(gram, dim1=1, dim2=2) + 1e-300)
+        outer = norms[:, :, None] * norms[:, None, :]
+        kernel = outer * _ArcCosine.apply((gram / outer).clamp(-1.0, 1.0)) / (2 * math.pi)
+        first = torch.einsum("ki,kij,kj->k", coef, kernel, coef)
+        plus = (u * torch.relu(w[:, :, n - 1])).sum(1)
+        minus = (u * torch.relu(-w[:, :, n - 1])).sum(1)
+        return first / 2 + ((plus + beta) ** 2 + minus ** 2) / 4
+
+    def loss_on_plane(self, origin, directions, coords, *, split="train"):
+        if self.params.get("population"):  # not an MLP on data: the generic sweep
+            return Problem.loss_on_plane(self, origin, directions, coords, split=split)
+        return super().loss_on_plane(origin, directions, coords, split=split)
+
+    def segment_bounds(self, start, end, *, split="train"):
+        if self.params.get("population"):
+            return None  # no bound propagation through the closed form: certified by dense evaluation
+        return super().segment_bounds(start, end, split=split)
+
+
+class _ArcCosine(torch.autograd.Function):
+    """J(c) = sin φ + (π − φ) cos φ with c = cos φ, and its derivative dJ/dc = π − φ (finite at c = ±1,
+    where √(1 − c²) alone is not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, c):
+        phi = torch.arccos(c)
+        ctx.save_for_backward(phi)
+        return torch.sqrt((1 - c * c).clamp_min(0)) + (math.pi - phi) * c
+
+    @staticmethod
+    def backward(ctx, grad):
+        (phi,) = ctx.saved_tensors
+        return grad * (math.pi - phi)
 
 
 def venturi_relu(width: int = 3, input_dim: int = 4, alpha: float = 2.0, beta: float = 3.0, n_train: int = 4000,
-                 n_test: int = 2000, data_seed: int = 0) -> VenturiProblem:
+                 n_test: int = 2000, data_seed: int = 0, population: bool = False) -> VenturiProblem:
     """The ReLU landscape with a spurious valley of Venturi, Bandeira & Bruna (JMLR 2019).
 
     The construction is the one reproduced publicly as ``theorem13`` in bfausten/spurious-valleys.
@@ -202,8 +263,11 @@ def venturi_relu(width: int = 3, input_dim: int = 4, alpha: float = 2.0, beta: f
     Inputs: with probability ½, x = (g, 0) with g ~ N(0, I_{n−1}); otherwise x = (0, …, 0, g) with
     g ~ N(0, 1). Targets: y = α Σ_{i≤p} relu(x_i) − β relu(x_n), with β > α > 0. A network of
     p ≤ n − 1 ReLU units without biases, x ↦ Σ_j u_j relu(w_j·x), square loss, can fit all but
-    one term: the minimum that drops −β relu(x_n) (loss β²/4) lies in a valley that holds no
-    global minimum (loss α²/4). See :meth:`VenturiProblem.constructions`.
+    one term: the minimum that drops −β relu(x_n) (population loss β²/4) lies in a valley that holds
+    no global minimum. See :meth:`VenturiProblem.constructions`.
+
+    ``population=True`` makes the training loss the exact expectation over the data law (closed form,
+    see :class:`VenturiProblem`); the samples remain for the test split and for views.
     """
     if not 0 < alpha < beta:
         raise LandscapeError(f"venturi_relu needs 0 < alpha < beta, got alpha={alpha}, beta={beta}")
@@ -217,7 +281,7 @@ def venturi_relu(width: int = 3, input_dim: int = 4, alpha: float = 2.0, beta: f
     x[~first, input_dim - 1] = torch.randn(int((~first).sum()), generator=g)
     y = alpha * torch.relu(x[:, :width]).sum(1) - beta * torch.relu(x[:, -1])
     params = dict(width=width, input_dim=input_dim, alpha=alpha, beta=beta, n_train=n_train, n_test=n_test,
-                  data_seed=data_seed)
+                  data_seed=data_seed, population=bool(population))
     return VenturiProblem("venturi_relu", params, mlp([input_dim, width, 1], "relu", bias=False),
                           {"train": (x[:n_train], y[:n_train, None]), "test": (x[n_train:], y[n_train:, None])},
                           "mse", summary="Venturi-Bandeira-Bruna ReLU construction with a spurious valley")
