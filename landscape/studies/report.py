@@ -33,10 +33,14 @@ from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
 from .._io import atomic_write_bytes
+from .._registry import Registry
 from .store import read_study
 from .study import Study, canonical
 
 _REPORT_KEYS = {"group", "figures", "series", "plot"}
+
+#: What :func:`write_report` writes: tables as CSV and Markdown, charts as PNG.
+REPORT_FORMATS = Registry("report format", ("csv", "md", "png"))
 
 
 class Table:
@@ -258,9 +262,8 @@ def write_report(study=None, *, store=None, out=None, formats=("csv", "md", "png
         ``folder``, ``files`` (written paths), ``tables`` (name -> :class:`Table`), ``done``,
         ``tasks``.
     """
-    bad = sorted(set(formats) - {"csv", "md", "png"})
-    if bad:
-        raise LandscapeError(f"unknown report format(s) {bad}; choose csv, md, png")
+    for f in formats:
+        REPORT_FORMATS.lookup(f)
     study, path, _ = read_study(study, store)
     results = study_results(study, store=path)
     tables = study_tables(study, results)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from .groups import Symmetry, units
 from .trace import symmetry
 
@@ -125,7 +126,8 @@ def none(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=1
 TIE_BREAK = 1e-6
 
 #: Alignment methods by name; each key is the name of its function (see the module docstring).
-ALIGNERS = {f.__name__: f for f in (weight, activation, none)}
+ALIGNERS = Registry("alignment method", (weight, activation, none),
+                    shared=("problem", "sym", "theta_a", "theta_b", "generator", "max_iter", "samples", "split"))
 
 
 @dataclass
@@ -242,8 +244,7 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
     >>> aligned = landscape.align(problem, result.thetas[0], result.thetas[1])
     >>> path = landscape.linear_path(problem, result.thetas[0], aligned.theta)
     """
-    if method not in ALIGNERS:
-        raise LandscapeError(f"unknown alignment method {method!r}; choose one of {sorted(ALIGNERS)}")
+    aligner = ALIGNERS.lookup(method)
     if max_iter < 1:
         raise LandscapeError(f"max_iter must be >= 1, got {max_iter}")
     start = time.perf_counter()
@@ -266,7 +267,7 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
         info["balance_sweeps"] = [sweeps_a, sweeps_b]
     else:
         ca, cb, sa, sb = a, b, {}, {}
-    perms, info["method"] = ALIGNERS[method](problem, sym, ca, cb, generator=generator, max_iter=max_iter,
+    perms, info["method"] = aligner(problem, sym, ca, cb, generator=generator, max_iter=max_iter,
                                              samples=samples, split=split)
     # b's balanced unit perm[j], moved to slot j, then un-balanced with a's factor of slot j
     scales = {g: sb[g].gather(-1, perms[g]) / sa[g] for g in sb}

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from ..problems.problem import Problem
 
 #: Ways of choosing the bias and normalization parts (1-D parameters) of a random direction.
-BIASES = ("zero", "keep")
+BIASES = Registry("biases option", ("zero", "keep"))
 #: How a random direction is scaled to the weights: per row/filter, per tensor, or not at all.
-NORMALIZATIONS = ("filter", "layer", "none")
+NORMALIZATIONS = Registry("normalization", ("filter", "layer", "none"))
 
 
 @dataclass
@@ -159,10 +160,8 @@ def filter_normalized_direction(problem: Problem, theta: torch.Tensor, *, genera
     -------
     Tensor, shape (D,), float64
     """
-    if normalization not in NORMALIZATIONS:
-        raise LandscapeError(f"unknown normalization {normalization!r}; choose one of {list(NORMALIZATIONS)}")
-    if biases not in BIASES:
-        raise LandscapeError(f"unknown biases option {biases!r}; choose one of {list(BIASES)}")
+    NORMALIZATIONS.lookup(normalization)
+    BIASES.lookup(biases)
     theta = _vector(problem, theta, "theta")
     d = torch.randn(problem.dim, generator=generator, dtype=torch.float64)
     if normalization == "none":
@@ -276,7 +275,7 @@ def identity(problem: Problem, anchors: torch.Tensor | None = None, *,
 
 
 #: Plane constructors by name; keys equal function names. ``PLANES[kind](problem, anchors, *, generator, **options)``.
-PLANES = {f.__name__: f for f in (random, pca, points, identity)}
+PLANES = Registry("plane", (random, pca, points, identity), shared=("problem", "anchors", "generator"))
 
 
 def make_plane(kind: str, problem: Problem, anchors: torch.Tensor | None = None, *,
@@ -288,8 +287,7 @@ def make_plane(kind: str, problem: Problem, anchors: torch.Tensor | None = None,
     LandscapeError
         For an unknown kind or option, or anchors that do not define a plane.
     """
-    if kind not in PLANES:
-        raise LandscapeError(f"unknown plane {kind!r}; choose one of {list(PLANES)}")
+    PLANES.check_options(kind, options)
     if anchors is None and kind != "identity":
         raise LandscapeError(f"the {kind} plane needs anchor points (minima or a trajectory)")
     try:
