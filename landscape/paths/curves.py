@@ -16,7 +16,8 @@ import torch
 
 from .._errors import LandscapeError
 from .path import DEFAULT_RESOLUTION, Path
-from ._common import (RowAdam, check_count, check_positive, generator_or_default, noise, prepare, scaled_lr)
+from ..minima.optim import RowOptimizer
+from ._common import (check_count, check_positive, generator_or_default, noise, prepare, scaled_lr)
 
 
 def bernstein(t: torch.Tensor, degree: int) -> torch.Tensor:
@@ -103,7 +104,7 @@ def _fit_curve(name, basis, problem, start, end, *, level, generator, bends, ste
     control = control + noise(control.shape, gen, control) * (jitter * chord / math.sqrt(dim))
     rate = torch.full((bends,), float(lr), dtype=start.dtype, device=start.device) if lr is not None else \
         scaled_lr(chord.expand(bends), dim, step_size)
-    adam = RowAdam(control, rate)
+    adam = RowOptimizer(control, rate)
     knots_t = torch.linspace(0, 1, n_points, dtype=start.dtype, device=start.device)
     knot_basis = basis(knots_t, degree)
 

@@ -18,7 +18,8 @@ import torch
 
 from .._errors import LandscapeError
 from .path import DEFAULT_RESOLUTION, Path
-from ._common import RowAdam, check_count, check_positive, generator_or_default, noise, prepare, scaled_lr
+from ..minima.optim import RowOptimizer
+from ._common import check_count, check_positive, generator_or_default, noise, prepare, scaled_lr
 
 
 def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
@@ -147,7 +148,7 @@ def _relax(counted, band: torch.Tensor, ends: tuple[float, float], *, steps: int
     rates = (torch.full((n - 2,), float(lr), dtype=band.dtype, device=band.device) if lr is not None
              else scaled_lr(torch.full((n - 2,), ell, dtype=band.dtype, device=band.device), band.shape[1],
                             step_size))
-    adam = RowAdam(inner, rates)
+    adam = RowOptimizer(inner, rates)
     climber = None
     for _ in range(steps):
         full = torch.cat([band[:1], inner, band[-1:]])

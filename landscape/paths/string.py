@@ -16,14 +16,16 @@ import time
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from .path import DEFAULT_RESOLUTION, Path
-from ._common import (Counted, RowAdam, check_count, check_positive, generator_or_default, noise, prepare,
+from ..minima.optim import RowOptimizer
+from ._common import (Counted, check_count, check_positive, generator_or_default, noise, prepare,
                       scaled_lr)
 
 
 #: Where a new bead starts on the segment it splits: at the segment's highest dense point
 #: (Freeman & Bruna's t*), or at its midpoint.
-INSERTS = ("argmax", "midpoint")
+INSERTS = Registry("insert", ("argmax", "midpoint"))
 
 
 def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.9, steps: int = 200,
@@ -83,8 +85,7 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
     counted, start, end, la, lb, level = prepare(problem, start, end, level)
     check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter)
     check_count(steps=steps, max_rounds=max_rounds, max_beads=max_beads)
-    if insert not in INSERTS:
-        raise LandscapeError(f"unknown insert {insert!r} for string; choose one of {list(INSERTS)}")
+    INSERTS.lookup(insert)
     if alpha > 1 or penalty < 0:
         raise LandscapeError(f"string needs 0 < alpha <= 1 and penalty >= 0, got alpha={alpha}, penalty={penalty}")
     gen = generator_or_default(generator)
@@ -223,7 +224,7 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
         normal = (right - left) / (right - left).norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     rates = (torch.full((x.shape[0],), float(lr), dtype=x.dtype, device=x.device) if lr is not None
              else scaled_lr((right - left).norm(dim=1), x.shape[1], step_size))
-    adam = RowAdam(x, rates)
+    adam = RowOptimizer(x, rates)
     active = torch.arange(x.shape[0], device=x.device)
     taken = 0
     n_samples = counted.problem.n_samples("train")
