@@ -105,15 +105,6 @@ def prepare(problem, start, end, level) -> tuple[Counted, torch.Tensor, torch.Te
     return counted, start, end, la, lb, resolve_level(level, la, lb)
 
 
-def generator_or_default(generator: torch.Generator | None) -> torch.Generator:
-    """The caller's generator, or a fixed-seed one (seed 0) so that a run repeats exactly."""
-    if generator is None:
-        return torch.Generator().manual_seed(0)
-    if not isinstance(generator, torch.Generator):
-        raise LandscapeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
-
-
 def noise(shape, generator, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise drawn on the CPU from ``generator``, moved to ``like``'s device and dtype."""
     return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
@@ -144,4 +135,4 @@ def check_count(**values):
 
 
 __all__ = ["Counted", "DEFAULT_RESOLUTION", "check_count", "check_endpoints", "check_positive",
-           "endpoint_losses", "generator_or_default", "noise", "prepare", "resolve_level", "scaled_lr"]
+           "endpoint_losses", "noise", "prepare", "resolve_level", "scaled_lr"]

@@ -14,6 +14,7 @@ import torch
 from ..symmetries.align import ALIGNERS
 from ..symmetries.align import align as align_points
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from .._registry import Registry
 from .path import DEFAULT_RESOLUTION, Path, certify
 from ..problems.problem import Problem
@@ -53,7 +54,8 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     level : float, optional
         The level u. Default: :func:`landscape.default_level`, 10% above the worse endpoint loss.
     generator : torch.Generator, optional
-        Randomness of the method (bead offsets, curve samples). A fixed seed when None.
+        Randomness of the alignment (its order of layers) and of the method (bead offsets, curve
+        samples), drawn in that order from this one generator. Seeded 0 when None (``landscape._random``).
     resolution : int
         Sub-intervals per segment of the dense certification (and of the methods' own checks).
         At 32 (the default), halving or doubling it changes no status on the test landscapes.
@@ -94,6 +96,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     start, end = check_endpoints(problem, start, end)
     la, lb = endpoint_losses(problem, start, end)
     level = resolve_level(level, la, lb)
+    generator = resolve_generator(generator)
 
     aligned = None
     if align != "none":

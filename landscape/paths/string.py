@@ -18,8 +18,9 @@ import torch
 from .._errors import LandscapeError
 from .._registry import Registry
 from .path import DEFAULT_RESOLUTION, Path
+from .._random import resolve_generator
 from ..minima.optim import RowOptimizer
-from ._common import (Counted, check_count, check_positive, generator_or_default, noise, prepare,
+from ._common import (Counted, check_count, check_positive, noise, prepare,
                       scaled_lr)
 
 
@@ -42,7 +43,8 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
         The level u; :func:`landscape.default_level` of the endpoint losses when None.
     generator : torch.Generator, optional
         Draws the small random offset of each new bead (a bead started exactly at a critical
-        point, such as the hill top between two symmetric minima, would not move). A fixed seed when None.
+        point, such as the hill top between two symmetric minima, would not move). Seeded 0 when
+        None (``landscape._random``).
     alpha : float
         A bead descends until its loss is ≤ α·u (0 < α ≤ 1). Lower values sink beads deeper into the
         set (fewer, costlier beads, longer strings); near 1 they stop near its boundary, and the
@@ -88,7 +90,7 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
     INSERTS.lookup(insert)
     if alpha > 1 or penalty < 0:
         raise LandscapeError(f"string needs 0 < alpha <= 1 and penalty >= 0, got alpha={alpha}, penalty={penalty}")
-    gen = generator_or_default(generator)
+    gen = resolve_generator(generator)
     chain = torch.stack([start, end])
     rounds, stop, stalled = [], "max_rounds", None
     for r in range(max_rounds + 1):
@@ -216,6 +218,7 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
     figures : dict
         ``descent_steps`` (batched steps taken) and ``reached`` (beads at or below the target).
     """
+    generator = resolve_generator(generator)
     left, right = chain[rows - 1], chain[rows + 1]
     half2 = ((right - left).norm(dim=1, keepdim=True) / 2).pow(2).clamp_min(torch.finfo(chain.dtype).tiny)
     x = chain[rows].clone()

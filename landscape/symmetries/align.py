@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from .._registry import Registry
 from .groups import Symmetry, units
 from .trace import symmetry
@@ -43,6 +44,7 @@ def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter
     info : dict
         ``sweeps``, ``objective`` before and after (⟨θ_a, π(θ_b)⟩ over the permuted tensors).
     """
+    generator = resolve_generator(generator)
     k = theta_b.shape[0]
     a = theta_a.detach().to(torch.float64)
     b = theta_b.detach().to(torch.float64)
@@ -218,8 +220,8 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
         a exactly. Default (None): on when some layer has this symmetry, the problem has no weight
         decay (which rescaling changes) and the method is not ``"none"``.
     generator : torch.Generator, optional
-        Order of the layers in weight matching (torch's global generator when None; pass one for
-        reproducible results: different orders can end in different local optima).
+        Order of the layers in weight matching (different orders can end in different local
+        optima). Seeded 0 when None (``landscape._random``).
     max_iter : int
         Most sweeps of weight matching.
     samples : int, optional

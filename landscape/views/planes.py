@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from .._registry import Registry
 from ..problems.problem import Problem
 
@@ -152,6 +153,7 @@ def filter_normalized_direction(problem: Problem, theta: torch.Tensor, *, genera
         The point the direction is normalized to (the plane's origin).
     generator : torch.Generator, optional
         Source of the Gaussian draw (on the CPU, so a seed gives the same direction anywhere).
+        Seeded 0 when None (``landscape._random``).
     normalization : {"filter", "layer", "none"}
         Per row/filter (Li et al.), per tensor, or the raw Gaussian.
     biases : {"zero", "keep"}
@@ -163,6 +165,7 @@ def filter_normalized_direction(problem: Problem, theta: torch.Tensor, *, genera
     NORMALIZATIONS.lookup(normalization)
     BIASES.lookup(biases)
     theta = _vector(problem, theta, "theta")
+    generator = resolve_generator(generator)
     d = torch.randn(problem.dim, generator=generator, dtype=torch.float64)
     if normalization == "none":
         return d
@@ -186,11 +189,13 @@ def random(problem: Problem, anchors: torch.Tensor, *, generator: torch.Generato
     anchors : Tensor, shape (K, D) or (D,)
         The first row is the origin (a minimum); the others are not used.
     generator : torch.Generator, optional
+        Draws both directions, one after the other. Seeded 0 when None (``landscape._random``).
     normalization, biases : str
         See :func:`filter_normalized_direction`.
     """
     origin = _rows(problem, anchors, "anchors")[0]
-    seed = None if generator is None else int(generator.initial_seed())
+    generator = resolve_generator(generator)
+    seed = int(generator.initial_seed())
     dirs = torch.stack([filter_normalized_direction(problem, origin, generator=generator,
                                                     normalization=normalization, biases=biases) for _ in range(2)])
     if (dirs.norm(dim=1) == 0).any():
