@@ -40,19 +40,23 @@ ACTIVATIONS = Registry("activation", {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "t
 
 
 def cross_entropy(out, y):
+    """Mean cross-entropy of logits ``out`` [k, N, C] against class indices ``y`` [k, N]."""
     logp = torch.log_softmax(out, dim=-1)
     return -logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
 def mse(out, y):
+    """Mean squared error."""
     return (out - y.reshape(out.shape)).pow(2).flatten(1).mean(-1)
 
 
 def l1(out, y):
+    """Mean absolute error."""
     return (out - y.reshape(out.shape)).abs().flatten(1).mean(-1)
 
 
 def exponential(out, y):
+    """Mean exponential loss exp(−y·out) of labels y = ±1 (Soudry et al., JMLR 2018)."""
     return torch.exp(-y.reshape(out.shape) * out).flatten(1).mean(-1)
 
 
