@@ -10,7 +10,7 @@ evaluator is never slower than the loop by more than the chunk heuristic misses.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
