@@ -22,7 +22,7 @@ def chart():
 
 @chart.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--x", "x", type=click.Choice(landscape.viz.PATH_AXES), default="t", show_default=True,
+@click.option("--x", "x", type=click.Choice(list(landscape.viz.PATH_AXES)), default="t", show_default=True,
               help="Position along the path, parameter distance, or distance over the chord.")
 @click.option("--level", type=float, default=None, help="Draw the level u (default: the paths' level).")
 @click.option("--log", is_flag=True, help="Log-scale loss axis.")

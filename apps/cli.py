@@ -47,7 +47,7 @@ def problems(as_json):
 @click.option("--seeds", default="0", show_default=True, help="Seeds to train: 0..9, 0,3,7 or 5.")
 @click.option("-o", "--out", "out_dir", default="minima", show_default=True, type=click.Path(),
               help="Folder for the checkpoints (one file per seed).")
-@click.option("--optimizer", type=click.Choice(landscape.OPTIMIZERS), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(list(landscape.OPTIMIZERS)), default="adam", show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
 @click.option("--momentum", type=float, default=0.0, show_default=True, help="Heavy-ball momentum (gd).")
 @click.option("--steps", type=int, default=2000, show_default=True, help="Maximum optimiser steps.")

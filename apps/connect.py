@@ -25,7 +25,7 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
               help="First move B onto A by the hidden-unit permutation (and ReLU rescaling) that keeps its "
                    "function; the path then ends at the aligned B.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the method's randomness.")
-@click.option("--bn", type=click.Choice(landscape.BN_POLICIES), default=None,
+@click.option("--bn", type=click.Choice(list(landscape.BN_POLICIES)), default=None,
               help="BatchNorm statistics along the path: recomputed at every point from the training data "
                    "(default for models with BatchNorm) or frozen.")
 @file_problem_option

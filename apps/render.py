@@ -47,7 +47,7 @@ def parse_size(text: str) -> tuple[int, int]:
               help="A path file (landscape connect) to draw as a tube at its own losses; repeatable.")
 @click.option("--trajectory/--no-trajectory", default=True, show_default=True,
               help="Draw the gradient-descent trajectories stored in the checkpoints.")
-@click.option("--plane", type=click.Choice(SCENE_PLANES), default="auto", show_default=True,
+@click.option("--plane", type=click.Choice(list(SCENE_PLANES)), default="auto", show_default=True,
               help="auto: identity for 2 parameters; through three points for 3 minima, or 2 and a path; "
                    "else PCA of the trajectories; else random filter-normalized.")
 @click.option("--grid", default="51x51", show_default=True, help="Grid points along the two directions, AxB.")
@@ -58,7 +58,7 @@ def parse_size(text: str) -> tuple[int, int]:
               help="Shade the sublevel set {L <= U} (default: the level the first path was certified at).")
 @click.option("--log", is_flag=True, help="Heights and colours on a log10 scale.")
 @click.option("--zmax", type=float, default=None, help="Clip drawn heights above this loss.")
-@click.option("--color-paths", "path_color", type=click.Choice(landscape.viz.PATH_COLORINGS), default="solid",
+@click.option("--color-paths", "path_color", type=click.Choice(list(landscape.viz.PATH_COLORINGS)), default="solid",
               show_default=True, help="One colour per path, or by cumulative arc length over the chord.")
 @click.option("--split", default="train", show_default=True, help="Data split the loss is computed on.")
 @click.option("--problem", "problem_name", default=None,
@@ -66,12 +66,12 @@ def parse_size(text: str) -> tuple[int, int]:
                    "state_dicts / user-problem files.")
 @problem_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random plane's directions.")
-@click.option("--normalization", type=click.Choice(NORMALIZATIONS), default="filter", show_default=True,
+@click.option("--normalization", type=click.Choice(list(NORMALIZATIONS)), default="filter", show_default=True,
               help="Random directions scaled per row/filter (Li et al. 2018), per tensor, or not at all.")
-@click.option("--biases", type=click.Choice(BIASES), default="zero", show_default=True,
+@click.option("--biases", type=click.Choice(list(BIASES)), default="zero", show_default=True,
               help="Bias and normalization parts of random directions: zero, or equal to the parameters.")
 @click.option("--size", default="1024x768", show_default=True, help="Image size in pixels, WxH.")
-@click.option("--view", type=click.Choice(landscape.viz.VIEWS), default="iso", show_default=True,
+@click.option("--view", type=click.Choice(list(landscape.viz.VIEWS)), default="iso", show_default=True,
               help="A perspective view, a map from above (top), or a side view.")
 @click.option("--azimuth", type=float, default=-60.0, show_default=True,
               help="iso view: degrees from the first plane direction towards the second.")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from ._errors import LandscapeError
+from ._registry import Registry
 
-DEVICES = ("auto", "cpu", "cuda")
+#: Device kinds ``--device`` accepts (``cuda`` with an optional index, ``cuda:1``).
+DEVICES = Registry("device", ("auto", "cpu", "cuda"))
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -18,9 +20,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise LandscapeError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+        device = None
+    if device is None or device.type not in DEVICES:
+        DEVICES.lookup(name)  # raises, listing the device kinds
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LandscapeError(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise LandscapeError(f"unsupported device {name!r}; use auto, cpu or cuda")
     return device

@@ -252,3 +252,51 @@ def test_connect_with_alignment_reports_the_barrier_before_and_after(trained, tm
     assert report["alignment"]["linear_barrier_before"] == pytest.approx(plain.barrier, rel=1e-5)
     with pytest.raises(LandscapeError, match="unknown alignment"):
         landscape.connect(problem, a, b, align="sideways")
+
+
+def test_connect_with_alignment_repeats_by_default_and_leaves_the_global_generator_alone(trained):
+    problem, thetas = trained["digits_mlp"]  # two hidden layers: weight matching draws their order
+    a, b = thetas[0], thetas[1]
+
+    def run(global_seed, **kw):
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        path = landscape.connect(problem, a, b, method="string", align="weight", steps=20, max_beads=4, **kw)
+        assert torch.equal(torch.get_rng_state(), state)  # the library never draws from the global generator
+        return path
+
+    first, second = run(1), run(2)
+    assert torch.equal(first.points, second.points) and torch.equal(first.losses, second.losses)
+    assert first.info["alignment"] == {**second.info["alignment"], "seconds": first.info["alignment"]["seconds"]}
+    # the default is the documented rule: one generator seeded 0, shared by the alignment and the method
+    seeded = run(3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first.points, seeded.points)
+    other = run(1, generator=torch.Generator().manual_seed(1))
+    assert other.points.shape != first.points.shape or not torch.equal(other.points, first.points)
+
+
+def test_every_draw_without_a_generator_repeats_and_spares_the_global_generator(trained):
+    problem, thetas = trained["digits_mlp"]
+    sym = landscape.symmetry(problem)
+    ring = landscape.make_problem("ring")
+
+    def element():
+        perms, scales = sym.random(rescale=True)
+        return torch.cat([*(p.double() for p in perms.values()), *scales.values()])
+
+    draws = {
+        "align": lambda: landscape.align(problem, thetas[0], thetas[1]).theta,
+        "symmetry.random": element,
+        "init": lambda: problem.init(n=2),
+        "sample_sublevel_set": lambda: landscape.sample_sublevel_set(ring, ring.minima, 0.3, n_samples=5).points,
+        "plane": lambda: landscape.make_plane("random", problem, thetas[:1]).directions,
+        "top_eigenvalue": lambda: landscape.top_eigenvalue(problem, thetas, iters=3)[1],
+        "hessian_trace": lambda: landscape.hessian_trace(problem, thetas, samples=3)[0],
+    }
+    for name, draw in draws.items():
+        torch.manual_seed(1)
+        state = torch.get_rng_state()
+        once = draw()
+        assert torch.equal(torch.get_rng_state(), state), name
+        torch.manual_seed(2)
+        assert torch.equal(draw(), once), name

@@ -1,6 +1,5 @@
 """Every registered problem against an independent evaluation, and the analytic ground truths."""
 
-import math
 
 import numpy as np
 import pytest

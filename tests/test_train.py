@@ -32,6 +32,33 @@ def test_gd_with_momentum_equals_torch_sgd():
     torch.testing.assert_close(result.thetas[0], theta.detach(), rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("method", sorted(landscape.OPTIMIZERS))
+def test_the_row_optimizer_is_one_torch_optimizer_per_row(method):
+    """Rows with their own learning rates, stepping on their own schedules, on a quadratic L = Σ c·x²."""
+    from landscape.minima.optim import RowOptimizer
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    curv = torch.rand(4, 3, generator=g, dtype=torch.float64) + 0.5
+    lr = torch.tensor([0.1, 0.02, 0.05, 0.3], dtype=torch.float64)
+    schedule = [[0, 1, 2, 3], [1, 3], [0, 1, 2, 3], [2], [0, 3], [0, 1, 2, 3]]  # the rows that step, step by step
+    x = x0.clone()
+    rows_opt = RowOptimizer(x, lr, method=method, momentum=0.9)
+    for rows in schedule:
+        rows = torch.tensor(rows)
+        rows_opt.step(x, 2 * curv[rows] * x[rows], rows)
+    for i in range(4):
+        theta = x0[i].clone().requires_grad_(True)
+        opt = (torch.optim.Adam([theta], lr=float(lr[i])) if method == "adam"
+               else torch.optim.SGD([theta], lr=float(lr[i]), momentum=0.9))
+        for rows in schedule:
+            if i in rows:
+                opt.zero_grad()
+                (curv[i] * theta * theta).sum().backward()
+                opt.step()
+        torch.testing.assert_close(x[i], theta.detach(), rtol=1e-12, atol=1e-14)
+
+
 def test_a_seed_does_not_depend_on_its_companions():
     problem = landscape.make_problem("quadratic_regression", n_train=100, n_test=10)
     alone = landscape.train(problem, [2], lr=0.02, steps=40, dtype=torch.float64)

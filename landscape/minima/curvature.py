@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from ..problems.problem import Problem
 
 
@@ -45,7 +46,7 @@ def top_eigenvalue(problem: Problem, thetas: torch.Tensor, *, iters: int = 100, 
     iters : int
         Maximum iterations; stops earlier when every estimate changes by less than ``tol`` (relative).
     generator : torch.Generator, optional
-        Draws the starting vectors.
+        Draws the starting vectors. Seeded 0 when None (``landscape._random``).
 
     Returns
     -------
@@ -58,6 +59,7 @@ def top_eigenvalue(problem: Problem, thetas: torch.Tensor, *, iters: int = 100, 
     At a minimum the Hessian is positive semi-definite, so the largest magnitude is the top
     eigenvalue λ_max, the sharpness of the minimum (Keskar et al. 2017).
     """
+    generator = resolve_generator(generator)
     v = torch.randn(thetas.shape, generator=generator, dtype=thetas.dtype).to(thetas.device)
     v = v / v.norm(dim=1, keepdim=True)
     lam = torch.zeros(thetas.shape[0], dtype=thetas.dtype, device=thetas.device)
@@ -79,6 +81,14 @@ def hessian_trace(problem: Problem, thetas: torch.Tensor, *, samples: int = 64,
 
     All K × ``samples`` probes are one batched Hessian-vector product.
 
+    Parameters
+    ----------
+    thetas : Tensor, shape (K, D)
+    samples : int
+        Rademacher probes per point.
+    generator : torch.Generator, optional
+        Draws the probes. Seeded 0 when None (``landscape._random``).
+
     Returns
     -------
     trace : Tensor, shape (K,)
@@ -86,6 +96,7 @@ def hessian_trace(problem: Problem, thetas: torch.Tensor, *, samples: int = 64,
         Standard error of the mean over the probes.
     """
     k, d = thetas.shape
+    generator = resolve_generator(generator)
     z = torch.randint(0, 2, (k * samples, d), generator=generator).to(thetas) * 2 - 1
     quad = (hvp(problem, thetas.repeat_interleave(samples, 0), z) * z).sum(1).reshape(k, samples)
     stderr = quad.std(1) / samples**0.5 if samples > 1 else torch.full((k,), float("nan"))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 
 
 @dataclass
@@ -159,7 +160,7 @@ def weight_norm(state, p, log_loss, lr):
 
 
 #: Training dynamics on separable data, by name; keys equal function names.
-DYNAMICS = {f.__name__: f for f in (gd, normalized_gd, weight_norm)}
+DYNAMICS = Registry("dynamics", (gd, normalized_gd, weight_norm), shared=("state", "p", "log_loss", "lr"))
 
 
 def log_clock(steps: int, n: int = 50) -> list[int]:
@@ -204,8 +205,7 @@ def implicit_bias(x, y, theta0: torch.Tensor, *, dynamics: str = "gd", lr: float
     LandscapeError
         An unknown dynamics, a bad learning rate or step count, or a run that diverged.
     """
-    if dynamics not in DYNAMICS:
-        raise LandscapeError(f"unknown dynamics {dynamics!r}; choose one of {list(DYNAMICS)}")
+    rule = DYNAMICS.lookup(dynamics)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise LandscapeError(f"learning rate must be a positive number, got {lr!r}")
     if not (isinstance(steps, int) and steps >= 1):
@@ -220,7 +220,6 @@ def implicit_bias(x, y, theta0: torch.Tensor, *, dynamics: str = "gd", lr: float
         raise LandscapeError(f"initial points must have shape (S, {z.shape[1]}), got {tuple(theta.shape)}")
     direction = torch.as_tensor(ref.direction, dtype=torch.float64, device=device)
     state = {"theta": theta, "rho": theta.norm(dim=1, keepdim=True), "v": theta.clone()}
-    rule = DYNAMICS[dynamics]
     clock = log_clock(steps, records)
     marks = set(clock)
     rec = {"cosine": [], "margin": [], "norm": [], "log_loss": [], "theta": []}

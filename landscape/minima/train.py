@@ -14,8 +14,7 @@ import torch
 
 from .._errors import LandscapeError
 from ..problems.problem import Problem
-
-OPTIMIZERS = ("adam", "gd")
+from .optim import OPTIMIZERS, RowOptimizer
 
 
 @dataclass
@@ -81,8 +80,7 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
     -------
     TrainResult
     """
-    if optimizer not in OPTIMIZERS:
-        raise LandscapeError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+    OPTIMIZERS.lookup(optimizer)
     if not (lr > 0 and math.isfinite(lr)):
         raise LandscapeError(f"learning rate must be a positive number, got {lr}")
     seeds = [int(s) for s in seeds]
@@ -101,7 +99,7 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
     s_count = len(seeds)
     active = torch.ones(s_count, dtype=torch.bool, device=theta.device)
     taken = torch.zeros(s_count, dtype=torch.long)
-    state = _State(theta, optimizer)
+    state = RowOptimizer(theta, lr, method=optimizer, momentum=momentum)
     records = _Recorder(record_every, max_records)
     bar = _progress(steps, problem.name, progress)
     loss = None
@@ -121,7 +119,8 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
         records.maybe_add(step, theta, loss)
         if step == steps or not active.any():
             break
-        state.step(theta, grad, active, lr, momentum)
+        rows = None if bool(active.all()) else torch.nonzero(active).flatten()
+        state.step(theta, grad if rows is None else grad[rows], rows)
         taken += active.cpu().long()
         bar.update(1)
         if step % 20 == 0:
@@ -134,33 +133,6 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
                                 dtype=dtype)
     return TrainResult(seeds, theta.cpu(), final.cpu(), taken, reached,
                        records.per_seed(taken, theta.cpu(), final.cpu()), options, time.perf_counter() - start)
-
-
-class _State:
-    """Optimiser state over the stacked parameters; rows that are not active do not move."""
-
-    def __init__(self, theta, kind, betas=(0.9, 0.999), eps=1e-8):
-        self.kind, self.betas, self.eps = kind, betas, eps
-        self.m = torch.zeros_like(theta)
-        self.v = torch.zeros_like(theta) if kind == "adam" else None
-        self.t = torch.zeros(theta.shape[0], 1, dtype=theta.dtype, device=theta.device)
-
-    def step(self, theta, grad, active, lr, momentum):
-        a = active.unsqueeze(1)
-        grad = torch.where(a, grad, torch.zeros_like(grad))
-        if self.kind == "gd":
-            self.m.mul_(momentum).add_(grad)
-            theta.sub_(lr * torch.where(a, self.m, torch.zeros_like(self.m)))
-            return
-        b1, b2 = self.betas
-        self.t += a.to(self.t.dtype)
-        m_new = b1 * self.m + (1 - b1) * grad
-        v_new = b2 * self.v + (1 - b2) * grad * grad
-        self.m = torch.where(a, m_new, self.m)
-        self.v = torch.where(a, v_new, self.v)
-        t = self.t.clamp(min=1)
-        update = lr * (self.m / (1 - b1**t)) / ((self.v / (1 - b2**t)).sqrt() + self.eps)
-        theta.sub_(torch.where(a, update, torch.zeros_like(update)))
 
 
 class _Recorder:

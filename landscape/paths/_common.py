@@ -1,4 +1,4 @@
-"""What every path method shares: counted evaluations, endpoint checks, a row-wise Adam, step sizes."""
+"""What every path method shares: counted evaluations, endpoint checks, step sizes."""
 
 from __future__ import annotations
 
@@ -105,15 +105,6 @@ def prepare(problem, start, end, level) -> tuple[Counted, torch.Tensor, torch.Te
     return counted, start, end, la, lb, resolve_level(level, la, lb)
 
 
-def generator_or_default(generator: torch.Generator | None) -> torch.Generator:
-    """The caller's generator, or a fixed-seed one (seed 0) so that a run repeats exactly."""
-    if generator is None:
-        return torch.Generator().manual_seed(0)
-    if not isinstance(generator, torch.Generator):
-        raise LandscapeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
-
-
 def noise(shape, generator, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise drawn on the CPU from ``generator``, moved to ``like``'s device and dtype."""
     return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
@@ -143,39 +134,5 @@ def check_count(**values):
             raise LandscapeError(f"option {name} must be a non-negative integer, got {v!r}")
 
 
-class RowAdam:
-    """Adam over the rows of ``x`` [B, D], each row with its own learning rate; only chosen rows step.
-
-    Equivalent to B independent Adam optimisers (Kingma & Ba 2015), stepped together.
-    """
-
-    def __init__(self, x: torch.Tensor, lr: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
-        self.lr = lr.reshape(-1, 1).to(x)
-        self.betas, self.eps = betas, eps
-        self.m = torch.zeros_like(x)
-        self.v = torch.zeros_like(x)
-        self.t = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)
-
-    def step(self, x: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor | None = None,
-             normal: torch.Tensor | None = None) -> None:
-        """``x[rows] -= adam(grad)`` in place; ``grad`` has one row per chosen row (all rows when None).
-
-        ``normal`` (unit rows, one per chosen row): the update's component along it is removed, so
-        each row moves within the hyperplane orthogonal to its normal.
-        """
-        b1, b2 = self.betas
-        if rows is None:
-            rows = torch.arange(x.shape[0], device=x.device)
-        self.t[rows] += 1
-        m = b1 * self.m[rows] + (1 - b1) * grad
-        v = b2 * self.v[rows] + (1 - b2) * grad * grad
-        self.m[rows], self.v[rows] = m, v
-        t = self.t[rows]
-        update = self.lr[rows] * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + self.eps)
-        if normal is not None:
-            update = update - (update * normal).sum(1, keepdim=True) * normal
-        x[rows] = x[rows] - update
-
-
-__all__ = ["Counted", "DEFAULT_RESOLUTION", "RowAdam", "check_count", "check_endpoints", "check_positive",
-           "endpoint_losses", "generator_or_default", "noise", "prepare", "resolve_level", "scaled_lr"]
+__all__ = ["Counted", "DEFAULT_RESOLUTION", "check_count", "check_endpoints", "check_positive",
+           "endpoint_losses", "noise", "prepare", "resolve_level", "scaled_lr"]

@@ -6,7 +6,6 @@ Every method is ``method(problem, start, end, *, level=None, generator=None, **o
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import replace
 
@@ -15,6 +14,8 @@ import torch
 from ..symmetries.align import ALIGNERS
 from ..symmetries.align import align as align_points
 from .._errors import LandscapeError
+from .._random import resolve_generator
+from .._registry import Registry
 from .path import DEFAULT_RESOLUTION, Path, certify
 from ..problems.problem import Problem
 from ._common import check_endpoints, endpoint_losses, resolve_level
@@ -24,20 +25,16 @@ from .neb import neb
 from .string import string
 
 #: Path methods by name; keys equal function names. ``connect(..., method=name)`` runs one.
-METHODS = {f.__name__: f for f in (linear, string, bezier, polychain, neb)}
+METHODS = Registry("path method", (linear, string, bezier, polychain, neb),
+                   shared=("problem", "start", "end", "level", "generator"))
 
 #: The method :func:`connect` runs when none is named.
 DEFAULT_METHOD = "string"
 
-_COMMON = ("problem", "start", "end", "level", "generator")
-
 
 def method_options(method: str) -> dict:
     """The options a method takes, with their defaults (what ``--opt key=value`` may set)."""
-    if method not in METHODS:
-        raise LandscapeError(f"unknown path method {method!r}; choose one of {sorted(METHODS)}")
-    params = inspect.signature(METHODS[method]).parameters
-    return {k: p.default for k, p in params.items() if k not in _COMMON}
+    return METHODS.options(method)
 
 
 def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method: str = DEFAULT_METHOD,
@@ -57,7 +54,8 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     level : float, optional
         The level u. Default: :func:`landscape.paths.default_level`, 10% above the worse endpoint loss.
     generator : torch.Generator, optional
-        Randomness of the method (bead offsets, curve samples). A fixed seed when None.
+        Randomness of the alignment (its order of layers) and of the method (bead offsets, curve
+        samples), drawn in that order from this one generator. Seeded 0 when None (``landscape._random``).
     resolution : int
         Sub-intervals per segment of the dense certification (and of the methods' own checks).
         At 32 (the default), halving or doubling it changes no status on the test landscapes.
@@ -88,10 +86,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     ('connected', 1.4)
     """
     began = time.perf_counter()
-    accepted = method_options(method)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise LandscapeError(f"path method {method!r} has no option(s) {unknown}; it takes {sorted(accepted)}")
+    accepted = METHODS.check_options(method, options)
     if not (isinstance(resolution, int) and not isinstance(resolution, bool) and resolution >= 1):
         raise LandscapeError(f"resolution must be a positive integer, got {resolution!r}")
     if "resolution" in accepted:
@@ -101,11 +96,11 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     start, end = check_endpoints(problem, start, end)
     la, lb = endpoint_losses(problem, start, end)
     level = resolve_level(level, la, lb)
+    generator = resolve_generator(generator)
 
     aligned = None
     if align != "none":
-        if align not in ALIGNERS:
-            raise LandscapeError(f"unknown alignment {align!r}; choose one of {sorted(ALIGNERS)}")
+        ALIGNERS.lookup(align)
         before = certify(problem, linear(problem, start, end, level=level), level, resolution=resolution)
         result = align_points(problem, start, end, method=align, generator=generator)
         end = result.theta.to(start)

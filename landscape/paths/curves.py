@@ -16,7 +16,9 @@ import torch
 
 from .._errors import LandscapeError
 from .path import DEFAULT_RESOLUTION, Path
-from ._common import (RowAdam, check_count, check_positive, generator_or_default, noise, prepare, scaled_lr)
+from .._random import resolve_generator
+from ..minima.optim import RowOptimizer
+from ._common import (check_count, check_positive, noise, prepare, scaled_lr)
 
 
 def bernstein(t: torch.Tensor, degree: int) -> torch.Tensor:
@@ -45,7 +47,7 @@ def bezier(problem, start, end, *, level=None, generator=None, bends: int = 1, s
         The level u (default :func:`landscape.paths.default_level`); training stops once the curve is below it.
     generator : torch.Generator, optional
         Draws the t samples (stratified: one uniform t in each of ``samples`` equal bins per step)
-        and the bends' initial offsets. A fixed seed when None.
+        and the bends' initial offsets. Seeded 0 when None (``landscape._random``).
     bends : int
         Trainable control points (Garipov et al. use 1: a quadratic Bezier curve).
     steps, samples : int
@@ -95,7 +97,7 @@ def _fit_curve(name, basis, problem, start, end, *, level, generator, bends, ste
     check_positive(step_size=step_size, lr=lr, jitter=jitter)
     if bends < 1 or samples < 1 or n_points < 2 or check_every < 1:
         raise LandscapeError(f"{name} needs bends >= 1, samples >= 1, check_every >= 1 and n_points >= 2")
-    gen = generator_or_default(generator)
+    gen = resolve_generator(generator)
     degree, dim = bends + 1, start.shape[0]
     chord = (end - start).norm()
     frac = torch.arange(1, degree, dtype=start.dtype, device=start.device)[:, None] / degree
@@ -103,7 +105,7 @@ def _fit_curve(name, basis, problem, start, end, *, level, generator, bends, ste
     control = control + noise(control.shape, gen, control) * (jitter * chord / math.sqrt(dim))
     rate = torch.full((bends,), float(lr), dtype=start.dtype, device=start.device) if lr is not None else \
         scaled_lr(chord.expand(bends), dim, step_size)
-    adam = RowAdam(control, rate)
+    adam = RowOptimizer(control, rate)
     knots_t = torch.linspace(0, 1, n_points, dtype=start.dtype, device=start.device)
     knot_basis = basis(knots_t, degree)
 

@@ -18,7 +18,9 @@ import torch
 
 from .._errors import LandscapeError
 from .path import DEFAULT_RESOLUTION, Path
-from ._common import RowAdam, check_count, check_positive, generator_or_default, noise, prepare, scaled_lr
+from .._random import resolve_generator
+from ..minima.optim import RowOptimizer
+from ._common import check_count, check_positive, noise, prepare, scaled_lr
 
 
 def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
@@ -36,7 +38,7 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
         The level u (default :func:`landscape.paths.default_level`): segments above it get new pivots.
         The band relaxes to a minimum-energy path whatever the level (its max estimates the barrier).
     generator : torch.Generator, optional
-        Draws the initial pivots' small offsets from the straight segment. A fixed seed when None.
+        Draws the initial pivots' small offsets from the straight segment. Seeded 0 when None (``landscape._random``).
     pivots : int
         Initial interior pivots, evenly spaced on the straight segment.
     cycles, steps : int
@@ -72,7 +74,7 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
     counted, start, end, la, lb, level = prepare(problem, start, end, level)
     check_count(pivots=pivots, cycles=cycles, steps=steps, insert=insert, max_pivots=max_pivots)
     check_positive(spring=spring, step_size=step_size, lr=lr, jitter=jitter, insert_tol=insert_tol, converge=converge)
-    gen = generator_or_default(generator)
+    gen = resolve_generator(generator)
     dim = start.shape[0]
     scale = max(level - min(la, lb), 1e-12)
     s = torch.linspace(0, 1, pivots + 2, dtype=start.dtype, device=start.device)[:, None]
@@ -147,7 +149,7 @@ def _relax(counted, band: torch.Tensor, ends: tuple[float, float], *, steps: int
     rates = (torch.full((n - 2,), float(lr), dtype=band.dtype, device=band.device) if lr is not None
              else scaled_lr(torch.full((n - 2,), ell, dtype=band.dtype, device=band.device), band.shape[1],
                             step_size))
-    adam = RowAdam(inner, rates)
+    adam = RowOptimizer(inner, rates)
     climber = None
     for _ in range(steps):
         full = torch.cat([band[:1], inner, band[-1:]])

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from ..problems.problem import Problem
 
 #: The states of a path's claim. ``connected``: its dense max loss is ≤ the level.
 #: ``not_found``: no path below the level was found (the best one is kept). ``unchecked``: no level asked.
-STATUSES = ("connected", "not_found", "unchecked")
+STATUSES = Registry("path status", ("connected", "not_found", "unchecked"))
 
 #: Default sub-intervals per segment in the dense check. Grids of resolution R and 2R are nested,
 #: so doubling the resolution only adds points.
@@ -75,8 +76,7 @@ class Path:
             raise LandscapeError(f"a path needs one loss per point, got {tuple(self.losses.shape)}")
         if self.t is None:
             self.t = arc_positions(self.points)
-        if self.status not in STATUSES:
-            raise LandscapeError(f"unknown path status {self.status!r}; one of {STATUSES}")
+        STATUSES.lookup(self.status)
 
     # -------------------------------------------------------------- geometry
     @property

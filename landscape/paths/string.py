@@ -16,14 +16,17 @@ import time
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from .path import DEFAULT_RESOLUTION, Path
-from ._common import (Counted, RowAdam, check_count, check_positive, generator_or_default, noise, prepare,
+from .._random import resolve_generator
+from ..minima.optim import RowOptimizer
+from ._common import (Counted, check_count, check_positive, noise, prepare,
                       scaled_lr)
 
 
 #: Where a new bead starts on the segment it splits: at the segment's highest dense point
 #: (Freeman & Bruna's t*), or at its midpoint.
-INSERTS = ("argmax", "midpoint")
+INSERTS = Registry("insert", ("argmax", "midpoint"))
 
 
 def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.9, steps: int = 200,
@@ -40,7 +43,8 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
         The level u; :func:`landscape.paths.default_level` of the endpoint losses when None.
     generator : torch.Generator, optional
         Draws the small random offset of each new bead (a bead started exactly at a critical
-        point, such as the hill top between two symmetric minima, would not move). A fixed seed when None.
+        point, such as the hill top between two symmetric minima, would not move). Seeded 0 when
+        None (``landscape._random``).
     alpha : float
         A bead descends until its loss is ≤ α·u (0 < α ≤ 1). Lower values sink beads deeper into the
         set (fewer, costlier beads, longer strings); near 1 they stop near its boundary, and the
@@ -83,11 +87,10 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
     counted, start, end, la, lb, level = prepare(problem, start, end, level)
     check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter)
     check_count(steps=steps, max_rounds=max_rounds, max_beads=max_beads)
-    if insert not in INSERTS:
-        raise LandscapeError(f"unknown insert {insert!r} for string; choose one of {list(INSERTS)}")
+    INSERTS.lookup(insert)
     if alpha > 1 or penalty < 0:
         raise LandscapeError(f"string needs 0 < alpha <= 1 and penalty >= 0, got alpha={alpha}, penalty={penalty}")
-    gen = generator_or_default(generator)
+    gen = resolve_generator(generator)
     chain = torch.stack([start, end])
     rounds, stop, stalled = [], "max_rounds", None
     for r in range(max_rounds + 1):
@@ -215,6 +218,7 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
     figures : dict
         ``descent_steps`` (batched steps taken) and ``reached`` (beads at or below the target).
     """
+    generator = resolve_generator(generator)
     left, right = chain[rows - 1], chain[rows + 1]
     half2 = ((right - left).norm(dim=1, keepdim=True) / 2).pow(2).clamp_min(torch.finfo(chain.dtype).tiny)
     x = chain[rows].clone()
@@ -223,7 +227,7 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
         normal = (right - left) / (right - left).norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     rates = (torch.full((x.shape[0],), float(lr), dtype=x.dtype, device=x.device) if lr is not None
              else scaled_lr((right - left).norm(dim=1), x.shape[1], step_size))
-    adam = RowAdam(x, rates)
+    adam = RowOptimizer(x, rates)
     active = torch.arange(x.shape[0], device=x.device)
     taken = 0
     n_samples = counted.problem.n_samples("train")

@@ -6,17 +6,16 @@ import inspect
 import json
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from .problem import Problem
 from .analytic import double_well, himmelblau, ring
 from .networks import (deep_linear, digits_mlp, exp_linear, moons_mlp, quadratic_regression, teacher_student,
                        venturi_relu)
 from .user import load_user_problem
 
-PROBLEMS = {
-    f.__name__: f
-    for f in (himmelblau, double_well, ring, quadratic_regression, digits_mlp, moons_mlp, teacher_student,
-              deep_linear, venturi_relu, exp_linear)
-}
+PROBLEMS = Registry("problem", (himmelblau, double_well, ring, quadratic_regression, digits_mlp, moons_mlp,
+                                teacher_student, deep_linear, venturi_relu, exp_linear),
+                    word="parameter", hint="package.module:factory")
 
 _BUILT: dict[str, Problem] = {}
 
@@ -34,13 +33,8 @@ def make_problem(name: str, **params) -> Problem:
     """
     if ":" in name:
         return load_user_problem(name, **params)
-    if name not in PROBLEMS:
-        raise LandscapeError(f"unknown problem {name!r}; choose one of {sorted(PROBLEMS)} or package.module:factory")
-    factory = PROBLEMS[name]
-    accepted = inspect.signature(factory).parameters
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise LandscapeError(f"problem {name!r} has no parameter(s) {unknown}; it takes {list(accepted)}")
+    factory = PROBLEMS.lookup(name)
+    PROBLEMS.check_options(name, params)
     try:
         return factory(**params)
     except (TypeError, ValueError) as err:
@@ -74,5 +68,5 @@ def problem_from_spec(spec: dict, *, user: Problem | None = None) -> Problem:
 def describe_problem(name: str) -> dict:
     """Name, summary, parameters with defaults and the first docstring line of a registered problem."""
     factory = PROBLEMS[name]
-    params = {k: p.default for k, p in inspect.signature(factory).parameters.items()}
+    params = PROBLEMS.options(name)
     return {"name": name, "doc": inspect.getdoc(factory).splitlines()[0], "params": params}

@@ -10,7 +10,7 @@ evaluator is never slower than the loop by more than the chunk heuristic misses.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from torch.func import functional_call, vmap
 from . import bounds
 from .batchnorm import Tape, recomputing_copy
 from .._errors import LandscapeError
+from .._registry import Registry
 from .layout import Layout
 from .problem import Problem
 
@@ -30,34 +31,43 @@ class Square(nn.Module):
         return x * x
 
 
+#: Activations of :func:`mlp` by name (module classes).
+ACTIVATIONS = Registry("activation", {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "quadratic": Square,
+                                      "linear": nn.Identity})
+
+
 # ---------------------------------------------------------------- batched losses
 # Each takes outputs [k, N, C] and targets [k, N] or [k, N, C]; returns [k].
 
 
-def _cross_entropy(out, y):
+def cross_entropy(out, y):
+    """Mean cross-entropy of logits ``out`` [k, N, C] against class indices ``y`` [k, N]."""
     logp = torch.log_softmax(out, dim=-1)
     return -logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
-def _mse(out, y):
+def mse(out, y):
+    """Mean squared error."""
     return (out - y.reshape(out.shape)).pow(2).flatten(1).mean(-1)
 
 
-def _l1(out, y):
+def l1(out, y):
+    """Mean absolute error."""
     return (out - y.reshape(out.shape)).abs().flatten(1).mean(-1)
 
 
-def _exponential(out, y):
+def exponential(out, y):
+    """Mean exponential loss exp(−y·out) of labels y = ±1 (Soudry et al., JMLR 2018)."""
     return torch.exp(-y.reshape(out.shape) * out).flatten(1).mean(-1)
 
 
 #: Loss functions by name; ``y`` is a class index for cross-entropy and ±1 for exponential.
-LOSSES: dict[str, Callable] = {"cross_entropy": _cross_entropy, "mse": _mse, "l1": _l1, "exponential": _exponential}
+LOSSES = Registry("loss", (cross_entropy, mse, l1, exponential), shared=("out", "y"))
 
 #: What BatchNorm layers do at a point θ of a path or a plane: ``"recompute"`` normalizes with
 #: statistics recomputed at θ from the training data (Garipov et al. 2018: a point between two
 #: minima has its own activation statistics); ``"frozen"`` uses the module's running statistics.
-BN_POLICIES = ("recompute", "frozen")
+BN_POLICIES = Registry("BatchNorm policy", ("recompute", "frozen"))
 
 _ACTIVATIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: bounds.square,
                 nn.Identity: None}
@@ -101,9 +111,7 @@ class NetworkProblem(Problem):
         if "train" not in self._splits:
             raise LandscapeError("a network problem needs a 'train' split of (x, y)")
         if isinstance(loss, str):
-            if loss not in LOSSES:
-                raise LandscapeError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
-            self.loss_name, self._batched_loss = loss, LOSSES[loss]
+            self.loss_name, self._batched_loss = loss, LOSSES.lookup(loss)
         else:
             self.loss_name, self._batched_loss = getattr(loss, "__name__", "custom"), vmap(loss)
         self.weight_decay = float(weight_decay)
@@ -130,8 +138,8 @@ class NetworkProblem(Problem):
                                  "applies only to models with BatchNorm")
         if policy is None and self._bn_layers:
             raise LandscapeError(f"problem {self.name!r} has BatchNorm layers; choose a policy in {list(BN_POLICIES)}")
-        if policy is not None and policy not in BN_POLICIES:
-            raise LandscapeError(f"unknown BatchNorm policy {policy!r}; choose one of {list(BN_POLICIES)}")
+        if policy is not None:
+            BN_POLICIES.lookup(policy)
         self._bn = policy
 
     @property
@@ -344,14 +352,12 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
 
 def mlp(sizes, activation: str = "relu", bias: bool = True) -> nn.Sequential:
     """``nn.Sequential`` of Linear layers of the given sizes with an activation between them."""
-    acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "quadratic": Square, "linear": nn.Identity}
-    if activation not in acts:
-        raise LandscapeError(f"unknown activation {activation!r}; choose one of {sorted(acts)}")
+    act = ACTIVATIONS.lookup(activation)
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b, bias=bias))
         if i < len(sizes) - 2:
-            layers.append(acts[activation]())
+            layers.append(act())
     return nn.Sequential(*layers)
 
 

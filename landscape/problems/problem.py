@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from .layout import Layout
 
 #: Activation bytes a chunk of points may produce per layer, by device type.
@@ -184,10 +185,12 @@ class Problem:
         ----------
         generator : torch.Generator, optional
             Source of randomness (a CPU generator); the same seed gives the same point on any device.
+            Seeded 0 when None (``landscape._random``).
         n : int, optional
             Number of points; returns shape (n, D) if given, else (D,).
         """
         k = 1 if n is None else n
+        generator = resolve_generator(generator)
         theta = torch.stack([self._init_one(generator) for _ in range(k)]).to(device=device, dtype=dtype)
         return theta[0] if n is None else theta
 

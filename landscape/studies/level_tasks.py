@@ -12,14 +12,15 @@ import statistics
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from .task_params import REQUIRED, declares, task_problem
 
 #: The two protocols of the geodesic-length study.
-PROTOCOLS = ("trained_to_level", "fixed_minima")
+PROTOCOLS = Registry("protocol", ("trained_to_level", "fixed_minima"))
 
 #: How the levels of ``count_valleys`` are scaled: from the best loss L* by a fraction of L*, or of
 #: the way from L* up to the loss of the zero network.
-LEVEL_SCALES = ("best", "zero")
+LEVEL_SCALES = Registry("level_scale", ("best", "zero"))
 
 
 @declares(problem=REQUIRED, level=REQUIRED, pair=0, protocol="trained_to_level", train_to=0.005, level_factor=1.0,
@@ -54,8 +55,7 @@ def geodesic_length(params: dict, *, device) -> dict:
     from ..paths.geodesic import geodesic_lengths
 
     protocol = params["protocol"]
-    if protocol not in PROTOCOLS:
-        raise LandscapeError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    PROTOCOLS.lookup(protocol)
     level = float(params["level"])
     train_to = float(params["train_to"]) if protocol == "fixed_minima" else None
     if train_to is not None and train_to >= level:
@@ -130,8 +130,7 @@ def count_valleys(params: dict, *, device) -> dict:
     from ..valleys.graph import _tol, find_valleys
 
     scale_kind = params["level_scale"]
-    if scale_kind not in LEVEL_SCALES:
-        raise LandscapeError(f"unknown level_scale {scale_kind!r}; choose one of {list(LEVEL_SCALES)}")
+    LEVEL_SCALES.lookup(scale_kind)
     fractions = [float(f) for f in params["levels"]]
     if not fractions or min(fractions) < 0:
         raise LandscapeError(f"levels must be a non-empty list of fractions >= 0, got {params['levels']!r}")

@@ -33,8 +33,13 @@ from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
 from .._io import atomic_write_bytes
+from .._registry import Registry
 from .store import read_study
 from .study import Study, canonical, check_axes, report_spec
+
+#: What :func:`write_report` writes: tables as CSV and Markdown, charts as PNG.
+REPORT_FORMATS = Registry("report format", ("csv", "md", "png"))
+
 
 class Table:
     """A header and rows of cells, written as CSV or Markdown."""
@@ -219,9 +224,8 @@ def write_report(study=None, *, store=None, out=None, formats=("csv", "md", "png
         ``folder``, ``files`` (written paths), ``tables`` (name -> :class:`Table`), ``done``,
         ``tasks``.
     """
-    bad = sorted(set(formats) - {"csv", "md", "png"})
-    if bad:
-        raise LandscapeError(f"unknown report format(s) {bad}; choose csv, md, png")
+    for f in formats:
+        REPORT_FORMATS.lookup(f)
     study, path, _ = read_study(study, store)
     results = study_results(study, store=path)
     tables = study_tables(study, results)

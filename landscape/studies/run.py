@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 
+from .._device import DEVICES
 from .._errors import LandscapeError
 from .store import Store, read_study, store_path
 from .study import Study, load_study
@@ -75,8 +76,7 @@ def run_study(study, *, store=None, workers: int | None = None, scheduler: str |
     study = study if isinstance(study, Study) else load_study(study)
     if workers is not None and workers < 0:
         raise LandscapeError(f"--workers must be >= 0, got {workers}")
-    if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
-        raise LandscapeError(f"unknown device {device!r}; use auto, cpu or cuda")
+    DEVICES.lookup(str(device).partition(":")[0])
     if not (scheduler or scheduler_file):
         from .._device import resolve_device
 

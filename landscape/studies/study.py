@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import itertools
 import json
 import tomllib
@@ -285,8 +284,7 @@ def _validate(study: Study, where: str) -> None:
     from ..problems.embedded import PROBLEMS
     from .tasks import TASKS, task_options
 
-    if study.task not in TASKS:
-        raise LandscapeError(f"{where}: unknown task {study.task!r}; choose one of {sorted(TASKS)}")
+    TASKS.lookup(study.task, where=where)
     tasks = study.tasks()
     if not tasks:
         raise LandscapeError(f"{where}: the grid is empty")
@@ -305,12 +303,7 @@ def _validate(study: Study, where: str) -> None:
             raise LandscapeError(f"{where}: problem name must be a string, got {pname!r}")
         if ":" in pname:
             continue  # a user factory: checked where it is imported, on the worker
-        if pname not in PROBLEMS:
-            raise LandscapeError(f"{where}: unknown problem {pname!r}; choose one of {sorted(PROBLEMS)}")
-        accepted = inspect.signature(PROBLEMS[pname]).parameters
-        bad = sorted(set(spec["params"]) - set(accepted))
-        if bad:
-            raise LandscapeError(f"{where}: problem {pname!r} has no parameter(s) {bad}; it takes {list(accepted)}")
+        PROBLEMS.check_options(pname, spec["params"], where=where)
     check_report(study)
 
 

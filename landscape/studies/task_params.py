@@ -18,6 +18,11 @@ def declares(**defaults):
     return wrap
 
 
+def declared(task) -> dict:
+    """The parameters ``task`` declares, with their defaults (:data:`REQUIRED` when it has none)."""
+    return task.defaults
+
+
 def task_problem(spec):
     """The problem a task's ``problem`` parameter names: a spec ``{"name", "params"}``."""
     from ..problems.embedded import make_problem

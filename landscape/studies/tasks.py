@@ -19,25 +19,21 @@ import traceback
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from .._version import versions
 from .level_tasks import count_valleys, geodesic_length
-from .task_params import REQUIRED
+from .task_params import REQUIRED, declared
 from .task_params import declares as _declares
 from .task_params import task_problem as _problem
 
 
 def task_options(task: str, params: dict, *, where: str = "study") -> dict:
     """``params`` with the task's defaults filled in; an unknown or missing parameter is an error."""
-    fn = TASKS.get(task)
-    if fn is None:
-        raise LandscapeError(f"{where}: unknown task {task!r}; choose one of {sorted(TASKS)}")
-    unknown = sorted(set(params) - set(fn.defaults))
-    if unknown:
-        raise LandscapeError(f"{where}: task {task!r} has no parameter(s) {unknown}; it takes {sorted(fn.defaults)}")
-    missing = sorted(k for k, v in fn.defaults.items() if v is REQUIRED and k not in params)
+    defaults = TASKS.check_options(task, params, where=where)
+    missing = sorted(k for k, v in defaults.items() if v is REQUIRED and k not in params)
     if missing:
         raise LandscapeError(f"{where}: task {task!r} needs parameter(s) {missing}")
-    return {**{k: v for k, v in fn.defaults.items() if v is not REQUIRED}, **params}
+    return {**{k: v for k, v in defaults.items() if v is not REQUIRED}, **params}
 
 
 # ---------------------------------------------------------------- tasks
@@ -162,7 +158,8 @@ def implicit_bias(params: dict, *, device) -> dict:
 
 
 #: Study tasks by name; keys equal function names. Each takes ``(params, *, device)``.
-TASKS = {f.__name__: f for f in (train_minima, implicit_bias, geodesic_length, count_valleys)}
+TASKS = Registry("task", (train_minima, implicit_bias, geodesic_length, count_valleys), word="parameter",
+                 options=declared)
 
 
 # ---------------------------------------------------------------- running one task (on a worker)

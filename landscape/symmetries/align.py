@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
+from .._registry import Registry
 from .groups import Symmetry, units
 from .trace import symmetry
 
@@ -42,6 +44,7 @@ def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter
     info : dict
         ``sweeps``, ``objective`` before and after (⟨θ_a, π(θ_b)⟩ over the permuted tensors).
     """
+    generator = resolve_generator(generator)
     k = theta_b.shape[0]
     a = theta_a.detach().to(torch.float64)
     b = theta_b.detach().to(torch.float64)
@@ -125,7 +128,8 @@ def none(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=1
 TIE_BREAK = 1e-6
 
 #: Alignment methods by name; each key is the name of its function (see the module docstring).
-ALIGNERS = {f.__name__: f for f in (weight, activation, none)}
+ALIGNERS = Registry("alignment method", (weight, activation, none),
+                    shared=("problem", "sym", "theta_a", "theta_b", "generator", "max_iter", "samples", "split"))
 
 
 @dataclass
@@ -216,8 +220,8 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
         a exactly. Default (None): on when some layer has this symmetry, the problem has no weight
         decay (which rescaling changes) and the method is not ``"none"``.
     generator : torch.Generator, optional
-        Order of the layers in weight matching (torch's global generator when None; pass one for
-        reproducible results: different orders can end in different local optima).
+        Order of the layers in weight matching (different orders can end in different local
+        optima). Seeded 0 when None (``landscape._random``).
     max_iter : int
         Most sweeps of weight matching.
     samples : int, optional
@@ -242,8 +246,7 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
     >>> aligned = landscape.align(problem, result.thetas[0], result.thetas[1])
     >>> path = landscape.paths.linear_path(problem, result.thetas[0], aligned.theta)
     """
-    if method not in ALIGNERS:
-        raise LandscapeError(f"unknown alignment method {method!r}; choose one of {sorted(ALIGNERS)}")
+    aligner = ALIGNERS.lookup(method)
     if max_iter < 1:
         raise LandscapeError(f"max_iter must be >= 1, got {max_iter}")
     start = time.perf_counter()
@@ -266,7 +269,7 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
         info["balance_sweeps"] = [sweeps_a, sweeps_b]
     else:
         ca, cb, sa, sb = a, b, {}, {}
-    perms, info["method"] = ALIGNERS[method](problem, sym, ca, cb, generator=generator, max_iter=max_iter,
+    perms, info["method"] = aligner(problem, sym, ca, cb, generator=generator, max_iter=max_iter,
                                              samples=samples, split=split)
     # b's balanced unit perm[j], moved to slot j, then un-balanced with a's factor of slot j
     scales = {g: sb[g].gather(-1, perms[g]) / sa[g] for g in sb}

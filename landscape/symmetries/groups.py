@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from ..problems.layout import Layout
 
 #: What a unit's transformation does to an axis. ``head``: permuted and multiplied by c (the
@@ -131,12 +132,13 @@ class Symmetry:
 
     def random(self, *, generator: torch.Generator | None = None, rescale: bool = False, spread: float = 2.0):
         """A random element: uniform permutations and, where a rescaling is a symmetry, log-uniform
-        scales in [1/spread, spread].
+        scales in [1/spread, spread], drawn from ``generator``. Seeded 0 when None (``landscape._random``).
 
         Returns
         -------
         perms, scales : dict of str to Tensor, shape (n,)
         """
+        generator = resolve_generator(generator)
         perms, scales = {}, {}
         for g in self.groups:
             perms[g.name] = torch.randperm(g.size, generator=generator)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
 from ..problems.problem import Problem
 
 
@@ -79,6 +80,7 @@ def sample_sublevel_set(problem: Problem, starts: torch.Tensor, level: float, *,
     max_doublings : int
         Bound on the radius doublings of one step (an unbounded valley is an error).
     generator : torch.Generator, optional
+        Draws the directions and the points on each chord. Seeded 0 when None (``landscape._random``).
 
     Returns
     -------
@@ -101,6 +103,7 @@ def sample_sublevel_set(problem: Problem, starts: torch.Tensor, level: float, *,
         bad = torch.nonzero(~(lx <= level)).flatten().tolist()
         raise LandscapeError(f"starts {bad} are above the level {level:g} (losses {lx[bad].tolist()}); "
                              "sample at a higher level or start from minima")
+    generator = resolve_generator(generator)
     k, d = x.shape
     r = torch.full((k,), float(radius), dtype=x.dtype, device=x.device)
     keep_pts, keep_loss = [], []

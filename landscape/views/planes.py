@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._random import resolve_generator
+from .._registry import Registry
 from ..problems.problem import Problem
 
 #: Ways of choosing the bias and normalization parts (1-D parameters) of a random direction.
-BIASES = ("zero", "keep")
+BIASES = Registry("biases option", ("zero", "keep"))
 #: How a random direction is scaled to the weights: per row/filter, per tensor, or not at all.
-NORMALIZATIONS = ("filter", "layer", "none")
+NORMALIZATIONS = Registry("normalization", ("filter", "layer", "none"))
 
 
 @dataclass
@@ -151,6 +153,7 @@ def filter_normalized_direction(problem: Problem, theta: torch.Tensor, *, genera
         The point the direction is normalized to (the plane's origin).
     generator : torch.Generator, optional
         Source of the Gaussian draw (on the CPU, so a seed gives the same direction anywhere).
+        Seeded 0 when None (``landscape._random``).
     normalization : {"filter", "layer", "none"}
         Per row/filter (Li et al.), per tensor, or the raw Gaussian.
     biases : {"zero", "keep"}
@@ -159,11 +162,10 @@ def filter_normalized_direction(problem: Problem, theta: torch.Tensor, *, genera
     -------
     Tensor, shape (D,), float64
     """
-    if normalization not in NORMALIZATIONS:
-        raise LandscapeError(f"unknown normalization {normalization!r}; choose one of {list(NORMALIZATIONS)}")
-    if biases not in BIASES:
-        raise LandscapeError(f"unknown biases option {biases!r}; choose one of {list(BIASES)}")
+    NORMALIZATIONS.lookup(normalization)
+    BIASES.lookup(biases)
     theta = _vector(problem, theta, "theta")
+    generator = resolve_generator(generator)
     d = torch.randn(problem.dim, generator=generator, dtype=torch.float64)
     if normalization == "none":
         return d
@@ -187,11 +189,13 @@ def random(problem: Problem, anchors: torch.Tensor, *, generator: torch.Generato
     anchors : Tensor, shape (K, D) or (D,)
         The first row is the origin (a minimum); the others are not used.
     generator : torch.Generator, optional
+        Draws both directions, one after the other. Seeded 0 when None (``landscape._random``).
     normalization, biases : str
         See :func:`filter_normalized_direction`.
     """
     origin = _rows(problem, anchors, "anchors")[0]
-    seed = None if generator is None else int(generator.initial_seed())
+    generator = resolve_generator(generator)
+    seed = int(generator.initial_seed())
     dirs = torch.stack([filter_normalized_direction(problem, origin, generator=generator,
                                                     normalization=normalization, biases=biases) for _ in range(2)])
     if (dirs.norm(dim=1) == 0).any():
@@ -276,7 +280,7 @@ def identity(problem: Problem, anchors: torch.Tensor | None = None, *,
 
 
 #: Plane constructors by name; keys equal function names. ``PLANES[kind](problem, anchors, *, generator, **options)``.
-PLANES = {f.__name__: f for f in (random, pca, points, identity)}
+PLANES = Registry("plane", (random, pca, points, identity), shared=("problem", "anchors", "generator"))
 
 
 def make_plane(kind: str, problem: Problem, anchors: torch.Tensor | None = None, *,
@@ -288,8 +292,7 @@ def make_plane(kind: str, problem: Problem, anchors: torch.Tensor | None = None,
     LandscapeError
         For an unknown kind or option, or anchors that do not define a plane.
     """
-    if kind not in PLANES:
-        raise LandscapeError(f"unknown plane {kind!r}; choose one of {list(PLANES)}")
+    PLANES.check_options(kind, options)
     if anchors is None and kind != "identity":
         raise LandscapeError(f"the {kind} plane needs anchor points (minima or a trajectory)")
     try:

@@ -9,7 +9,6 @@ pretending it lies on it. ``landscape.viz.render`` draws a scene; the numbers li
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -18,13 +17,14 @@ from typing import Mapping
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from ..paths.path import Path, interpolate
 from .planes import PLANES, Plane, make_plane
 from ..problems.problem import Problem
 from .surface import Surface, evaluate_plane
 
 #: Plane kinds a scene accepts: the ``PLANES`` keys and ``"auto"``.
-SCENE_PLANES = ("auto", "random", "pca", "points", "identity")
+SCENE_PLANES = Registry("plane", {"auto": None, **PLANES}, shared=PLANES.shared)
 
 
 @dataclass
@@ -281,12 +281,8 @@ def scene_from_files(checkpoints=(), *, paths=(), problem: Problem | None = None
 
 # ---------------------------------------------------------------- plane choice
 def _choose_plane(problem, kind, minima, paths, traj, generator, options) -> Plane:
-    if kind not in SCENE_PLANES:
-        raise LandscapeError(f"unknown plane {kind!r}; choose one of {list(SCENE_PLANES)}")
-    known = {name for f in PLANES.values() for name in inspect.signature(f).parameters} - {"problem", "anchors"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LandscapeError(f"unknown plane option(s) {unknown}; planes take {sorted(known)}")
+    SCENE_PLANES.lookup(kind)
+    SCENE_PLANES.check_options(None, options)
     names = list(minima)
     third = _third_point(minima, paths)
     if kind == "auto":
@@ -298,7 +294,7 @@ def _choose_plane(problem, kind, minima, paths, traj, generator, options) -> Pla
             kind = "pca"
         else:
             kind = "random"
-    options = {k: v for k, v in options.items() if k in inspect.signature(PLANES[kind]).parameters}
+    options = {k: v for k, v in options.items() if k in PLANES.options(kind)}
     if kind == "identity":
         return make_plane("identity", problem)
     if kind == "points":

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from ..paths.path import Path, interpolate
 from .._io import atomic_write_file as write_atomic
 
 #: What the x axis of a path-loss chart measures.
-PATH_AXES = ("t", "distance", "arc_over_chord")
+PATH_AXES = Registry("x axis", ("t", "distance", "arc_over_chord"))
 
 
 def figure(width: float = 7.0, height: float = 4.5):
@@ -102,8 +103,7 @@ def plot_path_losses(paths: Mapping[str, Path], problem=None, *, level: float | 
     -------
     matplotlib.figure.Figure
     """
-    if x not in PATH_AXES:
-        raise LandscapeError(f"unknown x axis {x!r}; choose one of {list(PATH_AXES)}")
+    PATH_AXES.lookup(x)
     if not paths:
         raise LandscapeError("no paths to chart")
     fig, ax = _fig_ax(ax)

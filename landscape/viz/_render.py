@@ -15,22 +15,23 @@ from pathlib import Path as FilePath
 import numpy as np
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from ..views.scene import Scene
 from ._meshes import SceneMeshes, block_name, scene_meshes
 from .._io import atomic_write_file as write_atomic
 from ._output import write_multiblock
 
 #: What each output suffix holds.
-FORMATS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".html": "interactive page (vtk.js)",
+FORMATS = Registry("output format", {".png": "image", ".jpg": "image", ".jpeg": "image", ".html": "interactive page (vtk.js)",
            ".vtm": "every dataset (MultiBlock)", ".vts": "the surface (StructuredGrid)",
-           ".vtp": "paths, trajectories and minima (PolyData)", ".vtk": "the surface (legacy VTK)"}
+           ".vtp": "paths, trajectories and minima (PolyData)", ".vtk": "the surface (legacy VTK)"})
 #: Solid colours of paths, in order; none occurs in the viridis or plasma colour maps.
 PATH_COLORS = ("#ff00ff", "#ff7f0e", "#00a5ff", "#ff1493", "#32cd32", "#8b4513")
 TRAJECTORY_COLOR = "#fafafa"
 MINIMUM_COLOR = "#ff2020"
 SADDLE_COLOR = "#e6ab02"
-VIEWS = ("iso", "top", "side")
-PATH_COLORINGS = ("solid", "length")
+VIEWS = Registry("view", ("iso", "top", "side"))
+PATH_COLORINGS = Registry("path colouring", ("solid", "length"))
 
 
 def has_display() -> bool:
@@ -97,10 +98,8 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     plotter : pyvista.Plotter
     meshes : SceneMeshes
     """
-    if view not in VIEWS:
-        raise LandscapeError(f"unknown view {view!r}; choose one of {list(VIEWS)}")
-    if path_color not in PATH_COLORINGS:
-        raise LandscapeError(f"unknown path colouring {path_color!r}; choose one of {list(PATH_COLORINGS)}")
+    VIEWS.lookup(view)
+    PATH_COLORINGS.lookup(path_color)
     width, height = (int(v) for v in window_size)
     if width < 16 or height < 16:
         raise LandscapeError(f"window size {window_size!r} is too small; give at least 16x16 pixels")
@@ -250,7 +249,7 @@ def check_outputs(out, *, show: bool = False) -> list[FilePath]:
     outs = [FilePath(o) for o in outs]
     for o in outs:
         if o.suffix.lower() not in FORMATS:
-            raise LandscapeError(f"-o {o}: unknown output format {o.suffix or '(none)'}; use one of {sorted(FORMATS)}")
+            raise LandscapeError(f"-o {o}: unknown output format {o.suffix or '(none)'}; {FORMATS.choices()}")
     if show and not has_display():
         raise LandscapeError("no display here for an interactive window; write -o view.html and open it in a browser")
     return outs
