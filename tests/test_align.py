@@ -290,8 +290,8 @@ def test_every_draw_without_a_generator_repeats_and_spares_the_global_generator(
         "init": lambda: problem.init(n=2),
         "sample_sublevel_set": lambda: landscape.sample_sublevel_set(ring, ring.minima, 0.3, n_samples=5).points,
         "plane": lambda: landscape.make_plane("random", problem, thetas[:1]).directions,
-        "top_eigenvalue": lambda: landscape.top_eigenvalue(problem, thetas, iters=3)[1],
-        "hessian_trace": lambda: landscape.hessian_trace(problem, thetas, samples=3)[0],
+        "top_eigenvalue": lambda: landscape.minima.top_eigenvalue(problem, thetas, iters=3)[1],
+        "hessian_trace": lambda: landscape.minima.hessian_trace(problem, thetas, samples=3)[0],
     }
     for name, draw in draws.items():
         torch.manual_seed(1)
