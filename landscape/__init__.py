@@ -13,7 +13,10 @@ from ._device import resolve_device
 from ._errors import LandscapeError
 from ._io import atomic_write, atomic_write_bytes, atomic_write_file
 from .problems.layout import Layout
-from .paths.path import DEFAULT_RESOLUTION, STATUSES, Path, certify, default_level, linear_path, load_path, save_path
+from .paths.path import STATUSES, Path
+from .paths.certify import DEFAULT_RESOLUTION, certify, default_level
+from .paths.linear import barrier, linear_path
+from .paths.files import load_path, save_path
 from ._info import describe_file
 from .paths.connect import DEFAULT_METHOD, METHODS, connect, method_options
 from .paths.files import load_endpoints
@@ -35,11 +38,12 @@ from .studies.tasks import TASKS
 from .valleys.grid import GridValleys, grid_valleys
 from .minima.curvature import hessian_trace, hvp, minimum_metrics, top_eigenvalue
 from .valleys.sampling import SublevelSamples, sample_sublevel_set, seed_minima
-from .valleys.graph import (Merge, ValleyGraph, build_merge_tree, connect_at_level, event_levels, find_valleys,
-                       straight_max_losses, write_graph)
+from .paths.linear import straight_max_losses
+from .valleys.graph import Merge, ValleyGraph, event_levels, write_graph
+from .valleys.search import build_merge_tree, connect_at_level, find_valleys
 
 __all__ = [
-    "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "certify", "default_level",
+    "Checkpoint", "DEFAULT_PROBLEM", "DEFAULT_RESOLUTION", "Path", "STATUSES", "barrier", "certify", "default_level",
     "linear_path", "load_path", "save_path", "LOSSES", "LandscapeError", "Layout", "NetworkProblem", "OPTIMIZERS",
     "PROBLEMS", "Problem", "Square", "TrainResult", "atomic_save", "describe_checkpoint", "from_module",
     "load_checkpoint", "make_problem", "mlp", "problem_from_spec", "read_file", "resolve_device",

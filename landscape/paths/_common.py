@@ -1,14 +1,15 @@
-"""What every path method shares: counted evaluations, endpoint checks, a row-wise Adam, step sizes."""
+"""What every path method shares: the checked endpoints, counted evaluations, a row-wise Adam, step sizes."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .._errors import LandscapeError
-from .path import DEFAULT_RESOLUTION, dense_losses, default_level, segment_view
 from ..problems.problem import Problem
+from .certify import dense_losses, default_level, segment_view
 
 
 class Counted:
@@ -97,12 +98,32 @@ def resolve_level(level, la: float, lb: float) -> float:
     return level
 
 
-def prepare(problem, start, end, level) -> tuple[Counted, torch.Tensor, torch.Tensor, float, float, float]:
-    """Counted problem, checked endpoints, their losses and the level: the first lines of every method."""
-    start, end = check_endpoints(problem, start, end)
-    counted = Counted(problem)
-    la, lb = endpoint_losses(counted, start, end)
-    return counted, start, end, la, lb, resolve_level(level, la, lb)
+@dataclass(frozen=True)
+class Endpoints:
+    """What :func:`landscape.connect` hands a path method: computed once, at its boundary.
+
+    Every method is ``method(ends, *, generator=None, **options) -> Path``, run by ``connect``
+    through ``METHODS``; it neither checks the endpoints nor evaluates their losses again.
+
+    Attributes
+    ----------
+    problem : Counted
+        The problem, counting every evaluation made for the path (the endpoints' losses included
+        when ``connect`` evaluated them).
+    start, end : Tensor, shape (D,)
+        Checked by :func:`check_endpoints`: floating, finite, distinct, one dtype and device, detached.
+    loss_start, loss_end : float
+        L(start) and L(end), finite.
+    level : float
+        The level u, resolved (:func:`landscape.default_level` of the endpoint losses when none was asked).
+    """
+
+    problem: Counted
+    start: torch.Tensor
+    end: torch.Tensor
+    loss_start: float
+    loss_end: float
+    level: float
 
 
 def generator_or_default(generator: torch.Generator | None) -> torch.Generator:
@@ -177,5 +198,5 @@ class RowAdam:
         x[rows] = x[rows] - update
 
 
-__all__ = ["Counted", "DEFAULT_RESOLUTION", "RowAdam", "check_count", "check_endpoints", "check_positive",
-           "endpoint_losses", "generator_or_default", "noise", "prepare", "resolve_level", "scaled_lr"]
+__all__ = ["Counted", "Endpoints", "RowAdam", "check_count", "check_endpoints", "check_positive",
+           "endpoint_losses", "generator_or_default", "noise", "resolve_level", "scaled_lr"]
