@@ -56,8 +56,8 @@ class Counted:
         return {"loss_evaluations": self.losses, "gradient_evaluations": self.gradients, "batched_calls": self.calls}
 
 
-def check_endpoints(problem: Problem, start, end) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both endpoints as (D,) floating tensors of one dtype and device, finite and distinct."""
+def check_endpoints(problem: Problem, start, end, *, distinct: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both endpoints as (D,) floating tensors of one dtype and device, finite (and distinct, unless told)."""
     for name, x in (("start", start), ("end", end)):
         if not isinstance(x, torch.Tensor):
             raise LandscapeError(f"{name} must be a torch.Tensor of shape ({problem.dim},), got {type(x).__name__}")
@@ -71,7 +71,7 @@ def check_endpoints(problem: Problem, start, end) -> tuple[torch.Tensor, torch.T
     if start.dtype != end.dtype or start.device != end.device:
         raise LandscapeError(f"start ({start.dtype}, {start.device}) and end ({end.dtype}, {end.device}) must share "
                              "dtype and device; convert one with .to(...)")
-    if torch.equal(start, end):
+    if distinct and torch.equal(start, end):
         raise LandscapeError("start and end are the same point: there is nothing to connect")
     return start.detach(), end.detach()
 

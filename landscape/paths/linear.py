@@ -183,7 +183,7 @@ def barrier(problem: Problem, a: torch.Tensor, b: torch.Tensor, *, resolution: i
     ----------
     problem : Problem
     a, b : Tensor, shape (D,)
-        The two endpoints (one dtype and device, finite, distinct).
+        The two endpoints (one dtype and device, finite; equal points have barrier 0).
     resolution : int
         Sub-intervals of the grid.
     split : str
@@ -200,7 +200,7 @@ def barrier(problem: Problem, a: torch.Tensor, b: torch.Tensor, *, resolution: i
     >>> round(landscape.barrier(well, *well.minima), 3)  # the saddle's height above the higher minimum
     0.717
     """
-    a, b = check_endpoints(problem, a, b)
+    a, b = check_endpoints(problem, a, b, distinct=False)
     return straight_paths(problem, a[None], b[None], resolution=resolution, split=split)[0].barrier
 
 
