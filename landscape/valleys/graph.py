@@ -3,14 +3,13 @@
 The valley graph has the minima as nodes and certified paths as edges (weight: the path's dense
 max loss, the level from which the path connects its ends). At level u the valleys are the
 connected components of the minima with loss ≤ u under the edges of weight ≤ u; a valley is
-*spurious* when its best loss is above the global best (Venturi, Bandeira & Bruna, JMLR 2019).
-Over all u this is the merge tree, or disconnectivity graph (Becker & Karplus 1997; Wales 2003).
+*spurious* when its best loss is above the global best by more than :func:`spurious_tolerance`
+(Venturi, Bandeira & Bruna, JMLR 2019). Over all u this is the merge tree, or disconnectivity
+graph (Becker & Karplus 1997; Wales 2003).
 
 Two answers are honest in different ways. A merge is always witnessed by a certified path. Two
 valleys reported separate mean only "no path below u was found within the budget": the report
-says how many refinements were tried. Costs grow like N, not N²: union-find over the minima,
-straight segments first (many in one batched evaluation), path refinement only between minima
-still in different components, closest pairs first.
+says how many refinements were tried. The search that builds the graph is in ``search.py``.
 """
 
 from __future__ import annotations

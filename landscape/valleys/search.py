@@ -57,7 +57,7 @@ def straight_segments(graph: ValleyGraph, pairs, resolution: int = DEFAULT_RESOL
 
 def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string", attempts: int = 2,
                      neighbours: int = 8, resolution: int = DEFAULT_RESOLUTION, generator: torch.Generator | None = None,
-                     connect_options: dict | None = None, progress: bool = False) -> ValleyGraph:
+                     connect_options: dict | None = None) -> ValleyGraph:
     """Join the minima below ``level`` with certified paths, refining only where it is needed.
 
     1. Straight segments from each minimum to its ``neighbours`` nearest (plus a Euclidean spanning
