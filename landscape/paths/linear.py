@@ -103,6 +103,9 @@ def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *
                              f"{tuple(starts.shape)} and {tuple(ends.shape)}")
     if not (isinstance(resolution, int) and resolution >= 1):
         raise LandscapeError(f"resolution must be a positive integer, got {resolution!r}")
+    if losses is not None and tuple(losses.shape) != (starts.shape[0], 2):
+        raise LandscapeError(f"losses must have shape ({starts.shape[0]}, 2), one pair per segment, got "
+                             f"{tuple(losses.shape)}")
     loss = problem.loss if split == "train" else partial(problem.loss, split=split)
     p = starts.shape[0]
     step = max(1, MAX_POINTS // (resolution + 1))
@@ -119,7 +122,8 @@ def _check_segments(loss, a, b, known, resolution, zoom, level) -> list[Path]:
     if known is not None:
         s = s[1:-1]  # the endpoints' losses are known
     grid = a[:, None, :] + s[None, :, None] * (b - a)[:, None, :]  # [P, S, D]
-    values = loss(grid.reshape(-1, a.shape[1])).reshape(a.shape[0], -1).to(torch.float64).cpu()
+    values = (loss(grid.reshape(-1, a.shape[1])).reshape(a.shape[0], -1).to(torch.float64).cpu() if s.numel()
+              else torch.empty(a.shape[0], 0, dtype=torch.float64))
     if known is not None:
         values = torch.cat([known[:, :1], values, known[:, 1:]], 1)
     if not torch.isfinite(values).all():
