@@ -6,6 +6,7 @@ import click
 import torch
 
 import landscape
+import landscape.paths
 
 from ._common import device_option, echo_json, file_problem_option, json_option, table
 
@@ -41,8 +42,7 @@ def align(reference, moved, out, method, rescale, seed, max_iter, samples, resol
     a, b = ck_a.theta.to(dev), ck_b.theta.to(dev)
     result = landscape.align(problem, a, b, method=method, rescale=rescale, max_iter=max_iter, samples=samples,
                              generator=torch.Generator().manual_seed(seed))
-    paths = [landscape.certify(problem, landscape.paths.linear_path(problem, a, t), resolution=resolution)
-             for t in (b, result.theta)]
+    paths = [landscape.paths.straight_path(problem, a, t, resolution=resolution) for t in (b, result.theta)]
     barrier = {"before": paths[0].barrier, "after": paths[1].barrier,
                "max_loss_before": paths[0].max_loss, "max_loss_after": paths[1].max_loss}
     trajectory = None

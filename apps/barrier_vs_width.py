@@ -35,7 +35,8 @@ VARIANTS = [("none", False), ("weight", False), ("weight", True), ("activation",
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--until-loss", type=float, default=2e-3, show_default=True,
               help="Train every minimum to the same training loss (Freeman & Bruna's protocol).")
-@click.option("--resolution", type=int, default=64, show_default=True, help="Points on each straight path.")
+@click.option("--resolution", type=int, default=64, show_default=True,
+              help="Sub-intervals of each straight path's certified check.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
 @click.option("-o", "--out", "out_dir", default="runs/barrier_vs_width", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
@@ -62,14 +63,15 @@ def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution,
                                   until_loss=until_loss, trajectory=False, progress=True)
         minima = [landscape.load_checkpoint(f["file"]) for f in files]
         for ca, cb in itertools.combinations(minima, 2):
+            endpoint_loss = float(problem.loss(torch.stack([ca.theta, cb.theta])).max())  # alignment keeps b's loss
             for method, rescale in VARIANTS:
                 result = landscape.align(problem, ca.theta, cb.theta, method=method, rescale=rescale,
                                          generator=torch.Generator().manual_seed(0))
-                path = landscape.certify(problem, landscape.paths.linear_path(problem, ca.theta, result.theta),
-                                         resolution=resolution)
+                test = (landscape.barrier(problem, ca.theta, result.theta, resolution=resolution, split="test")
+                        if "test" in problem.splits else None)
                 rows.append({"width": width, "dim": problem.dim, "seeds": [ca.seed, cb.seed], "method": method,
-                             "rescale": rescale, "barrier": path.barrier, "endpoint_loss": path.endpoint_loss,
-                             "test_barrier": _test_barrier(problem, ca.theta, result.theta, resolution),
+                             "rescale": rescale, "endpoint_loss": endpoint_loss, "test_barrier": test,
+                             "barrier": landscape.barrier(problem, ca.theta, result.theta, resolution=resolution),
                              "distance": result.distance_after, "seconds": result.seconds})
     _write_json(Path(out_dir) / "barriers.json", rows)
     summary = _summarize(rows)
@@ -79,14 +81,6 @@ def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution,
     columns = [f"{m}{'+rescale' if s else ''}" for m, s in VARIANTS] + ["none (test)", "weight (test)"]
     click.echo(table([[r["width"], r["dim"], r["pairs"], f"{r['endpoint_loss']:.2g}"] + [r[c] for c in columns]
                       for r in summary], ["width", "D", "pairs", "L(endpoints)"] + columns))
-
-
-def _test_barrier(problem, a, b, resolution):
-    if "test" not in problem.splits:
-        return None
-    pts = landscape.paths.linear_path(problem, a, b, n_points=resolution + 1).points
-    losses = problem.loss(pts, split="test")
-    return float(losses.max() - torch.maximum(losses[0], losses[-1]))
 
 
 def _summarize(rows):

@@ -69,8 +69,9 @@ def lengths(table, by, x, surface_over, log_x, out, as_json):
 @chart.command()
 @click.argument("merges", type=click.Path())
 @click.option("--level", type=float, default=None, help="Cut at level u: count valleys and spurious ones.")
-@click.option("--tol", type=float, default=0.0, show_default=True,
-              help="A valley is spurious when its best loss exceeds the global minimum by more than this.")
+@click.option("--tol", type=float, default=None,
+              help="A valley is spurious when its best loss exceeds the global minimum L* by more than this "
+                   "(default: 1e-6 + 1e-3·|L*|, the rule of landscape valleys).")
 @click.option("--log", is_flag=True, help="Log-scale loss axis.")
 @_OUT
 @json_option

@@ -20,8 +20,8 @@ from ._info import describe_file
 from ._version import __version__
 from .minima import (DYNAMICS, OPTIMIZERS, MaxMargin, TrainResult, implicit_bias, max_margin, minimum_metrics,
                      train)
-from .paths import (DEFAULT_METHOD, METHODS, Path, certify, connect, geodesic_lengths, load_endpoints, load_path,
-                    method_options, save_path)
+from .paths import (DEFAULT_METHOD, METHODS, Path, barrier, certify, connect, geodesic_lengths, load_endpoints,
+                    load_path, method_options, save_path)
 from .problems import (BN_POLICIES, DEFAULT_PROBLEM, LOSSES, PROBLEMS, Checkpoint, NetworkProblem, Problem,
                        from_module, load_checkpoint, make_problem, save_checkpoint)
 from .studies import (TASKS, Study, builtin_studies, load_study, run_study, study_results, study_status,
@@ -39,8 +39,8 @@ __all__ = [
     # minima
     "OPTIMIZERS", "DYNAMICS", "TrainResult", "MaxMargin", "train", "minimum_metrics", "max_margin", "implicit_bias",
     # paths
-    "METHODS", "DEFAULT_METHOD", "Path", "connect", "certify", "method_options", "load_endpoints", "load_path",
-    "save_path", "geodesic_lengths",
+    "METHODS", "DEFAULT_METHOD", "Path", "connect", "certify", "barrier", "method_options", "load_endpoints",
+    "load_path", "save_path", "geodesic_lengths",
     # symmetries
     "ALIGNERS", "Alignment", "Symmetry", "align", "symmetry",
     # valleys

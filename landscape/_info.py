@@ -6,8 +6,7 @@ from pathlib import Path as FilePath
 
 from .problems.checkpoint import FORMAT, _from_record, describe_checkpoint, load_checkpoint, read_file
 from ._errors import LandscapeError
-from .paths.path import path_from_record
-from .paths.files import describe_path
+from .paths.files import describe_path, path_from_record
 from .problems.problem import Problem
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import landscape
+import landscape.valleys
 from landscape import LandscapeError
 
 viz = pytest.importorskip("landscape.viz")
@@ -143,3 +144,34 @@ def test_normalized_weights_in_three_dimensions_are_exact():
     np.testing.assert_allclose(w.sphere @ w.sphere.T, n @ n.T, atol=1e-10)
     with pytest.raises(LandscapeError, match="no direction"):
         viz.normalized_weights(torch.zeros(3, 4))
+
+
+def test_chart_tree_counts_the_spurious_valleys_of_the_valley_report(tmp_path):
+    # Himmelblau's four minima are all global (losses 0 and ~1e-30, equal to rounding): no valley is
+    # spurious at any level. The chart, fed the report's minima and merges, must agree level by level.
+    import json
+
+    from click.testing import CliRunner
+
+    from landscape_cli.cli import main
+
+    problem = landscape.make_problem("himmelblau")
+    names = ["a", "b", "c", "d"]
+    _, report = landscape.find_valleys(problem, problem.minima, names=names, levels=[5.0, 20.0, 200.0],
+                                       attempts=1, generator=torch.Generator().manual_seed(0))
+    assert [r["n_valleys"] for r in report["levels"]] == [4, 3, 1]  # the lowest saddle is at 13.3
+    tree = viz.merge_tree(report["minima"], report["merges"])
+    merges = tmp_path / "merges.json"
+    merges.write_text(json.dumps({"minima": report["minima"], "merges": report["merges"]}))
+    for row in report["levels"]:
+        assert row["n_spurious"] == 0
+        assert len(tree.spurious_at(row["level"])) == row["n_spurious"]
+        assert len(tree.valleys_at(row["level"])) == row["n_valleys"]
+        shown = CliRunner().invoke(main, ["chart", "tree", str(merges), "--level", str(row["level"]),
+                                          "-o", str(tmp_path / "t.png"), "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert len(json.loads(shown.stdout)["spurious"]) == row["n_spurious"]
+    # one rule: a valley whose best loss is above L* by more than the tolerance is spurious in both
+    assert landscape.valleys.spurious_tolerance(0.0) == pytest.approx(1e-6)
+    assert viz.merge_tree({"a": 0.0, "b": 2e-6}, []).spurious_at(1.0) == [["b"]]
+    assert viz.merge_tree({"a": 0.0, "b": 5e-7}, []).spurious_at(1.0) == []

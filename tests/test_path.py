@@ -88,3 +88,40 @@ def test_path_file_round_trip(tmp_path):
     assert back.summary() == path.summary()
     with pytest.raises(LandscapeError, match="not a checkpoint of a minimum"):
         landscape.load_checkpoint(tmp_path / "p.pt")
+
+
+def test_barrier_of_the_double_well_is_the_saddle_above_the_higher_minimum():
+    # the straight segment between the double well's minima runs along y = 0 through its saddle, so
+    # its barrier is L(saddle) − max(L(a), L(b)), known in closed form
+    problem = landscape.make_problem("double_well")
+    a, b = problem.minima
+    saddle, la, lb = problem.loss(torch.stack([problem.saddles[0], a, b])).tolist()
+    expected = saddle - max(la, lb)
+    assert expected > 0.5
+    assert landscape.barrier(problem, a, b) == pytest.approx(expected, rel=1e-5)
+    assert landscape.barrier(problem, b, a) == pytest.approx(expected, rel=1e-5)  # the segment walked back
+    # the same number as a path certified densely, the linear method of connect included
+    assert landscape.barrier(problem, a, b, resolution=64) == pytest.approx(
+        certify(problem, linear_path(problem, a, b), resolution=64).barrier, rel=1e-12)
+    assert landscape.connect(problem, a, b, method="linear").barrier == pytest.approx(expected, rel=1e-5)
+
+
+def test_barrier_of_the_ring_is_its_hill_and_zero_on_a_point():
+    ring = landscape.make_problem("ring")  # minima at loss 0 on either side of the hill f(0, 0) = 1
+    a, b = ring.minima
+    assert landscape.barrier(ring, a, b) == pytest.approx(1.0, abs=1e-12)
+    assert landscape.barrier(ring, a, a) == 0.0
+    with pytest.raises(LandscapeError, match="shape"):
+        landscape.barrier(ring, a, torch.zeros(3, dtype=a.dtype))
+
+
+def test_straight_paths_in_one_batch_match_one_at_a_time():
+    problem = landscape.make_problem("himmelblau")
+    m = problem.minima
+    starts, ends = m[[0, 0, 1, 2]], m[[1, 3, 2, 3]]
+    batch = landscape.paths.straight_paths(problem, starts, ends, level=50.0)
+    for a, b, path in zip(starts, ends, batch):
+        alone = certify(problem, linear_path(problem, a, b), level=50.0)
+        assert path.max_loss == pytest.approx(alone.max_loss, rel=1e-12) and path.status == alone.status
+        assert path.dense_argmax == pytest.approx(alone.dense_argmax, abs=1e-12)
+        assert path.evaluations == alone.evaluations - 2  # the knots alone cost linear_path its 2 evaluations

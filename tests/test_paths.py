@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import landscape
+import landscape.paths
 from landscape import LandscapeError
 
 #: (problem, params, start minimum, end minimum, level, the minimax height between them or None).
@@ -214,3 +215,29 @@ def test_registry_and_options():
     assert all(f.__doc__ for f in landscape.METHODS.values())
     assert landscape.method_options("string")["alpha"] == 0.9
     assert "resolution" in landscape.method_options("neb")
+
+
+@pytest.mark.parametrize("method", sorted(landscape.METHODS))
+def test_reported_evaluations_are_the_evaluations_made(method):
+    # every loss (or loss-and-gradient) evaluated during connect, counted at the problem, is reported:
+    # the endpoints' losses once, the baseline, the method and the certification
+    problem = landscape.make_problem("himmelblau")
+    made = {"points": 0}
+    loss, loss_and_grad = problem.loss, problem.loss_and_grad
+
+    def counting(f):
+        def wrapped(thetas, *args, **kwargs):
+            made["points"] += int(thetas.shape[0])
+            return f(thetas, *args, **kwargs)
+        return wrapped
+
+    problem.loss, problem.loss_and_grad = counting(loss), counting(loss_and_grad)
+    path = landscape.connect(problem, problem.minima[0], problem.minima[3], method=method, level=20.0)
+    assert path.evaluations == made["points"]
+    made["points"] = 0
+    straight = landscape.paths.straight_path(problem, problem.minima[0], problem.minima[3])
+    assert straight.evaluations == made["points"]
+    made["points"] = 0  # a straight segment passed in is neither measured nor counted again
+    again = landscape.connect(problem, problem.minima[0], problem.minima[3], method=method, level=20.0,
+                              straight=straight)
+    assert again.evaluations == made["points"] and again.info["linear_max_loss"] == straight.max_loss

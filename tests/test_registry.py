@@ -117,7 +117,7 @@ CALLS = {
     "plane": (landscape.PLANES, "diagonal", lambda v: landscape.make_plane(v, RING, RING.minima)),
     "plane option": (landscape.PLANES, "points", lambda v: landscape.make_plane(v, RING, RING.minima, spread=2)),
     "optimizer": (landscape.OPTIMIZERS, "sgd", lambda v: landscape.train(RING, [0], optimizer=v, steps=1)),
-    "activation": (importlib.import_module("landscape.problems.module").ACTIVATIONS, "gelu",
+    "activation": (importlib.import_module("landscape.problems.mlp").ACTIVATIONS, "gelu",
                    lambda v: landscape.problems.mlp([2, 3, 1], activation=v)),
     "loss": (landscape.LOSSES, "hinge",
              lambda v: landscape.from_module(torch.nn.Linear(2, 1), (torch.zeros(4, 2), torch.zeros(4, 1)), loss=v)),

@@ -156,7 +156,7 @@ def test_deep_linear_has_one_valley_at_every_level():
     minima = landscape.train(problem, range(8), lr=0.01, steps=1500, dtype=torch.float64)
     best, worst = minima.losses.min().item(), minima.losses.max().item()
     assert worst - best < 1e-9  # all eight reached the same global minimum value
-    straight = landscape.valleys.straight_max_losses(problem, minima.thetas, [(0, i) for i in range(1, 8)])
+    straight = landscape.paths.straight_max_losses(problem, minima.thetas, [(0, i) for i in range(1, 8)])
     assert (straight > 5 * worst).all()  # yet they are far apart: straight segments climb high
     levels = [worst * 1.01, worst * 1.1, worst * 2.0]
     graph, report = find_valleys(problem, minima.thetas, levels=levels, generator=gen())

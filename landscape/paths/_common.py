@@ -1,14 +1,15 @@
-"""What every path method shares: counted evaluations, endpoint checks, step sizes."""
+"""What every path method shares: the checked endpoints, counted evaluations, step sizes."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .._errors import LandscapeError
-from .path import DEFAULT_RESOLUTION, dense_losses, default_level, segment_view
 from ..problems.problem import Problem
+from .certify import dense_losses, default_level, segment_view
 
 
 class Counted:
@@ -55,8 +56,8 @@ class Counted:
         return {"loss_evaluations": self.losses, "gradient_evaluations": self.gradients, "batched_calls": self.calls}
 
 
-def check_endpoints(problem: Problem, start, end) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both endpoints as (D,) floating tensors of one dtype and device, finite and distinct."""
+def check_endpoints(problem: Problem, start, end, *, distinct: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both endpoints as (D,) floating tensors of one dtype and device, finite (and distinct, unless told)."""
     for name, x in (("start", start), ("end", end)):
         if not isinstance(x, torch.Tensor):
             raise LandscapeError(f"{name} must be a torch.Tensor of shape ({problem.dim},), got {type(x).__name__}")
@@ -70,7 +71,7 @@ def check_endpoints(problem: Problem, start, end) -> tuple[torch.Tensor, torch.T
     if start.dtype != end.dtype or start.device != end.device:
         raise LandscapeError(f"start ({start.dtype}, {start.device}) and end ({end.dtype}, {end.device}) must share "
                              "dtype and device; convert one with .to(...)")
-    if torch.equal(start, end):
+    if distinct and torch.equal(start, end):
         raise LandscapeError("start and end are the same point: there is nothing to connect")
     return start.detach(), end.detach()
 
@@ -97,12 +98,32 @@ def resolve_level(level, la: float, lb: float) -> float:
     return level
 
 
-def prepare(problem, start, end, level) -> tuple[Counted, torch.Tensor, torch.Tensor, float, float, float]:
-    """Counted problem, checked endpoints, their losses and the level: the first lines of every method."""
-    start, end = check_endpoints(problem, start, end)
-    counted = Counted(problem)
-    la, lb = endpoint_losses(counted, start, end)
-    return counted, start, end, la, lb, resolve_level(level, la, lb)
+@dataclass(frozen=True)
+class Endpoints:
+    """What :func:`landscape.connect` hands a path method: computed once, at its boundary.
+
+    Every method is ``method(ends, *, generator=None, **options) -> Path``, run by ``connect``
+    through ``METHODS``; it neither checks the endpoints nor evaluates their losses again.
+
+    Attributes
+    ----------
+    problem : Counted
+        The problem, counting every evaluation made for the path (the endpoints' losses included
+        when ``connect`` evaluated them).
+    start, end : Tensor, shape (D,)
+        Checked by :func:`check_endpoints`: floating, finite, distinct, one dtype and device, detached.
+    loss_start, loss_end : float
+        L(start) and L(end), finite.
+    level : float
+        The level u, resolved (:func:`landscape.default_level` of the endpoint losses when none was asked).
+    """
+
+    problem: Counted
+    start: torch.Tensor
+    end: torch.Tensor
+    loss_start: float
+    loss_end: float
+    level: float
 
 
 def noise(shape, generator, like: torch.Tensor) -> torch.Tensor:
@@ -134,5 +155,5 @@ def check_count(**values):
             raise LandscapeError(f"option {name} must be a non-negative integer, got {v!r}")
 
 
-__all__ = ["Counted", "DEFAULT_RESOLUTION", "check_count", "check_endpoints", "check_positive",
-           "endpoint_losses", "noise", "prepare", "resolve_level", "scaled_lr"]
+__all__ = ["Counted", "Endpoints", "check_count", "check_endpoints", "check_positive", "endpoint_losses", "noise",
+           "resolve_level", "scaled_lr"]

@@ -1,7 +1,8 @@
 """Low-loss paths between two points: a registry of methods, one signature, one certified entry point.
 
-Every method is ``method(problem, start, end, *, level=None, generator=None, **options) -> Path``;
-:func:`connect` checks the inputs, resolves the level, runs one, and certifies what it returns.
+Every method is ``method(ends, *, generator=None, **options) -> Path``: :func:`connect` checks the
+endpoints and evaluates their losses once, resolves the level, hands them to one method as an
+:class:`Endpoints`, and certifies what it returns.
 """
 
 from __future__ import annotations
@@ -11,22 +12,23 @@ from dataclasses import replace
 
 import torch
 
+from .._errors import LandscapeError
+from ..problems.problem import Problem
 from ..symmetries.align import ALIGNERS
 from ..symmetries.align import align as align_points
-from .._errors import LandscapeError
 from .._random import resolve_generator
 from .._registry import Registry
-from .path import DEFAULT_RESOLUTION, Path, certify
-from ..problems.problem import Problem
-from ._common import check_endpoints, endpoint_losses, resolve_level
+from ._common import Counted, Endpoints, check_endpoints, endpoint_losses, resolve_level
+from .certify import DEFAULT_RESOLUTION, certify, verdict
 from .curves import bezier, polychain
-from .linear import linear
+from .linear import linear, straight_path
 from .neb import neb
+from .path import Path
 from .string import string
 
 #: Path methods by name; keys equal function names. ``connect(..., method=name)`` runs one.
 METHODS = Registry("path method", (linear, string, bezier, polychain, neb),
-                   shared=("problem", "start", "end", "level", "generator"))
+                   shared=("ends", "generator"))
 
 #: The method :func:`connect` runs when none is named.
 DEFAULT_METHOD = "string"
@@ -39,7 +41,8 @@ def method_options(method: str) -> dict:
 
 def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method: str = DEFAULT_METHOD,
             level: float | None = None, generator: torch.Generator | None = None,
-            resolution: int = DEFAULT_RESOLUTION, align: str = "none", **options) -> Path:
+            resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
+            **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it provably stays ≤ u.
 
     Parameters
@@ -65,6 +68,10 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         permutation (and rescaling) that keeps its function (:func:`landscape.align`), so the path
         then ends at the aligned copy of ``end``. ``info["alignment"]`` reports the straight
         segment's max loss and barrier before alignment beside the alignment's summary.
+    straight : Path, optional
+        The straight segment from ``start`` to ``end``, already certified at ``resolution`` (a row of
+        :func:`landscape.paths.straight_paths`, as the valley search measures them): it serves as the
+        baseline and gives the endpoint losses, and its evaluations are not made, nor counted, again.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -75,7 +82,8 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         densely along every segment is ≤ u, else ``"not_found"`` (the best path found is kept).
         ``info`` adds the straight segment's figures (``linear_max_loss``, ``linear_barrier``,
         ``linear_status``) and the problem's BatchNorm policy (``bn``); ``evaluations`` counts every
-        loss evaluated (method, baseline and certification); ``seconds`` the whole call.
+        loss evaluated here (endpoints, method, baseline and certification; not those of a
+        ``straight`` passed in); ``seconds`` the whole call.
 
     Examples
     --------
@@ -94,34 +102,59 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     if not isinstance(problem, Problem):
         raise LandscapeError(f"problem must be a landscape.Problem, got {type(problem).__name__}")
     start, end = check_endpoints(problem, start, end)
-    la, lb = endpoint_losses(problem, start, end)
+    counted = Counted(problem)
+    if straight is None:
+        la, lb = endpoint_losses(counted, start, end)
+    else:
+        la, lb = _measured(straight, start, end, resolution, align)
     level = resolve_level(level, la, lb)
     generator = resolve_generator(generator)
+    spent = 0  # evaluations outside ``counted``: the straight segments and the certification
 
     aligned = None
     if align != "none":
         ALIGNERS.lookup(align)
-        before = certify(problem, linear(problem, start, end, level=level), level, resolution=resolution)
+        before = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution)
         result = align_points(problem, start, end, method=align, generator=generator)
-        end = result.theta.to(start)
+        start, end = check_endpoints(problem, start, result.theta.to(start))
+        lb = float(counted.loss(end[None])[0])  # the aligned end: b's function, b's loss up to rounding
         aligned = {**result.summary(permutations=False), "linear_max_loss_before": before.max_loss,
                    "linear_barrier_before": before.barrier, "linear_status_before": before.status,
                    "evaluations_before": before.evaluations}
-    baseline = certify(problem, linear(problem, start, end, level=level), level, resolution=resolution)
+        spent += before.evaluations
+    if straight is None:
+        baseline = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution)
+        spent += baseline.evaluations
+    else:
+        baseline = replace(straight, level=level, status=verdict(straight.max_loss, level), info={})
     if method == "linear" and not options:
         path = baseline
     elif max(la, lb) > level:  # no path can stay below u: do not run the method for a foregone answer
-        path = replace(baseline, info={**baseline.info, "skipped": f"an endpoint loss is above the level {level:g}"})
+        path = replace(baseline, info={"skipped": f"an endpoint loss is above the level {level:g}"})
     else:
-        found = METHODS[method](problem, start, end, level=level, generator=generator, **options)
+        found = METHODS[method](Endpoints(counted, start, end, la, lb, level), generator=generator, **options)
         path = certify(problem, found, level, resolution=resolution)
-        path = replace(path, evaluations=path.evaluations + baseline.evaluations)
+        spent += path.evaluations - found.evaluations
     info = {**path.info, "linear_max_loss": baseline.max_loss, "linear_barrier": baseline.barrier,
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None)}
     if aligned is not None:
         info["alignment"] = aligned
-        path = replace(path, evaluations=path.evaluations + aligned["evaluations_before"])
-    return replace(path, method=method, info=info, seconds=time.perf_counter() - began)
+    return replace(path, method=method, info=info, evaluations=counted.evaluations + spent,
+                   seconds=time.perf_counter() - began)
+
+
+def _measured(straight: Path, start: torch.Tensor, end: torch.Tensor, resolution: int, align: str
+              ) -> tuple[float, float]:
+    """The endpoint losses of a straight segment passed to :func:`connect`, once it is checked to be that segment."""
+    if not isinstance(straight, Path) or straight.n_points != 2 or straight.dense_max_loss is None:
+        raise LandscapeError("straight must be a certified straight segment (a Path of 2 points checked densely)")
+    if not (torch.equal(straight.points[0], start) and torch.equal(straight.points[1], end)):
+        raise LandscapeError("straight does not join start and end; pass the segment between these endpoints")
+    if straight.resolution != resolution:
+        raise LandscapeError(f"straight was certified at resolution {straight.resolution}, not {resolution}")
+    if align != "none":
+        raise LandscapeError("straight cannot be combined with align (the alignment moves the end)")
+    return float(straight.losses[0]), float(straight.losses[1])
 
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "connect", "method_options"]

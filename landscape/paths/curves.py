@@ -15,10 +15,11 @@ import math
 import torch
 
 from .._errors import LandscapeError
-from .path import DEFAULT_RESOLUTION, Path
 from .._random import resolve_generator
 from ..minima.optim import RowOptimizer
-from ._common import (check_count, check_positive, noise, prepare, scaled_lr)
+from ._common import Endpoints, check_count, check_positive, noise, scaled_lr
+from .certify import DEFAULT_RESOLUTION
+from .path import Path
 
 
 def bernstein(t: torch.Tensor, degree: int) -> torch.Tensor:
@@ -34,17 +35,16 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
     return (1 - (t[:, None] - knots).abs() * degree).clamp_min(0)
 
 
-def bezier(problem, start, end, *, level=None, generator=None, bends: int = 1, steps: int = 500,
+def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
            samples: int = 32, step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
 
     Parameters
     ----------
-    problem : Problem
-    start, end : Tensor, shape (D,)
-    level : float, optional
-        The level u (default :func:`landscape.paths.default_level`); training stops once the curve is below it.
+    ends : Endpoints
+        The endpoints, their losses and the level u, as :func:`landscape.connect` checked them;
+        training stops once the curve is below u.
     generator : torch.Generator, optional
         Draws the t samples (stratified: one uniform t in each of ``samples`` equal bins per step)
         and the bends' initial offsets. Seeded 0 when None (``landscape._random``).
@@ -70,12 +70,12 @@ def bezier(problem, start, end, *, level=None, generator=None, bends: int = 1, s
     Path
         ``info``: ``bends``, ``steps`` taken, ``checks`` (step, max loss), ``stop``, evaluation counts.
     """
-    return _fit_curve("bezier", bernstein, problem, start, end, level=level, generator=generator, bends=bends,
+    return _fit_curve("bezier", bernstein, ends, generator=generator, bends=bends,
                       steps=steps, samples=samples, step_size=step_size, lr=lr, check_every=check_every,
                       n_points=n_points, jitter=jitter, resolution=resolution)
 
 
-def polychain(problem, start, end, *, level=None, generator=None, bends: int = 1, steps: int = 500,
+def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
               samples: int = 32, step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
@@ -85,14 +85,14 @@ def polychain(problem, start, end, *, level=None, generator=None, bends: int = 1
     chain sampled at ``n_points`` t (the bends included when ``n_points − 1`` is a multiple of
     ``bends + 1``, as with the defaults).
     """
-    return _fit_curve("polychain", hats, problem, start, end, level=level, generator=generator, bends=bends,
+    return _fit_curve("polychain", hats, ends, generator=generator, bends=bends,
                       steps=steps, samples=samples, step_size=step_size, lr=lr, check_every=check_every,
                       n_points=n_points, jitter=jitter, resolution=resolution)
 
 
-def _fit_curve(name, basis, problem, start, end, *, level, generator, bends, steps, samples, step_size, lr,
+def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, step_size, lr,
                check_every, n_points, jitter, resolution) -> Path:
-    counted, start, end, la, lb, level = prepare(problem, start, end, level)
+    counted, start, end, level = ends.problem, ends.start, ends.end, ends.level
     check_count(bends=bends, steps=steps, samples=samples, check_every=check_every, n_points=n_points)
     check_positive(step_size=step_size, lr=lr, jitter=jitter)
     if bends < 1 or samples < 1 or n_points < 2 or check_every < 1:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import torch
 
 from .._errors import LandscapeError
-from .path import DEFAULT_RESOLUTION, Path
 from .._random import resolve_generator
 from ..minima.optim import RowOptimizer
-from ._common import check_count, check_positive, noise, prepare, scaled_lr
+from ._common import Endpoints, check_count, check_positive, noise, scaled_lr
+from .certify import DEFAULT_RESOLUTION
+from .path import Path
 
 
-def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
+def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
         spring: float = 1.0, climb: bool = True, insert: int = 2, insert_tol: float = 0.05, max_pivots: int = 64,
         converge: float = 1e-3,
         step_size: float = 0.01, lr: float | None = None, jitter: float = 1e-3,
@@ -32,11 +33,9 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
 
     Parameters
     ----------
-    problem : Problem
-    start, end : Tensor, shape (D,)
-    level : float, optional
-        The level u (default :func:`landscape.paths.default_level`): segments above it get new pivots.
-        The band relaxes to a minimum-energy path whatever the level (its max estimates the barrier).
+    ends : Endpoints
+        The endpoints, their losses and the level u, as :func:`landscape.connect` checked them.
+        Segments above u get new pivots. The band relaxes to a minimum-energy path whatever the level (its max estimates the barrier).
     generator : torch.Generator, optional
         Draws the initial pivots' small offsets from the straight segment. Seeded 0 when None (``landscape._random``).
     pivots : int
@@ -71,7 +70,8 @@ def neb(problem, start, end, *, level=None, generator=None, pivots: int = 3, cyc
         The band; ``info``: per cycle the pivots, max loss and insertions, ``climbing`` (index of the
         climbing pivot, or None), ``stop``, evaluation counts.
     """
-    counted, start, end, la, lb, level = prepare(problem, start, end, level)
+    counted, start, end, level = ends.problem, ends.start, ends.end, ends.level
+    la, lb = ends.loss_start, ends.loss_end
     check_count(pivots=pivots, cycles=cycles, steps=steps, insert=insert, max_pivots=max_pivots)
     check_positive(spring=spring, step_size=step_size, lr=lr, jitter=jitter, insert_tol=insert_tol, converge=converge)
     gen = resolve_generator(generator)

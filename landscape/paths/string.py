@@ -16,12 +16,13 @@ import time
 import torch
 
 from .._errors import LandscapeError
-from .._registry import Registry
-from .path import DEFAULT_RESOLUTION, Path
 from .._random import resolve_generator
+from .._registry import Registry
 from ..minima.optim import RowOptimizer
-from ._common import (Counted, check_count, check_positive, noise, prepare,
+from ._common import (Counted, Endpoints, check_count, check_positive, noise,
                       scaled_lr)
+from .certify import DEFAULT_RESOLUTION
+from .path import Path
 
 
 #: Where a new bead starts on the segment it splits: at the segment's highest dense point
@@ -29,7 +30,7 @@ from ._common import (Counted, check_count, check_positive, noise, prepare,
 INSERTS = Registry("insert", ("argmax", "midpoint"))
 
 
-def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.9, steps: int = 200,
+def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 200,
            step_size: float = 0.01, lr: float | None = None, penalty: float = 0.0, bisector: bool = False,
            insert: str = "argmax", batch_size: int | None = None, max_rounds: int = 10,
            max_beads: int = 256, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
@@ -37,10 +38,8 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
 
     Parameters
     ----------
-    problem : Problem
-    start, end : Tensor, shape (D,)
-    level : float, optional
-        The level u; :func:`landscape.paths.default_level` of the endpoint losses when None.
+    ends : Endpoints
+        The endpoints, their losses and the level u, as :func:`landscape.connect` checked them.
     generator : torch.Generator, optional
         Draws the small random offset of each new bead (a bead started exactly at a critical
         point, such as the hill top between two symmetric minima, would not move). Seeded 0 when
@@ -84,14 +83,14 @@ def string(problem, start, end, *, level=None, generator=None, alpha: float = 0.
         of descent) and the evaluation counts. Certify it with :func:`landscape.certify`
         (:func:`landscape.connect` always does).
     """
-    counted, start, end, la, lb, level = prepare(problem, start, end, level)
+    counted, level = ends.problem, ends.level
     check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter)
     check_count(steps=steps, max_rounds=max_rounds, max_beads=max_beads)
     INSERTS.lookup(insert)
     if alpha > 1 or penalty < 0:
         raise LandscapeError(f"string needs 0 < alpha <= 1 and penalty >= 0, got alpha={alpha}, penalty={penalty}")
     gen = resolve_generator(generator)
-    chain = torch.stack([start, end])
+    chain = torch.stack([ends.start, ends.end])
     rounds, stop, stalled = [], "max_rounds", None
     for r in range(max_rounds + 1):
         began = time.perf_counter()

@@ -13,7 +13,8 @@
 from .checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
 from .embedded import DEFAULT_PROBLEM, PROBLEMS, describe_problem, make_problem, problem_from_spec
 from .layout import Layout
-from .module import BN_POLICIES, LOSSES, NetworkProblem, Square, from_module, mlp
+from .mlp import Square, mlp
+from .module import BN_POLICIES, LOSSES, NetworkProblem, from_module
 from .problem import Problem
 
 __all__ = ["BN_POLICIES", "Checkpoint", "DEFAULT_PROBLEM", "LOSSES", "Layout", "NetworkProblem", "PROBLEMS",

@@ -11,7 +11,8 @@ import math
 import torch
 
 from .._errors import LandscapeError
-from .module import NetworkProblem, mlp
+from .mlp import mlp
+from .module import NetworkProblem
 from .problem import Problem
 
 

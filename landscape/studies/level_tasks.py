@@ -127,7 +127,8 @@ def count_valleys(params: dict, *, device) -> dict:
     spurious (0 or 1) per level f.
     """
     from ..minima.train import train
-    from ..valleys.graph import _tol, find_valleys
+    from ..valleys.graph import spurious_tolerance
+    from ..valleys.search import find_valleys
 
     scale_kind = params["level_scale"]
     LEVEL_SCALES.lookup(scale_kind)
@@ -148,7 +149,7 @@ def count_valleys(params: dict, *, device) -> dict:
     best = float(losses.min())
     zero = float(problem.loss(torch.zeros(1, problem.dim, device=device, dtype=dtype))[0])
     scale = best if scale_kind == "best" else zero - best
-    tol = _tol(best, params["tol"])
+    tol = spurious_tolerance(best, params["tol"])
     at = {f: best + f * scale for f in fractions}
     own = {i: float(losses[i]) + float(margin) * scale for i in range(len(seeds))
            if margin is not None and float(losses[i]) > best + tol}

@@ -244,7 +244,7 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
     >>> problem = landscape.make_problem("digits_mlp", width=16)
     >>> result = landscape.train(problem, seeds=[0, 1], steps=300, lr=0.01)
     >>> aligned = landscape.align(problem, result.thetas[0], result.thetas[1])
-    >>> path = landscape.paths.linear_path(problem, result.thetas[0], aligned.theta)
+    >>> landscape.barrier(problem, result.thetas[0], aligned.theta)  # the linear barrier left after alignment
     """
     aligner = ALIGNERS.lookup(method)
     if max_iter < 1:

@@ -252,7 +252,7 @@ def scene_from_files(checkpoints=(), *, paths=(), problem: Problem | None = None
         Files of different problems, unreadable files, nothing to draw.
     """
     from ..problems.checkpoint import load_checkpoint
-    from ..paths.path import load_path
+    from ..paths.files import load_path
 
     minima, found, trajs, built = {}, {}, {}, problem
     for f in checkpoints:

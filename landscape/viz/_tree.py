@@ -5,7 +5,7 @@ minima and the level at which a certified path joins them (its max loss). Sweepi
 upwards, each minimum appears at its loss and valleys fuse at merge levels (Becker & Karplus,
 J. Chem. Phys. 1997; the merge tree of the sublevel sets {L ≤ u}). A valley at level u is
 spurious when its lowest loss is above the global minimum plus a tolerance (Venturi, Bandeira &
-Bruna, JMLR 2019).
+Bruna, JMLR 2019), by default the rule of the valley reports (:func:`landscape.valleys.spurious_tolerance`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from networkx.utils import UnionFind
+
 from .._errors import LandscapeError
+from ..valleys.graph import spurious_tolerance
 
 
 @dataclass
@@ -42,25 +45,18 @@ class MergeTree:
 
     def valleys_at(self, level: float) -> list[list[str]]:
         """The valleys at level u: minima with loss ≤ u grouped by merges at or below u."""
-        parent = {m: m for m, v in self.losses.items() if v <= level}
-
-        def find(a):
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
+        below = {m for m, v in self.losses.items() if v <= level}
+        uf = UnionFind(below)
         for a, b, u in self.merges:
-            if u <= level:
-                parent[find(a)] = find(b)
-        groups: dict = {}
-        for m in parent:
-            groups.setdefault(find(m), []).append(m)
-        return sorted((sorted(g, key=lambda m: self.x[m]) for g in groups.values()), key=lambda g: self.x[g[0]])
+            if u <= level and a in below and b in below:
+                uf.union(a, b)
+        return sorted((sorted(g, key=lambda m: self.x[m]) for g in uf.to_sets()), key=lambda g: self.x[g[0]])
 
-    def spurious_at(self, level: float, *, tol: float = 0.0) -> list[list[str]]:
-        """The valleys at level u whose lowest loss is above the global minimum + ``tol``."""
+    def spurious_at(self, level: float, *, tol: float | None = None) -> list[list[str]]:
+        """The valleys at level u whose lowest loss is above the global minimum + the spurious tolerance
+        (``tol``, or :func:`landscape.valleys.spurious_tolerance` of the global minimum when None)."""
         best = min(self.losses.values())
+        tol = spurious_tolerance(best, tol)
         return [g for g in self.valleys_at(level) if min(self.losses[m] for m in g) > best + tol]
 
 
@@ -165,7 +161,7 @@ def merge_tree(minima: Mapping[str, float], merges) -> MergeTree:
     return MergeTree(losses, kept, x, nodes)
 
 
-def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float = 0.0,
+def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
                          log: bool = False, ax=None, title=None):
     """Draw the disconnectivity graph: each minimum a vertical line from its loss up to where its valley
     merges, merges as horizontal bars; at level u the valleys are counted and spurious ones drawn in red.
@@ -176,8 +172,9 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
         See :func:`merge_tree`.
     level : float, optional
         The level u to cut at (a dashed line; valley and spurious-valley counts in the title).
-    tol : float
-        A valley is spurious when its lowest loss exceeds the global minimum by more than ``tol``.
+    tol : float, optional
+        A valley is spurious when its lowest loss exceeds the global minimum by more than ``tol``
+        (default: :func:`landscape.valleys.spurious_tolerance`, the valley reports' rule).
     log : bool
         Log-scale loss axis.
 

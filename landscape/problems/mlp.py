@@ -1,0 +1,79 @@
+"""Plain MLPs: built by :func:`mlp`, recognised in any ``nn.Sequential`` by :func:`mlp_plan`, and run K
+networks at a time by :func:`mlp_forward` (one ``baddbmm`` a layer), the fast path of
+:class:`~landscape.problems.NetworkProblem` and the network that :mod:`.bounds` can bound.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from . import bounds
+
+
+class Square(nn.Module):
+    """The quadratic activation σ(z) = z² (Venturi et al. 2019; Du & Lee 2018)."""
+
+    def forward(self, x):
+        return x * x
+
+
+#: Activations of :func:`mlp` by name (module classes).
+ACTIVATIONS = Registry("activation", {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "quadratic": Square,
+                                      "linear": nn.Identity})
+
+
+#: The function each activation module applies, as the hand-batched evaluator calls it (None: nothing).
+FUNCTIONS = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.Tanh: torch.tanh, Square: bounds.square,
+             nn.Identity: None}
+
+
+def mlp(sizes, activation: str = "relu", bias: bool = True) -> nn.Sequential:
+    """``nn.Sequential`` of Linear layers of the given sizes with an activation between them."""
+    act = ACTIVATIONS.lookup(activation)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b, bias=bias))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def mlp_plan(module: nn.Module):
+    """``[(weight_name, bias_name or None, [activations])]`` if ``module`` is a plain MLP, else None."""
+    if not isinstance(module, nn.Sequential) or len(module) == 0:
+        return None
+    plan = []
+    for idx, layer in module.named_children():
+        if isinstance(layer, nn.Linear):
+            plan.append((f"{idx}.weight", f"{idx}.bias" if layer.bias is not None else None, []))
+        elif type(layer) in FUNCTIONS and plan:
+            act = FUNCTIONS[type(layer)]
+            if act is not None:
+                plan[-1][2].append(act)
+        else:
+            return None
+    return plan
+
+
+def mlp_forward(plan, params, x):
+    """K MLPs on inputs ``x[k, N, in]``: one ``baddbmm`` per layer. Returns ``[k, N, out]``.
+
+    A chunk of one network runs as plain ``addmm`` (measured ~10% faster than a batch-of-one bmm).
+    """
+    if x.shape[0] == 1:
+        h = x[0]
+        for wname, bname, acts in plan:
+            w = params[wname][0].T
+            h = h @ w if bname is None else torch.addmm(params[bname][0], h, w)
+            for act in acts:
+                h = act(h)
+        return h.unsqueeze(0)
+    h = x
+    for wname, bname, acts in plan:
+        w = params[wname].transpose(1, 2)
+        h = torch.bmm(h, w) if bname is None else torch.baddbmm(params[bname].unsqueeze(1), h, w)
+        for act in acts:
+            h = act(h)
+    return h

@@ -1,0 +1,352 @@
+"""Building the valley graph: straight segments first, path refinement only where it is needed.
+
+Costs grow like N, not N²: union-find over the minima (``networkx.utils.UnionFind``), straight
+segments to near neighbours first (many in one batched evaluation, each measured once and kept in
+``ValleyGraph.straight``), path refinement only between minima still in different components,
+closest pairs first. A measured straight segment is handed to the refinement of its pair
+(``connect(..., straight=...)``) rather than measured again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+import networkx as nx
+import torch
+from networkx.utils import UnionFind
+
+from .._errors import LandscapeError
+from ..paths.certify import DEFAULT_RESOLUTION
+from ..paths.linear import straight_paths
+from ..paths.path import Path
+from ..problems.problem import Problem
+from .graph import ValleyGraph, event_levels
+
+
+def straight_segments(graph: ValleyGraph, pairs, resolution: int = DEFAULT_RESOLUTION) -> list[Path]:
+    """The certified straight segments between pairs of minima, each measured once per graph and resolution.
+
+    Pairs not measured yet are checked together (:func:`landscape.paths.straight_paths`, the minima's
+    known losses reused); ``stats["straight_checks"]`` and ``stats["evaluations"]`` count them.
+
+    Parameters
+    ----------
+    graph : ValleyGraph
+    pairs : sequence of (int, int)
+        With i < j.
+    resolution : int
+
+    Returns
+    -------
+    list of Path
+        One two-knot path per pair, in order.
+    """
+    pairs = list(pairs)
+    new = [(i, j) for i, j in pairs if (i, j, resolution) not in graph.straight]
+    if new:
+        first, second = [i for i, _ in new], [j for _, j in new]
+        losses = torch.stack([graph.losses[first], graph.losses[second]], 1)
+        measured = straight_paths(graph.problem, graph.thetas[first], graph.thetas[second], losses=losses,
+                                  resolution=resolution)
+        graph.straight.update({(i, j, resolution): p for (i, j), p in zip(new, measured)})
+        graph.stats["straight_checks"] += len(new)
+        graph.stats["evaluations"] += sum(p.evaluations for p in measured)
+    return [graph.straight[(i, j, resolution)] for i, j in pairs]
+
+
+def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string", attempts: int = 2,
+                     neighbours: int = 8, resolution: int = DEFAULT_RESOLUTION, generator: torch.Generator | None = None,
+                     connect_options: dict | None = None) -> ValleyGraph:
+    """Join the minima below ``level`` with certified paths, refining only where it is needed.
+
+    1. Straight segments from each minimum to its ``neighbours`` nearest (plus a Euclidean spanning
+       tree), closest pairs first, in batched evaluations, skipping pairs already in one component;
+       a segment whose dense max is ≤ u joins its ends. At most N·neighbours checks, not N².
+    2. While several components remain: path refinement (``method``) between the closest pair of
+       minima of two different components that has not been tried; success joins them; at most
+       ``attempts`` pairs are tried for each pair of components.
+
+    Refinements on N minima that all connect: at most N − 1 plus the failed attempts.
+
+    Parameters
+    ----------
+    graph : ValleyGraph
+    level : float
+    method : str
+        A key of ``landscape.METHODS``.
+    attempts : int
+        Refinements tried per pair of components before they are reported separate.
+    connect_options : dict, optional
+        Extra options for the path method.
+
+    Returns
+    -------
+    ValleyGraph
+        The same graph, with the new edges and updated ``stats``.
+    """
+    from ..paths.connect import connect  # the path methods; imported here to keep this module light
+
+    start_time = time.perf_counter()
+    problem, thetas = graph.problem, graph.thetas
+    nodes = [i for i in range(graph.n) if graph.losses[i] <= level]
+    uf = UnionFind(range(graph.n))
+    for i, j, w in graph.graph.edges(data="max_loss"):
+        if w <= level and i in nodes and j in nodes:
+            uf.union(i, j)
+    dist = torch.cdist(thetas, thetas)
+    pairs = sorted(((dist[i, j].item(), i, j) for a, i in enumerate(nodes) for j in nodes[a + 1:]))
+    # 1. straight segments to each minimum's nearest neighbours, closest first, in batches
+    if len(nodes) > 1:
+        sub = _candidate_pairs(thetas[nodes], neighbours)
+        near = sorted((dist[nodes[a], nodes[b]].item(), nodes[a], nodes[b]) for a, b in sub)
+    else:
+        near = []
+    batch = max(1, len(nodes))
+    cursor = 0
+    while cursor < len(near) and _components(uf, nodes) > 1:
+        todo = []
+        while cursor < len(near) and len(todo) < batch:
+            _, i, j = near[cursor]
+            cursor += 1
+            if uf[i] != uf[j]:
+                todo.append((i, j))
+        if not todo:
+            break
+        for (i, j), path in zip(todo, straight_segments(graph, todo, resolution)):
+            if path.max_loss <= level and uf[i] != uf[j]:
+                uf.union(i, j)
+                graph.add_path(i, j, path)
+    # 2. refinement between components, closest untried pair first
+    tried: dict[tuple[int, int], int] = {}
+    options = dict(connect_options or {})
+    for _, i, j in pairs:
+        if _components(uf, nodes) == 1:
+            break
+        a, b = uf[i], uf[j]
+        if a == b:
+            continue
+        key = (min(a, b), max(a, b))
+        if tried.get(key, 0) >= attempts:
+            continue
+        tried[key] = tried.get(key, 0) + 1
+        path = connect(problem, thetas[i], thetas[j], method=method, level=level, generator=generator,
+                       resolution=resolution, straight=graph.straight.get((i, j, resolution)), **options)
+        graph.stats["refinements"] += 1
+        graph.stats["evaluations"] += path.evaluations
+        if path.status == "connected":
+            graph.add_path(i, j, path)
+            uf.union(i, j)
+        else:
+            graph.stats["failed"] += 1
+            graph.failures.append((i, j, float(level), path.max_loss))
+    graph.stats["seconds"] += time.perf_counter() - start_time
+    return graph
+
+
+def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int = 8, bisect: int = 3,
+                     probe: str = "string", resolution: int = DEFAULT_RESOLUTION,
+                     generator: torch.Generator | None = None, connect_options: dict | None = None,
+                     max_refinements: int | None = None) -> ValleyGraph:
+    """Merge levels of all minima: Kruskal's algorithm with lazily refined edge weights.
+
+    Candidate edges are the straight segments to each minimum's ``neighbours`` nearest minima (all
+    pairs when N ≤ neighbours + 1) plus a Euclidean spanning tree, weighted by their certified dense
+    max loss, one batched evaluation. The lightest edge is popped; if its weight comes from a straight
+    segment it is first refined by ``method`` (a minimum-energy-path method such as NEB, which needs
+    no level) and pushed back with the lower certified weight; a refined edge that is still the
+    lightest joins its two valleys. Each merge level is certified (a path at that max loss exists).
+
+    A minimum-energy-path method relaxes towards *a* mountain pass, not always the lowest one (in
+    high dimension NEB often settles on a higher pass). So each merge of the tree is then probed
+    ``bisect`` times with ``probe`` (DSS) at a level a quarter of the way from the higher endpoint
+    loss to the merge level; a path certified lower replaces the edge and the gap shrinks to it, a
+    failed probe raises the bottom of the gap. Lowering the weight of a
+    spanning-tree edge keeps the tree minimal, so the merge tree stays consistent.
+
+    Parameters
+    ----------
+    method : str
+        Level-free path method for the refinement (``"neb"``).
+    neighbours : int
+        Candidate edges per minimum.
+    bisect : int
+        Probes per merge (0: none).
+    probe : str
+        Path method of the probes (it needs a level: ``"string"``).
+    max_refinements : int, optional
+        Bound on the refinements by ``method``; beyond it straight-segment weights are kept.
+
+    Returns
+    -------
+    ValleyGraph
+        The graph holding the spanning-tree edges; ``graph.merges()`` is the merge tree.
+    """
+    from ..paths.connect import connect
+
+    start_time = time.perf_counter()
+    problem, thetas, n = graph.problem, graph.thetas, graph.n
+    if n == 1:
+        return graph
+    cand = _candidate_pairs(thetas, neighbours)
+    straight = dict(zip(cand, straight_segments(graph, cand, resolution)))
+    heap = [(p.max_loss, i, j, False) for (i, j), p in straight.items()]
+    heapq.heapify(heap)
+    uf = UnionFind(range(n))
+    options = dict(connect_options or {})
+    while heap and graph.graph.number_of_edges() < n - 1:
+        w, i, j, refined = heapq.heappop(heap)
+        if uf[i] == uf[j]:
+            continue
+        budget_left = max_refinements is None or graph.stats["refinements"] < max_refinements
+        if not refined and method != "linear" and budget_left:
+            path = connect(problem, thetas[i], thetas[j], method=method, level=None, generator=generator,
+                           resolution=resolution, straight=straight[(i, j)], **options)
+            graph.stats["refinements"] += 1
+            graph.stats["evaluations"] += path.evaluations
+            if path.max_loss < w:
+                graph.add_path(i, j, path)
+                heapq.heappush(heap, (path.max_loss, i, j, True))
+                continue
+        if not graph.graph.has_edge(i, j):
+            graph.add_path(i, j, straight[(i, j)])
+        uf.union(i, j)
+    # keep only the spanning-tree edges used by the merges
+    keep = {(m.i, m.j) for m in graph.merges()}
+    graph.graph.remove_edges_from([e for e in list(graph.graph.edges) if e not in keep and e[::-1] not in keep])
+    for merge in graph.merges() if bisect > 0 else []:
+        i, j = merge.i, merge.j
+        low = max(graph.losses[i].item(), graph.losses[j].item())
+        high = graph.graph.edges[i, j]["max_loss"]
+        for _ in range(bisect):
+            level = low + 0.25 * (high - low)  # merges often sit close to their endpoints: probe low first
+            if not level < high:
+                break
+            path = connect(problem, thetas[i], thetas[j], method=probe, level=level, generator=generator,
+                           resolution=resolution, straight=straight[(i, j)])
+            graph.stats["refinements"] += 1
+            graph.stats["evaluations"] += path.evaluations
+            if path.status == "connected":
+                graph.add_path(i, j, path)
+                high = path.max_loss
+            else:
+                low = level
+    graph.stats["seconds"] += time.perf_counter() - start_time
+    return graph
+
+
+def _candidate_pairs(thetas: torch.Tensor, neighbours: int) -> list[tuple[int, int]]:
+    n = thetas.shape[0]
+    if n <= neighbours + 1:
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
+    dist = torch.cdist(thetas, thetas)
+    pairs = set()
+    near = dist.topk(neighbours + 1, largest=False).indices[:, 1:]
+    for i in range(n):
+        for j in near[i].tolist():
+            pairs.add((min(i, j), max(i, j)))
+    tree = nx.minimum_spanning_tree(nx.from_numpy_array(dist.double().cpu().numpy()))
+    pairs.update((min(i, j), max(i, j)) for i, j in tree.edges)
+    return sorted(pairs)
+
+
+def _components(uf: UnionFind, nodes) -> int:
+    return len({uf[i] for i in nodes})
+
+
+def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="auto", method: str = "string",
+                 merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
+                 resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
+                 extent: int = 0,
+                 generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
+    """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
+
+    Parameters
+    ----------
+    problem : Problem
+    thetas : Tensor, shape (N, D)
+        The minima (aligned beforehand if symmetries should be factored out).
+    names : list of str, optional
+        Shown in the report (e.g. checkpoint files).
+    levels : "auto" or sequence of float
+        ``"auto"``: build the whole merge tree with ``merge_method`` and report at every level where the
+        count changes. A sequence: connect at each level (ascending) with ``method``; edges found at a
+        level stay valid above it.
+    method : str
+        Path method for a given level (``landscape.METHODS``; DSS, ``"string"``, by default).
+    merge_method : str
+        Level-free path method for the merge tree (``"neb"`` by default).
+    bisect : int
+        Probes of each merge level by ``method`` at lower levels (see :func:`build_merge_tree`).
+    extent : int
+        Hit-and-run samples per minimum at each level (0: none): each valley's row gains its
+        extent — mean and max distance of the samples from their minima and their RMS spread —
+        from one batched sampler over all minima (:func:`landscape.sample_sublevel_set`).
+    attempts : int
+        Refinements tried per pair of valleys before they are reported separate.
+    tol : float, optional
+        Spurious-valley tolerance (:func:`spurious_tolerance` when None).
+    metrics : bool
+        Add loss, gradient norm, ‖θ‖, Hessian top eigenvalue and trace to each node.
+    align : str
+        A key of ``landscape.ALIGNERS``. Not ``"none"``: every minimum is first moved onto the
+        lowest one by the hidden-unit permutation (and rescaling) that keeps its function, so that
+        copies of one network under the symmetry count as one valley rather than many.
+
+    Returns
+    -------
+    graph : ValleyGraph
+    report : dict
+        :meth:`ValleyGraph.report` at the levels.
+    """
+    alignment = None
+    if align != "none":
+        from ..symmetries.align import align as align_points
+
+        best = int(problem.loss(thetas).argmin())
+        result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
+        thetas = result.theta.to(thetas)
+        alignment = {"method": align, "reference": best if names is None else list(names)[best]}
+    graph = ValleyGraph.of(problem, thetas, names)
+    if metrics:
+        from ..minima.curvature import minimum_metrics
+
+        for i, m in enumerate(minimum_metrics(problem, thetas, generator=generator)):
+            graph.graph.nodes[i].update(m)
+    if isinstance(levels, str):
+        if levels != "auto":
+            raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
+        build_merge_tree(graph, method=merge_method, bisect=bisect, probe=method, resolution=resolution,
+                         generator=generator, connect_options=connect_options)
+        report_levels = event_levels(graph, tol)
+    else:
+        report_levels = sorted(float(u) for u in levels)
+        if not report_levels:
+            raise LandscapeError("no level given; pass --level U (repeatable) or --levels auto")
+        for u in report_levels:
+            connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
+                             generator=generator, connect_options=connect_options)
+    report = graph.report(report_levels, tol=tol)
+    if extent:
+        _add_extents(graph, report, extent, generator)
+    report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
+                   "resolution": resolution, "problem": problem.spec, "alignment": alignment})
+    return graph, report
+
+
+def _add_extents(graph: ValleyGraph, report: dict, samples: int, generator) -> None:
+    """Per level, one batched hit-and-run chain from every minimum below it; extents grouped by valley."""
+    from .sampling import sample_sublevel_set
+
+    for row in report["levels"]:
+        u = row["level"]
+        members = [i for i in range(graph.n) if graph.losses[i] <= u]
+        if not members:
+            row["extent"] = []
+            continue
+        chains = sample_sublevel_set(graph.problem, graph.thetas[members], u, n_samples=samples,
+                                     generator=generator).extent()
+        by_name = {graph.names[i]: e for i, e in zip(members, chains)}
+        row["extent"] = [{"mean_distance": sum(by_name[n]["mean_distance"] for n in v) / len(v),
+                          "max_distance": max(by_name[n]["max_distance"] for n in v),
+                          "spread": max(by_name[n]["spread"] for n in v)} for v in row["valleys"]]
