@@ -25,7 +25,9 @@ class SublevelSamples:
     Attributes
     ----------
     level : float
+        The level u of the set sampled.
     starts : Tensor, shape (K, D)
+        One start (a minimum) per chain.
     points : Tensor, shape (K, S, D)
         ``S`` samples per chain (after thinning).
     losses : Tensor, shape (K, S)
