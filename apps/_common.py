@@ -140,3 +140,21 @@ def table(rows: list[list], header: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def certificate_text(r: dict) -> str:
+    """What backs a path's claim, in words, from its summary (see :func:`landscape.certify`)."""
+    proof = r["info"].get("proof") or {}
+    pieces = f"{proof.get('pieces', 0):,} pieces, {proof.get('seconds', 0.0):.2f} s"
+    if r["certificate"] == "bound" and r["status"] == "connected":
+        return f"bound: proven <= {r['bound']:.6g} on every point of the path ({pieces})"
+    if r["certificate"] == "bound":
+        return f"bound: loss {proof['witness']['loss']:.6g} found above the level inside a segment ({pieces})"
+    if r["certificate"] == "grid" and r["status"] == "connected":
+        note = f"; proof {proof['status']} after {pieces}" if proof else ""
+        return f"grid: dense check, largest gap between checked points {r['spacing']:.3g}{note}"
+    if r["certificate"] == "grid":
+        return f"grid: a checked point is above the level (loss {r['max_loss']:.6g})"
+    if r["level"] is None:
+        return "none (no level)"
+    return "not recorded (a file written before certificates)"

@@ -9,8 +9,8 @@ import landscape
 from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak
 from landscape.minima import train_checkpoints
 
-from ._common import (Group, UserError, build_problem, device_option, echo_json, file_problem_option, json_option,
-                      parse_params, parse_seeds, problem_options, table)
+from ._common import (Group, UserError, build_problem, certificate_text, device_option, echo_json,
+                      file_problem_option, json_option, parse_params, parse_seeds, problem_options, table)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +114,7 @@ def _describe_path(d: dict) -> str:
              f"{d['status']} at {level}",
              f"    max loss {d['max_loss']:.6g}  barrier {d['barrier']:.6g}  normalized length "
              f"{d['normalized_length']:.4f}  {d['n_beads']} beads  {d['evaluations']:,} evaluations"]
+    lines.append(f"    certificate {certificate_text(d)}")
     if "linear_max_loss" in d["info"]:
         lines.append(f"    straight segment: max loss {d['info']['linear_max_loss']:.6g}")
     if ends:

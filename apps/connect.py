@@ -7,7 +7,7 @@ import torch
 
 import landscape
 
-from ._common import UserError, device_option, echo_json, file_problem_option, json_option, parse_params
+from ._common import UserError, certificate_text, device_option, echo_json, file_problem_option, json_option, parse_params
 
 
 @click.command()
@@ -19,6 +19,9 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
               help="Level u the path must stay under (default: 10% above the worse endpoint loss).")
 @click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
+@click.option("--certificate", type=click.Choice(list(landscape.paths.CERTIFICATES)), default="auto",
+              show_default=True, help="What backs 'connected': a proof by bounds over whole segments (plain MLPs), "
+                                      "the dense grid, or the proof where possible (auto).")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
               help="A method option (repeatable), value read as JSON: -O alpha=0.5 -O penalty=1.")
 @click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
@@ -33,13 +36,14 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, options, align, seed, bn, given, float64, out, device,
+def connect(start_file, end_file, method, level, resolution, certificate, options, align, seed, bn, given, float64, out, device,
             as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
     \b
-    The path is checked densely along every segment: "connected" only if its loss never exceeds
-    the level, else "not_found" with the best path and its max loss. Prints endpoint losses, the
+    "connected" only if the loss stays under the level: proven on every point of the path where
+    the network allows (certificate "bound"), else checked densely along every segment
+    (certificate "grid", with its spacing); otherwise "not_found" with the best path and its max loss. Prints endpoint losses, the
     straight segment's barrier, the method's max loss, the status, the normalized geodesic length
     (path length / distance), beads, evaluations and seconds.
     """
@@ -53,7 +57,7 @@ def connect(start_file, end_file, method, level, resolution, options, align, see
     dtype = torch.float64 if float64 else torch.float32
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
-                             **parse_params(options))
+                             certificate=certificate, **parse_params(options))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,
@@ -86,6 +90,7 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         f"{'connected' if r['linear_status'] == 'connected' else 'not connected'}",
         f"{r['method']:<11} max loss {r['max_loss']:.6g}   barrier {r['barrier']:.6g}   "
         f"{r['status'].upper() if connected else 'NOT FOUND'} at level {r['level']:.6g}",
+        f"certificate {certificate_text(r)}",
         f"geodesic    normalized length {r['normalized_length']:.4f}  (length {r['length']:.4g}, "
         f"chord {r['chord']:.4g})   {r['n_beads']} beads, {r['n_points']} points",
         f"cost        {r['evaluations']:,} loss evaluations, {r['seconds']:.2f} s, resolution {r['resolution']}"

@@ -13,13 +13,14 @@
   against the level (Freeman & Bruna, Fig. 3).
 """
 
-from .certify import DEFAULT_RESOLUTION, certify, default_level
+from .certify import CERTIFICATES, DEFAULT_RESOLUTION, certify, default_level
+from .proof import Proof, prove_below
 from .connect import DEFAULT_METHOD, METHODS, connect, method_options
 from .files import load_endpoints, load_path, save_path
 from .geodesic import geodesic_lengths
 from .linear import barrier, linear_path, straight_max_losses, straight_path, straight_paths
 from .path import STATUSES, Path
 
-__all__ = ["DEFAULT_METHOD", "DEFAULT_RESOLUTION", "METHODS", "Path", "STATUSES", "barrier", "certify", "connect",
+__all__ = ["CERTIFICATES", "DEFAULT_METHOD", "DEFAULT_RESOLUTION", "METHODS", "Path", "STATUSES", "barrier", "certify", "connect",
            "default_level", "geodesic_lengths", "linear_path", "load_endpoints", "load_path", "method_options",
-           "save_path", "straight_max_losses", "straight_path", "straight_paths"]
+           "Proof", "prove_below", "save_path", "straight_max_losses", "straight_path", "straight_paths"]

@@ -1,8 +1,18 @@
-"""The dense certification of a path at a level: the loss along every segment, zoomed in on its maxima.
+"""The certificate of a path at a level: a proof where the problem allows one, else a dense check.
 
-A path is ``connected`` at level u only if the loss, evaluated densely along every segment (knots
-included) and refined around its highest points, never exceeds u; :func:`certify` states that
-claim, and every path :func:`landscape.connect` returns passes through it.
+Every path :func:`landscape.connect` returns passes through :func:`certify`, which says which of two
+certificates stands behind a ``connected``:
+
+- ``"bound"``: a proof. The problem bounds its loss over whole pieces of every segment
+  (:meth:`Problem.segment_bounds`, bound propagation for plain MLPs) and branch and bound
+  (:mod:`.proof`) settles every piece below u: the loss is ≤ u at *every* point of the path
+  (computed in float64 with a relative rounding guard of 1e-9).
+- ``"grid"``: a dense check. The loss at ``resolution`` points a segment, refined around the highest
+  maxima, stays ≤ u; a feature narrower than the grid's ``spacing`` (the largest parameter-space
+  distance between checked points) can still hide. Problems without bounds get this one, and so
+  does a path whose proof ran out of budget (said in ``info["proof"]``).
+
+A ``not_found`` path holds a point above u (or not finite) that was evaluated: that claim is certain.
 """
 
 from __future__ import annotations
@@ -13,8 +23,14 @@ from dataclasses import replace
 import torch
 
 from .._errors import LandscapeError
+from .._registry import Registry
 from ..problems.problem import Problem
 from .path import Path
+from .proof import DEFAULT_BUDGET, prove_below
+
+#: How :func:`certify` may back a ``connected``: ``"auto"`` proves where the problem can bound its loss
+#: and checks densely elsewhere; ``"bound"`` insists on the proof; ``"grid"`` checks densely only.
+CERTIFICATES = Registry("certificate", ("auto", "bound", "grid"))
 
 #: Default sub-intervals per segment in the dense check. Grids of resolution R and 2R are nested,
 #: so doubling the resolution only adds points.
@@ -77,50 +93,107 @@ def segment_view(values: torch.Tensor, resolution: int) -> torch.Tensor:
 ZOOM_PASSES, ZOOM_CANDIDATES, ZOOM_POINTS = 2, 4, 8
 
 
-def certify(problem: Problem, path: Path, level: float | None = None, *,
-            resolution: int = DEFAULT_RESOLUTION, zoom: int = ZOOM_PASSES) -> Path:
-    """Evaluate the loss densely along every segment (batched), zoom in on its maxima, and state the claim.
+def certify(problem: Problem, path: Path, level: float | None = None, *, resolution: int = DEFAULT_RESOLUTION,
+            zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int = DEFAULT_BUDGET) -> Path:
+    """State a path's claim at a level: dense evaluation of every segment, then a proof where possible.
 
-    The grid of ``resolution`` sub-intervals per segment is evaluated first; then, ``zoom`` times,
-    the few highest local maxima of the grid are bracketed by their neighbours and re-sampled
-    ``ZOOM_POINTS`` times finer (one batched call a pass), so that a smooth peak between two grid
-    points is found to within (1/(resolution·8^zoom))² of its height instead of (1/resolution)².
-    A narrower spike than the grid can still hide; raise ``resolution`` for rough losses.
+    The grid of ``resolution`` sub-intervals per segment is evaluated first (batched); then, ``zoom``
+    times, the few highest local maxima of the grid are bracketed by their neighbours and re-sampled
+    ``ZOOM_POINTS`` times finer, so that a smooth peak between two grid points is found to within
+    (1/(resolution·8^zoom))² of its height. If that maximum is ≤ u, the path is proven ≤ u by branch
+    and bound on bounds of the loss over whole pieces (:mod:`.proof`) where the problem has them.
 
     Parameters
     ----------
     problem : Problem
     path : Path
     level : float, optional
-        The level u. ``status`` becomes ``"connected"`` if the max loss found is ≤ u, else
-        ``"not_found"``; ``"unchecked"`` when no level is given (and the path has none).
+        The level u (the path's own when None). ``status`` becomes ``"connected"`` if the loss is ≤ u
+        on the whole path (certificate ``"bound"``) or on the dense grid (``"grid"``), else
+        ``"not_found"``; ``"unchecked"`` when there is no level.
     resolution : int
         Sub-intervals per segment: (N − 1)·resolution + 1 evaluations, batched (see :func:`dense_losses`).
     zoom : int
         Refinement passes around the maxima (0: the grid alone).
+    certificate : {"auto", "bound", "grid"}
+        See :data:`CERTIFICATES`. ``"bound"`` on a problem without bounds is an error.
+    budget : int
+        Pieces the proof may bound before it gives up and the dense check stands.
 
     Returns
     -------
     Path
-        A copy with ``dense_max_loss``, ``dense_argmax`` (its position t), ``resolution``, ``status``
-        and ``level`` set, ``losses`` re-evaluated at the knots, and ``evaluations`` increased by every
-        evaluation made here.
+        A copy with ``dense_max_loss``, ``dense_argmax`` (its position t), ``resolution``, ``status``,
+        ``level``, ``certificate``, ``bound`` (the proven upper bound) or ``spacing`` (the grid's) set,
+        ``losses`` re-evaluated at the knots, ``info["proof"]`` when a proof was tried, and
+        ``evaluations`` increased by every loss evaluated here.
     """
+    CERTIFICATES.lookup(certificate)
     values = dense_losses(problem, path.points, resolution)
-    t = path.dense_t(resolution)
-    if not torch.isfinite(values).all():
-        where = float(t[~torch.isfinite(values)][0])
-        raise LandscapeError(f"the loss is not finite along the path (at t = {where:.3f}); "
-                             "check the endpoints and the problem's data")
-    peak, where, extra = (float(v[0]) for v in refine_maximum(problem.loss, path.points[None], values[None],
-                                                              resolution, passes=zoom))
-    seg = min(int(where), path.n_points - 2)
-    frac = where - seg
-    argmax_t = float(path.t[seg] + frac * (path.t[seg + 1] - path.t[seg]))
     level = path.level if level is None else float(level)
-    return replace(path, losses=values[::resolution].clone(), level=level, status=verdict(peak, level),
-                   dense_max_loss=peak, dense_argmax=argmax_t, resolution=resolution,
-                   evaluations=path.evaluations + int(values.shape[0]) + int(extra), info=dict(path.info))
+    info, spent = dict(path.info), int(values.shape[0])
+    finite = torch.isfinite(values)
+    if not finite.all():  # a point where the loss is not finite is not below any level
+        where = int(torch.nonzero(~finite)[0])
+        peak, argmax_t = float("inf"), float(path.dense_t(resolution)[where])
+        info["non_finite_at"] = argmax_t
+    else:
+        peak, where, extra = (float(v[0]) for v in refine_maximum(problem.loss, path.points[None], values[None],
+                                                                  resolution, passes=zoom))
+        spent += int(extra)
+        seg = min(int(where), path.n_points - 2)
+        argmax_t = float(path.t[seg] + (where - seg) * (path.t[seg + 1] - path.t[seg]))
+    checked = replace(path, losses=values[::resolution].clone(), level=level, status=verdict(peak, level),
+                      dense_max_loss=peak, dense_argmax=argmax_t, resolution=resolution,
+                      evaluations=path.evaluations + spent, info=info)
+    return settle(problem, checked, certificate=certificate, budget=budget)
+
+
+def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: int = DEFAULT_BUDGET) -> Path:
+    """Back the claim of a densely checked path: prove it where the problem can, else keep the dense check.
+
+    Parameters
+    ----------
+    problem : Problem
+    path : Path
+        With ``dense_max_loss``, ``resolution``, ``level`` and ``status`` from the dense check.
+    certificate : {"auto", "bound", "grid"}
+    budget : int
+
+    Returns
+    -------
+    Path
+        A copy with ``certificate``, ``bound`` and ``spacing`` set (see :func:`certify`).
+    """
+    CERTIFICATES.lookup(certificate)
+    spacing = float((path.points[1:] - path.points[:-1]).norm(dim=1).max()) / path.resolution
+    if path.level is None:
+        return replace(path, certificate=None, bound=None, spacing=spacing)
+    status, peak, argmax_t, info = path.status, path.dense_max_loss, path.dense_argmax, dict(path.info)
+    used, bound, spent = "grid", None, 0
+    if status == "connected" and certificate != "grid":
+        proof = prove_below(problem, path.points, path.level, budget=budget)
+        spent = proof.evaluations
+        if proof.status == "unsupported" and certificate == "bound":
+            raise LandscapeError(f"problem {problem.name!r} cannot bound its loss over segments (plain MLPs with a "
+                                 "standard loss can); use certificate 'grid' or 'auto'")
+        if proof.status != "unsupported":
+            info["proof"] = proof.summary()
+        if proof.status == "proven":
+            used, bound = "bound", proof.bound
+        elif proof.status == "refuted":
+            used, status = "bound", "not_found"
+            found = proof.witness["loss"]
+            peak = max(peak, found) if math.isfinite(found) else float("inf")
+            argmax_t = _position(path, proof.witness)
+    return replace(path, status=status, dense_max_loss=peak, dense_argmax=argmax_t, certificate=used, bound=bound,
+                   spacing=spacing, evaluations=path.evaluations + spent, info=info)
+
+
+def _position(path: Path, witness: dict) -> float:
+    """The position t along the path of a proof's witness (a segment and a position in it)."""
+    seg = witness["segment"]
+    return float(path.t[seg] + witness["t"] * (path.t[seg + 1] - path.t[seg]))
 
 
 def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution: int, *,

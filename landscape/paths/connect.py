@@ -19,7 +19,7 @@ from ..symmetries.align import align as align_points
 from .._random import resolve_generator
 from .._registry import Registry
 from ._common import Counted, Endpoints, check_endpoints, endpoint_losses, resolve_level
-from .certify import DEFAULT_RESOLUTION, certify, verdict
+from .certify import CERTIFICATES, DEFAULT_RESOLUTION, certify, settle, verdict
 from .curves import bezier, polychain
 from .linear import linear, straight_path
 from .neb import neb
@@ -42,8 +42,8 @@ def method_options(method: str) -> dict:
 def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method: str = DEFAULT_METHOD,
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
-            **options) -> Path:
-    """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it provably stays ≤ u.
+            certificate: str = "auto", **options) -> Path:
+    """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
     ----------
@@ -72,14 +72,18 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         The straight segment from ``start`` to ``end``, already certified at ``resolution`` (a row of
         :func:`landscape.paths.straight_paths`, as the valley search measures them): it serves as the
         baseline and gives the endpoint losses, and its evaluations are not made, nor counted, again.
+    certificate : {"auto", "bound", "grid"}
+        What backs a ``connected`` (see :func:`landscape.certify`): ``"auto"`` proves it where the
+        problem can bound its loss over segments and checks it densely elsewhere.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
     Returns
     -------
     Path
-        Certified by :func:`landscape.certify`: ``status`` is ``"connected"`` if the loss evaluated
-        densely along every segment is ≤ u, else ``"not_found"`` (the best path found is kept).
+        Certified by :func:`landscape.certify`: ``status`` is ``"connected"`` if the loss is proven ≤ u
+        on the whole path (``certificate="bound"``) or found ≤ u on the dense grid (``"grid"``, with its
+        ``spacing``), else ``"not_found"`` (the best path found is kept).
         ``info`` adds the straight segment's figures (``linear_max_loss``, ``linear_barrier``,
         ``linear_status``) and the problem's BatchNorm policy (``bn``); ``evaluations`` counts every
         loss evaluated here (endpoints, method, baseline and certification; not those of a
@@ -109,12 +113,14 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         la, lb = _measured(straight, start, end, resolution, align)
     level = resolve_level(level, la, lb)
     generator = resolve_generator(generator)
+    CERTIFICATES.lookup(certificate)
     spent = 0  # evaluations outside ``counted``: the straight segments and the certification
 
     aligned = None
     if align != "none":
         ALIGNERS.lookup(align)
-        before = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution)
+        before = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution,
+                               certificate="grid")
         result = align_points(problem, start, end, method=align, generator=generator)
         start, end = check_endpoints(problem, start, result.theta.to(start))
         lb = float(counted.loss(end[None])[0])  # the aligned end: b's function, b's loss up to rounding
@@ -123,17 +129,20 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
                    "evaluations_before": before.evaluations}
         spent += before.evaluations
     if straight is None:
-        baseline = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution)
+        baseline = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution,
+                                 certificate=certificate)
         spent += baseline.evaluations
     else:
-        baseline = replace(straight, level=level, status=verdict(straight.max_loss, level), info={})
+        measured = replace(straight, level=level, status=verdict(straight.max_loss, level), info={}, evaluations=0)
+        baseline = settle(problem, measured, certificate=certificate)
+        spent += baseline.evaluations
     if method == "linear" and not options:
         path = baseline
     elif max(la, lb) > level:  # no path can stay below u: do not run the method for a foregone answer
         path = replace(baseline, info={"skipped": f"an endpoint loss is above the level {level:g}"})
     else:
         found = METHODS[method](Endpoints(counted, start, end, la, lb, level), generator=generator, **options)
-        path = certify(problem, found, level, resolution=resolution)
+        path = certify(problem, found, level, resolution=resolution, certificate=certificate)
         spent += path.evaluations - found.evaluations
     info = {**path.info, "linear_max_loss": baseline.max_loss, "linear_barrier": baseline.barrier,
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None)}

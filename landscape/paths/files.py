@@ -50,7 +50,8 @@ def describe_path(file, path: Path, problem: Problem, meta: dict) -> dict:
     return out
 
 
-_SCALARS = ("method", "level", "status", "dense_max_loss", "dense_argmax", "resolution", "evaluations", "seconds")
+_SCALARS = ("method", "level", "status", "dense_max_loss", "dense_argmax", "resolution", "certificate", "bound",
+            "spacing", "evaluations", "seconds")
 
 
 def save_path(file, problem: Problem, path: Path, *, meta: dict | None = None):

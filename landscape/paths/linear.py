@@ -14,7 +14,8 @@ import torch
 from .._errors import LandscapeError
 from ..problems.problem import Problem
 from ._common import Endpoints, check_count, check_endpoints
-from .certify import DEFAULT_RESOLUTION, ZOOM_PASSES, refine_maximum, verdict
+from .certify import DEFAULT_RESOLUTION, ZOOM_PASSES, refine_maximum, settle, verdict
+from .proof import DEFAULT_BUDGET
 from .path import Path
 
 #: Points of one batched call of :func:`straight_paths` (bounds memory: ``MAX_POINTS × D`` values).
@@ -72,7 +73,7 @@ def linear(ends: Endpoints, *, generator=None, n_points: int = 2) -> Path:
 
 def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *, level: float | None = None,
                    losses: torch.Tensor | None = None, resolution: int = DEFAULT_RESOLUTION, zoom: int = ZOOM_PASSES,
-                   split: str = "train") -> list[Path]:
+                   split: str = "train", certificate: str = "auto", budget: int = DEFAULT_BUDGET) -> list[Path]:
     """The straight segments ``starts[k] → ends[k]``, certified together in batched evaluations.
 
     Each segment is cut into ``resolution`` sub-intervals and refined ``zoom`` times around its
@@ -91,12 +92,17 @@ def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *
     zoom : int
     split : str
         The data split of the loss.
+    certificate : {"auto", "bound", "grid"}
+        How a segment below ``level`` is backed (see :func:`landscape.certify`; training split only).
+    budget : int
+        Pieces a proof may bound.
 
     Returns
     -------
     list of Path
-        P two-knot paths (method ``"linear"``) with ``dense_max_loss``, ``dense_argmax``, ``status`` and
-        ``evaluations`` (the losses evaluated for that segment) set.
+        P two-knot paths (method ``"linear"``) with ``dense_max_loss``, ``dense_argmax``, ``status``,
+        ``certificate`` and ``evaluations`` (the losses evaluated for that segment) set; a segment where
+        the loss is not finite has ``dense_max_loss = inf`` and is ``not_found`` at any level.
     """
     if starts.dim() != 2 or starts.shape != ends.shape:
         raise LandscapeError(f"straight segments need starts and ends of one shape (P, D), got "
@@ -114,7 +120,9 @@ def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *
         a, b = starts[i:i + step], ends[i:i + step]
         known = None if losses is None else losses[i:i + step].to(torch.float64).cpu()
         out += _check_segments(loss, a, b, known, resolution, zoom, level)
-    return out
+    if split != "train":
+        return out
+    return [settle(problem, path, certificate=certificate, budget=budget) for path in out]
 
 
 def _check_segments(loss, a, b, known, resolution, zoom, level) -> list[Path]:
@@ -126,11 +134,14 @@ def _check_segments(loss, a, b, known, resolution, zoom, level) -> list[Path]:
               else torch.empty(a.shape[0], 0, dtype=torch.float64))
     if known is not None:
         values = torch.cat([known[:, :1], values, known[:, 1:]], 1)
-    if not torch.isfinite(values).all():
-        raise LandscapeError("the loss is not finite along a straight segment; check the endpoints and the "
-                             "problem's data")
     knots = torch.stack([a, b], 1)
-    peak, where, extra = refine_maximum(loss, knots, values, resolution, passes=zoom)
+    finite = torch.isfinite(values).all(1)
+    peak = torch.full((a.shape[0],), float("inf"), dtype=torch.float64)
+    where = (~torch.isfinite(values)).to(torch.float64).argmax(1).to(torch.float64) / resolution  # first bad point
+    extra = torch.zeros(a.shape[0], dtype=torch.long)
+    if finite.any():  # a segment where the loss is not finite is not below any level: nothing to refine
+        peak[finite], where[finite], extra[finite] = refine_maximum(loss, knots[finite], values[finite],
+                                                                    resolution, passes=zoom)
     grid_cost = grid.shape[1]
     t = torch.tensor([0.0, 1.0], dtype=a.dtype, device=a.device)
     return [Path(knots[k], values[k, [0, -1]].to(a), t.clone(), method="linear", level=level,
@@ -140,7 +151,8 @@ def _check_segments(loss, a, b, known, resolution, zoom, level) -> list[Path]:
 
 
 def straight_path(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, level: float | None = None,
-                  losses: tuple[float, float] | None = None, resolution: int = DEFAULT_RESOLUTION) -> Path:
+                  losses: tuple[float, float] | None = None, resolution: int = DEFAULT_RESOLUTION,
+                  certificate: str = "auto") -> Path:
     """The straight segment from ``start`` to ``end``, certified (one row of :func:`straight_paths`).
 
     Parameters
@@ -150,7 +162,8 @@ def straight_path(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, l
         L(start), L(end) when already known.
     """
     known = None if losses is None else torch.tensor([list(losses)], dtype=torch.float64)
-    return straight_paths(problem, start[None], end[None], level=level, losses=known, resolution=resolution)[0]
+    return straight_paths(problem, start[None], end[None], level=level, losses=known, resolution=resolution,
+                          certificate=certificate)[0]
 
 
 def straight_max_losses(problem: Problem, thetas: torch.Tensor, pairs, *,

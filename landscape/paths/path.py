@@ -43,6 +43,14 @@ class Path:
         Position t of that maximum.
     resolution : int or None
         Sub-intervals per segment in the dense check.
+    certificate : {"bound", "grid"} or None
+        What stands behind ``status`` (see :func:`landscape.certify`): ``"bound"``, a proof that the loss
+        is ≤ the level on the whole path (or a point found above it); ``"grid"``, the dense check.
+    bound : float or None
+        With ``"bound"`` and ``connected``: the proven upper bound of the loss on the whole path.
+    spacing : float or None
+        The dense check's largest parameter-space distance between checked points (longest segment
+        over ``resolution``): features narrower than this can hide from a ``"grid"`` certificate.
     evaluations : int
         Loss (or loss-and-gradient) evaluations spent, method and certification together.
     seconds : float
@@ -59,6 +67,9 @@ class Path:
     dense_max_loss: float | None = None
     dense_argmax: float | None = None
     resolution: int | None = None
+    certificate: str | None = None
+    bound: float | None = None
+    spacing: float | None = None
     evaluations: int = 0
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
@@ -155,6 +166,7 @@ class Path:
             "length": self.length, "chord": self.chord, "normalized_length": self.normalized_length,
             "n_points": self.n_points, "n_beads": self.n_beads, "resolution": self.resolution,
             "dense_max_loss": self.dense_max_loss, "dense_argmax": self.dense_argmax,
+            "certificate": self.certificate, "bound": self.bound, "spacing": self.spacing,
             "evaluations": self.evaluations, "seconds": self.seconds, "info": self.info,
         }
 
