@@ -70,12 +70,19 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
                        " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])] for r in report["levels"]],
                      ["level", "valleys", "spurious", "members"]))
     if report["merges"]:
-        click.echo("merges: " + "; ".join(f"{_short(m['pair'][0])}~{_short(m['pair'][1])} at {m['level']:.6g}"
-                                         for m in report["merges"]))
+        click.echo("merges: " + "; ".join(f"{_short(m['pair'][0])}~{_short(m['pair'][1])} at {m['level']:.6g} "
+                                         f"({_backed(m)})" for m in report["merges"]))
     click.echo(f"{report['straight_checks']} straight checks, {report['refinements']} refinements "
                f"({report['failed']} found no path below the level), {report['seconds']:.1f} s")
     if report["failed"]:
         click.echo("valleys reported separate mean: no path below the level was found within the budget")
+
+
+def _backed(merge: dict) -> str:
+    """What backs a merge: the proof's bound, or the dense grid's spacing."""
+    if merge.get("certificate") == "bound":
+        return f"proven <= {merge['proven_below']:.6g}"
+    return f"grid, spacing {merge['spacing']:.3g}" if merge.get("spacing", -1) >= 0 else "grid"
 
 
 def _short(name: str) -> str:

@@ -129,7 +129,8 @@ class ValleyGraph:
         weight = path.max_loss
         if self.graph.has_edge(i, j) and self.graph.edges[i, j]["max_loss"] <= weight:
             return
-        self.graph.add_edge(i, j, max_loss=weight, method=path.method, evaluations=path.evaluations, path=path)
+        self.graph.add_edge(i, j, max_loss=weight, method=path.method, evaluations=path.evaluations, path=path,
+                            certificate=path.certificate or "grid", proven_below=path.bound)
 
     def valleys(self, level: float) -> list[list[int]]:
         """Connected components at ``level``: minima with loss ≤ u joined by edges of weight ≤ u.
@@ -180,7 +181,9 @@ class ValleyGraph:
         -------
         dict
             ``levels``: list of ``{level, n_valleys, n_spurious, valleys: [[names]], spurious: [[names]],
-            best_losses}``; ``merges``: ``[{level, a, b, left, right}]`` (names); ``refinements``,
+            best_losses}``; ``merges``: ``[{level, pair, left, right, certificate, proven_below or spacing}]``
+            (names; the level is the witness path's dense max, ``proven_below`` the bound its proof
+            reached); ``refinements``,
             ``straight_checks``, ``failed`` and ``failures`` (pairs tried without success, with the level).
         """
         rows = []
@@ -192,8 +195,8 @@ class ValleyGraph:
                          "spurious": [[self.names[i] for i in v] for v in spur],
                          "best_losses": [min(self.losses[i].item() for i in v) for v in vs]})
         merges = [{"pair": [self.names[m.i], self.names[m.j]], "level": m.level,
-                   "left": [self.names[i] for i in m.left], "right": [self.names[i] for i in m.right]}
-                  for m in self.merges()]
+                   "left": [self.names[i] for i in m.left], "right": [self.names[i] for i in m.right],
+                   **_witness(m.path)} for m in self.merges()]
         return {"global_loss": self.global_loss, "tolerance": spurious_tolerance(self.global_loss, tol), "levels": rows,
                 "merges": merges, **{k: self.stats[k] for k in ("refinements", "straight_checks", "failed",
                                                                  "evaluations", "seconds")},
@@ -208,8 +211,17 @@ class ValleyGraph:
             g.add_node(i, **{k: v for k, v in data.items() if isinstance(v, (int, float, str))})
         for i, j, data in self.graph.edges(data=True):
             g.add_edge(i, j, max_loss=float(data["max_loss"]), method=data["method"],
-                       evaluations=int(data["evaluations"]))
+                       evaluations=int(data["evaluations"]), **_witness(data.get("path")))
         return g
+
+
+def _witness(path: Path | None) -> dict:
+    """What backs a merge or an edge: its certificate, and the proven bound or the grid's spacing."""
+    if path is None:
+        return {}
+    if path.certificate == "bound":
+        return {"certificate": "bound", "proven_below": float(path.bound)}
+    return {"certificate": "grid", "spacing": float(path.spacing) if path.spacing is not None else -1.0}
 
 
 def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import heapq
 import time
+from dataclasses import replace
 
 import networkx as nx
 import torch
 from networkx.utils import UnionFind
 
 from .._errors import LandscapeError
-from ..paths.certify import DEFAULT_RESOLUTION
+from ..paths.certify import DEFAULT_RESOLUTION, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
 from ..problems.problem import Problem
@@ -115,8 +116,12 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
             break
         for (i, j), path in zip(todo, straight_segments(graph, todo, resolution)):
             if path.max_loss <= level and uf[i] != uf[j]:
-                uf.union(i, j)
-                graph.add_path(i, j, path)
+                measured = path.evaluations
+                path = settle(problem, replace(path, level=level, status="connected"))  # prove it where possible
+                graph.stats["evaluations"] += path.evaluations - measured
+                if path.status == "connected":
+                    uf.union(i, j)
+                    graph.add_path(i, j, path)
     # 2. refinement between components, closest untried pair first
     tried: dict[tuple[int, int], int] = {}
     options = dict(connect_options or {})
