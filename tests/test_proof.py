@@ -122,3 +122,52 @@ def test_problems_without_bounds_say_so():
     problem = landscape.make_problem("himmelblau")
     proof = prove_below(problem, torch.tensor([[3.0, 2.0], [-2.805118, 3.131312]]), 200.0)
     assert proof.status == "unsupported" and proof.pieces == 0
+
+
+def dense_max(problem, points, per_segment=20_000):
+    s = torch.linspace(0, 1, per_segment + 1, dtype=torch.float64)[:, None]
+    return max(float(problem.loss(a + s * (b - a)).max()) for a, b in zip(points[:-1], points[1:]))
+
+
+@pytest.mark.parametrize("method", ["linear", "string"])
+def test_connect_never_claims_a_path_through_a_narrow_hat(method):
+    """The straight path between two zero-loss minima crosses a ReLU hat 2% of the chord wide and 9 high; at
+    u = 1 nothing may come back ``connected`` unless it truly stays below 1 (checked 20,000 points a segment)."""
+    for centre in (0.05 + 0.09 * k for k in range(11)):
+        problem, a, b = hat_problem(centre)
+        path = landscape.connect(problem, a, b, method=method, level=1.0)
+        assert path.certificate in ("bound", "grid")
+        if path.status == "connected":
+            assert path.certificate == "bound" and dense_max(problem, path.points) <= 1.0
+        else:
+            assert path.max_loss > 1.0  # the point that refutes it was evaluated
+        grid = landscape.certify(problem, landscape.paths.linear_path(problem, a, b), 1.0, certificate="grid")
+        assert grid.certificate == "grid" and grid.spacing == pytest.approx(float((b - a).norm()) / 32)
+
+
+def test_certify_proves_the_main_kind_of_path_and_says_so():
+    """A trained pair of a small digits MLP: the string path is proven below the default level, its bound lies
+    between the dense max and the level, and the path file and summary carry the certificate."""
+    problem = landscape.make_problem("digits_mlp", width=16, depth=1)
+    minima = landscape.train(problem, [0, 1], steps=600, lr=0.01)
+    path = landscape.connect(problem, minima.thetas[0], minima.thetas[1])
+    assert path.status == "connected" and path.certificate == "bound"
+    assert path.max_loss <= path.bound <= path.level and path.info["proof"]["status"] == "proven"
+    assert path.summary()["certificate"] == "bound" and path.summary()["bound"] == path.bound
+    grid = landscape.certify(problem, path, path.level, certificate="grid")
+    assert grid.certificate == "grid" and grid.bound is None and "proof" not in grid.info
+
+
+def test_a_proof_is_asked_only_of_problems_that_can_give_one():
+    ring = landscape.make_problem("ring")
+    path = landscape.connect(ring, ring.minima[0], ring.minima[1], level=0.3)
+    assert path.status == "connected" and path.certificate == "grid" and path.spacing > 0
+    with pytest.raises(landscape.LandscapeError, match="cannot bound its loss"):
+        landscape.connect(ring, ring.minima[0], ring.minima[1], level=0.3, certificate="bound")
+
+
+def test_a_non_finite_strip_makes_the_path_not_found_not_an_error():
+    problem = StripProblem()
+    points = torch.tensor([[0.0, 0.0], [0.505, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    path = landscape.certify(problem, landscape.Path(points, problem.loss(points)), 2.0)
+    assert path.status == "not_found" and math.isinf(path.max_loss) and path.info["non_finite_at"] > 0

@@ -169,7 +169,8 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
     spacing = float((path.points[1:] - path.points[:-1]).norm(dim=1).max()) / path.resolution
     if path.level is None:
         return replace(path, certificate=None, bound=None, spacing=spacing)
-    status, peak, argmax_t, info = path.status, path.dense_max_loss, path.dense_argmax, dict(path.info)
+    status, peak, argmax_t = path.status, path.dense_max_loss, path.dense_argmax
+    info = {k: v for k, v in path.info.items() if k != "proof"}  # a proof of another level says nothing here
     used, bound, spent = "grid", None, 0
     if status == "connected" and certificate != "grid":
         proof = prove_below(problem, path.points, path.level, budget=budget)

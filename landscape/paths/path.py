@@ -123,8 +123,9 @@ class Path:
 
     @property
     def max_loss(self) -> float:
-        """Max loss along the path: the dense maximum when checked, else the max over the knots."""
-        knots = float(self.losses.max())
+        """Max loss along the path: the dense maximum when checked, else the max over the knots (inf where
+        a loss is not finite)."""
+        knots = float(torch.nan_to_num(self.losses, nan=float("inf")).max())
         return knots if self.dense_max_loss is None else max(knots, self.dense_max_loss)
 
     @property

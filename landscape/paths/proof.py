@@ -21,7 +21,7 @@ from ..problems.problem import Problem
 #: Statuses of a proof attempt.
 PROOF_STATUSES = ("proven", "refuted", "undecided", "unsupported")
 #: Pieces a proof may bound before it gives up, and the pieces each segment starts with.
-DEFAULT_BUDGET, DEFAULT_START = 20_000, 4
+DEFAULT_BUDGET, DEFAULT_START = 20_000, 2
 
 
 @dataclass
