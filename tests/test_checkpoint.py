@@ -178,3 +178,19 @@ def test_written_files_get_the_usual_permissions(saved):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_user_problem_with_other_parameters_is_named_as_such(tmp_path, monkeypatch, gen):
+    (tmp_path / "wallprob.py").write_text(
+        "import torch, landscape\n"
+        "def build(n=10):\n"
+        "    x = torch.linspace(-1, 1, n)[:, None]\n"
+        "    p = landscape.from_module(torch.nn.Linear(1, 1), (x, x), 'mse', name='wall', params={'n': n})\n"
+        "    return p\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = save_checkpoint(tmp_path / "w.pt", landscape.make_problem("wallprob:build", n=10),
+                           torch.zeros(2))
+    with pytest.raises(LandscapeError, match=r"other parameters of problem 'wall' \(n: file 10, given 20\)"):
+        load_checkpoint(path, problem=landscape.make_problem("wallprob:build", n=20))
+    assert load_checkpoint(path, problem=landscape.make_problem("wallprob:build", n=10)).theta.tolist() == [0, 0]

@@ -58,6 +58,16 @@ def problem_from_spec(spec: dict, *, user: Problem | None = None) -> Problem:
         return _BUILT[key]
     if user is not None and user.spec == spec:
         return user
+    if user is not None and user.name == spec["name"]:
+        saved, given = spec["params"], user.spec["params"]
+        differ = {k: (saved.get(k), given.get(k)) for k in sorted(set(saved) | set(given))
+                  if saved.get(k) != given.get(k)}
+        shown = ", ".join(f"{k}: file {a!r}, given {b!r}" for k, (a, b) in differ.items())
+        raise LandscapeError(f"this file was made with other parameters of problem {spec['name']!r} ({shown}); "
+                             "pass the file's values with -p key=value")
+    if user is not None:
+        raise LandscapeError(f"this file holds problem {spec['name']!r}, but --problem built {user.name!r}; "
+                             "pass the factory the file was made with")
     if spec["name"] == "user":
         ref = spec["params"].get("factory", "?")
         raise LandscapeError(f"this file was made with the user problem {ref}; pass --problem {ref} to load it")
