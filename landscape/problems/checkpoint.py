@@ -36,7 +36,7 @@ import torch
 
 from .._errors import LandscapeError
 from .._version import versions
-from .._io import atomic_write
+from ..io import atomic_write
 from .problem import Problem
 from .embedded import problem_from_spec
 
@@ -99,7 +99,7 @@ def save_checkpoint(path, problem: Problem, theta: torch.Tensor, *, loss: float 
 
 
 def atomic_save(obj: Any, path) -> FilePath:
-    """``torch.save`` atomically (see :func:`landscape._io.atomic_write`): the old file or the new, never a torn one."""
+    """``torch.save`` atomically (see :func:`landscape.io.atomic_write`): the old file or the new, never a torn one."""
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 

@@ -32,7 +32,7 @@ import statistics
 from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
-from .._io import atomic_write_bytes
+from ..io import atomic_write_bytes
 from .._registry import Registry
 from .store import read_study
 from .study import Study, canonical, check_axes, report_spec

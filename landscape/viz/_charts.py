@@ -22,7 +22,7 @@ import torch
 from .._errors import LandscapeError
 from .._registry import Registry
 from ..paths.path import Path, interpolate
-from .._io import atomic_write_file as write_atomic
+from ..io import atomic_write_file as write_atomic
 
 #: What the x axis of a path-loss chart measures.
 PATH_AXES = Registry("x axis", ("t", "distance", "arc_over_chord"))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from .._errors import LandscapeError
-from .._io import umask, write_error
+from ..io import remove_stale, umask, write_error
 
 
 def write_multiblock(path, blocks) -> Path:
@@ -26,11 +30,13 @@ def write_multiblock(path, blocks) -> Path:
                              f"blocks there; choose another name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}."))
+        remove_stale(path)
+        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}."))
     except OSError as err:
         raise write_error(path, err) from None
     try:
         blocks.save(work / path.name)
+        _check_blocks(blocks, work / path.name)
         os.chmod(work / path.name, 0o666 & ~umask())
         if (work / path.stem).exists():
             os.chmod(work / path.stem, 0o777 & ~umask())
@@ -58,3 +64,36 @@ def _is_block_folder(index: Path, folder: Path) -> bool:
     except OSError:
         return False
     return present <= named and all((folder / n).is_file() for n in present)
+
+
+def _check_blocks(blocks, index: Path) -> None:
+    """Read a written ``.vtm`` back: VTK's writers report a full disk on stderr and go on, so a set of files
+    that does not read back whole is an error before anything replaces the old one."""
+    import pyvista
+
+    def points(data) -> int:
+        return sum(points(b) for b in data if b is not None) if isinstance(data, pyvista.MultiBlock) else data.n_points
+
+    try:
+        with quiet_vtk():
+            whole = points(pyvista.read(str(index))) == points(blocks)
+    except Exception:  # noqa: BLE001 - any failure to read back is an incomplete file
+        whole = False
+    if not whole:
+        raise OSError(errno.EIO, "the VTK writer left incomplete files (is the disk full?)")
+
+
+@contextlib.contextmanager
+def quiet_vtk():
+    """Silence VTK's and pyvista's reports while a file is read back to check it: a broken file is
+    expected there, and its error is reported once, in one line, by the caller."""
+    import pyvista
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), pyvista.vtk_verbosity("off"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)

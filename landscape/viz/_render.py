@@ -8,6 +8,8 @@ HTML page, VTK files for ParaView, or a window when there is a display.
 
 from __future__ import annotations
 
+import errno
+
 import os
 import sys
 from pathlib import Path as FilePath
@@ -18,8 +20,8 @@ from .._errors import LandscapeError
 from .._registry import Registry
 from ..views.scene import Scene
 from ._meshes import SceneMeshes, block_name, scene_meshes
-from .._io import atomic_write_file as write_atomic
-from ._output import write_multiblock
+from ..io import atomic_write_file as write_atomic
+from ._output import quiet_vtk, write_multiblock
 
 #: What each output suffix holds.
 FORMATS = Registry("output format", {".png": "image", ".jpg": "image", ".jpeg": "image", ".html": "interactive page (vtk.js)",
@@ -292,7 +294,7 @@ def render(scene: Scene, out=None, *, show: bool = False, **style):
 def _write(plotter, meshes: SceneMeshes, out: FilePath) -> FilePath:
     kind = out.suffix.lower()
     if kind in (".png", ".jpg", ".jpeg"):
-        return write_atomic(out, lambda tmp: plotter.screenshot(str(tmp), return_img=False))
+        return write_atomic(out, lambda tmp: _screenshot_checked(plotter, tmp))
     if kind == ".html":
         from ._html import html_text
 
@@ -310,7 +312,35 @@ def _write(plotter, meshes: SceneMeshes, out: FilePath) -> FilePath:
         return write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if kind == ".vtm":
         return write_multiblock(out, meshes.multiblock())
-    if kind == ".vtp":
-        merged = meshes.polydata()
-        return write_atomic(out, lambda tmp: merged.save(str(tmp)))
-    return write_atomic(out, lambda tmp: meshes.surface.save(str(tmp)))
+    data = meshes.polydata() if kind == ".vtp" else meshes.surface
+    return write_atomic(out, lambda tmp: save_checked(data, tmp))
+
+
+def _screenshot_checked(plotter, tmp: FilePath) -> None:
+    """A screenshot, verified to decode (an image writer on a full disk can leave a truncated file)."""
+    from PIL import Image
+
+    plotter.screenshot(str(tmp), return_img=False)
+    try:
+        with Image.open(tmp) as image:
+            image.load()
+    except Exception:  # noqa: BLE001 - a file that does not decode is incomplete
+        raise OSError(errno.EIO, "the image writer left an incomplete file (is the disk full?)") from None
+
+
+def save_checked(data, tmp: FilePath) -> None:
+    """Save a VTK dataset and read it back: VTK's writers report a full disk on stderr and leave a
+    truncated file, so a file that does not read back whole is an error (its target is left intact)."""
+    import pyvista
+
+    data.save(str(tmp))
+    try:
+        with quiet_vtk():
+            back = pyvista.read(str(tmp))
+        whole = (back.n_points == data.n_points and back.n_cells == data.n_cells
+                 and np.allclose(back.points, data.points) and back.array_names == data.array_names
+                 and all(np.allclose(back[n], data[n], equal_nan=True) for n in data.point_data))
+    except Exception:  # noqa: BLE001 - any failure to read back is an incomplete file
+        whole = False
+    if not whole:
+        raise OSError(errno.EIO, "the VTK writer left an incomplete file (is the disk full?)")

@@ -1,0 +1,99 @@
+"""Outputs never lose a user's finished work: a failed write leaves the old file, special files stay special,
+and temporaries left by a killed run are cleaned up."""
+
+import errno
+import math
+import os
+import stat
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+import landscape
+from landscape_cli.cli import main
+
+pyvista = pytest.importorskip("pyvista")
+
+
+@pytest.fixture
+def ring_files(tmp_path):
+    ring = landscape.make_problem("ring")
+    return [landscape.save_checkpoint(tmp_path / f"m{i}.pt", ring, m.float()) for i, m in enumerate(ring.minima)]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result):
+    """Exit 2 and one line on stderr once the progress bar (redrawn in place with carriage returns) is gone."""
+    lines = [ln.rsplit("\r", 1)[-1] for ln in result.stderr.split("\n") if ln.rsplit("\r", 1)[-1].strip()]
+    return result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output
+
+
+def truncating(original):
+    """A writer that leaves a truncated file, as VTK's and image writers do on a full disk."""
+    def write(self, filename, *args, **kwargs):
+        original(self, filename, *args, **kwargs)
+        with open(filename, "r+b") as fh:
+            fh.truncate(max(1, os.path.getsize(filename) // 3))
+    return write
+
+
+@pytest.mark.parametrize("suffix", [".png", ".vtp", ".vts", ".vtk", ".vtm", ".html"])
+def test_a_full_disk_leaves_the_previous_render_intact(suffix, ring_files, tmp_path, monkeypatch):
+    out = tmp_path / f"view{suffix}"
+    assert invoke("render", *ring_files, "--size", "160x120", "--grid", "21x21", "--no-cache", "-o", out).exit_code == 0
+    before = out.read_bytes()
+    if suffix == ".png":
+        monkeypatch.setattr(pyvista.Plotter, "screenshot", truncating(pyvista.Plotter.screenshot))
+    elif suffix == ".html":
+        def full(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(type(out), "write_text", full)
+    else:
+        monkeypatch.setattr(pyvista.DataObject, "save", truncating(pyvista.DataObject.save))
+    result = invoke("render", *ring_files, "--size", "200x150", "--grid", "25x25", "--no-cache", "-o", out)
+    assert one_line_error(result) and str(out) in result.stderr
+    assert out.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".view")]
+
+
+def test_special_files_are_written_through_never_replaced(ring_files, tmp_path):
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("bytes", fifo.read_bytes()))
+    reader.start()
+    assert invoke("connect", *ring_files, "--level", "0.3", "-o", fifo).exit_code == 0
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and len(got["bytes"]) > 1000
+    assert invoke("connect", *ring_files, "--level", "0.3", "-o", "/dev/null").exit_code == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    real = tmp_path / "real.pt"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.pt"
+    link.symlink_to(real)
+    assert invoke("connect", *ring_files, "--level", "0.3", "-o", link).exit_code == 0
+    assert link.is_symlink() and landscape.load_path(real)[0].status == "connected"
+    folder = tmp_path / "folder.pt"
+    folder.mkdir()
+    result = invoke("connect", *ring_files, "--level", "0.3", "-o", folder)
+    assert one_line_error(result) and "it is a folder" in result.stderr and folder.is_dir()
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next_write(ring_files, tmp_path):
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    stale = tmp_path / f".path.{dead}.abc123.pt"
+    stale.write_bytes(b"half")
+    stale_dir = tmp_path / f".view.{dead}.xyz"
+    stale_dir.mkdir()
+    alive = tmp_path / f".path.{os.getppid()}.live.pt"  # a writer still running: left alone
+    alive.write_bytes(b"busy")
+    assert invoke("connect", *ring_files, "--level", "0.3", "-o", tmp_path / "path.pt").exit_code == 0
+    assert not stale.exists() and alive.exists()
+    assert invoke("render", *ring_files, "--size", "160x120", "--grid", "21x21", "--no-cache",
+                  "-o", tmp_path / "view.vtm").exit_code == 0
+    assert not stale_dir.exists()
+    assert math.isfinite(landscape.load_path(tmp_path / "path.pt")[0].max_loss)
