@@ -326,3 +326,25 @@ def test_bad_report_tables_are_refused_before_running(report, message):
     with pytest.raises(landscape.LandscapeError, match=re.escape(message)):
         landscape.load_study({"study": {"name": "r", "task": "train_minima"}, "problem": {"name": "ring"},
                               "grid": {"seed": [0, 1]}, "report": report})
+
+
+def test_empty_or_half_created_stores_are_recognised_as_new(tmp_path):
+    """A 0-byte store (touched, or cut by a full disk) and an SQLite file without tables (killed before its first
+    commit) are refused by status in one line without being written, and taken as new by a run."""
+    import sqlite3
+
+    study = landscape.load_study(wells(tmp_path))
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(landscape.LandscapeError, match="an empty study store"):
+        landscape.study_status(study, store=empty)
+    assert empty.stat().st_size == 0
+    half = tmp_path / "half.sqlite"
+    sqlite3.connect(half).execute("PRAGMA user_version = 1").connection.close()
+    size = half.stat().st_size
+    with pytest.raises(landscape.LandscapeError, match="an empty study store"):
+        landscape.study_status(study, store=half)
+    assert half.stat().st_size == size
+    for store in (empty, half):
+        summary = landscape.run_study(study, store=store, workers=0, progress=False)
+        assert summary["done"] == summary["tasks"] == 6

@@ -78,6 +78,9 @@ class Store:
         if self.path.is_dir():
             raise LandscapeError(f"{self.path} is a folder; name a file for the study store")
         fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if fresh and study is None:  # reading must not write: an empty file stays as it is
+            raise LandscapeError(f"{self.path}: an empty study store (no study has run in it); run the study first "
+                                 "(landscape study run)")
         if not fresh:
             self._check_header()
         if lock:
@@ -85,6 +88,11 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if not fresh and not self._tables():  # created on a full disk or killed before its first commit
+                if study is None:
+                    raise LandscapeError(f"{self.path}: an empty study store (no study has run in it); run the "
+                                         "study first (landscape study run)")
+                fresh = True
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             if fresh:
@@ -147,8 +155,11 @@ class Store:
                 ("format", FORMAT), ("schema", str(SCHEMA)), ("study", study.name), ("task", study.task),
                 ("created", now), *_spec_rows(study)])
 
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
     def _check_meta(self, study):
-        names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        names = self._tables()
         if not {"meta", "tasks"} <= names:
             raise LandscapeError(f"{self.path}: an SQLite file of another program, not a study store; "
                                  "pass another --store")
