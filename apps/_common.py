@@ -37,7 +37,28 @@ def user_errors():
         sys.exit(130)
 
 
-class Group(click.Group):
+class _OneLine:
+    """A bad option or argument is one line on stderr with exit status 2, not click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else (prog_name or "landscape")
+            click.echo(f"landscape: error: {err.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("landscape: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # click returns the exit code of --help, --version, ctx.exit
+
+
+class Group(_OneLine, click.Group):
     """The ``landscape`` command group, with :func:`user_errors` around every command."""
 
     def invoke(self, ctx):
@@ -45,7 +66,7 @@ class Group(click.Group):
             return super().invoke(ctx)
 
 
-class Command(click.Command):
+class Command(_OneLine, click.Command):
     """A stand-alone command (a study script) with the same error handling as :class:`Group`."""
 
     def invoke(self, ctx):
