@@ -22,6 +22,8 @@ from ._common import UserError, certificate_text, device_option, echo_json, file
 @click.option("--certificate", type=click.Choice(list(landscape.paths.CERTIFICATES)), default="auto",
               show_default=True, help="What backs 'connected': a proof by bounds over whole segments (plain MLPs), "
                                       "the dense grid, or the proof where possible (auto).")
+@click.option("--shorten", is_flag=True, help="Shorten the method's path while it stays under the level (shortcuts, "
+                                             "beads pulled straight), then certify the shorter one.")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
               help="A method option (repeatable), value read as JSON: -O alpha=0.5 -O penalty=1.")
 @click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
@@ -36,7 +38,7 @@ from ._common import UserError, certificate_text, device_option, echo_json, file
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, certificate, options, align, seed, bn, given, float64, out, device,
+def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn, given, float64, out, device,
             as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
@@ -57,7 +59,7 @@ def connect(start_file, end_file, method, level, resolution, certificate, option
     dtype = torch.float64 if float64 else torch.float32
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
-                             certificate=certificate, **parse_params(options))
+                             certificate=certificate, shorten=shorten, **parse_params(options))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,
@@ -96,6 +98,11 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         f"cost        {r['evaluations']:,} loss evaluations, {r['seconds']:.2f} s, resolution {r['resolution']}"
         + (f", BatchNorm {r['bn']}" if r.get("bn") else ""),
     ]
+    if r["info"].get("shorten"):
+        s = r["info"]["shorten"]
+        lines.append(f"shortened   length {s['length_before']:.4g} -> {s['length_after']:.4g} in {s['rounds']} rounds "
+                     f"({s['dropped']} beads dropped, {s['moves']} pulled)"
+                     + ("" if s["kept"] else "; the shorter path failed its certificate, the path as found is kept"))
     if r["info"].get("skipped"):
         lines.append(f"note        {r['info']['skipped']}: the method was not run")
     if r["output"]:

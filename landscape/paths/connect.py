@@ -24,6 +24,7 @@ from .curves import bezier, polychain
 from .linear import linear, straight_path
 from .neb import neb
 from .path import Path
+from .shorten import shorten as shorten_path
 from .string import string
 
 #: Path methods by name; keys equal function names. ``connect(..., method=name)`` runs one.
@@ -42,7 +43,7 @@ def method_options(method: str) -> dict:
 def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method: str = DEFAULT_METHOD,
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
-            certificate: str = "auto", **options) -> Path:
+            certificate: str = "auto", shorten: bool = False, **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
@@ -75,6 +76,11 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     certificate : {"auto", "bound", "grid"}
         What backs a ``connected`` (see :func:`landscape.certify`): ``"auto"`` proves it where the
         problem can bound its loss over segments and checks it densely elsewhere.
+    shorten : bool
+        Shorten the method's path while it stays below u (:mod:`landscape.paths.shorten`: shortcuts
+        between beads, beads pulled toward their neighbours' midpoint), then certify the shorter one;
+        if it does not pass its certificate, the path as found is certified instead.
+        ``info["shorten"]`` has the lengths before and after.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -142,8 +148,12 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         path = replace(baseline, info={"skipped": f"an endpoint loss is above the level {level:g}"})
     else:
         found = METHODS[method](Endpoints(counted, start, end, la, lb, level), generator=generator, **options)
-        path = certify(problem, found, level, resolution=resolution, certificate=certificate)
-        spent += path.evaluations - found.evaluations
+        if shorten and found.n_points > 2:
+            path, extra = _shortened(problem, counted, found, max(la, lb), resolution, certificate)
+        else:
+            path = certify(problem, found, level, resolution=resolution, certificate=certificate)
+            extra = path.evaluations - found.evaluations
+        spent += extra
     info = {**path.info, "linear_max_loss": baseline.max_loss, "linear_barrier": baseline.barrier,
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None)}
     if aligned is not None:
@@ -167,3 +177,17 @@ def _measured(straight: Path, start: torch.Tensor, end: torch.Tensor, resolution
 
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "connect", "method_options"]
+
+
+def _shortened(problem: Problem, counted: Counted, found: Path, floor: float, resolution: int,
+               certificate: str) -> tuple[Path, int]:
+    """Shorten a method's path below its level and certify it; the path as found if the shorter one fails."""
+    points, figures = shorten_path(counted, found.points, found.level, floor)
+    short = replace(found, points=points, losses=counted.loss(points), t=None, info=dict(found.info))
+    path = certify(problem, short, found.level, resolution=resolution, certificate=certificate)
+    spent = path.evaluations - found.evaluations
+    figures["kept"] = path.status == "connected"
+    if not figures["kept"]:  # the shorter path did not pass: the one found stands (it is certified on its own)
+        path = certify(problem, found, found.level, resolution=resolution, certificate=certificate)
+        spent += path.evaluations - found.evaluations
+    return replace(path, info={**path.info, "shorten": figures}), spent
