@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 
 import click
@@ -30,6 +31,11 @@ def user_errors():
         yield
     except LandscapeError as err:
         raise UserError(str(err)) from None
+    except OSError as err:  # a folder where a file was expected, a file that cannot be read: the input, in one line
+        where = f"{err.filename}: " if err.filename else ""
+        raise UserError(f"{where}{err.strerror or err}; check the path") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"a text input is not UTF-8 ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except torch.cuda.OutOfMemoryError:
         raise UserError("out of GPU memory; use fewer points at once or --device cpu") from None
     except KeyboardInterrupt:
@@ -105,11 +111,52 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+class Real(click.ParamType):
+    """A finite number, optionally bounded: NaN, ±inf and values out of range are refused in one line."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, min_open: bool = False,
+                 max_open: bool = False):
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def convert(self, value, param, ctx):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.min is not None and (x < self.min or (self.min_open and x == self.min)):
+            self.fail(f"{x:g} is not {'>' if self.min_open else '>='} {self.min:g}", param, ctx)
+        if self.max is not None and (x > self.max or (self.max_open and x == self.max)):
+            self.fail(f"{x:g} is not {'<' if self.max_open else '<='} {self.max:g}", param, ctx)
+        return x
+
+    def __repr__(self) -> str:
+        return f"Real({self.min}, {self.max})"
+
+
+def count(low: int = 0, high: int = 10**9) -> click.IntRange:
+    """A whole number in [low, high]: counts, sizes and steps all have a floor and a ceiling."""
+    return click.IntRange(low, high)
+
+
+#: Seeds of torch generators.
+SEED = click.IntRange(0, 2**63 - 1)
+#: Sub-intervals per segment of a dense check.
+RESOLUTION = click.IntRange(1, 4096)
+#: A positive rate (learning rates, factors).
+POSITIVE = Real(0.0, min_open=True)
+#: A level u or another loss value: any finite number.
+FINITE = Real()
+
+
 def problem_options(f):
     """``--width`` and ``--param key=value`` for building a problem."""
     f = click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
                      help="A problem parameter (repeatable), value read as JSON: -p depth=3 -p activation=tanh.")(f)
-    f = click.option("--width", "-w", type=int, default=None, help="Shortcut for -p width=W.")(f)
+    f = click.option("--width", "-w", type=count(1, 10**6), default=None, help="Shortcut for -p width=W.")(f)
     return f
 
 
@@ -132,8 +179,9 @@ def file_problem_option(f):
         return f(*args, given=given, **kwargs)
 
     wrapper = problem_options(wrapper)
-    return click.option("--problem", "problem_name", default=None,
-                        help="The problem of plain state_dicts, or the package.module:factory of a user problem.")(wrapper)
+    option = click.option("--problem", "problem_name", default=None,
+                          help="The problem of plain state_dicts, or the package.module:factory of a user problem.")
+    return option(wrapper)
 
 
 def device_option(f):

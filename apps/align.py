@@ -8,7 +8,7 @@ import torch
 import landscape
 import landscape.paths
 
-from ._common import device_option, echo_json, file_problem_option, json_option, table
+from ._common import RESOLUTION, SEED, count, device_option, echo_json, file_problem_option, json_option, table
 
 
 @click.command()
@@ -21,10 +21,11 @@ from ._common import device_option, echo_json, file_problem_option, json_option,
 @click.option("--rescale/--no-rescale", default=None,
               help="Divide out the positive rescaling of ReLU/linear units first. Default: on where it is a "
                    "symmetry of the loss (homogeneous activations, no weight decay), off for --method none.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the layer order (weight matching).")
-@click.option("--max-iter", type=int, default=100, show_default=True, help="Most sweeps of weight matching.")
-@click.option("--samples", type=int, default=None, help="Samples used by activation matching (default: all).")
-@click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the layer order (weight matching).")
+@click.option("--max-iter", type=count(1, 10**6), default=100, show_default=True,
+              help="Most sweeps of weight matching.")
+@click.option("--samples", type=count(1), default=None, help="Samples used by activation matching (default: all).")
+@click.option("--resolution", type=RESOLUTION, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Points per straight path when checking its barrier.")
 @file_problem_option
 @device_option

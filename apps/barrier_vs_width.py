@@ -21,7 +21,7 @@ import torch
 import landscape
 from landscape.minima import train_checkpoints
 
-from ._common import UserError, echo_json, parse_params, parse_seeds, table
+from ._common import POSITIVE, RESOLUTION, Real, UserError, count, echo_json, parse_params, parse_seeds, table
 
 VARIANTS = [("none", False), ("weight", False), ("weight", True), ("activation", False), ("activation", True)]
 
@@ -31,13 +31,13 @@ VARIANTS = [("none", False), ("weight", False), ("weight", True), ("activation",
 @click.option("--widths", default="16,64,256", show_default=True, help="Comma-separated hidden widths.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds per width; every pair is compared.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Other problem parameters.")
-@click.option("--steps", type=int, default=5000, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--until-loss", type=float, default=2e-3, show_default=True,
+@click.option("--steps", type=count(1), default=5000, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--until-loss", type=Real(0), default=2e-3, show_default=True,
               help="Train every minimum to the same training loss (Freeman & Bruna's protocol).")
-@click.option("--resolution", type=int, default=64, show_default=True,
+@click.option("--resolution", type=RESOLUTION, default=64, show_default=True,
               help="Sub-intervals of each straight path's certified check.")
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=count(1, 1024), default=None, help="torch threads (default: torch's choice).")
 @click.option("-o", "--out", "out_dir", default="runs/barrier_vs_width", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
 def main(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):

@@ -10,7 +10,8 @@ import click
 import landscape
 import landscape.viz
 
-from ._common import Group, UserError, build_problem, echo_json, json_option, problem_options
+from ._common import (FINITE, Group, RESOLUTION, Real, UserError, build_problem, echo_json, json_option,
+                      problem_options)
 
 _OUT = click.option("-o", "--out", required=True, type=click.Path(), help="Figure file: .png, .pdf or .svg.")
 
@@ -24,10 +25,10 @@ def chart():
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--x", "x", type=click.Choice(list(landscape.viz.PATH_AXES)), default="t", show_default=True,
               help="Position along the path, parameter distance, or distance over the chord.")
-@click.option("--level", type=float, default=None, help="Draw the level u (default: the paths' level).")
+@click.option("--level", type=FINITE, default=None, help="Draw the level u (default: the paths' level).")
 @click.option("--log", is_flag=True, help="Log-scale loss axis.")
 @click.option("--split", default="train", show_default=True)
-@click.option("--resolution", type=int, default=16, show_default=True, help="Evaluations per segment.")
+@click.option("--resolution", type=RESOLUTION, default=16, show_default=True, help="Evaluations per segment.")
 @click.option("--problem", "problem_name", default=None, help="The user problem the files were made with.")
 @problem_options
 @_OUT
@@ -68,8 +69,8 @@ def lengths(table, by, x, surface_over, log_x, out, as_json):
 
 @chart.command()
 @click.argument("merges", type=click.Path())
-@click.option("--level", type=float, default=None, help="Cut at level u: count valleys and spurious ones.")
-@click.option("--tol", type=float, default=None,
+@click.option("--level", type=FINITE, default=None, help="Cut at level u: count valleys and spurious ones.")
+@click.option("--tol", type=Real(0), default=None,
               help="A valley is spurious when its best loss exceeds the global minimum L* by more than this "
                    "(default: 1e-6 + 1e-3·|L*|, the rule of landscape valleys).")
 @click.option("--log", is_flag=True, help="Log-scale loss axis.")

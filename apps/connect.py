@@ -7,7 +7,8 @@ import torch
 
 import landscape
 
-from ._common import UserError, certificate_text, device_option, echo_json, file_problem_option, json_option, parse_params
+from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, device_option, echo_json,
+                      file_problem_option, json_option, parse_params)
 
 
 @click.command()
@@ -15,9 +16,9 @@ from ._common import UserError, certificate_text, device_option, echo_json, file
 @click.argument("end_file", metavar="B.pt", type=click.Path())
 @click.option("--method", type=click.Choice(list(landscape.METHODS)), default=landscape.DEFAULT_METHOD,
               show_default=True, help="Path method: straight segment, Dynamic String Sampling, curves, AutoNEB.")
-@click.option("--level", type=float, default=None,
+@click.option("--level", type=FINITE, default=None,
               help="Level u the path must stay under (default: 10% above the worse endpoint loss).")
-@click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
+@click.option("--resolution", type=RESOLUTION, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--certificate", type=click.Choice(list(landscape.paths.CERTIFICATES)), default="auto",
               show_default=True, help="What backs 'connected': a proof by bounds over whole segments (plain MLPs), "
@@ -29,7 +30,7 @@ from ._common import UserError, certificate_text, device_option, echo_json, file
 @click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
               help="First move B onto A by the hidden-unit permutation (and ReLU rescaling) that keeps its "
                    "function; the path then ends at the aligned B.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the method's randomness.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the method's randomness.")
 @click.option("--bn", type=click.Choice(list(landscape.BN_POLICIES)), default=None,
               help="BatchNorm statistics along the path: recomputed at every point from the training data "
                    "(default for models with BatchNorm) or frozen.")
@@ -38,16 +39,16 @@ from ._common import UserError, certificate_text, device_option, echo_json, file
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn, given, float64, out, device,
-            as_json):
+def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn, given,
+            float64, out, device, as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
     \b
     "connected" only if the loss stays under the level: proven on every point of the path where
     the network allows (certificate "bound"), else checked densely along every segment
-    (certificate "grid", with its spacing); otherwise "not_found" with the best path and its max loss. Prints endpoint losses, the
-    straight segment's barrier, the method's max loss, the status, the normalized geodesic length
-    (path length / distance), beads, evaluations and seconds.
+    (certificate "grid", with its spacing); otherwise "not_found" with the best path and its max
+    loss. Prints endpoint losses, the straight segment's barrier, the method's max loss, the status,
+    the normalized geodesic length (path length / distance), beads, evaluations and seconds.
     """
     problem, start, end = landscape.load_endpoints(start_file, end_file, problem=given)
     if bn is not None:

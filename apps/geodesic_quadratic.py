@@ -15,18 +15,19 @@ import click
 
 import landscape
 
-from ._common import Command, echo_json, json_option, parse_params, table
+from ._common import Command, POSITIVE, count, echo_json, json_option, parse_params, table
 
 
 @click.command(cls=Command)
 @click.option("--levels", default="0.05,0.025,0.01", show_default=True, help="Levels L0, comma-separated.")
-@click.option("--pairs", type=int, default=8, show_default=True, help="Pairs of minima per level.")
-@click.option("--n-train", type=int, default=1000, show_default=True, help="Training samples of the regression.")
-@click.option("--lr", type=float, default=0.005, show_default=True, help="Adam learning rate of the minima.")
+@click.option("--pairs", type=count(1, 10**4), default=8, show_default=True, help="Pairs of minima per level.")
+@click.option("--n-train", type=count(1, 10**7), default=1000, show_default=True,
+              help="Training samples of the regression.")
+@click.option("--lr", type=POSITIVE, default=0.005, show_default=True, help="Adam learning rate of the minima.")
 @click.option("--method", type=click.Choice(list(landscape.METHODS)), default="string", show_default=True)
-@click.option("--level-factor", type=float, default=1.0, show_default=True,
+@click.option("--level-factor", type=POSITIVE, default=1.0, show_default=True,
               help="Certify the paths at u = factor x L0.")
-@click.option("--fixed-minima", type=float, default=None, metavar="L",
+@click.option("--fixed-minima", type=POSITIVE, default=None, metavar="L",
               help="Train the minima once, to loss L, and connect the same pairs at every level.")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable).")
 @json_option

@@ -9,7 +9,8 @@ import landscape
 import landscape.viz
 from landscape.views import BIASES, NORMALIZATIONS, SCENE_PLANES, default_cache_dir
 
-from ._common import UserError, build_problem, device_option, echo_json, json_option, problem_options
+from ._common import (FINITE, Real, SEED, UserError, build_problem, count, device_option, echo_json, json_option,
+                      problem_options)
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
@@ -53,11 +54,12 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--grid", default="51x51", show_default=True, help="Grid points along the two directions, AxB.")
 @click.option("--span", default=None, metavar="A0:A1,B0:B1", help="Plane coordinates to cover (default: fit).")
 @click.option("--levels", default=None, metavar="U1,U2,...", help="Contour levels (default: --contours of them).")
-@click.option("--contours", type=int, default=10, show_default=True, help="Number of automatic contour levels.")
-@click.option("--level", type=float, default=None,
+@click.option("--contours", type=count(0, 200), default=10, show_default=True,
+              help="Number of automatic contour levels.")
+@click.option("--level", type=FINITE, default=None,
               help="Shade the sublevel set {L <= U} (default: the level the first path was certified at).")
 @click.option("--log", is_flag=True, help="Heights and colours on a log10 scale.")
-@click.option("--zmax", type=float, default=None, help="Clip drawn heights above this loss.")
+@click.option("--zmax", type=FINITE, default=None, help="Clip drawn heights above this loss.")
 @click.option("--color-paths", "path_color", type=click.Choice(list(landscape.viz.PATH_COLORINGS)), default="solid",
               show_default=True, help="One colour per path, or by cumulative arc length over the chord.")
 @click.option("--split", default="train", show_default=True, help="Data split the loss is computed on.")
@@ -65,7 +67,7 @@ def parse_size(text: str) -> tuple[int, int]:
               help="Draw an analytic problem with its known minima (e.g. ring), or name the problem of "
                    "state_dicts / user-problem files.")
 @problem_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random plane's directions.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of a random plane's directions.")
 @click.option("--normalization", type=click.Choice(list(NORMALIZATIONS)), default="filter", show_default=True,
               help="Random directions scaled per row/filter (Li et al. 2018), per tensor, or not at all.")
 @click.option("--biases", type=click.Choice(list(BIASES)), default="zero", show_default=True,
@@ -73,10 +75,12 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--size", default="1024x768", show_default=True, help="Image size in pixels, WxH.")
 @click.option("--view", type=click.Choice(list(landscape.viz.VIEWS)), default="iso", show_default=True,
               help="A perspective view, a map from above (top), or a side view.")
-@click.option("--azimuth", type=float, default=-60.0, show_default=True,
+@click.option("--azimuth", type=Real(-360, 360), default=-60.0, show_default=True,
               help="iso view: degrees from the first plane direction towards the second.")
-@click.option("--elevation", type=float, default=35.0, show_default=True, help="iso view: degrees above the plane.")
-@click.option("--opacity", type=float, default=None, help="Surface opacity (default 1, 0.65 when paths leave it).")
+@click.option("--elevation", type=Real(-90, 90), default=35.0, show_default=True,
+              help="iso view: degrees above the plane.")
+@click.option("--opacity", type=Real(0, 1, min_open=True), default=None,
+              help="Surface opacity (default 1, 0.65 when paths leave it).")
 @click.option("--title", default=None, help="Title of the view.")
 @click.option("--cache", type=click.Path(), default=None,
               help="Folder of cached surfaces [default: $LANDSCAPE_CACHE or ~/.cache/landscape/surfaces].")

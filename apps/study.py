@@ -9,7 +9,7 @@ import click
 
 import landscape
 
-from ._common import UserError, echo_json, json_option, parse_params, table
+from ._common import UserError, count, echo_json, json_option, parse_params, table
 
 
 def _is_store(arg: str) -> bool:
@@ -64,14 +64,14 @@ def list_(as_json):
 @click.argument("study_file", metavar="STUDY")
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
               help="SQLite results store [default: STUDY_NAME.sqlite in the working folder].")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=count(0, 1024), default=None,
               help="Local worker processes [default: one per GPU on CUDA, else one per core]; 0 runs in this process.")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on a Dask cluster: tcp://host:8786.")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False), default=None,
               help="Run on the Dask cluster of this scheduler file (dask-mpi, dask-jobqueue).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
               help="Resolved by each worker; auto uses its GPU when it has one.")
-@click.option("--threads", type=int, default=None, help="Torch threads per task [default: cores / workers].")
+@click.option("--threads", type=count(1, 1024), default=None, help="Torch threads per task [default: cores / workers].")
 @click.option("--resources", multiple=True, metavar="KEY=N",
               help="Dask resources each task holds (repeatable), e.g. GPU=1 [default: GPU=1 on GPU clusters].")
 @click.option("--no-retry", is_flag=True, help="Do not rerun tasks that failed before.")
@@ -162,7 +162,8 @@ def _echo_report(rep):
             continue  # long: it is in the files
         click.echo(f"\n{t.title}\n")
         click.echo(t.markdown(), nl=False)
-    click.echo(f"\n{rep['done']}/{rep['tasks']} task(s) reported; wrote {len(rep['files'])} file(s) in {rep['folder']}/")
+    click.echo(f"\n{rep['done']}/{rep['tasks']} task(s) reported; wrote {len(rep['files'])} file(s) in "
+               f"{rep['folder']}/")
 
 
 def _warn_failures(summary):

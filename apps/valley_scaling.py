@@ -17,17 +17,17 @@ import torch
 
 import landscape
 
-from ._common import Command, echo_json, json_option, parse_params, table
+from ._common import Command, POSITIVE, SEED, count, echo_json, json_option, parse_params, table
 
 
 @click.command(cls=Command)
 @click.option("--sizes", default="8,16,32", show_default=True, help="Numbers of minima N, comma-separated.")
 @click.option("--problem", "name", default="deep_linear", show_default=True)
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A problem parameter.")
-@click.option("--factor", type=float, default=1.1, show_default=True, help="u = factor x the worst loss.")
-@click.option("--steps", type=int, default=1500, show_default=True, help="Training steps of the minima.")
-@click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--factor", type=POSITIVE, default=1.1, show_default=True, help="u = factor x the worst loss.")
+@click.option("--steps", type=count(1), default=1500, show_default=True, help="Training steps of the minima.")
+@click.option("--lr", type=POSITIVE, default=0.01, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @json_option
 def main(sizes, name, params, factor, steps, lr, seed, as_json):
     """Valley-counting cost against the number of minima."""

@@ -66,7 +66,7 @@ def test_list_shows_the_built_in_studies():
     (None, ["study", "status", "wells.toml"], "no such study store"),
     ("garbage", ["study", "run", "wells.toml", "--store", "bad.sqlite"], "not a study store"),
     ("foreign", ["study", "status", "--store", "bad.sqlite"], "another program"),
-    (None, ["study", "run", "wells.toml", "--workers", "-1"], "--workers must be >= 0"),
+    (None, ["study", "run", "wells.toml", "--workers", "-1"], "Invalid value for '--workers'"),
     (None, ["study", "run", "wells.toml", "--scheduler", "tcp://127.0.0.1:9"], "cannot reach the Dask scheduler"),
     (None, ["study", "report", "wells.toml", "--format", "pdf"], "unknown report format"),
 ])
