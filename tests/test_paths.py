@@ -94,7 +94,7 @@ def test_double_well_every_method_above_the_saddle_and_the_best_within_2_percent
 
 def test_neb_climbing_image_finds_the_himmelblau_saddle():
     problem = landscape.make_problem("himmelblau")
-    path = landscape.connect(problem, problem.minima[0], problem.minima[3], method="neb", level=20.0)
+    path = landscape.connect(problem, problem.minima[0], problem.minima[3], method="neb", level=20.0, saddle=True)
     climber = path.points[path.info["climbing"]]
     torch.testing.assert_close(climber, problem.saddles[2], atol=2e-2, rtol=0)
     assert path.max_loss == pytest.approx(float(problem.loss(problem.saddles[2])), rel=1e-3)

@@ -26,7 +26,7 @@ from .path import Path
 
 def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
         spring: float = 1.0, climb: bool = True, insert: int = 2, insert_tol: float = 0.05, max_pivots: int = 64,
-        converge: float = 1e-3,
+        converge: float = 1e-3, saddle: bool = False,
         step_size: float = 0.01, lr: float | None = None, jitter: float = 1e-3,
         resolution: int = DEFAULT_RESOLUTION) -> Path:
     """AutoNEB: a nudged elastic band refined by pivot insertion (Draxler et al. 2018).
@@ -55,8 +55,13 @@ def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, st
     max_pivots : int
         Bound on the interior pivots.
     converge : float
-        Cycles stop once no pivot is to be inserted and the band's max loss moved by less than
-        ``converge``·(u − the lower endpoint loss) over the last cycle.
+        Cycles stop (``info["stop"]``) once no pivot is to be inserted and either the relaxed band is
+        below u (``"below_level"``) or, over the last cycle, its max loss moved by less than
+        ``converge``·(u − the lower endpoint loss) and its length by less than ``converge`` of itself
+        (``"converged"``); else after ``cycles`` (``"cycles"``).
+    saddle : bool
+        Go on relaxing once the band is below u, so that the climbing pivot reaches the saddle and the
+        band's max estimates the barrier (what a merge tree asks); by default a band below u stops.
     step_size, lr : float
         Adam's learning rate, as a fraction of the pivot spacing (scaled like DSS) or fixed.
     jitter : float
@@ -85,12 +90,16 @@ def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, st
     for cycle in range(cycles + 1):
         seg = counted.segments(band, resolution)
         values = torch.cat([seg[:, 0], seg[-1:, -1]])
-        peak = float(seg.max())
-        row = {"cycle": cycle, "pivots": int(band.shape[0] - 2), "max_loss": peak}
+        peak, length = float(seg.max()), float((band[1:] - band[:-1]).norm(dim=1).sum())
+        row = {"cycle": cycle, "pivots": int(band.shape[0] - 2), "max_loss": peak, "length": length}
         history.append(row)
         new = _insertions(seg, level, insert_tol * scale, insert if cycle < cycles else 0,
                           max_pivots - (band.shape[0] - 2))
-        if previous is not None and not new and abs(peak - previous) <= converge * scale:
+        if cycle > 0 and not new and peak <= level and not saddle:
+            stop = "below_level"  # the relaxed band is under u and wants no pivot: the question is answered
+            break
+        if previous is not None and not new and abs(peak - previous[0]) <= converge * scale \
+                and abs(length - previous[1]) <= converge * previous[1]:
             stop = "converged"
             break
         if cycle == cycles:
@@ -101,7 +110,7 @@ def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, st
         climber = _relax(counted, band, (la, lb), steps=steps, spring=spring, scale=scale,
                          climb=climb and cycle > 0, step_size=step_size, lr=lr)
         row["climbing"] = climber
-        previous = peak
+        previous = (peak, length)
     info = {"cycles": history, "stop": stop, "climbing": climber, **counted.figures()}
     return Path(band, values.clone(), method="neb", level=level, evaluations=counted.evaluations, info=info)
 

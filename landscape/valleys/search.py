@@ -206,7 +206,7 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
         budget_left = max_refinements is None or graph.stats["refinements"] < max_refinements
         if not refined and method != "linear" and budget_left:
             path = connect(problem, thetas[i], thetas[j], method=method, level=None, generator=generator,
-                           resolution=resolution, straight=straight[(i, j)], **options)
+                           resolution=resolution, straight=straight[(i, j)], **_to_saddle(method, options))
             graph.stats["refinements"] += 1
             graph.stats["evaluations"] += path.evaluations
             if path.max_loss < w:
@@ -355,3 +355,8 @@ def _add_extents(graph: ValleyGraph, report: dict, samples: int, generator) -> N
         row["extent"] = [{"mean_distance": sum(by_name[n]["mean_distance"] for n in v) / len(v),
                           "max_distance": max(by_name[n]["max_distance"] for n in v),
                           "spread": max(by_name[n]["spread"] for n in v)} for v in row["valleys"]]
+
+
+def _to_saddle(method: str, options: dict) -> dict:
+    """A merge level is a saddle's height: NEB relaxes until its climbing pivot is there, not just below u."""
+    return {"saddle": True, **options} if method == "neb" else options
