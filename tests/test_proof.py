@@ -171,3 +171,29 @@ def test_a_non_finite_strip_makes_the_path_not_found_not_an_error():
     points = torch.tensor([[0.0, 0.0], [0.505, 0.0], [1.0, 0.0]], dtype=torch.float64)
     path = landscape.certify(problem, landscape.Path(points, problem.loss(points)), 2.0)
     assert path.status == "not_found" and math.isinf(path.max_loss) and path.info["non_finite_at"] > 0
+
+
+class StripWells(Problem):
+    """Two wells, L = (x − 0.2)²(x − 0.8)² + y², minima at (0.2, 0) and (0.8, 0); NaN on the strip 0.5 < x < 0.51,
+    which every path between the wells crosses. No bounds: certified by the dense check."""
+
+    def __init__(self):
+        super().__init__("strip_wells", {}, Layout(("theta",), ((2,),)))
+
+    def _evaluate(self, thetas, data):
+        x, y = thetas[:, 0], thetas[:, 1]
+        loss = (x - 0.2) ** 2 * (x - 0.8) ** 2 + y * y
+        return torch.where((x > 0.50) & (x < 0.51), torch.full_like(loss, float("nan")), loss)
+
+    def _init_one(self, generator):
+        return torch.zeros(2)
+
+
+def test_valleys_go_on_past_a_pair_whose_paths_meet_a_nan_region():
+    """The wells are joined by no path (each crosses the NaN strip): two valleys, counted without an error."""
+    problem = StripWells()
+    minima = torch.tensor([[0.2, 0.0], [0.8, 0.0]], dtype=torch.float64)
+    graph, report = landscape.find_valleys(problem, minima, levels=[1.0], attempts=1,
+                                           generator=torch.Generator().manual_seed(0))
+    (row,) = report["levels"]
+    assert row["n_valleys"] == 2 and report["failed"] >= 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._errors import LandscapeError
+from .._errors import LandscapeError, NonFiniteLoss
 from ..problems.problem import Problem
 from .certify import dense_losses, default_level, segment_view
 
@@ -48,7 +48,7 @@ class Counted:
         """Dense losses of a chain, one row per segment, shape (N − 1, resolution + 1) (batched)."""
         values = dense_losses(self, points, resolution)
         if not torch.isfinite(values).all():
-            raise LandscapeError("the loss became NaN or infinite along the path; lower the method's step size "
+            raise NonFiniteLoss("the loss became NaN or infinite along the path; lower the method's step size "
                                  "(option step_size) or check the endpoints")
         return segment_view(values, resolution)
 

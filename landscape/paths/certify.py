@@ -251,8 +251,7 @@ def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution:
         got = torch.full(at.shape, float("-inf"), dtype=torch.float64)
         got[valid] = loss(sample).to(torch.float64).cpu().reshape(-1, steps.numel())
         spent += valid.sum(1) * steps.numel()
-        if not torch.isfinite(got[valid]).all():
-            raise LandscapeError("the loss is not finite along the path; check the endpoints and the problem's data")
+        got = torch.nan_to_num(got, nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))  # NaN: not below
         top, arg = got.max(2)
         pos = torch.where(top > current, at.gather(2, arg[..., None])[..., 0], pos)
         current = torch.maximum(top, current)

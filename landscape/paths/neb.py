@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .._errors import LandscapeError
+from .._errors import NonFiniteLoss
 from .._random import resolve_generator
 from ..minima.optim import RowOptimizer
 from ._common import Endpoints, check_count, check_positive, noise, scaled_lr
@@ -164,7 +164,7 @@ def _relax(counted, band: torch.Tensor, ends: tuple[float, float], *, steps: int
         full = torch.cat([band[:1], inner, band[-1:]])
         loss, grad = counted.loss_and_grad(inner)
         if not torch.isfinite(loss).all():
-            raise LandscapeError("the loss became NaN or infinite in the elastic band; lower the step size "
+            raise NonFiniteLoss("the loss became NaN or infinite in the elastic band; lower the step size "
                                  "(option step_size)")
         e = torch.cat([loss.new_tensor([ends[0]]), loss, loss.new_tensor([ends[1]])])
         tau = improved_tangents(full, e)

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from .._errors import LandscapeError
+from .._errors import LandscapeError, NonFiniteLoss
 from .._random import resolve_generator
 from .._registry import Registry
 from ..minima.optim import RowOptimizer
@@ -239,7 +239,7 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
         else:
             loss, grad = counted.loss_and_grad(x[active])
         if not torch.isfinite(loss).all():
-            raise LandscapeError("the loss became NaN or infinite while a bead descended; lower the step size "
+            raise NonFiniteLoss("the loss became NaN or infinite while a bead descended; lower the step size "
                                  "(option step_size) or set a learning rate (option lr)")
         going = loss > target
         active = active[going]

@@ -17,7 +17,7 @@ import networkx as nx
 import torch
 from networkx.utils import UnionFind
 
-from .._errors import LandscapeError
+from .._errors import LandscapeError, NonFiniteLoss
 from ..paths.certify import DEFAULT_RESOLUTION, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
@@ -135,9 +135,14 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
         if tried.get(key, 0) >= attempts:
             continue
         tried[key] = tried.get(key, 0) + 1
-        path = connect(problem, thetas[i], thetas[j], method=method, level=level, generator=generator,
-                       resolution=resolution, straight=graph.straight.get((i, j, resolution)), **options)
         graph.stats["refinements"] += 1
+        try:
+            path = connect(problem, thetas[i], thetas[j], method=method, level=level, generator=generator,
+                           resolution=resolution, straight=graph.straight.get((i, j, resolution)), **options)
+        except NonFiniteLoss:  # the method walked into a region where the loss is NaN: that pair is not joined
+            graph.stats["failed"] += 1
+            graph.failures.append((i, j, float(level), float("inf")))
+            continue
         graph.stats["evaluations"] += path.evaluations
         if path.status == "connected":
             graph.add_path(i, j, path)
