@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import math
+import re
 import sys
 
 import click
@@ -80,18 +81,41 @@ class Command(_OneLine, click.Command):
             return super().invoke(ctx)
 
 
-def parse_params(items) -> dict:
-    """``("width=64", "activation=tanh")`` -> ``{"width": 64, "activation": "tanh"}`` (values read as JSON)."""
+def parse_params(items, flag: str = "--param") -> dict:
+    """``("width=64", "activation=tanh")`` -> ``{"width": 64, "activation": "tanh"}``.
+
+    Values are read as JSON; a bare word (``tanh``, ``cross_entropy``) is taken as a string. A value that
+    looks like JSON but is not (``[3,``), or a number that is not finite, is an error naming ``flag``.
+    """
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--param {item!r} must look like key=value")
+            raise UserError(f"{flag} {item!r} must look like key=value")
         try:
-            out[key] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            if not _BARE.fullmatch(value):
+                raise UserError(f"{flag} {item!r}: {value!r} is neither JSON nor a plain word; quote a string "
+                                f"as '\"...\"'") from None
+            parsed = value
+        if not _finite(parsed):
+            raise UserError(f"{flag} {item!r}: numbers must be finite")
+        out[key] = parsed
     return out
+
+
+_BARE = re.compile(r"[A-Za-z_][\w.:/-]*")
+
+
+def _finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -60,7 +60,7 @@ def connect(start_file, end_file, method, level, resolution, certificate, shorte
     dtype = torch.float64 if float64 else torch.float32
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
-                             certificate=certificate, shorten=shorten, **parse_params(options))
+                             certificate=certificate, shorten=shorten, **parse_params(options, "-O"))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,

@@ -36,7 +36,7 @@ def main(levels, pairs, n_train, lr, method, level_factor, fixed_minima, options
     problem = landscape.make_problem("quadratic_regression", n_train=n_train)
     rows = landscape.geodesic_lengths(problem, [float(v) for v in levels.split(",")], pairs=pairs, method=method,
                                       level_factor=level_factor, train_to=fixed_minima, lr=lr,
-                                      options=parse_params(options))
+                                      options=parse_params(options, "-O"))
     if as_json:
         echo_json(rows)
         return

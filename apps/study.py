@@ -87,7 +87,7 @@ def run(study_file, store, workers, scheduler, scheduler_file, device, threads, 
     Stop it at any moment (Ctrl-C, SIGTERM, even SIGKILL) and run the same command again: finished
     tasks are kept, the others run.
     """
-    res = parse_params(resources) or None
+    res = parse_params(resources, "--resources") or None
     summary = landscape.run_study(study_file, store=store, workers=workers, scheduler=scheduler,
                                   scheduler_file=scheduler_file, device=device, threads=threads, resources=res,
                                   retry_failed=not no_retry, progress=not quiet)

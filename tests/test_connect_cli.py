@@ -69,7 +69,7 @@ def test_options_reach_the_method(himmelblau_minima):
 @pytest.mark.parametrize("extra, message", [
     (["-O", "colour=1"], "has no option(s) ['colour']"),
     (["--bn", "frozen"], "has no BatchNorm layers"),
-    (["--resolution", "0"], "resolution must be a positive integer"),
+    (["--resolution", "0"], "Invalid value for '--resolution'"),
 ])
 def test_bad_options_are_one_line(himmelblau_minima, extra, message):
     result = CliRunner().invoke(main, ["connect", str(himmelblau_minima[0]), str(himmelblau_minima[1]), *extra])
