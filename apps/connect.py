@@ -88,9 +88,10 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         a = r["alignment"]
         lines.append(f"aligned     {a['method']} matching: straight-path barrier {a['linear_barrier_before']:.6g} "
                      f"before -> {r['linear_barrier']:.6g} after (the path ends at the aligned B)")
+    if r["method"] != "linear":  # the straight segment is the baseline; for --method linear it is the answer
+        lines.append(f"linear      max loss {r['linear_max_loss']:.6g}   barrier {r['linear_barrier']:.6g}   "
+                     f"{'connected' if r['linear_status'] == 'connected' else 'not connected'}")
     lines += [
-        f"linear      max loss {r['linear_max_loss']:.6g}   barrier {r['linear_barrier']:.6g}   "
-        f"{'connected' if r['linear_status'] == 'connected' else 'not connected'}",
         f"{r['method']:<11} max loss {r['max_loss']:.6g}   barrier {r['barrier']:.6g}   "
         f"{r['status'].upper() if connected else 'NOT FOUND'} at level {r['level']:.6g}",
         f"certificate {certificate_text(r)}",
