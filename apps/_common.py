@@ -218,7 +218,23 @@ def json_option(f):
 
 
 def echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=_default))
+    """Indented JSON on stdout, lists of numbers kept on one line (a permutation is one line, not 100)."""
+    text = json.dumps(_finite_json(obj), indent=2, default=_default)
+    click.echo(_NUMBERS.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text))
+
+
+def _finite_json(obj):
+    """Non-finite numbers as the strings "inf", "-inf", "nan": JSON has no NaN or Infinity."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
+_NUMBERS = re.compile(r"\[\s*((?:-?[\d.eE+-]+\s*,\s*)*-?[\d.eE+-]+)\s*\]")
 
 
 def _default(o):
