@@ -10,9 +10,9 @@
 
 from .curvature import hessian_trace, hvp, minimum_metrics, top_eigenvalue
 from .margin import DYNAMICS, MaxMargin, implicit_bias, max_margin
-from .stationary import GRAD_RTOL, LOSS_FLOOR, Polished, is_stationary, polish
+from .stationary import GRAD_RTOL, LOSS_FLOOR, POLISH_STEPS, Polished, criterion_text, is_stationary, polish
 from .train import OPTIMIZERS, TrainResult, train, train_checkpoints
 
-__all__ = ["DYNAMICS", "GRAD_RTOL", "LOSS_FLOOR", "MaxMargin", "OPTIMIZERS", "Polished", "TrainResult",
-           "hessian_trace", "is_stationary", "polish", "hvp", "implicit_bias",
+__all__ = ["DYNAMICS", "GRAD_RTOL", "LOSS_FLOOR", "MaxMargin", "OPTIMIZERS", "POLISH_STEPS", "Polished",
+           "TrainResult", "criterion_text", "hessian_trace", "is_stationary", "polish", "hvp", "implicit_bias",
            "max_margin", "minimum_metrics", "top_eigenvalue", "train", "train_checkpoints"]

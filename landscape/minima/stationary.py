@@ -119,5 +119,75 @@ def polish(problem: Problem, thetas: torch.Tensor, *, steps: int = POLISH_STEPS,
     return Polished(x, loss, gn, is_stationary(loss, gn, rtol=rtol, floor=floor), taken, start_loss, start_gn)
 
 
+def require_minima(problem: Problem, thetas: torch.Tensor, names, *, polish_points: bool = False,
+                   steps: int = POLISH_STEPS) -> tuple[torch.Tensor, list[dict]]:
+    """The input points of a valley count, checked to be minima (one batched ``loss_and_grad``).
+
+    A point whose gradient fails the criterion lies on a slope: counted, it would make a spurious
+    valley of a hillside and a merge level of no saddle. It is refused, or, with ``polish_points``,
+    descended by :func:`polish` (all such points in one batch) and refused only if it still fails.
+
+    Parameters
+    ----------
+    problem : Problem
+    thetas : Tensor, shape (N, D)
+    names : list of str
+        Named in the error (checkpoint files).
+    polish_points : bool
+    steps : int
+        Budget of :func:`polish`.
+
+    Returns
+    -------
+    thetas : Tensor, shape (N, D)
+        The inputs, polished where they needed it.
+    polished : list of dict
+        One row per polished point: ``name``, ``loss_before``, ``loss``, ``grad_norm_before``,
+        ``grad_norm``, ``steps``, ``distance`` (how far it moved).
+
+    Raises
+    ------
+    LandscapeError
+        Naming the points that are not minima and the fix.
+    """
+    loss, grad = problem.loss_and_grad(thetas)
+    gn = grad.norm(dim=1)
+    if not torch.isfinite(loss).all():
+        bad = [names[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
+        raise LandscapeError(f"the loss is not finite at minima {bad}; check those checkpoints")
+    off = torch.nonzero(~is_stationary(loss, gn)).flatten().tolist()
+    if not off:
+        return thetas, []
+    if polish_points:
+        start = thetas[off]
+        out = polish(problem, start, steps=steps)
+        thetas = thetas.clone()
+        thetas[off] = out.thetas
+        moved = (out.thetas - start).norm(dim=1)
+        rows = [{"name": names[i], "loss_before": float(out.start_losses[k]), "loss": float(out.losses[k]),
+                 "grad_norm_before": float(out.start_grad_norms[k]), "grad_norm": float(out.grad_norms[k]),
+                 "steps": int(out.steps[k]), "distance": float(moved[k])} for k, i in enumerate(off)]
+        still = [names[i] for k, i in enumerate(off) if not out.converged[k]]
+        if still:
+            raise LandscapeError(f"{_listed(still)} still not {_minima(still)} after {steps} polish steps "
+                                 f"({criterion_text()} fails); train longer or check the problem has a minimum there")
+        return thetas, rows
+    i = off[0]
+    bad = [names[j] for j in off]
+    raise LandscapeError(f"{_listed(bad)} not {_minima(bad)}: loss {float(loss[i]):.6g}, |grad L| "
+                         f"{float(gn[i]):.3g} > {float(gradient_tolerance(loss[i:i + 1])[0]):.3g} "
+                         f"({criterion_text()}); retrain it with `landscape train` or pass --polish (polish=True)")
+
+
+def _listed(names) -> str:
+    shown = ", ".join(str(n) for n in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{shown}{more} {'is' if len(names) == 1 else 'are'}"
+
+
+def _minima(names) -> str:
+    return "a minimum" if len(names) == 1 else "minima"
+
+
 __all__ = ["GRAD_RTOL", "LOSS_FLOOR", "POLISH_STEPS", "Polished", "criterion_text", "gradient_tolerance",
-           "is_stationary", "polish"]
+           "is_stationary", "polish", "require_minima"]
