@@ -205,7 +205,8 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
         if uf[i] == uf[j]:
             continue
         budget_left = max_refinements is None or graph.stats["refinements"] < max_refinements
-        if not refined and method != "linear" and budget_left:
+        floor = max(graph.losses[i].item(), graph.losses[j].item())  # no path between i and j goes lower
+        if not refined and method != "linear" and budget_left and w > floor:
             path = connect(problem, thetas[i], thetas[j], method=method, level=None, generator=generator,
                            resolution=resolution, straight=straight[(i, j)], **options)
             graph.stats["refinements"] += 1
