@@ -7,7 +7,7 @@ import torch
 
 import landscape
 from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak
-from landscape.minima import train_checkpoints
+from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._common import (Group, UserError, build_problem, certificate_text, device_option, echo_json,
                       file_problem_option, json_option, parse_params, parse_seeds, problem_options, table)
@@ -55,33 +55,49 @@ def problems(as_json):
 @click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch).")
 @click.option("--record-every", type=int, default=10, show_default=True, help="Trajectory record interval.")
 @click.option("--max-records", type=int, default=100, show_default=True, help="Trajectory size bound.")
+@click.option("--polish-steps", type=int, default=POLISH_STEPS, show_default=True,
+              help="Without --until-loss: descent steps at most to bring seeds to |grad L| <= 1e-3*max(|L|, 0.1).")
 @click.option("--no-trajectory", is_flag=True, help="Do not store the trajectory in the checkpoints.")
 @click.option("--float64", is_flag=True, help="Train in double precision.")
 @click.option("--overwrite", is_flag=True, help="Retrain seeds whose checkpoints already exist.")
 @device_option
 @json_option
 def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps, until_loss, batch_size,
-          record_every, max_records, no_trajectory, float64, overwrite, device, as_json):
+          record_every, max_records, polish_steps, no_trajectory, float64, overwrite, device, as_json):
     """Train minima of PROBLEM (default: digits_mlp), all seeds batched, one checkpoint per seed.
 
+    Without --until-loss the seeds are minima: after the optimiser's steps, seeds short of the
+    stationarity criterion |grad L| <= 1e-3*max(|L|, 0.1) are polished; "converged" says which meet it.
     Seeds whose checkpoint already exists with the same options are kept: an interrupted run resumes.
     """
     prob = build_problem(problem, width, params)
     rows = train_checkpoints(
         prob, parse_seeds(seeds), out_dir, overwrite=overwrite, trajectory=not no_trajectory, optimizer=optimizer,
         lr=lr, momentum=momentum, steps=steps, until_loss=until_loss, batch_size=batch_size,
-        record_every=record_every, max_records=max_records, device=landscape.resolve_device(device),
+        record_every=record_every, max_records=max_records, polish_steps=polish_steps,
+        device=landscape.resolve_device(device),
         dtype=torch.float64 if float64 else torch.float32, progress=True)
     if as_json:
         echo_json(rows)
         return
     click.echo(f"{prob!r}")
-    click.echo(table([[r["file"], r["seed"], f"{r['loss']:.6g}", r["steps"], r["reached"], r["status"]]
-                      for r in rows], ["file", "seed", "loss", "steps", "reached", "status"]))
-    missed = [r["seed"] for r in rows if not r["reached"]]
+    target = [] if until_loss is None else [f"loss <= {until_loss:g}"]
+    click.echo(table([[r["file"], r["seed"], f"{r['loss']:.6g}", f"{r['grad_norm']:.3g}", _yes(r["converged"]),
+                       *([_yes(r["reached_target"])] if target else []), r["steps"], r["polish_steps"], r["status"]]
+                      for r in rows],
+                     ["file", "seed", "loss", "|grad L|", "converged", *target, "steps", "polish", "status"]))
+    missed = [r["seed"] for r in rows if r["reached_target"] is False]
     if missed:
         click.echo(f"landscape: warning: seeds {missed} did not reach --until-loss {until_loss} in {steps} steps; "
                    "raise --steps or --lr", err=True)
+    if until_loss is None and not all(r["converged"] for r in rows):
+        bad = [r["seed"] for r in rows if not r["converged"]]
+        click.echo(f"landscape: warning: seeds {bad} are not minima ({criterion_text()} fails); "
+                   "raise --polish-steps or --steps (losses without a finite minimum never meet it)", err=True)
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else "yes" if flag else "NO"
 
 
 @main.command()
@@ -101,10 +117,19 @@ def info(files, given, as_json):
 def _describe_minimum(d: dict) -> str:
     losses = "  ".join(f"{k} {v:.6g}" for k, v in d["losses"].items())
     lines = [f"{d['file']}: {d['problem']['name']} D={d['dim']} seed={d['seed']}",
-             f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}"]
+             f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}",
+             "    " + _stationarity(d)]
     if "trajectory_points" in d:
         lines.append(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps")
     return "\n".join(lines)
+
+
+def _stationarity(d: dict) -> str:
+    """The recorded gradient norm and whether it makes the point a minimum (older files: not recorded)."""
+    if d.get("grad_norm") is None:
+        return "|grad L| not recorded (a file written before it was); converged unknown"
+    verdict = "yes" if d["converged"] else "NO: not a minimum"
+    return f"|grad L| {d['grad_norm']:.3g}  converged {verdict} ({criterion_text()})"
 
 
 def _describe_path(d: dict) -> str:

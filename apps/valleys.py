@@ -31,6 +31,9 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
               help="Hit-and-run samples per minimum and level: each valley's extent in the report (0: none).")
 @click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
               help="First move every minimum onto the lowest by the permutation symmetry of its network.")
+@click.option("--polish", is_flag=True,
+              help="Descend minima whose |grad L| > 1e-3*max(|L|, 0.1) until they meet it (default: refuse them).")
+@click.option("--float64", is_flag=True, help="Compute in double precision.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--out", "json_out", type=click.Path(), default=None, help="Write the graph (node-link JSON).")
 @click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
@@ -39,8 +42,12 @@ from ._common import UserError, device_option, echo_json, file_problem_option, j
 @device_option
 @json_option
 def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, extent, align,
-            seed, json_out, graphml, plot, given, device, as_json):
-    """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree."""
+            polish, float64, seed, json_out, graphml, plot, given, device, as_json):
+    """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree.
+
+    Every file must hold a minimum (|grad L| <= 1e-3*max(|L|, 0.1)); one on a slope is refused, or
+    descended first with --polish.
+    """
     if levels and auto:
         raise UserError("give --level U (repeatable) or --levels auto, not both")
     dev = landscape.resolve_device(device)
@@ -49,11 +56,11 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
     for ck in cks[1:]:
         if ck.problem.spec != problem.spec:
             raise UserError(f"{ck.path} and {cks[0].path} belong to different problems")
-    thetas = torch.stack([ck.theta for ck in cks]).to(dev)
+    thetas = torch.stack([ck.theta for ck in cks]).to(dev, torch.float64 if float64 else torch.float32)
     graph, report = landscape.find_valleys(
         problem, thetas, names=[str(ck.path) for ck in cks], levels=list(levels) if levels else "auto",
         method=method, merge_method=merge_method, bisect=bisect, attempts=attempts, tol=tol, resolution=resolution,
-        metrics=metrics, align=align, extent=extent, generator=torch.Generator().manual_seed(seed))
+        metrics=metrics, align=align, extent=extent, polish=polish, generator=torch.Generator().manual_seed(seed))
     if json_out or graphml:
         landscape.valleys.write_graph(graph, json_out, graphml)
     if plot:
@@ -66,6 +73,10 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
         echo_json(report)
         return
     click.echo(f"{len(cks)} minima of {problem!r}; best loss {report['global_loss']:.6g}")
+    for row in report["polished"]:
+        click.echo(f"polished {_short(row['name'])}: loss {row['loss_before']:.6g} -> {row['loss']:.6g}, |grad L| "
+                   f"{row['grad_norm_before']:.3g} -> {row['grad_norm']:.3g}, moved {row['distance']:.3g} "
+                   f"in {row['steps']} steps")
     click.echo(table([[f"{r['level']:.6g}", r["n_valleys"], r["n_spurious"],
                        " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])] for r in report["levels"]],
                      ["level", "valleys", "spurious", "members"]))

@@ -18,8 +18,8 @@ from ._device import resolve_device
 from ._errors import LandscapeError
 from ._info import describe_file
 from ._version import __version__
-from .minima import (DYNAMICS, OPTIMIZERS, MaxMargin, TrainResult, implicit_bias, max_margin, minimum_metrics,
-                     train)
+from .minima import (DYNAMICS, OPTIMIZERS, MaxMargin, TrainResult, implicit_bias, is_stationary, max_margin,
+                     minimum_metrics, polish, train)
 from .paths import (DEFAULT_METHOD, METHODS, Path, barrier, certify, connect, geodesic_lengths, load_endpoints,
                     load_path, method_options, save_path)
 from .problems import (BN_POLICIES, DEFAULT_PROBLEM, LOSSES, PROBLEMS, Checkpoint, NetworkProblem, Problem,
@@ -38,6 +38,7 @@ __all__ = [
     "from_module", "Checkpoint", "load_checkpoint", "save_checkpoint",
     # minima
     "OPTIMIZERS", "DYNAMICS", "TrainResult", "MaxMargin", "train", "minimum_metrics", "max_margin", "implicit_bias",
+    "polish", "is_stationary",
     # paths
     "METHODS", "DEFAULT_METHOD", "Path", "connect", "certify", "barrier", "method_options", "load_endpoints",
     "load_path", "save_path", "geodesic_lengths",

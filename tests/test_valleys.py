@@ -87,9 +87,11 @@ def test_venturi_spurious_valley_is_found():
 
 
 def test_refinements_grow_like_n_when_all_connect():
-    problem = landscape.make_problem("ring", bump=0.2)
+    # eight minima on a ring: the circle itself, nearly flat along it (|grad L| <= 2e-6), so that every
+    # point is a minimum by the stationarity criterion (points inside the circle, as before, are not)
+    problem = landscape.make_problem("ring", bump=1e-6)
     angles = torch.linspace(0, 2 * torch.pi, 9, dtype=torch.float64)[:-1]
-    points = torch.stack([torch.cos(angles), torch.sin(angles)], 1) * 0.999
+    points = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
     graph, report = find_valleys(problem, points, levels=[0.5], generator=gen())
     assert report["levels"][0]["n_valleys"] == 1
     assert report["refinements"] <= len(points) - 1 + report["failed"]
@@ -195,3 +197,86 @@ def test_venturi_spurious_valley_merges_with_the_global_basin_at_the_measured_le
                                  levels=[below, above], attempts=1, generator=gen())
     low, high = report["levels"]
     assert (low["n_valleys"], low["spurious"]) == (2, [["spurious"]]) and high["n_valleys"] == 1
+
+
+def _himmelblau_saddles():
+    """The saddles of Himmelblau's function from scratch: Newton's method on ∇f = 0 from nearby starts."""
+    import numpy as np
+
+    def grad(x, y):
+        a, b = x * x + y - 11, x + y * y - 7
+        return np.array([4 * x * a + 2 * b, 2 * a + 4 * y * b])
+
+    def hess(x, y):
+        return np.array([[12 * x * x + 4 * y - 42, 4 * x + 4 * y], [4 * x + 4 * y, 4 * x + 12 * y * y - 26]])
+
+    values = []
+    for start in [(0.1, 2.9), (-3.1, -0.1), (3.4, 0.1), (-0.1, -1.9)]:
+        p = np.array(start, dtype=float)
+        for _ in range(50):
+            p = p - np.linalg.solve(hess(*p), grad(*p))
+        assert np.abs(grad(*p)).max() < 1e-10 and np.linalg.det(hess(*p)) < 0  # an index-1 saddle
+        x, y = p
+        values.append((x * x + y - 11) ** 2 + (x + y * y - 7) ** 2)
+    return sorted(values)
+
+
+def test_himmelblau_sixteen_default_seeds_are_its_four_minima_and_merge_at_its_saddles(tmp_path):
+    """`landscape train himmelblau --seeds 0..15` then `landscape valleys`: 4 minima, merges at the 3 lowest saddles."""
+    from click.testing import CliRunner
+
+    from landscape_cli.cli import main
+
+    trained = CliRunner().invoke(main, ["train", "himmelblau", "--seeds", "0..15", "-o", str(tmp_path), "--json"])
+    assert trained.exit_code == 0, trained.output
+    rows = json.loads(trained.stdout)
+    assert all(r["converged"] and r["grad_norm"] <= 1e-4 and r["loss"] < 1e-8 for r in rows)
+    problem = landscape.make_problem("himmelblau")
+    points = torch.stack([landscape.load_checkpoint(r["file"]).theta for r in rows]).double()
+    dist = torch.cdist(points, problem.minima)
+    assert dist.min(1).values.max() < 1e-5 and set(dist.argmin(1).tolist()) == {0, 1, 2, 3}  # exactly the four
+    run = CliRunner().invoke(main, ["valleys", *[r["file"] for r in rows], "--json"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["polished"] == []
+    saddles = _himmelblau_saddles()  # 13.3119, 67.7192, 104.0152, 178.3372
+    barriers = sorted(m["level"] for m in report["merges"] if m["level"] > 1e-6)  # the rest join copies of a minimum
+    assert barriers == pytest.approx(saddles[:3], rel=1e-3)
+    assert [(r["n_valleys"], r["n_spurious"]) for r in report["levels"]] == [(4, 0), (3, 0), (2, 0), (1, 0)]
+    assert [r["level"] for r in report["levels"]][1:] == pytest.approx(saddles[:3], rel=1e-3)
+
+
+def test_deep_linear_default_minima_one_valley_just_above_the_minimum():
+    # trained with the defaults, the minima agree to ~1e-5 of L*, so 1.001 L* already holds them all, in one valley
+    problem = landscape.make_problem("deep_linear", width=8, input_dim=4, output_dim=3, n_train=100)
+    minima = landscape.train(problem, range(8))
+    assert minima.converged.all()
+    best, worst = minima.losses.min().item(), minima.losses.max().item()
+    assert (worst - best) / best < 1e-4
+    _, report = find_valleys(problem, minima.thetas, levels=[1.001 * best, 2.0 * best], generator=gen())
+    assert [(r["n_valleys"], len(r["valleys"][0])) for r in report["levels"]] == [(1, 8), (1, 8)]
+
+
+def test_a_point_on_a_slope_is_refused_or_polished_never_counted(tmp_path):
+    from click.testing import CliRunner
+
+    from landscape_cli.cli import main
+
+    problem = landscape.make_problem("himmelblau")
+    slope = problem.minima[0] + torch.tensor([0.2, -0.1], dtype=torch.float64)  # L ≈ 2.6, |grad L| ≈ 15
+    points = torch.cat([problem.minima, slope[None]])
+    names = ["a", "b", "c", "d", "slope"]
+    with pytest.raises(landscape.LandscapeError, match=r"^slope is not a minimum: .*pass --polish"):
+        find_valleys(problem, points, names=names, levels=[5.0])
+    _, report = find_valleys(problem, points, names=names, levels=[5.0], polish=True, generator=gen())
+    (row,) = report["polished"]
+    assert row["name"] == "slope" and row["grad_norm_before"] > 1 and row["grad_norm"] <= 1e-4
+    assert row["loss"] < 1e-8 and row["distance"] == pytest.approx(0.2236, abs=1e-4)  # back onto minimum a
+    assert report["levels"][0]["n_valleys"] == 4  # the slope joined a's valley, it did not become a fifth
+    files = [str(landscape.save_checkpoint(tmp_path / f"{n}.pt", problem, p.float())) for n, p in zip(names, points)]
+    refused = CliRunner().invoke(main, ["valleys", *files, "--level", "5"])
+    assert refused.exit_code == 2 and "slope.pt is not a minimum" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "--polish" in refused.stderr
+    fixed = CliRunner().invoke(main, ["valleys", *files, "--level", "5", "--polish", "--float64"])
+    assert fixed.exit_code == 0, fixed.output
+    assert "polished slope: loss 2.6" in fixed.stdout and "\n5          4  " in fixed.stdout

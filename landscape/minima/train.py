@@ -2,6 +2,9 @@
 
 Gradient descent and Adam act coordinate-wise, so one optimiser over the stacked parameters is
 S independent optimisers; a seed that reaches its target loss is frozen while the others go on.
+Without a target loss the seeds are minima: after the optimiser's steps every seed that does not yet
+meet the stationarity criterion of :mod:`.stationary` (‖∇L‖ ≤ 10⁻³·max(|L|, 0.1)) is polished,
+all together, until it does; ``converged`` and ``grad_norms`` say where each one ended.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from .._errors import LandscapeError
 from ..problems.problem import Problem
 from .optim import OPTIMIZERS, RowOptimizer
+from .stationary import POLISH_STEPS, polish
 
 
 @dataclass
@@ -29,8 +33,14 @@ class TrainResult:
         Full-batch training loss at ``thetas``.
     steps : Tensor, shape (S,)
         Optimiser steps each seed took.
-    reached : Tensor of bool, shape (S,)
-        Whether the seed reached ``until_loss`` (all True when no target was set).
+    grad_norms : Tensor, shape (S,)
+        ‖∇L‖ at ``thetas``.
+    converged : Tensor of bool, shape (S,)
+        Whether ``thetas`` meets the stationarity criterion (:func:`landscape.minima.stationary.is_stationary`).
+    reached_target : Tensor of bool, shape (S,), or None
+        Whether the seed's loss is ≤ ``until_loss``; None when no target was set.
+    polish_steps : Tensor, shape (S,)
+        Descent steps of the final polish (0 where none was needed or ``until_loss`` was set).
     trajectories : list of dict
         Per seed ``{"step": [T], "theta": [T, D], "loss": [T]}``, its last record at the minimum.
     options : dict
@@ -42,7 +52,10 @@ class TrainResult:
     thetas: torch.Tensor
     losses: torch.Tensor
     steps: torch.Tensor
-    reached: torch.Tensor
+    grad_norms: torch.Tensor
+    converged: torch.Tensor
+    reached_target: torch.Tensor | None
+    polish_steps: torch.Tensor
     trajectories: list[dict] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -51,7 +64,7 @@ class TrainResult:
 def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3, steps: int = 2000,
           until_loss: float | None = None, momentum: float = 0.0, batch_size: int | None = None,
           record_every: int = 10, max_records: int = 100, device="cpu", dtype=torch.float32,
-          init: torch.Tensor | None = None, progress: bool = False) -> TrainResult:
+          init: torch.Tensor | None = None, polish_steps: int = POLISH_STEPS, progress: bool = False) -> TrainResult:
     """Train one network per seed, all seeds in one batched problem.
 
     Parameters
@@ -75,6 +88,9 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
         held, every other one is dropped and the interval doubles.
     init : Tensor, shape (S, D), optional
         Starting points instead of the seeded initialisation.
+    polish_steps : int
+        Without ``until_loss``: at most this many batched descent steps (:func:`landscape.minima.polish`)
+        for the seeds that end the optimiser's steps short of the stationarity criterion (0: none).
 
     Returns
     -------
@@ -126,13 +142,15 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.min().item():.4g}..{loss.max().item():.4g}", active=int(active.sum()))
     bar.close()
-    final = problem.loss(theta)
-    reached = torch.ones(s_count, dtype=torch.bool) if until_loss is None else (final <= until_loss).cpu()
+    polished = polish(problem, theta, steps=polish_steps if until_loss is None else 0)
+    theta, final = polished.thetas, polished.losses
+    reached = None if until_loss is None else (final <= until_loss).cpu()
     options = _recorded_options(optimizer=optimizer, lr=lr, steps=steps, until_loss=until_loss, momentum=momentum,
                                 batch_size=batch_size, record_every=record_every, max_records=max_records,
-                                dtype=dtype)
-    return TrainResult(seeds, theta.cpu(), final.cpu(), taken, reached,
-                       records.per_seed(taken, theta.cpu(), final.cpu()), options, time.perf_counter() - start)
+                                dtype=dtype, polish_steps=polish_steps)
+    return TrainResult(seeds, theta.cpu(), final.cpu(), taken, polished.grad_norms.cpu(), polished.converged.cpu(),
+                       reached, polished.steps.cpu(), records.per_seed(taken, theta.cpu(), final.cpu()), options,
+                       time.perf_counter() - start)
 
 
 class _Recorder:
@@ -197,8 +215,8 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
     Returns
     -------
     list of dict
-        One row per seed: ``file``, ``seed``, ``loss``, ``steps``, ``reached``, ``status``
-        (``"trained"`` or ``"kept"``).
+        One row per seed: ``file``, ``seed``, ``loss``, ``grad_norm``, ``converged``, ``steps``,
+        ``polish_steps``, ``reached_target`` (None without ``until_loss``), ``status`` (``"trained"`` or ``"kept"``).
     """
     from pathlib import Path
 
@@ -217,8 +235,7 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
             except LandscapeError:
                 ck = None
             if ck is not None and ck.problem.spec == problem.spec and ck.meta.get("train") == wanted:
-                rows.append({"file": str(path), "seed": seed, "loss": ck.loss, "steps": ck.meta.get("steps"),
-                             "reached": ck.meta.get("reached", True), "status": "kept"})
+                rows.append(_row(path, seed, ck.loss, ck.grad_norm, ck.converged, ck.meta, "kept"))
                 continue
             raise LandscapeError(f"{path} exists from another run; pass --overwrite or choose another -o folder")
         todo.append(seed)
@@ -226,13 +243,21 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
         result = train(problem, todo, **options)
         for i, seed in enumerate(result.seeds):
             path = out_dir / checkpoint_name(problem, seed)
-            meta = {"train": result.options, "steps": int(result.steps[i]), "reached": bool(result.reached[i]),
-                    "seconds": result.seconds}
+            reached = None if result.reached_target is None else bool(result.reached_target[i])
+            meta = {"train": result.options, "steps": int(result.steps[i]), "polish_steps": int(result.polish_steps[i]),
+                    "reached_target": reached, "seconds": result.seconds}
+            grad_norm, converged = float(result.grad_norms[i]), bool(result.converged[i])
             save_checkpoint(path, problem, result.thetas[i], loss=float(result.losses[i]), seed=seed,
-                            trajectory=result.trajectories[i] if trajectory else None, meta=meta)
-            rows.append({"file": str(path), "seed": seed, "loss": float(result.losses[i]),
-                         "steps": int(result.steps[i]), "reached": bool(result.reached[i]), "status": "trained"})
+                            trajectory=result.trajectories[i] if trajectory else None, meta=meta,
+                            grad_norm=grad_norm, converged=converged)
+            rows.append(_row(path, seed, float(result.losses[i]), grad_norm, converged, meta, "trained"))
     return sorted(rows, key=lambda r: r["seed"])
+
+
+def _row(path, seed, loss, grad_norm, converged, meta, status) -> dict:
+    return {"file": str(path), "seed": seed, "loss": loss, "grad_norm": grad_norm, "converged": converged,
+            "steps": meta.get("steps"), "polish_steps": meta.get("polish_steps", 0),
+            "reached_target": meta.get("reached_target"), "status": status}
 
 
 def _recorded_options(**options) -> dict:
@@ -242,5 +267,6 @@ def _recorded_options(**options) -> dict:
     defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     merged = {**defaults, **options}
-    keep = ("optimizer", "lr", "steps", "until_loss", "momentum", "batch_size", "record_every", "max_records")
+    keep = ("optimizer", "lr", "steps", "until_loss", "momentum", "batch_size", "record_every", "max_records",
+            "polish_steps")
     return {**{k: merged[k] for k in keep}, "dtype": str(merged["dtype"])}

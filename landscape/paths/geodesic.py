@@ -82,7 +82,7 @@ def geodesic_lengths(problem: Problem, levels, *, pairs: int = 4, first_pair: in
         began = time.perf_counter()
         paths = []
         for i in range(pairs):
-            if not (minima.reached[2 * i] and minima.reached[2 * i + 1]):
+            if not (minima.reached_target[2 * i] and minima.reached_target[2 * i + 1]):
                 continue
             a, b = (minima.thetas[j].to(device) for j in (2 * i, 2 * i + 1))
             paths.append(connect(problem, a, b, method=method, level=level_factor * level,

@@ -10,6 +10,9 @@ so that ``torch.load(..., weights_only=True)`` reads it without running any code
       "problem": {"name": ..., "params": {...}},   # rebuilds the Problem (data seed included)
       "theta": Tensor[D],             # the flat parameters
       "loss": float,                  # training loss at theta, as evaluated when saved
+      "grad_norm": float,             # ‖∇L(theta)‖, as evaluated when saved (absent in older files)
+      "converged": bool,              # whether theta meets the stationarity criterion of
+                                      # landscape.minima.stationary (absent in older files)
       "seed": int or None,            # the training seed
       "versions": {"landscape": ..., "torch": ...},
       "trajectory": {                 # optional: the optimiser's path, thinned to a bounded size
@@ -39,6 +42,7 @@ from .._version import versions
 from ..io import atomic_write
 from .problem import Problem
 from .embedded import problem_from_spec
+from .stationarity import is_stationary
 
 FORMAT = "landscape"
 VERSION = 1
@@ -58,6 +62,10 @@ class Checkpoint:
     loss : float
         The training loss recorded in the file (re-evaluate with ``problem.loss(theta)``).
     seed : int or None
+    grad_norm : float or None
+        ‖∇L(theta)‖ recorded in the file (None for files written before it was recorded).
+    converged : bool or None
+        Whether ``theta`` met the stationarity criterion when saved (None for older files).
     trajectory : dict or None
         ``{"step": [T], "theta": [T, D], "loss": [T]}``.
     meta : dict
@@ -71,28 +79,38 @@ class Checkpoint:
     trajectory: dict | None = None
     meta: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    grad_norm: float | None = None
+    converged: bool | None = None
 
 
 def save_checkpoint(path, problem: Problem, theta: torch.Tensor, *, loss: float | None = None,
-                    seed: int | None = None, trajectory: dict | None = None, meta: dict | None = None) -> FilePath:
+                    seed: int | None = None, trajectory: dict | None = None, meta: dict | None = None,
+                    grad_norm: float | None = None, converged: bool | None = None) -> FilePath:
     """Write a minimum to ``path`` atomically (a temporary file in the same folder, then a rename).
 
     Parameters
     ----------
     theta : Tensor, shape (D,)
-    loss : float, optional
-        Evaluated with ``problem.loss(theta)`` when not given.
+    loss, grad_norm : float, optional
+        Evaluated with ``problem.loss_and_grad(theta)`` when either is not given.
+    converged : bool, optional
+        Whether ``theta`` is a minimum by :func:`landscape.minima.is_stationary`; decided from
+        ``loss`` and ``grad_norm`` when not given.
     trajectory : dict, optional
         ``{"step": [T], "theta": [T, D], "loss": [T]}``.
     """
     theta = theta.detach().cpu()
     if theta.shape != (problem.dim,):
         raise LandscapeError(f"theta has shape {tuple(theta.shape)}, expected ({problem.dim},) for {problem.name}")
-    if loss is None:
-        loss = float(problem.loss(theta))
+    if loss is None or grad_norm is None:
+        value, grad = problem.loss_and_grad(theta[None])
+        loss = float(value[0]) if loss is None else loss
+        grad_norm = float(grad[0].norm()) if grad_norm is None else grad_norm
+    if converged is None:
+        converged = bool(is_stationary(torch.tensor([float(loss)]), torch.tensor([float(grad_norm)]))[0])
     record = {"format": FORMAT, "version": VERSION, "kind": "minimum", "problem": problem.spec,
-              "theta": theta.clone(), "loss": float(loss), "seed": seed, "versions": versions(),
-              "meta": dict(meta or {})}
+              "theta": theta.clone(), "loss": float(loss), "grad_norm": float(grad_norm),
+              "converged": bool(converged), "seed": seed, "versions": versions(), "meta": dict(meta or {})}
     if trajectory is not None:
         record["trajectory"] = {k: v.detach().cpu().clone() for k, v in trajectory.items()}
     return atomic_save(record, path)
@@ -186,6 +204,12 @@ def _from_record(path, obj, problem) -> Checkpoint:
     loss = obj.get("loss")
     if not isinstance(loss, (int, float)) or not math.isfinite(loss):
         raise LandscapeError(f"{path}: recorded loss {loss!r} is not a finite number")
+    grad_norm, converged = obj.get("grad_norm"), obj.get("converged")
+    if grad_norm is not None and (isinstance(grad_norm, bool) or not isinstance(grad_norm, (int, float))
+                                  or not math.isfinite(grad_norm) or grad_norm < 0):
+        raise LandscapeError(f"{path}: recorded grad_norm {grad_norm!r} is not a finite number >= 0; re-create it")
+    if converged is not None and not isinstance(converged, bool):
+        raise LandscapeError(f"{path}: recorded converged {converged!r} is not true or false; re-create it")
     traj = obj.get("trajectory")
     if traj is not None:
         if not (isinstance(traj, dict) and {"step", "theta", "loss"} <= set(traj)
@@ -193,7 +217,8 @@ def _from_record(path, obj, problem) -> Checkpoint:
                 and traj["theta"].shape[1] == built.dim):
             raise LandscapeError(f"{path}: malformed trajectory (needs step, theta[T, {built.dim}], loss)")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    return Checkpoint(path, built, theta, float(loss), obj.get("seed"), traj, meta, obj.get("versions") or {})
+    return Checkpoint(path, built, theta, float(loss), obj.get("seed"), traj, meta, obj.get("versions") or {},
+                      None if grad_norm is None else float(grad_norm), converged)
 
 
 def _state_dict(obj):
@@ -222,6 +247,7 @@ def describe_checkpoint(ckpt: Checkpoint) -> dict:
     out = {
         "file": str(ckpt.path), "kind": "minimum", "problem": problem.spec, "dim": problem.dim,
         "recorded_loss": ckpt.loss, "losses": losses, "norm": float(theta.norm()), "norms": norms,
+        "grad_norm": ckpt.grad_norm, "converged": ckpt.converged,
         "seed": ckpt.seed, "versions": ckpt.versions, "meta": ckpt.meta,
     }
     if ckpt.trajectory is not None:

@@ -16,7 +16,7 @@ What a report holds is data too, the ``[report]`` table of the study file::
 
     [[report.plot]]                 # a figure against an axis
     x = "problem.width"
-    y = "reached_fraction"
+    y = "converged_fraction"
     by = "optimizer"
 
 Every report also has ``results`` (one row per finished task). This module computes what each PNG

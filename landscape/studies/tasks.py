@@ -49,8 +49,9 @@ def train_minima(params: dict, *, device) -> dict:
 
     Figures
     -------
-    loss, test_loss, steps, reached, norm : per seed (lists when ``seeds`` is given, else numbers);
-    loss_min, loss_mean, loss_max, reached_fraction : over the seeds; and for problems whose minima
+    loss, test_loss, steps, converged, grad_norm, norm, and reached (with ``until_loss``) : per seed
+    (lists when ``seeds`` is given, else numbers); loss_min, loss_mean, loss_max, converged_fraction,
+    reached_fraction (None without ``until_loss``) : over the seeds; and for problems whose minima
     are known in closed form, ``minimum`` (index of the nearest) and ``minimum_distance``.
     """
     from ..minima.train import train
@@ -63,9 +64,12 @@ def train_minima(params: dict, *, device) -> dict:
     per = {
         "loss": result.losses.tolist(),
         "steps": result.steps.tolist(),
-        "reached": result.reached.tolist(),
+        "converged": result.converged.tolist(),
+        "grad_norm": result.grad_norms.tolist(),
         "norm": result.thetas.norm(dim=1).tolist(),
     }
+    if result.reached_target is not None:
+        per["reached"] = result.reached_target.tolist()
     if "test" in problem.splits:
         per["test_loss"] = problem.loss(result.thetas.to(result.losses.dtype), split="test").tolist()
     known = getattr(problem, "minima", None)
@@ -76,7 +80,8 @@ def train_minima(params: dict, *, device) -> dict:
     figures = per if params["seeds"] is not None else {k: v[0] for k, v in per.items()}
     losses = per["loss"]
     figures.update(loss_min=min(losses), loss_mean=sum(losses) / len(losses), loss_max=max(losses),
-                   reached_fraction=sum(per["reached"]) / len(seeds))
+                   converged_fraction=sum(per["converged"]) / len(seeds),
+                   reached_fraction=sum(per["reached"]) / len(seeds) if "reached" in per else None)
     return figures
 
 

@@ -228,7 +228,9 @@ def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
     """The levels where the valley count changes: where minima appear, and each merge level.
 
     Minima whose losses agree within the spurious tolerance appear together, at the largest of
-    their losses (so that the report does not list one level per minimum of the same valley floor).
+    their losses (so that the report does not list one level per minimum of the same valley floor);
+    a merge no higher than its minima's losses plus that tolerance joins copies of one minimum (no
+    barrier between them: seeds that found the same minimum) and is not an event either.
     """
     tol = spurious_tolerance(graph.global_loss, tol)
     appear = []
@@ -237,7 +239,9 @@ def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
             appear[-1][1] = loss
         else:
             appear.append([loss, loss])
-    return sorted({hi for _, hi in appear} | {m.level for m in graph.merges()})
+    merges = {m.level for m in graph.merges()
+              if m.level > max(graph.losses[m.i].item(), graph.losses[m.j].item()) + tol}
+    return sorted({hi for _, hi in appear} | merges)
 
 
 def write_graph(graph: ValleyGraph, json_path=None, graphml_path=None) -> None:

@@ -18,6 +18,7 @@ import torch
 from networkx.utils import UnionFind
 
 from .._errors import LandscapeError, NonFiniteLoss
+from ..minima.stationary import POLISH_STEPS, require_minima
 from ..paths.certify import DEFAULT_RESOLUTION, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
@@ -209,7 +210,8 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
         if uf[i] == uf[j]:
             continue
         budget_left = max_refinements is None or graph.stats["refinements"] < max_refinements
-        if not refined and method != "linear" and budget_left:
+        floor = max(graph.losses[i].item(), graph.losses[j].item())  # no path between i and j goes lower
+        if not refined and method != "linear" and budget_left and w > floor:
             path = connect(problem, thetas[i], thetas[j], method=method, level=None, generator=generator,
                            resolution=resolution, straight=straight[(i, j)], **_to_saddle(method, options))
             graph.stats["refinements"] += 1
@@ -267,7 +269,7 @@ def _components(uf: UnionFind, nodes) -> int:
 def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="auto", method: str = "string",
                  merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
                  resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
-                 extent: int = 0,
+                 extent: int = 0, polish: bool = False, polish_steps: int = POLISH_STEPS,
                  generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
     """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
 
@@ -303,12 +305,23 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         lowest one by the hidden-unit permutation (and rescaling) that keeps its function, so that
         copies of one network under the symmetry count as one valley rather than many.
 
+    polish : bool
+        Every input must be a minimum by :func:`landscape.minima.is_stationary` (‖∇L‖ ≤
+        10⁻³·max(|L|, 0.1)): one that is not is refused with an error naming it, or, with ``polish``,
+        descended there first (:func:`landscape.minima.polish`, all such points in one batch, at most
+        ``polish_steps`` steps) and listed in ``report["polished"]``. A point on a slope is never counted.
+
     Returns
     -------
     graph : ValleyGraph
     report : dict
-        :meth:`ValleyGraph.report` at the levels.
+        :meth:`ValleyGraph.report` at the levels, and ``polished`` (what was polished, from where to where).
     """
+    given = names
+    names = list(names) if names is not None else [f"m{i}" for i in range(thetas.shape[0])]
+    if thetas.dim() != 2 or thetas.shape[1] != problem.dim or thetas.shape[0] < 1:
+        raise LandscapeError(f"minima must have shape (N >= 1, {problem.dim}), got {tuple(thetas.shape)}")
+    thetas, polished = require_minima(problem, thetas, names, polish_points=polish, steps=polish_steps)
     alignment = None
     if align != "none":
         from ..symmetries.align import align as align_points
@@ -316,7 +329,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         best = int(problem.loss(thetas).argmin())
         result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
         thetas = result.theta.to(thetas)
-        alignment = {"method": align, "reference": best if names is None else list(names)[best]}
+        alignment = {"method": align, "reference": best if given is None else names[best]}
     graph = ValleyGraph.of(problem, thetas, names)
     if metrics:
         from ..minima.curvature import minimum_metrics
@@ -340,7 +353,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     if extent:
         _add_extents(graph, report, extent, generator)
     report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
-                   "resolution": resolution, "problem": problem.spec, "alignment": alignment})
+                   "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
     return graph, report
 
 
