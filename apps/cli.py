@@ -9,8 +9,9 @@ import landscape
 from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
-from ._common import (Group, UserError, build_problem, certificate_text, device_option, echo_json,
-                      file_problem_option, json_option, parse_params, parse_seeds, problem_options, table)
+from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
+                      device_option, echo_json, file_problem_option, json_option, parse_params, parse_seeds,
+                      problem_options, table)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,14 +49,15 @@ def problems(as_json):
 @click.option("-o", "--out", "out_dir", default="minima", show_default=True, type=click.Path(),
               help="Folder for the checkpoints (one file per seed).")
 @click.option("--optimizer", type=click.Choice(list(landscape.OPTIMIZERS)), default="adam", show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--momentum", type=float, default=0.0, show_default=True, help="Heavy-ball momentum (gd).")
-@click.option("--steps", type=int, default=2000, show_default=True, help="Maximum optimiser steps.")
-@click.option("--until-loss", type=float, default=None, help="Stop each seed once its training loss is <= L0.")
-@click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch).")
-@click.option("--record-every", type=int, default=10, show_default=True, help="Trajectory record interval.")
-@click.option("--max-records", type=int, default=100, show_default=True, help="Trajectory size bound.")
-@click.option("--polish-steps", type=int, default=POLISH_STEPS, show_default=True,
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--momentum", type=Real(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Heavy-ball momentum (gd).")
+@click.option("--steps", type=count(1), default=2000, show_default=True, help="Maximum optimiser steps.")
+@click.option("--until-loss", type=FINITE, default=None, help="Stop each seed once its training loss is <= L0.")
+@click.option("--batch-size", type=count(1), default=None, help="Minibatch size (default: full batch).")
+@click.option("--record-every", type=count(1), default=10, show_default=True, help="Trajectory record interval.")
+@click.option("--max-records", type=count(2, 10**6), default=100, show_default=True, help="Trajectory size bound.")
+@click.option("--polish-steps", type=count(0), default=POLISH_STEPS, show_default=True,
               help="Without --until-loss: descent steps at most to bring seeds to |grad L| <= 1e-3*max(|L|, 0.1).")
 @click.option("--no-trajectory", is_flag=True, help="Do not store the trajectory in the checkpoints.")
 @click.option("--float64", is_flag=True, help="Train in double precision.")
@@ -152,12 +154,14 @@ _DESCRIBE = {"minimum": _describe_minimum, "path": _describe_path}
 
 
 @main.command()
-@click.option("-k", "--points", "k", type=int, default=64, show_default=True, help="Points per batched call.")
-@click.option("--seconds", type=float, default=0.5, show_default=True, help="Minimum timing per figure.")
+@click.option("-k", "--points", "k", type=count(1, 1 << 20), default=64, show_default=True,
+              help="Points per batched call.")
+@click.option("--seconds", type=Real(0, 3600, min_open=True), default=0.5, show_default=True,
+              help="Minimum timing per figure.")
 @click.option("--problem", "extra", multiple=True, metavar="NAME[:k=v,...]",
               help="Add a problem to the table, e.g. digits_mlp:width=256 (repeatable).")
-@click.option("--beads", type=int, default=16, show_default=True, help="Beads of the path-refinement round.")
-@click.option("--bead-steps", type=int, default=20, show_default=True, help="Descent steps of each bead.")
+@click.option("--beads", type=count(1, 4096), default=16, show_default=True, help="Beads of the path-refinement round.")
+@click.option("--bead-steps", type=count(1, 10**5), default=20, show_default=True, help="Descent steps of each bead.")
 @device_option
 @json_option
 def bench(k, seconds, extra, beads, bead_steps, device, as_json):

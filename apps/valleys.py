@@ -7,34 +7,35 @@ import torch
 
 import landscape
 
-from ._common import UserError, device_option, echo_json, file_problem_option, json_option, table
+from ._common import (FINITE, RESOLUTION, Real, SEED, UserError, count, device_option, echo_json,
+                      file_problem_option, json_option, table)
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--level", "levels", type=float, multiple=True, help="A level u (repeatable).")
+@click.option("--level", "levels", type=FINITE, multiple=True, help="A level u (repeatable).")
 @click.option("--levels", "auto", flag_value="auto", default=None,
               help="'auto': the whole merge tree, reported wherever the count changes (the default).")
 @click.option("--method", type=click.Choice(sorted(landscape.METHODS)), default="string", show_default=True,
               help="Path method at a given level.")
 @click.option("--merge-method", type=click.Choice(sorted(landscape.METHODS)), default="neb", show_default=True,
               help="Level-free path method for the merge tree.")
-@click.option("--bisect", type=int, default=3, show_default=True,
+@click.option("--bisect", type=count(0, 100), default=3, show_default=True,
               help="Probes of each merge level by --method at lower levels (0: none).")
-@click.option("--attempts", type=int, default=2, show_default=True,
+@click.option("--attempts", type=count(1, 100), default=2, show_default=True,
               help="Refinements tried per pair of valleys before they are reported separate.")
-@click.option("--tol", type=float, default=None, help="Spurious tolerance (default 1e-6 + 1e-3·|best loss|).")
-@click.option("--resolution", type=int, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
+@click.option("--tol", type=Real(0), default=None, help="Spurious tolerance (default 1e-6 + 1e-3·|best loss|).")
+@click.option("--resolution", type=RESOLUTION, default=landscape.paths.DEFAULT_RESOLUTION, show_default=True,
               help="Sub-intervals per segment in the dense certification.")
 @click.option("--metrics", is_flag=True, help="Add Hessian top eigenvalue and trace of each minimum.")
-@click.option("--extent", type=int, default=0, show_default=True,
+@click.option("--extent", type=count(0, 10**6), default=0, show_default=True,
               help="Hit-and-run samples per minimum and level: each valley's extent in the report (0: none).")
 @click.option("--align", type=click.Choice(sorted(landscape.ALIGNERS)), default="none", show_default=True,
               help="First move every minimum onto the lowest by the permutation symmetry of its network.")
 @click.option("--polish", is_flag=True,
               help="Descend minima whose |grad L| > 1e-3*max(|L|, 0.1) until they meet it (default: refuse them).")
 @click.option("--float64", is_flag=True, help="Compute in double precision.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("-o", "--out", "json_out", type=click.Path(), default=None, help="Write the graph (node-link JSON).")
 @click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
 @click.option("--plot", type=click.Path(), default=None, help="Draw the disconnectivity graph (PNG).")
