@@ -194,3 +194,21 @@ def test_a_user_problem_with_other_parameters_is_named_as_such(tmp_path, monkeyp
     with pytest.raises(LandscapeError, match=r"other parameters of problem 'wall' \(n: file 10, given 20\)"):
         load_checkpoint(path, problem=landscape.make_problem("wallprob:build", n=20))
     assert load_checkpoint(path, problem=landscape.make_problem("wallprob:build", n=10)).theta.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("theta", lambda t: t["theta"].clone().fill_(float("nan")), "NaN or infinite"),
+    ("loss", lambda t: torch.full_like(t["loss"], float("inf")), "NaN or infinite"),
+    ("loss", lambda t: t["loss"][:-1], "malformed trajectory"),
+    ("loss", lambda t: "0.5", "malformed trajectory"),
+    ("step", lambda t: t["step"].flip(0), "steps do not increase"),
+])
+def test_trajectories_are_checked_as_theta_is(tmp_path, field, value, message):
+    problem = landscape.make_problem("ring")
+    result = landscape.train(problem, [0], steps=30, record_every=5)
+    path = save_checkpoint(tmp_path / "t.pt", problem, result.thetas[0], trajectory=result.trajectories[0])
+    obj = torch.load(path, weights_only=True)
+    obj["trajectory"][field] = value(obj["trajectory"])
+    torch.save(obj, path)
+    with pytest.raises(LandscapeError, match=message):
+        load_checkpoint(path)

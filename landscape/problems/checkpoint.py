@@ -212,13 +212,27 @@ def _from_record(path, obj, problem) -> Checkpoint:
         raise LandscapeError(f"{path}: recorded converged {converged!r} is not true or false; re-create it")
     traj = obj.get("trajectory")
     if traj is not None:
-        if not (isinstance(traj, dict) and {"step", "theta", "loss"} <= set(traj)
-                and isinstance(traj["theta"], torch.Tensor) and traj["theta"].dim() == 2
-                and traj["theta"].shape[1] == built.dim):
-            raise LandscapeError(f"{path}: malformed trajectory (needs step, theta[T, {built.dim}], loss)")
+        _check_trajectory(path, traj, built.dim)
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     return Checkpoint(path, built, theta, float(loss), obj.get("seed"), traj, meta, obj.get("versions") or {},
                       None if grad_norm is None else float(grad_norm), converged)
+
+
+def _check_trajectory(path, traj, dim: int) -> None:
+    """A trajectory is step [T] (increasing integers), theta [T, D] and loss [T], all finite: as strict as theta."""
+    wanted = f"needs step [T], theta [T, {dim}] and loss [T], finite"
+    if not (isinstance(traj, dict) and {"step", "theta", "loss"} <= set(traj)
+            and all(isinstance(traj[k], torch.Tensor) for k in ("step", "theta", "loss"))):
+        raise LandscapeError(f"{path}: malformed trajectory ({wanted}); re-create the file")
+    step, theta, loss = traj["step"], traj["theta"], traj["loss"]
+    if not (theta.dim() == 2 and theta.shape[1] == dim and theta.shape[0] >= 1
+            and step.shape == loss.shape == (theta.shape[0],) and theta.is_floating_point()
+            and loss.is_floating_point() and not step.is_floating_point() and not step.is_complex()):
+        raise LandscapeError(f"{path}: malformed trajectory ({wanted}); re-create the file")
+    if not (torch.isfinite(theta).all() and torch.isfinite(loss).all()):
+        raise LandscapeError(f"{path}: the trajectory holds NaN or infinite values; re-create the file")
+    if step.numel() > 1 and not bool((step[1:] > step[:-1]).all()):
+        raise LandscapeError(f"{path}: the trajectory's steps do not increase; re-create the file")
 
 
 def _state_dict(obj):
