@@ -125,6 +125,8 @@ def parse_seeds(text: str) -> list[int]:
         for part in text.split(","):
             if ".." in part:
                 a, b = part.split("..")
+                if int(b) - int(a) >= MAX_SEEDS:  # refused before a huge range is built
+                    raise UserError(f"--seeds {text!r}: at most {MAX_SEEDS:,} seeds (all train as one batch)")
                 seeds.extend(range(int(a), int(b) + 1))
             elif part.strip():
                 seeds.append(int(part))
@@ -132,7 +134,13 @@ def parse_seeds(text: str) -> list[int]:
         raise UserError(f"--seeds {text!r}: use a range like 0..9 or a list like 0,3,7") from None
     if not seeds:
         raise UserError(f"--seeds {text!r} names no seed")
+    if len(seeds) > MAX_SEEDS or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: at most {MAX_SEEDS:,} seeds, none negative (all train as one batch)")
     return seeds
+
+
+#: Most seeds one command trains or reads at once (they are one [S, D] batch).
+MAX_SEEDS = 10_000
 
 
 class Real(click.ParamType):

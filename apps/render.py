@@ -34,12 +34,19 @@ def parse_span(text: str | None):
         raise UserError(f"--span {text!r}: write A0:A1,B0:B1, e.g. -1:1,-1:1") from None
 
 
+#: Largest image side in pixels (an 8192² RGBA frame is 256 MiB before VTK's own buffers).
+MAX_PIXELS = 8192
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = text.lower().split("x")
-        return int(w), int(h)
+        size = int(w), int(h)
     except ValueError:
         raise UserError(f"--size {text!r}: write WIDTHxHEIGHT in pixels, e.g. 1024x768") from None
+    if not all(16 <= s <= MAX_PIXELS for s in size):
+        raise UserError(f"--size {text!r}: each side must be 16 to {MAX_PIXELS} pixels")
+    return size
 
 
 @click.command()

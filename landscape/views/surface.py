@@ -93,6 +93,10 @@ def default_cache_dir() -> FilePath:
     return FilePath(base) / "landscape" / "surfaces"
 
 
+#: Most grid points along one side of a plane.
+MAX_GRID = 2049
+
+
 def parse_grid(grid) -> tuple[int, int]:
     """``51``, ``(51, 41)`` or ``"51x41"`` -> ``(51, 41)``."""
     if isinstance(grid, str):
@@ -106,6 +110,9 @@ def parse_grid(grid) -> tuple[int, int]:
     grid = tuple(int(g) for g in grid)
     if len(grid) != 2 or min(grid) < 2:
         raise LandscapeError(f"grid {grid!r}: needs two sizes of at least 2, e.g. 51x51")
+    if max(grid) > MAX_GRID:
+        raise LandscapeError(f"grid {grid[0]}x{grid[1]}: at most {MAX_GRID} points a side (a {MAX_GRID}² plane is "
+                             f"{MAX_GRID * MAX_GRID:,} loss evaluations)")
     return grid
 
 

@@ -42,6 +42,10 @@ def save_figure(fig, out, *, dpi: int = 120) -> FilePath:
     out = FilePath(out)
     if not out.suffix:
         raise LandscapeError(f"-o {out}: give a file name with a suffix such as .png, .pdf or .svg")
+    formats = fig.canvas.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise LandscapeError(f"-o {out}: charts are written as {', '.join('.' + f for f in sorted(formats))}; "
+                             "choose one of those suffixes")
     return write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=dpi, format=out.suffix[1:].lower()))
 
 
