@@ -348,3 +348,14 @@ def test_empty_or_half_created_stores_are_recognised_as_new(tmp_path):
     for store in (empty, half):
         summary = landscape.run_study(study, store=store, workers=0, progress=False)
         assert summary["done"] == summary["tasks"] == 6
+
+
+def test_fractions_get_wilson_intervals_inside_zero_one():
+    from landscape.studies.report import _wilson
+
+    assert _wilson(0.0, 8) == pytest.approx((0.0, 0.32440), abs=1e-5)  # the closed form at p = 0: z²/(n + z²)
+    assert _wilson(1.0, 8) == pytest.approx((0.67560, 1.0), abs=1e-5)
+    for p in (0.0, 0.1, 0.5, 0.9, 1.0):
+        for n in (1, 3, 8, 100):
+            lo, hi = _wilson(p, n)
+            assert 0.0 <= lo <= p <= hi <= 1.0

@@ -268,7 +268,12 @@ def _series_figure(study, done, spec) -> dict:
 
 
 def _axis_figure(study, done, spec) -> dict:
-    """A ``[[report.plot]]``: the mean ± sd of each y against a grid axis, one curve per value of ``by``."""
+    """A ``[[report.plot]]``: the mean of each y against a grid axis, one curve per value of ``by``.
+
+    Error bars: ± the standard deviation, except for a figure whose values all lie in [0, 1] (a flag or a
+    fraction), whose bars are the 95% Wilson score interval of its mean over the tasks, so they stay in
+    [0, 1] (Wilson 1927).
+    """
     x, y, by = spec.get("x"), spec.get("y"), spec.get("by")
     if not x or not y:
         raise LandscapeError(f"{study.source}: report.plot needs x (an axis) and y (a figure)")
@@ -276,20 +281,37 @@ def _axis_figure(study, done, spec) -> dict:
     logx = bool(spec.get("logx", False))
     panels = []
     for yname in ([y] if isinstance(y, str) else y):
-        lines, seen = [], []
+        groups = {}
         for key, members in _groups(done, [by] if by else []).items():
             pts = {}
             for m in members:
                 v = m["figures"].get(yname)
                 if _is_number(v) or isinstance(v, bool):
                     pts.setdefault(m["point"].get(x), []).append(float(v))
+            groups[key] = pts
+        values = [v for pts in groups.values() for vs in pts.values() for v in vs]
+        fraction = bool(values) and all(0.0 <= v <= 1.0 for v in values)
+        lines, seen = [], []
+        for key, pts in groups.items():
             xs = sorted(pts, key=lambda v: (isinstance(v, str), v))
+            means = [statistics.fmean(pts[v]) for v in xs]
+            if fraction:
+                bounds = [_wilson(m, len(pts[v])) for m, v in zip(means, xs)]
+                yerr = [[m - lo for m, (lo, _) in zip(means, bounds)], [hi - m for m, (_, hi) in zip(means, bounds)]]
+            else:
+                yerr = [statistics.stdev(pts[v]) if len(pts[v]) > 1 else 0.0 for v in xs]
             lines.append({"label": str(key[0]) if by else None, "x": [str(v) if isinstance(v, str) else v for v in xs],
-                          "y": [statistics.fmean(pts[v]) for v in xs],
-                          "yerr": [statistics.stdev(pts[v]) if len(pts[v]) > 1 else 0.0 for v in xs]})
+                          "y": means, "yerr": yerr})
             seen.extend(xs)
         ticks = sorted({v for v in seen if _is_number(v) and v > 0}) if logx else []
-        panels.append({"xlabel": x, "ylabel": f"{yname} (mean ± sd)", "logx": logx,
-                       "logy": bool(spec.get("logy", False)), "xticks": ticks if 0 < len(ticks) <= 10 else None,
-                       "curves": lines})
+        panels.append({"xlabel": x, "ylabel": f"{yname} (mean, 95% Wilson)" if fraction else f"{yname} (mean ± sd)",
+                       "logx": logx, "logy": bool(spec.get("logy", False)),
+                       "xticks": ticks if 0 < len(ticks) <= 10 else None, "curves": lines})
     return {"title": study.name, "legend": by, "marker": "o", "panels": panels}
+
+
+def _wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a proportion p observed over n trials: inside [0, 1] for every p."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
