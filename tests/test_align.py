@@ -34,7 +34,7 @@ def trained():
     try:
         for key, (params, steps) in CASES.items():
             problem = landscape.make_problem(key.replace("_quadratic", ""), **params)
-            out[key] = problem, landscape.train(problem, seeds=[0, 1], steps=steps, lr=0.02).thetas
+            out[key] = problem, landscape.train(problem, seeds=[0, 1], steps=steps, lr=0.02, polish_steps=0).thetas
     finally:
         torch.set_num_threads(threads)
     return out

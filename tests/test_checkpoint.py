@@ -212,3 +212,30 @@ def test_trajectories_are_checked_as_theta_is(tmp_path, field, value, message):
     torch.save(obj, path)
     with pytest.raises(LandscapeError, match=message):
         load_checkpoint(path)
+def test_gradient_norm_and_convergence_are_recorded_and_checked(saved, problem, tmp_path):
+    path, theta = saved
+    ck = load_checkpoint(path)
+    loss, grad = problem.loss_and_grad(theta[None])
+    assert ck.grad_norm == pytest.approx(grad.norm().item(), rel=1e-5)
+    assert ck.converged is False  # a random initial point is not a minimum
+    info = landscape.problems.describe_checkpoint(ck)
+    assert info["grad_norm"] == ck.grad_norm and info["converged"] is False
+    rec = _record(path)
+    for key, value, message in [("grad_norm", float("nan"), "grad_norm nan is not a finite number"),
+                                ("grad_norm", -1.0, "grad_norm -1.0 is not a finite number >= 0"),
+                                ("converged", "yes", "converged 'yes' is not true or false")]:
+        torch.save({**rec, key: value}, tmp_path / "bad.pt")
+        with pytest.raises(LandscapeError, match=f"bad.pt: recorded {message}"):
+            load_checkpoint(tmp_path / "bad.pt")
+    old = {k: v for k, v in rec.items() if k not in ("grad_norm", "converged")}  # a file from before
+    torch.save(old, tmp_path / "old.pt")
+    ck_old = load_checkpoint(tmp_path / "old.pt")
+    assert ck_old.grad_norm is None and ck_old.converged is None
+    from click.testing import CliRunner
+
+    from landscape_cli.cli import main
+
+    shown = CliRunner().invoke(main, ["info", str(path), str(tmp_path / "old.pt")])
+    assert shown.exit_code == 0, shown.output
+    assert f"|grad L| {ck.grad_norm:.3g}  converged NO: not a minimum" in shown.output
+    assert "|grad L| not recorded" in shown.output

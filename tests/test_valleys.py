@@ -247,13 +247,14 @@ def test_himmelblau_sixteen_default_seeds_are_its_four_minima_and_merge_at_its_s
 
 
 def test_deep_linear_default_minima_one_valley_just_above_the_minimum():
-    # trained with the defaults, the minima agree to ~1e-5 of L*, so 1.001 L* already holds them all, in one valley
+    # trained with the defaults, the minima agree to ~1e-5 of L* (Adam alone left them 2% apart: two valleys
+    # just above L*), so a level 2% above L* holds all eight, in one valley (1.001 L* too: 2 minutes of DSS)
     problem = landscape.make_problem("deep_linear", width=8, input_dim=4, output_dim=3, n_train=100)
     minima = landscape.train(problem, range(8))
     assert minima.converged.all()
     best, worst = minima.losses.min().item(), minima.losses.max().item()
     assert (worst - best) / best < 1e-4
-    _, report = find_valleys(problem, minima.thetas, levels=[1.001 * best, 2.0 * best], generator=gen())
+    _, report = find_valleys(problem, minima.thetas, levels=[1.02 * best, 2.0 * best], generator=gen())
     assert [(r["n_valleys"], len(r["valleys"][0])) for r in report["levels"]] == [(1, 8), (1, 8)]
 
 
@@ -263,7 +264,7 @@ def test_a_point_on_a_slope_is_refused_or_polished_never_counted(tmp_path):
     from landscape_cli.cli import main
 
     problem = landscape.make_problem("himmelblau")
-    slope = problem.minima[0] + torch.tensor([0.2, -0.1], dtype=torch.float64)  # L ≈ 2.6, |grad L| ≈ 15
+    slope = problem.minima[0] + torch.tensor([0.2, -0.1], dtype=torch.float64)  # L ≈ 1.34, |grad L| ≈ 14
     points = torch.cat([problem.minima, slope[None]])
     names = ["a", "b", "c", "d", "slope"]
     with pytest.raises(landscape.LandscapeError, match=r"^slope is not a minimum: .*pass --polish"):
@@ -279,4 +280,5 @@ def test_a_point_on_a_slope_is_refused_or_polished_never_counted(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1 and "--polish" in refused.stderr
     fixed = CliRunner().invoke(main, ["valleys", *files, "--level", "5", "--polish", "--float64"])
     assert fixed.exit_code == 0, fixed.output
-    assert "polished slope: loss 2.6" in fixed.stdout and "\n5          4  " in fixed.stdout
+    assert "polished slope: loss 1.3357 -> " in fixed.stdout
+    assert ["5", "4"] in [line.split()[:2] for line in fixed.stdout.splitlines()]  # level 5: four valleys

@@ -1,8 +1,9 @@
 """When a point is a minimum, and how to make it one: the stationarity criterion and a batched polish.
 
-One criterion (:mod:`landscape.problems.stationarity`) serves training (:func:`landscape.train` polishes
-the seeds that miss it and says which still do), the checkpoints (each records its final gradient norm and ``converged``) and valley counting
-(:func:`landscape.find_valleys` refuses, or polishes, any input point that fails it)::
+One criterion (:mod:`landscape.problems.stationarity`) serves training (:func:`landscape.train`
+polishes the seeds that miss it and says which still do), the checkpoints (each records its final
+gradient norm and ``converged``) and valley counting (:func:`landscape.find_valleys` refuses, or
+polishes, any input point that fails it)::
 
     ‖∇L(θ)‖ ≤ GRAD_RTOL · max(|L(θ)|, LOSS_FLOOR)        GRAD_RTOL = 1e-3, LOSS_FLOOR = 0.1
 

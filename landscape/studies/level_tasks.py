@@ -92,7 +92,9 @@ def geodesic_length(params: dict, *, device) -> dict:
 def count_valleys(params: dict, *, device) -> dict:
     """Valleys and spurious valleys of the sublevel sets seen by a set of trained minima.
 
-    Trains one minimum per seed (one batched problem), then runs :func:`landscape.find_valleys` at
+    Trains one minimum per seed (one batched problem; seeds short of the stationarity criterion are
+    polished, by training and again by :func:`landscape.find_valleys` with ``polish=True``, and a seed
+    that still is not a minimum fails the task rather than count as a valley), then counts valleys at
     the levels u = L* + f·S for each f in ``levels``, L* the best minimum's loss and S the scale:
     L* itself (``level_scale = "best"``: u = (1 + f)·L*) or the way from L* up to the loss of the
     zero network (``"zero"``: comparable across widths whose L* differ by orders of magnitude).
@@ -117,6 +119,7 @@ def count_valleys(params: dict, *, device) -> dict:
     Figures
     -------
     n_minima, global_loss (L*), zero_loss, worst_loss, global_ratio (L* over the zero network's loss);
+    max_grad_norm (the largest ‖∇L‖ among the minima counted), polished (minima find_valleys had to polish);
     at the levels f: n_valleys_low (at the lowest), n_valleys_max, n_spurious_max, spurious_levels
     (fraction of the levels with a spurious valley); spurious_minima (fraction of the minima lying in
     a spurious valley at their own level); spurious_any (1 if some level, of either kind, has a
@@ -157,7 +160,7 @@ def count_valleys(params: dict, *, device) -> dict:
     _, report = find_valleys(problem, thetas, names=names, levels=sorted(set(at.values()) | set(own.values())),
                              method=params["method"], attempts=int(params["attempts"]), tol=params["tol"],
                              align=params["align"], generator=torch.Generator().manual_seed(seeds[0]),
-                             connect_options=options)
+                             connect_options=options, polish=True)
     rows = {r["level"]: r for r in report["levels"]}
     series = {"fraction": fractions, "level": [at[f] for f in fractions],
               "minima_below": [int((losses <= at[f]).sum()) for f in fractions],
@@ -168,6 +171,8 @@ def count_valleys(params: dict, *, device) -> dict:
     figures = {
         "n_minima": len(seeds), "global_loss": best, "zero_loss": zero, "worst_loss": float(losses.max()),
         "global_ratio": best / zero if zero > 0 else None,
+        "max_grad_norm": max([float(minima.grad_norms.max())] + [r["grad_norm"] for r in report["polished"]]),
+        "polished": len(report["polished"]),
         "n_valleys_low": series["n_valleys"][fractions.index(min(fractions))],
         "n_valleys_max": max(series["n_valleys"]), "n_spurious_max": max(series["n_spurious"]),
         "spurious_levels": statistics.fmean(series["spurious"]),
