@@ -212,6 +212,8 @@ def test_trajectories_are_checked_as_theta_is(tmp_path, field, value, message):
     torch.save(obj, path)
     with pytest.raises(LandscapeError, match=message):
         load_checkpoint(path)
+
+
 def test_gradient_norm_and_convergence_are_recorded_and_checked(saved, problem, tmp_path):
     path, theta = saved
     ck = load_checkpoint(path)
