@@ -55,21 +55,24 @@ def test_geodesic_study_lengths_and_nested_levels(tmp_path):
 
 @pytest.mark.slow
 def test_spurious_valleys_vanish_with_width(tmp_path):
-    # 16 samples: Venturi et al.'s empirical-loss bound says no spurious valleys from width 16 on
+    # 16 samples: Venturi et al.'s empirical-loss bound says no spurious valleys from width 16 on. Only seeds that
+    # reach a minimum are counted (10,000 Adam steps, then polished); the others are listed, never counted
     widths = [2, 8, 16]
-    study, res = small("spurious_valleys", {"problem.width": widths, "problem.data_seed": [0, 1]}, tmp_path)
-    minima = {w: statistics.fmean(res[w, s]["spurious_minima"] for s in (0, 1)) for w in widths}
-    levels = {w: statistics.fmean(res[w, s]["spurious_levels"] for s in (0, 1)) for w in widths}
+    study, res = small("spurious_valleys", {"problem.width": widths, "problem.data_seed": [0]}, tmp_path,
+                       steps=10000)
+    minima = {w: res[w, 0]["spurious_minima"] for w in widths}
+    levels = {w: res[w, 0]["spurious_levels"] for w in widths}
     assert minima[2] >= 0.25 and levels[2] >= 0.5  # narrow students: minima stranded in spurious valleys
     assert minima[8] == minima[16] == 0 and levels[8] == levels[16] == 0
-    for s in (0, 1):
-        narrow, wide = res[2, s], res[16, s]
-        # a spurious valley is one no certified path left within the budget: it was tried and failed
-        assert narrow["failed"] >= narrow["n_spurious_max"] >= 1
-        assert narrow["global_ratio"] > 1e-3  # two units cannot fit the 32-unit teacher's labels
-        # one valley at every level, every minimum joined: N - 1 refinements plus the failed attempts
-        assert wide["series"]["n_valleys"] == [1, 1] and wide["refinements"] <= 7 + wide["failed"]
-        assert wide["global_ratio"] < 1e-4 and wide["series"]["minima_below"] == [8, 8]
+    narrow, wide = res[2, 0], res[16, 0]
+    # a spurious valley is one no certified path left within the budget: it was tried and failed
+    assert narrow["failed"] >= narrow["n_spurious_max"] >= 1
+    assert narrow["global_ratio"] > 1e-3  # two units cannot fit the 32-unit teacher's labels
+    # one valley at every level, every minimum joined: n - 1 refinements plus the failed attempts
+    n = wide["n_minima"]
+    assert n >= 2 and n + len(wide["not_minima"]) == 8
+    assert wide["series"]["n_valleys"] == [1, 1] and wide["refinements"] <= n - 1 + wide["failed"]
+    assert wide["global_ratio"] < 1e-4 and wide["series"]["minima_below"] == [n, n]
 
 
 @pytest.mark.slow

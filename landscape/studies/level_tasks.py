@@ -93,8 +93,8 @@ def count_valleys(params: dict, *, device) -> dict:
     """Valleys and spurious valleys of the sublevel sets seen by a set of trained minima.
 
     Trains one minimum per seed (one batched problem; seeds short of the stationarity criterion are
-    polished, by training and again by :func:`landscape.find_valleys` with ``polish=True``, and a seed
-    that still is not a minimum fails the task rather than count as a valley), then counts valleys at
+    polished by training and once more here; a seed that still is not a minimum is left out and listed
+    in ``not_minima``, never counted as a valley), then counts valleys among the minima at
     the levels u = L* + f·S for each f in ``levels``, L* the best minimum's loss and S the scale:
     L* itself (``level_scale = "best"``: u = (1 + f)·L*) or the way from L* up to the loss of the
     zero network (``"zero"``: comparable across widths whose L* differ by orders of magnitude).
@@ -119,7 +119,7 @@ def count_valleys(params: dict, *, device) -> dict:
     Figures
     -------
     n_minima, global_loss (L*), zero_loss, worst_loss, global_ratio (L* over the zero network's loss);
-    max_grad_norm (the largest ‖∇L‖ among the minima counted), polished (minima find_valleys had to polish);
+    max_grad_norm (the largest ‖∇L‖ among the minima counted), not_minima (seeds left out: not minima);
     at the levels f: n_valleys_low (at the lowest), n_valleys_max, n_spurious_max, spurious_levels
     (fraction of the levels with a spurious valley); spurious_minima (fraction of the minima lying in
     a spurious valley at their own level); spurious_any (1 if some level, of either kind, has a
@@ -129,6 +129,7 @@ def count_valleys(params: dict, *, device) -> dict:
     within ``tol`` of L*); and ``series``: fraction, level, minima_below, n_valleys, n_spurious,
     spurious (0 or 1) per level f.
     """
+    from ..minima.stationary import criterion_text, polish
     from ..minima.train import train
     from ..valleys.graph import spurious_tolerance
     from ..valleys.search import find_valleys
@@ -147,8 +148,23 @@ def count_valleys(params: dict, *, device) -> dict:
     dtype = torch.float64 if params["float64"] else torch.float32
     minima = train(problem, seeds, optimizer=params["optimizer"], lr=float(params["lr"]), steps=int(params["steps"]),
                    device=device, dtype=dtype, record_every=int(params["steps"]), max_records=2)
-    thetas = minima.thetas.to(device=device, dtype=dtype)
-    losses = minima.losses.double()
+    thetas, grad_norms = minima.thetas.to(device=device, dtype=dtype), minima.grad_norms.double()
+    if not minima.converged.all():  # one more polish; a seed that still fails is not a minimum: left out, counted
+        off = torch.nonzero(~minima.converged).flatten()
+        again = polish(problem, thetas[off])
+        thetas, grad_norms = thetas.clone(), grad_norms.clone()
+        thetas[off], grad_norms[off] = again.thetas, again.grad_norms.double()
+        keep = torch.ones(len(seeds), dtype=torch.bool)
+        keep[off.cpu()] = again.converged.cpu()
+    else:
+        keep = torch.ones(len(seeds), dtype=torch.bool)
+    if int(keep.sum()) < 2:
+        raise LandscapeError(f"only {int(keep.sum())} of {len(seeds)} seeds reached a minimum ({criterion_text()}); "
+                             "train longer (steps) or use more seeds")
+    not_minima = [s for s, k in zip(seeds, keep.tolist()) if not k]
+    seeds, thetas, grad_norms = [s for s, k in zip(seeds, keep.tolist()) if k], thetas[keep.to(thetas.device)], \
+        grad_norms[keep]
+    losses = problem.loss(thetas).double().cpu()
     best = float(losses.min())
     zero = float(problem.loss(torch.zeros(1, problem.dim, device=device, dtype=dtype))[0])
     scale = best if scale_kind == "best" else zero - best
@@ -160,7 +176,7 @@ def count_valleys(params: dict, *, device) -> dict:
     _, report = find_valleys(problem, thetas, names=names, levels=sorted(set(at.values()) | set(own.values())),
                              method=params["method"], attempts=int(params["attempts"]), tol=params["tol"],
                              align=params["align"], generator=torch.Generator().manual_seed(seeds[0]),
-                             connect_options=options, polish=True)
+                             connect_options=options)
     rows = {r["level"]: r for r in report["levels"]}
     series = {"fraction": fractions, "level": [at[f] for f in fractions],
               "minima_below": [int((losses <= at[f]).sum()) for f in fractions],
@@ -171,8 +187,7 @@ def count_valleys(params: dict, *, device) -> dict:
     figures = {
         "n_minima": len(seeds), "global_loss": best, "zero_loss": zero, "worst_loss": float(losses.max()),
         "global_ratio": best / zero if zero > 0 else None,
-        "max_grad_norm": max([float(minima.grad_norms.max())] + [r["grad_norm"] for r in report["polished"]]),
-        "polished": len(report["polished"]),
+        "max_grad_norm": float(grad_norms.max()), "not_minima": not_minima,
         "n_valleys_low": series["n_valleys"][fractions.index(min(fractions))],
         "n_valleys_max": max(series["n_valleys"]), "n_spurious_max": max(series["n_spurious"]),
         "spurious_levels": statistics.fmean(series["spurious"]),
