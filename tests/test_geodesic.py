@@ -70,4 +70,4 @@ def test_study_rows_and_script():
     assert straight.exit_code == 0, straight.output
     assert json.loads(straight.stdout)[0]["connected"] == 0
     bad = CliRunner().invoke(study, ["--pairs", "0"])
-    assert bad.exit_code == 2 and "pairs must be >= 1" in bad.stderr
+    assert bad.exit_code == 2 and "Invalid value for '--pairs'" in bad.stderr
