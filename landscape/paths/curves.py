@@ -38,9 +38,9 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
     return (1 - (t[:, None] - knots).abs() * degree).clamp_min(0)
 
 
-def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
-           samples: int = 32, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
-           step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
+def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
+           samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+           step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
 
@@ -74,9 +74,9 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
     step_size, lr : float
         Adam's learning rate, as a fraction of the chord (scaled like DSS) or fixed.
     check_every : int
-        Every so many steps, and as soon as every sample of a step is below u (at most every
-        ``check_every // 10`` steps), the curve is checked densely at u; training stops when it is
-        below u, and the curve with the lowest checked max loss is returned.
+        Every so many steps, and as soon as every sample of a step is below α·u (with ``samples > 1``;
+        at most every ``check_every // 10`` steps), the curve is checked densely at u; training stops
+        when it is below u, and the curve with the lowest checked max loss is returned.
     n_points : int
         Knots of the returned path: the curve at ``n_points`` evenly spaced t, joined by segments
         (what is certified is this polyline, not the smooth curve).
@@ -96,9 +96,9 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
                       n_points=n_points, jitter=jitter, resolution=resolution)
 
 
-def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
-              samples: int = 32, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
-              step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
+def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
+              samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+              step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
 
@@ -181,7 +181,8 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, objective
         if not torch.isfinite(loss).all():
             raise LandscapeError(f"the loss became NaN or infinite while training the {name} curve; "
                                  "lower the step size (option step_size)")
-        below = bool(loss.max() <= level)  # every sample below u: check at once (a check costs ~30 steps)
+        # every sample below α·u: check at once (a check costs ~30 steps); one sample says nothing of the curve
+        below = samples > 1 and bool(loss.max() <= alpha * level)
         weights = weigh(loss, level, alpha=alpha, temperature=temperature)
         adam.step(control, w[:, 1:-1].T @ (weights[:, None] * grad))
         taken += 1
