@@ -17,13 +17,17 @@ def fit(name, pair, level, method, objective, params=None, **options):
     return path, saddles
 
 
+#: Garipov et al.'s settings before this objective: 32 samples, small steps, a check every 50 steps.
+SLOW = {"samples": 32, "step_size": 0.01, "steps": 500, "check_every": 50}
+
 #: (problem, its parameters, pair of minima, level, method, options, steps hinge and softmax take).
 #: The mean objective's own optimum peaks above the level there: ring, quadratic Bezier curve, at 0.1988
-#: (the best such curve peaks at the saddle, 0.19); ring with bump 0.5, one-bend chain, at 1.0 through
-#: the hill (the best such chain peaks at 0.4527).
+#: (the best such curve peaks at the saddle, 0.19; with the default larger steps the mean objective
+#: passes below 0.192 on its way there and is caught); ring with bump 0.5, one-bend chain, at 1.0
+#: through the hill (the best such chain peaks at 0.4527).
 REACHED = [
-    ("ring", None, (0, 1), 0.192, "bezier", {}, {"hinge": 100, "softmax": 200}),
-    ("ring", {"bump": 0.5}, (0, 1), 0.5, "polychain", {}, {"hinge": 54, "softmax": 48}),
+    ("ring", None, (0, 1), 0.192, "bezier", SLOW, {"hinge": 212, "softmax": 115}),
+    ("ring", {"bump": 0.5}, (0, 1), 0.5, "polychain", {}, {"hinge": 53, "softmax": 14}),
 ]
 
 
@@ -45,10 +49,10 @@ def test_the_default_objective_is_the_hinge_and_it_needs_fewer_steps_than_the_me
     assert landscape.method_options("polychain")["objective"] == "hinge"
     taken = {}
     for objective in OBJECTIVES:
-        path, _ = fit("ring", (0, 1), 0.195, "bezier", objective)  # the saddles at 0.19
-        assert path.status == "connected" and path.max_loss >= 0.19
+        path, _ = fit("ring", (0, 1), 0.45, "bezier", objective, {"bump": 0.5})  # the saddles at 0.4375
+        assert path.status == "connected" and path.max_loss >= 0.4375
         taken[objective] = path.info["steps"]
-    assert taken == {"mean": 1100, "hinge": 100, "softmax": 100}
+    assert taken == {"mean": 67, "hinge": 24, "softmax": 24}
 
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))

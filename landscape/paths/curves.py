@@ -74,7 +74,7 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000
     step_size, lr : float
         Adam's learning rate, as a fraction of the chord (scaled like DSS) or fixed.
     check_every : int
-        Every so many steps, and as soon as every sample of a step is below α·u (with ``samples > 1``;
+        Every so many steps, and as soon as every sample of a step is below u (with ``samples > 1``;
         at most every ``check_every // 10`` steps), the curve is checked densely at u; training stops
         when it is below u, and the curve with the lowest checked max loss is returned.
     n_points : int
@@ -181,8 +181,8 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, objective
         if not torch.isfinite(loss).all():
             raise LandscapeError(f"the loss became NaN or infinite while training the {name} curve; "
                                  "lower the step size (option step_size)")
-        # every sample below α·u: check at once (a check costs ~30 steps); one sample says nothing of the curve
-        below = samples > 1 and bool(loss.max() <= alpha * level)
+        # every sample below u: check at once (a check costs ~30 steps); one sample says nothing of the curve
+        below = samples > 1 and bool(loss.max() <= level)
         weights = weigh(loss, level, alpha=alpha, temperature=temperature)
         adam.step(control, w[:, 1:-1].T @ (weights[:, None] * grad))
         taken += 1
