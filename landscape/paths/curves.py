@@ -39,7 +39,7 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
 
 
 def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
-           samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+           samples: int = 1, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
            step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
@@ -63,7 +63,7 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000
         - ``"hinge"`` (default): (1/T) Σ max(L_i − α·u, 0). Only samples above α·u pull, so the
           effort goes where the curve is above the level, and stops once every sample is below it.
         - ``"softmax"``: the soft maximum τu·log Σ exp(L_i/τu) (weights softmax(L/τu)): the highest
-          samples dominate, a smoothed minimax.
+          samples dominate, a smoothed minimax. Over one sample it is the mean: use ``samples > 1``.
         - ``"mean"``: (1/T) Σ L_i, Garipov et al.'s objective. Its optimum need not be below u: the
           mean trades a high stretch for lower ones elsewhere (on the ring, the quadratic curve of least
           mean loss peaks at 0.1988 while the best peaks at the saddle, 0.19), so it can stall above u.
@@ -97,7 +97,7 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000
 
 
 def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
-              samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+              samples: int = 1, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
               step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
