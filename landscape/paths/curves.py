@@ -39,7 +39,7 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
 
 
 def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
-           samples: int = 1, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+           samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
            step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
@@ -97,7 +97,7 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000
 
 
 def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
-              samples: int = 1, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+              samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
               step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
