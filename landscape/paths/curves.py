@@ -2,10 +2,12 @@
 
 Garipov, Izmailov, Podoprikhin, Vetrov & Wilson, "Loss Surfaces, Mode Connectivity, and Fast
 Ensembling of DNNs", NeurIPS 2018. A curve φ(t) = Σ_j w_j(t) c_j has the endpoints as its first
-and last control points c_0 = a, c_{n+1} = b and trainable bends c_1 … c_n; the bends minimise
-the loss averaged along the curve, E_{t~U[0,1]} L(φ(t)). Each step evaluates the loss and its
-gradient at many t in one batched call; the bends' gradient follows by the chain rule,
-∂/∂c_j = E_t[w_j(t) ∇L(φ(t))], one matrix product.
+and last control points c_0 = a, c_{n+1} = b and trainable bends c_1 … c_n. Garipov et al. train
+the bends on the loss averaged along the curve, E_{t~U[0,1]} L(φ(t)); a path is connected at u when
+its *maximum* is ≤ u, so by default the bends minimise an objective that sees only the top of the
+curve (:data:`OBJECTIVES`: a hinge at α·u, or a soft maximum). Each step evaluates the loss and its
+gradient at many t in one batched call; with the objective's weight ω_i = ∂F/∂L_i of each sample,
+the bends' gradient follows by the chain rule, ∂F/∂c_j = Σ_i ω_i w_j(t_i) ∇L(φ(t_i)), one matrix product.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from .._errors import LandscapeError
 from .._random import resolve_generator
+from .._registry import Registry
 from ..minima.optim import RowOptimizer
 from ._common import Endpoints, check_count, check_positive, noise, scaled_lr
 from .certify import DEFAULT_RESOLUTION
@@ -35,8 +38,9 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
     return (1 - (t[:, None] - knots).abs() * degree).clamp_min(0)
 
 
-def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
-           samples: int = 32, step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
+def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
+           samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+           step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
 
@@ -52,11 +56,27 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
         Trainable control points (Garipov et al. use 1: a quadratic Bezier curve).
     steps, samples : int
         Adam steps, and curve points evaluated per step (one batched ``loss_and_grad``).
+        Garipov et al.'s own protocol is ``objective="mean", samples=1`` and many steps.
+    objective : str
+        What the bends minimise over the step's samples L_1 … L_T (a key of :data:`OBJECTIVES`):
+
+        - ``"hinge"`` (default): (1/T) Σ max(L_i − α·u, 0). Only samples above α·u pull, so the
+          effort goes where the curve is above the level, and stops once every sample is below it.
+        - ``"softmax"``: the soft maximum τu·log Σ exp(L_i/τu) (weights softmax(L/τu)): the highest
+          samples dominate, a smoothed minimax. Over one sample it is the mean: use ``samples > 1``.
+        - ``"mean"``: (1/T) Σ L_i, Garipov et al.'s objective. Its optimum need not be below u: the
+          mean trades a high stretch for lower ones elsewhere (on the ring, the quadratic curve of least
+          mean loss peaks at 0.1988 while the best peaks at the saddle, 0.19), so it can stall above u.
+    alpha : float
+        The hinge's target, as a fraction of u (below 1: a margin for the polyline between samples).
+    temperature : float
+        The soft maximum's temperature, as a fraction of u.
     step_size, lr : float
         Adam's learning rate, as a fraction of the chord (scaled like DSS) or fixed.
     check_every : int
-        Every so many steps the curve is checked densely at u; training stops when it is below u,
-        and the curve with the lowest checked max loss is returned.
+        Every so many steps, and as soon as every sample of a step is below u (with ``samples > 1``;
+        at most every ``check_every // 10`` steps), the curve is checked densely at u; training stops
+        when it is below u, and the curve with the lowest checked max loss is returned.
     n_points : int
         Knots of the returned path: the curve at ``n_points`` evenly spaced t, joined by segments
         (what is certified is this polyline, not the smooth curve).
@@ -71,30 +91,55 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
         ``info``: ``bends``, ``steps`` taken, ``checks`` (step, max loss), ``stop``, evaluation counts.
     """
     return _fit_curve("bezier", bernstein, ends, generator=generator, bends=bends,
-                      steps=steps, samples=samples, step_size=step_size, lr=lr, check_every=check_every,
+                      steps=steps, samples=samples, objective=objective, alpha=alpha,
+                      temperature=temperature, step_size=step_size, lr=lr, check_every=check_every,
                       n_points=n_points, jitter=jitter, resolution=resolution)
 
 
-def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 500,
-              samples: int = 32, step_size: float = 0.01, lr: float | None = None, check_every: int = 50,
+def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
+              samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+              step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
 
-    The chain's knots sit at t = j/(n + 1); the bends are trained on the loss averaged along the
-    whole chain, like :func:`bezier` (see there for the options). The returned path holds the
+    The chain's knots sit at t = j/(n + 1); the bends are trained on the same objectives as
+    :func:`bezier` (the hinge at α·u by default; ``"mean"``: the loss averaged along the chain, as
+    Garipov et al.), see there for the options. The returned path holds the
     chain sampled at ``n_points`` t (the bends included when ``n_points − 1`` is a multiple of
     ``bends + 1``, as with the defaults).
     """
     return _fit_curve("polychain", hats, ends, generator=generator, bends=bends,
-                      steps=steps, samples=samples, step_size=step_size, lr=lr, check_every=check_every,
+                      steps=steps, samples=samples, objective=objective, alpha=alpha,
+                      temperature=temperature, step_size=step_size, lr=lr, check_every=check_every,
                       n_points=n_points, jitter=jitter, resolution=resolution)
 
 
-def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, step_size, lr,
-               check_every, n_points, jitter, resolution) -> Path:
+def mean(loss: torch.Tensor, level: float, *, alpha: float, temperature: float) -> torch.Tensor:
+    """Garipov et al.'s objective, the loss averaged along the curve: every sample weighs 1/T."""
+    return torch.full_like(loss, 1 / loss.shape[0])
+
+
+def hinge(loss: torch.Tensor, level: float, *, alpha: float, temperature: float) -> torch.Tensor:
+    """Mean of max(L − α·u, 0): only the samples above α·u pull, each with weight 1/T."""
+    return (loss > alpha * level).to(loss) / loss.shape[0]
+
+
+def softmax(loss: torch.Tensor, level: float, *, alpha: float, temperature: float) -> torch.Tensor:
+    """Soft maximum τu·log Σ exp(L/τu): weights softmax(L/τu), the highest samples dominating."""
+    return torch.softmax(loss / (temperature * level), dim=0)
+
+
+#: What the bends minimise, by name: ``objective(losses [T], level, alpha=, temperature=) -> weights [T]``,
+#: the objective's derivative with respect to each sample's loss (the bends' gradient is Σ_i weight_i ∇_c L_i).
+OBJECTIVES = Registry("curve objective", (hinge, softmax, mean))
+
+
+def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, objective, alpha, temperature,
+               step_size, lr, check_every, n_points, jitter, resolution) -> Path:
     counted, start, end, level = ends.problem, ends.start, ends.end, ends.level
     check_count(bends=bends, steps=steps, samples=samples, check_every=check_every, n_points=n_points)
-    check_positive(step_size=step_size, lr=lr, jitter=jitter)
+    check_positive(step_size=step_size, lr=lr, jitter=jitter, alpha=alpha, temperature=temperature)
+    weigh = OBJECTIVES.lookup(objective, where=f"{name} option objective")
     if bends < 1 or samples < 1 or n_points < 2 or check_every < 1:
         raise LandscapeError(f"{name} needs bends >= 1, samples >= 1, check_every >= 1 and n_points >= 2")
     gen = resolve_generator(generator)
@@ -112,9 +157,11 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, step_size
     def knots(c):
         return knot_basis @ torch.cat([start[None], c, end[None]])
 
-    best, checks, stop, taken = None, [], "steps", 0
+    best, checks, stop, taken, last, below = None, [], "steps", 0, 0, False
     for step in range(steps + 1):
-        if step % check_every == 0 or step == steps:
+        due = step - last >= check_every or (below and step - last >= max(1, check_every // 10))
+        if step == 0 or step == steps or due:
+            last = step
             pts = knots(control)
             seg = counted.segments(pts, resolution)
             peak = float(seg.max())
@@ -134,8 +181,11 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, step_size
         if not torch.isfinite(loss).all():
             raise LandscapeError(f"the loss became NaN or infinite while training the {name} curve; "
                                  "lower the step size (option step_size)")
-        adam.step(control, w[:, 1:-1].T @ grad / samples)
+        # every sample below u: check at once (a check costs ~30 steps); one sample says nothing of the curve
+        below = samples > 1 and bool(loss.max() <= level)
+        weights = weigh(loss, level, alpha=alpha, temperature=temperature)
+        adam.step(control, w[:, 1:-1].T @ (weights[:, None] * grad))
         taken += 1
     pts, _, losses = best
-    info = {"bends": bends, "steps": taken, "samples": samples, "checks": checks, "stop": stop, **counted.figures()}
+    info = {"bends": bends, "steps": taken, "samples": samples, "objective": objective, "checks": checks, "stop": stop, **counted.figures()}
     return Path(pts, losses.clone(), method=name, level=level, evaluations=counted.evaluations, info=info)
