@@ -9,6 +9,7 @@ HTML page, VTK files for ParaView, or a window when there is a display.
 from __future__ import annotations
 
 import errno
+import gc
 
 import os
 import sys
@@ -309,6 +310,7 @@ def _write(plotter, meshes: SceneMeshes, out: FilePath) -> FilePath:
         finally:
             if axes is not None:
                 axes.SetZTitle(title)
+            gc.collect()  # the exporter's serializers go now, while the scene they refer to is still alive
         return write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if kind == ".vtm":
         return write_multiblock(out, meshes.multiblock())
