@@ -212,7 +212,7 @@ def build_scene(problem: Problem, *, minima: Mapping[str, torch.Tensor] | None =
             p = paths[name]
             figures = {"method": p.method, "status": p.status, "level": p.level,
                        "normalized_length": p.normalized_length, "max_loss": p.max_loss, "barrier": p.barrier,
-                       "chord": chord, "length": p.length}
+                       "chord": chord, "length": p.length, "certificate": p.certificate}
             curves.append(Curve(name, "path", c, l, r, arc, None, figures))
         else:
             t = traj[name]

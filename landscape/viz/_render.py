@@ -206,7 +206,8 @@ def path_text(curve) -> str:
     f = curve.figures
     text = f"{curve.label}: length/chord {f['normalized_length']:.3f}, max loss {f['max_loss']:.4g}"
     if f.get("status") and f["status"] != "unchecked":
-        text += f" ({f['status']} at {f['level']:.4g})"
+        proven = "proven " if f.get("certificate") == "bound" and f["status"] == "connected" else ""
+        text += f" ({proven}{f['status']} at {f['level']:.4g})"
     res = float(curve.residual.max())
     chord = f.get("chord") or 0.0
     if chord > 0 and res > 1e-6 * chord:
