@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import landscape
+from landscape import LandscapeError, make_problem
 from landscape.problems.analytic import AnalyticProblem
 
 from conftest import SMALL
@@ -249,3 +250,39 @@ def test_user_problem_factory(tmp_path, monkeypatch):
         landscape.make_problem("myproblem:")
     with pytest.raises(landscape.LandscapeError, match="has no callable"):
         landscape.make_problem("myproblem:nothing")
+
+
+@pytest.mark.parametrize("params, says", [
+    ({"depth": 1e30}, "depth=1e+30: must lie in [0, 256]"),
+    ({"width": 2.5}, "width=2.5: must be a whole number"),
+    ({"width": True}, "must be a whole number"),
+    ({"width": float("nan")}, "must be a whole number"),
+    ({"activation": 3}, "must be a word"),
+    ({"test_fraction": 2.0}, "test_fraction=2.0: must lie in [0.01, 0.99]"),
+    ({"weight_decay": float("inf")}, "must be a finite number"),
+    ({"width": 60000}, "needs about 860 GiB"),
+])
+def test_problem_parameters_are_checked_before_building(params, says, monkeypatch):
+    import landscape.problems.params as checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 64 << 30)
+    with pytest.raises(LandscapeError) as err:
+        make_problem("digits_mlp", **params)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_problem_parameters_coerced_to_their_defaults_types():
+    problem = make_problem("moons_mlp", width=3.0, noise=0, n_train=20, n_test=10)
+    assert problem.spec["params"]["width"] == 3 and isinstance(problem.spec["params"]["width"], int)
+    assert isinstance(problem.spec["params"]["noise"], float)
+    assert problem.dim == 2 * 3 + 3 + 3 * 3 + 3 + 3 * 2 + 2  # the coerced width built the network
+
+
+def test_memory_estimate_refuses_what_cannot_fit(monkeypatch):
+    import landscape.problems.params as checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 1 << 20)  # 1 MiB
+    with pytest.raises(LandscapeError, match="needs about .* available: use smaller values"):
+        make_problem("digits_mlp")
+    monkeypatch.setattr(checks, "available_memory", lambda: None)  # unknown: nothing refused
+    assert make_problem("moons_mlp", n_train=20, n_test=10).dim > 0

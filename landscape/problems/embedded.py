@@ -7,6 +7,7 @@ import json
 
 from .._errors import LandscapeError
 from .._registry import Registry
+from .params import check_params
 from .problem import Problem
 from .analytic import double_well, himmelblau, ring
 from .networks import (deep_linear, digits_mlp, exp_linear, moons_mlp, quadratic_regression, teacher_student,
@@ -34,7 +35,7 @@ def make_problem(name: str, **params) -> Problem:
     if ":" in name:
         return load_user_problem(name, **params)
     factory = PROBLEMS.lookup(name)
-    PROBLEMS.check_options(name, params)
+    params = check_params(name, PROBLEMS.check_options(name, params), params)
     try:
         return factory(**params)
     except (TypeError, ValueError) as err:
