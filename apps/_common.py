@@ -235,8 +235,10 @@ def _finite_json(obj):
     """Non-finite numbers as the strings "inf", "-inf", "nan": JSON has no NaN or Infinity."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, str):
+        return printable(obj)
     if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
+        return {printable(str(k)): _finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite_json(v) for v in obj]
     return obj
@@ -248,7 +250,22 @@ _NUMBERS = re.compile(r"\[\s*((?:-?[\d.eE+-]+\s*,\s*)*-?[\d.eE+-]+)\s*\]")
 def _default(o):
     if isinstance(o, torch.Tensor):
         return o.tolist()
-    return str(o)
+    return printable(str(o))
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (surrogates) written as ``\\xff``: valid JSON."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def echo_raw_names() -> None:
+    """Let stdout and stderr write a non-UTF-8 file name back as the bytes it was given (as ``ls`` does)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape")
+            except (ValueError, OSError):
+                pass
 
 
 def table(rows: list[list], header: list[str]) -> str:

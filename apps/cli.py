@@ -10,7 +10,7 @@ from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
-                      device_option, echo_json, file_problem_option, json_option, parse_params, parse_seeds,
+                      device_option, echo_json, echo_raw_names, file_problem_option, json_option, parse_params, parse_seeds,
                       problem_options, table)
 
 
@@ -24,6 +24,7 @@ def main():
       landscape train digits_mlp --seeds 0,1 -o minima/
       landscape info minima/*.pt
     """
+    echo_raw_names()
 
 
 @main.command()

@@ -111,3 +111,25 @@ def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     assert out.read_text() == "old page" and [p.name for p in tmp_path.iterdir()] == ["view.html"]
     atomic_write_bytes(out, "new page")
     assert out.read_text() == "new page"
+
+
+def test_non_utf8_names_are_written_and_echoed_back_as_given(tmp_path, ring_files):
+    """A file name that is not UTF-8 is a valid name on POSIX: the file is written under it, the name is
+    echoed as the same bytes (with a strict stdout encoding too), and ``--json`` shows it as valid JSON."""
+    import json
+    import subprocess
+    import sys
+
+    raw = bytes(tmp_path) + b"/p\xfe.pt"
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")  # strict: a surrogate would raise UnicodeEncodeError
+    run = [sys.executable, "-c", "from landscape_cli.cli import main; main()"]
+    made = subprocess.run([*run, "connect", str(ring_files[0]), str(ring_files[1]), "--method", "linear", "-o",
+                           os.fsdecode(raw)], capture_output=True, env=env)
+    assert made.returncode == 0, made.stderr
+    assert os.path.exists(raw) and raw in made.stdout and b"Traceback" not in made.stderr
+    shown = subprocess.run([*run, "info", os.fsdecode(raw), "--json"], capture_output=True, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["file"].endswith("p\\xfe.pt")
+    missing = subprocess.run([*run, "info", os.fsdecode(bytes(tmp_path) + b"/gone\xff.pt")], capture_output=True,
+                             env=env)
+    assert missing.returncode == 2 and missing.stderr.count(b"\n") == 1 and b"gone\xff.pt" in missing.stderr
