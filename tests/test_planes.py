@@ -217,3 +217,21 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "landscape" / "surfaces"
     assert os.fspath(default_cache_dir()).endswith(os.path.join("landscape", "surfaces"))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("seconds", "fast"), ("seconds", float("nan")), ("split", None), ("info", [1]), ("problem", "digits"),
+    ("a", torch.zeros(3)), ("b", "x"), ("losses", torch.zeros(7, 5, dtype=torch.long)), ("losses", None),
+])
+def test_surface_cache_with_a_malformed_field_is_recomputed(digits, gen, tmp_path, field, value):
+    from landscape.problems.checkpoint import atomic_save, read_file
+
+    plane = make_plane("random", digits, digits.init(gen), generator=torch.Generator().manual_seed(0))
+    first = evaluate_plane(digits, plane, grid=(7, 5), cache=tmp_path)
+    (file,) = tmp_path.glob("surface-*.pt")
+    record = read_file(file)
+    record[field] = value
+    atomic_save(record, file)
+    redo = evaluate_plane(digits, plane, grid=(7, 5), cache=tmp_path)
+    assert not redo.cached and torch.equal(redo.losses, first.losses)
+    assert evaluate_plane(digits, plane, grid=(7, 5), cache=tmp_path).cached  # rewritten whole

@@ -220,12 +220,17 @@ def _read_cached(file, key, plane, grid):
         return None  # a torn or foreign file: recompute and overwrite it
     if not (isinstance(obj, dict) and obj.get("kind") == "surface" and obj.get("key") == key):
         return None
-    losses, a, b = obj.get("losses"), obj.get("a"), obj.get("b")
-    if not (isinstance(losses, torch.Tensor) and tuple(losses.shape) == tuple(grid)
-            and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        return None
-    return Surface(plane, a, b, losses, obj["split"], obj["problem"], key, float(obj["seconds"]), True,
-                   dict(obj.get("info") or {}))
+    losses, a, b, seconds, info = (obj.get(k) for k in ("losses", "a", "b", "seconds", "info"))
+    tensors = (losses, a, b)
+    if not (all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors)
+            and tuple(losses.shape) == tuple(grid) and tuple(a.shape) == (grid[0],) and tuple(b.shape) == (grid[1],)
+            and bool(torch.isfinite(a).all() and torch.isfinite(b).all())
+            and isinstance(obj.get("split"), str) and isinstance(obj.get("problem"), dict)
+            and isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            and isinstance(info, dict)):
+        return None  # a record with a malformed field: recompute and overwrite it
+    return Surface(plane, a.double(), b.double(), losses.double(), obj["split"], obj["problem"], key, float(seconds),
+                   True, dict(info))
 
 
 def _write_cached(file, surface):
