@@ -9,6 +9,7 @@ import click
 
 import landscape
 import landscape.viz
+from landscape.io import read_text
 
 from ._common import (FINITE, Group, RESOLUTION, Real, UserError, build_problem, echo_json, json_option,
                       problem_options)
@@ -79,7 +80,7 @@ def lengths(table, by, x, surface_over, log_x, out, as_json):
 def tree(merges, level, tol, log, out, as_json):
     """The disconnectivity graph of a JSON file {"minima": {name: loss}, "merges": [{"pair": [a, b], "level": u}]}."""
     try:
-        data = json.loads(FilePath(merges).read_text(encoding="utf-8"))
+        data = json.loads(read_text(merges, "merge file"))
     except FileNotFoundError:
         raise UserError(f"{merges}: no such file") from None
     except json.JSONDecodeError as err:

@@ -24,6 +24,15 @@ from typing import Callable
 from ._errors import LandscapeError
 
 
+def read_text(path, what: str = "file") -> str:
+    """The UTF-8 text of ``path``; a file that is not UTF-8 is a one-line error naming it and the byte."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LandscapeError(f"{path}: this {what} is not UTF-8 ({err.reason} at byte {err.start}); "
+                             "save it as UTF-8") from None
+
+
 def atomic_write(path, write: Callable) -> Path:
     """Call ``write(binary_file)`` on a temporary file beside ``path``, fsync, then rename over ``path``.
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
+from ..io import read_text
 
 _SECTIONS = {"study", "problem", "grid", "task", "report"}
 
@@ -197,7 +198,7 @@ def load_study(source) -> Study:
         else:
             names = ", ".join(builtin) or "none installed"
             raise LandscapeError(f"{source}: no such study file; give a TOML file or a built-in study ({names})")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "study file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -22,7 +22,7 @@ import torch
 from .._errors import LandscapeError
 from .._registry import Registry
 from ..paths.path import Path, interpolate
-from ..io import atomic_write_file as write_atomic
+from ..io import atomic_write_file as write_atomic, read_text
 
 #: What the x axis of a path-loss chart measures.
 PATH_AXES = Registry("x axis", ("t", "distance", "arc_over_chord"))
@@ -143,7 +143,7 @@ def read_rows(file) -> list[dict]:
     file = FilePath(file)
     if not file.is_file():
         raise LandscapeError(f"{file}: no such file")
-    text = file.read_text(encoding="utf-8")
+    text = read_text(file, "table")
     if file.suffix.lower() == ".json":
         try:
             data = json.loads(text)
