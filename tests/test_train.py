@@ -159,3 +159,14 @@ def test_unconverged_seeds_are_reported_not_hidden(tmp_path):
     assert rows[0]["reached_target"] is None and rows[0]["polish_steps"] > 0
     ck = landscape.load_checkpoint(rows[0]["file"])
     assert ck.converged is False and ck.grad_norm == pytest.approx(rows[0]["grad_norm"])
+
+
+def test_progress_bar_ends_full_when_training_stops_early(capsys):
+    """With --until-loss the bar's total becomes the steps taken, so it never ends at a fraction (or shows a
+    remaining time for steps that will not run)."""
+    problem = landscape.make_problem("moons_mlp", width=8, n_train=100, n_test=10)
+    result = landscape.train(problem, [0, 1], lr=0.01, steps=5000, until_loss=0.3, progress=True)
+    taken = int(max(result.steps))
+    assert 0 < taken < 5000 and bool(result.reached_target.all())
+    err = capsys.readouterr().err
+    assert f"{taken}/{taken}" in err and "until loss <= 0.3" in err and "/5000" not in err.split("\r")[-2]

@@ -117,7 +117,8 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
     taken = torch.zeros(s_count, dtype=torch.long)
     state = RowOptimizer(theta, lr, method=optimizer, momentum=momentum)
     records = _Recorder(record_every, max_records)
-    bar = _progress(steps, problem.name, progress)
+    bar = _progress(steps, problem.name if until_loss is None else f"{problem.name} (until loss <= {until_loss:g})",
+                    progress)
     loss = None
     for step in range(steps + 1):
         if full:
@@ -134,6 +135,8 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
             active &= loss > until_loss
         records.maybe_add(step, theta, loss)
         if step == steps or not active.any():
+            bar.total = bar.n  # stopped early: the bar ends full, not at a fraction of --steps
+            bar.refresh()
             break
         rows = None if bool(active.all()) else torch.nonzero(active).flatten()
         state.step(theta, grad if rows is None else grad[rows], rows)
