@@ -175,3 +175,22 @@ def test_chart_tree_counts_the_spurious_valleys_of_the_valley_report(tmp_path):
     assert landscape.valleys.spurious_tolerance(0.0) == pytest.approx(1e-6)
     assert viz.merge_tree({"a": 0.0, "b": 2e-6}, []).spurious_at(1.0) == [["b"]]
     assert viz.merge_tree({"a": 0.0, "b": 5e-7}, []).spurious_at(1.0) == []
+
+
+@pytest.mark.parametrize("level", [None, 0.6])
+def test_disconnectivity_figure_marks_spurious_valleys_over_their_whole_life(level):
+    """D (0.5) is spurious from its loss until its valley meets A's at 1.0 — drawn red with or without a level; B (0.1)
+    and C (0.05) are spurious at tol 0.01 too. A (the global minimum) and every valley holding it stay black."""
+    fig = viz.plot_disconnectivity(MINIMA, MERGES, level=level, tol=0.01)
+    ax = fig.axes[0]
+    red = [ln for ln in ax.lines if ln.get_color() == "tab:red"]
+    red_segments = sorted((round(float(min(ln.get_ydata())), 6), round(float(max(ln.get_ydata())), 6))
+                          for ln in red if len(ln.get_xdata()) == 2)
+    # C and D until they merge, then {C, D} until it meets A's valley at 1.0; B until it meets A at 0.3
+    assert red_segments == [(0.05, 0.8), (0.1, 0.3), (0.5, 0.8), (0.8, 1.0)]
+    markers = {round(float(ln.get_ydata()[0]), 6): ln.get_color() for ln in ax.lines if len(ln.get_xdata()) == 1}
+    assert markers == {0.0: "tab:blue", 0.1: "tab:red", 0.05: "tab:red", 0.5: "tab:red"}
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("spurious valley") for t in labels) and ("u = 0.6" in labels) == (level is not None)
+    calm = viz.plot_disconnectivity({"A": 0.0, "B": 0.0}, [("A", "B", 1.0)], tol=0.01)
+    assert not [ln for ln in calm.axes[0].lines if ln.get_color() == "tab:red"]

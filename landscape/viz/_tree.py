@@ -161,6 +161,11 @@ def merge_tree(minima: Mapping[str, float], merges) -> MergeTree:
     return MergeTree(losses, kept, x, nodes)
 
 
+def _label(name: str) -> str:
+    """A minimum's name as a tick label: a file's stem (``minima/seed3.pt`` -> ``seed3``)."""
+    return name.rsplit("/", 1)[-1].removesuffix(".pt")
+
+
 def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
                          log: bool = False, ax=None, title=None):
     """Draw the disconnectivity graph: each minimum a vertical line from its loss up to where its valley
@@ -186,7 +191,7 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
 
     tree = merge_tree(minima, merges)
     if ax is None:
-        fig = figure(max(5.0, 0.45 * len(tree.losses) + 2), 4.8)
+        fig = figure(max(5.0, 0.45 * len(tree.losses) + 2) + 3.2, 4.8)  # + the legend, right of the axes
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -194,17 +199,31 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
     top = max(levels) + 0.08 * (max(levels) - min(levels) or 1.0)
     if level is not None:
         top = max(top, level * 1.05 if level > 0 else level + 0.05)
-    spurious = {m for g in tree.spurious_at(level, tol=tol) for m in g} if level is not None else set()
-    for k, n in enumerate(tree.nodes):
+    best = min(tree.losses.values())
+    above = spurious_tolerance(best, tol)
+    stranded = {m for m, loss in tree.losses.items() if loss > best + above}  # no global minimum among them
+    for n in tree.nodes:
         upper = tree.nodes[n["parent"]]["level"] if n["parent"] is not None else top
-        red = level is not None and set(n["members"]) <= spurious and n["level"] <= level
-        ax.plot([n["x"], n["x"]], [n["level"], upper], color="tab:red" if red else "black", lw=1.4)
+        red = set(n["members"]) <= stranded  # a spurious valley, from its lowest point to where it merges
+        ax.plot([n["x"], n["x"]], [n["level"], upper], color="tab:red" if red else "black", lw=2.0 if red else 1.4)
         if n["parent"] is not None:
             px = tree.nodes[n["parent"]]["x"]
             ax.plot([n["x"], px], [upper, upper], color="black", lw=1.4)
     for m, xm in tree.x.items():
-        ax.plot([xm], [tree.losses[m]], "o", ms=4, color="tab:red" if m in spurious else "tab:blue")
-    ax.set_xticks([tree.x[m] for m in tree.x], list(tree.x), rotation=60, ha="right", fontsize="small")
+        ax.plot([xm], [tree.losses[m]], "o", ms=5, color="tab:red" if m in stranded else "tab:blue")
+    names = [_label(m) for m in tree.x]
+    ax.set_xticks(list(tree.x.values()), names, rotation=60 if max(map(len, names)) > 3 else 0, ha="right",
+                  fontsize="small")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="black", marker="o", mfc="tab:blue", mec="tab:blue",
+                      label="valley with a global minimum")]
+    if stranded:
+        handles.append(Line2D([], [], color="tab:red", marker="o", lw=2.0,
+                              label=f"spurious valley (lowest loss > global + {above:.2g})"))
+    if level is not None:
+        handles.append(Line2D([], [], color="gray", ls="--", label=f"u = {level:.4g}"))
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_ylabel("loss level u")
     if log:
         ax.set_yscale("log")
