@@ -1,5 +1,6 @@
 """3-D views: off-screen images with things where the projection puts them, HTML and VTK exports."""
 
+import base64
 import math
 import shutil
 import subprocess
@@ -174,6 +175,49 @@ def test_html_page_shows_the_surface_in_headless_chromium(ring_scene, tmp_path):
     # a page whose scene failed to load is white with a colour bar (measured: 2-3% coloured)
     assert coloured > 0.10 and (nearest < 45).mean() > 0.03
     assert _magenta(img).any()  # and the path tube is there
+    corner = img[4:60, 4:300].astype(int)  # the legend over the view's top-left corner: dark text on white
+    assert (corner.max(2) < 90).mean() > 0.005
+
+
+def test_html_page_has_a_title_a_legend_and_a_z_axis_in_loss_units(ring_scene, tmp_path):
+    import io
+    import json
+
+    from landscape.viz._meshes import round_scale
+
+    page = viz.render(ring_scene, tmp_path / "view.html", window_size=(W, H))[0].read_text()
+    plotter, meshes = viz.plot_scene(ring_scene, window_size=(W, H))
+    plotter.close()
+    scale = meshes.heights.scale
+    assert "<title>ring: identity plane</title>" in page and 'id="landscape-legend"' in page
+    assert f"z axis: loss \u00d7 {scale:g}" in page and "length/chord" in page
+    assert scale == round_scale(scale) and meshes.heights.offset == 0.0
+    # the viewer's z ticks are drawn heights: with offset 0 they read loss × scale exactly
+    archive = page.split('const base64Str = "')[1].split('"')[0]
+    index = json.loads(zipfile.ZipFile(io.BytesIO(base64.b64decode(archive))).read("index.json"))
+    axes = [n for n in _nodes(index["scene"]) if n.get("type") == "vtkCubeAxesActor"]
+    assert axes and axes[0]["properties"]["axisLabels"][2] == "z"
+    z0, z1 = axes[0]["properties"]["dataBounds"][4:]
+    h = meshes.heights.height(ring_scene.surface.losses.numpy())
+    assert z0 <= scale * np.nanmin(h) + 1e-6 and z1 >= scale * np.nanmax(h) - 1e-6
+
+
+def _nodes(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _nodes(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _nodes(v)
+
+
+@pytest.mark.parametrize("x, expected", [(0.7, 0.5), (0.8, 1.0), (1.4, 1.0), (1.5, 2.0), (3.2, 5.0), (3.1, 2.0),
+                                         (7.0, 5.0), (7.2, 10.0), (0.0031, 0.002), (450.0, 500.0)])
+def test_round_scale_is_the_nearest_1_2_5_number_in_log(x, expected):
+    from landscape.viz._meshes import round_scale
+
+    assert round_scale(x) == pytest.approx(expected)
 
 
 def test_html_archive_holds_the_surface(ring_scene):

@@ -1,13 +1,14 @@
 """A scene as pyvista datasets, in the coordinates the view draws them in.
 
-x and y are plane coordinates; z is the loss (or log10 of it) times a scale that makes the
-height about 0.6 of the plane's width, so that a valley reads in any units. Every dataset keeps
+x and y are plane coordinates; z is the loss (or log10 of it) times a round scale (1, 2 or 5 × 10^k)
+that makes the height about 0.6 of the plane's width, so that a valley reads in any units. Every dataset keeps
 the true values as point data (``loss``, ``height`` = the unscaled z, ``residual``,
 ``arc_over_chord``), so the VTK files written for ParaView hold the numbers, not just a picture.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,14 @@ class Heights:
         return self.scale * (self.height(loss) - self.offset)
 
 
+def round_scale(x: float) -> float:
+    """The number of the 1-2-5 sequence (…, 0.5, 1, 2, 5, 10, …) nearest ``x`` > 0 on a log scale."""
+    k = math.floor(math.log10(x))
+    steps = [1.0, 2.0, 5.0, 10.0]
+    m = min(steps, key=lambda v: abs(math.log10(x / (v * 10.0**k))))
+    return float(m * 10.0**k)
+
+
 @dataclass
 class SceneMeshes:
     """The datasets of a view (all pyvista), and the height map that placed them."""
@@ -62,6 +71,8 @@ class SceneMeshes:
     markers: dict = field(default_factory=dict)
     levels: list = field(default_factory=list)
     radii: dict = field(default_factory=dict)
+    #: (text, colour, symbol) rows of the view's legend, the first its title (set when it is drawn)
+    legend: list = field(default_factory=list)
 
     def multiblock(self):
         """Everything as one ``pyvista.MultiBlock`` (blocks named surface, contours, paths/…, …)."""
@@ -144,8 +155,10 @@ def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int 
         + [heights.height(np.array([m.loss for m in scene.markers]))]
     h = np.concatenate(drawn)
     lo, hi = float(np.nanmin(h)), float(np.nanmax(h))
-    heights.offset = lo
-    heights.scale = height_ratio * width / (hi - lo) if hi > lo else 1.0
+    # z = scale · f(loss), the scale a round number (1, 2 or 5 × 10^k) near the one giving the asked
+    # height ratio: a viewer that labels z itself (the HTML page) then reads f(loss) × scale
+    heights.offset = 0.0
+    heights.scale = round_scale(height_ratio * width / (hi - lo)) if hi > lo else 1.0
 
     aa, bb = np.meshgrid(a, b, indexing="ij")
     zz = heights.z(losses)

@@ -181,15 +181,17 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     # the legend's text scales with its box: size the box to the text (characters are ~0.55 em wide)
     longest = max(len(row[0]) for row in legend)
     row = min(0.03, 0.4 / len(legend))
+    meshes.legend = [(str(row[0]), row[1], row[2]) for row in legend]  # for viewers that draw their own (HTML)
     p.add_legend(legend, bcolor="white", border=True, loc="upper left",
                  size=(min(0.9, 0.5 * row * height / width * (longest + 4)), row * len(legend)))
     names = scene.plane.names
     ztitle = ("log10 " if log else "") + scene.loss_name
-    lo, hi = float(meshes.heights.offset), float(meshes.heights.offset + np.ptp(meshes.surface.points[:, 2])
-                                                  / meshes.heights.scale)
+    zs, heights = meshes.surface.points[:, 2], meshes.heights
+    lo, hi = (float(z / heights.scale + heights.offset) for z in (zs.min(), zs.max()))
     p.show_bounds(xtitle=names[0], ytitle=names[1], ztitle=ztitle, color="black", font_size=font, location="outer",
                   ticks="outside", n_xlabels=5, n_ylabels=5, n_zlabels=4, fmt="%.3g",
                   axes_ranges=[float(surf.a[0]), float(surf.a[-1]), float(surf.b[0]), float(surf.b[-1]), lo, hi])
+    _inner_z_labels(p.renderer.cube_axes_actor, lo, hi, 4)
     _camera(p, view, azimuth, elevation)
     return p, meshes
 
@@ -207,7 +209,8 @@ def path_text(curve) -> str:
     text = f"{curve.label}: length/chord {f['normalized_length']:.3f}, max loss {f['max_loss']:.4g}"
     if f.get("status") and f["status"] != "unchecked":
         proven = "proven " if f.get("certificate") == "bound" and f["status"] == "connected" else ""
-        text += f" ({proven}{f['status']} at {f['level']:.4g})"
+        said = {"not_found": "no path found below the level"}.get(f["status"], f["status"])
+        text += f" ({proven}{said} at {f['level']:.4g})"
     res = float(curve.residual.max())
     chord = f.get("chord") or 0.0
     if chord > 0 and res > 1e-6 * chord:
@@ -221,6 +224,19 @@ def default_title(scene: Scene) -> str:
     if plane.kind == "pca":
         extra = f", {100 * sum(plane.info['explained_variance_ratio']):.1f}% of the variance"
     return f"{scene.problem.name}: {plane.kind} plane{extra}"
+
+
+def _inner_z_labels(axes, lo: float, hi: float, n: int) -> None:
+    """Label the z axis at its inner ticks only: its end labels sit on the box's corners, on top of the
+    first x and y labels (the colour bar gives the ends)."""
+    if axes is None:
+        return
+    from vtkmodules.vtkCommonCore import vtkStringArray
+
+    labels = vtkStringArray()
+    for k, v in enumerate(np.linspace(lo, hi, n)):
+        labels.InsertNextValue("" if k in (0, n - 1) else f"{v:.3g}")
+    axes.SetAxisLabels(2, labels)
 
 
 def _camera(p, view, azimuth, elevation):
@@ -238,7 +254,12 @@ def _camera(p, view, azimuth, elevation):
         p.camera_position = [tuple(center + 10 * max(x1 - x0, y1 - y0, z1 - z0) * direction), tuple(center),
                              (0.0, 0.0, 1.0)]
     p.reset_camera()
-    p.camera.zoom(0.88)
+    p.camera.zoom(0.8)
+    if view not in ("top", "side"):  # the legend holds the top of the picture: move the box below it
+        cam = p.camera
+        pos, focal, up = (np.array(v, dtype=float) for v in (cam.position, cam.focal_point, cam.up))
+        shift = 0.04 * np.linalg.norm(pos - focal) * np.tan(np.radians(cam.view_angle / 2)) * 2 * up
+        cam.position, cam.focal_point = tuple(pos + shift), tuple(focal + shift)
     p.render()
 
 
@@ -300,14 +321,17 @@ def _write(plotter, meshes: SceneMeshes, out: FilePath) -> FilePath:
     if kind == ".html":
         from ._html import html_text
 
-        # the web viewer labels the z axis with drawn heights, not with the loss: say how they relate
+        # the web viewer labels the z axis with drawn heights, z = scale · f(loss) (a round scale), and
+        # places axis titles where long ones are cut at the page's edge: the axis is "z", the legend says what
         axes, heights = plotter.renderer.cube_axes_actor, meshes.heights
         title = axes.GetZTitle() if axes is not None else None
+        legend = list(meshes.legend)
         if axes is not None:
-            sign = "-" if heights.offset < 0 else "+"
-            axes.SetZTitle(f"{title} = z/{heights.scale:.3g} {sign} {abs(heights.offset):.3g}")
+            axes.SetZTitle("z")
+            said = title if heights.scale == 1.0 else f"{title} \u00d7 {heights.scale:g}"
+            legend.insert(1, (f"z axis: {said}", "black", "none"))
         try:
-            text = html_text(plotter)
+            text = html_text(plotter, legend=legend)
         finally:
             if axes is not None:
                 axes.SetZTitle(title)
