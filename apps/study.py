@@ -78,16 +78,21 @@ def list_(as_json):
 @click.option("-o", "--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the report [default: STUDY_NAME_report].")
 @click.option("--no-report", is_flag=True, help="Do not write the report (CSV, Markdown, PNG) at the end.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Change a value of the study (repeatable): grid.AXIS=[...], task.KEY=V, problem.KEY=V, or a bare "
+                   "axis or task parameter; e.g. --set problem.width=[2,8] --set steps=500.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option
 def run(study_file, store, workers, scheduler, scheduler_file, device, threads, resources, no_retry, report_dir,
-        no_report, quiet, as_json):
+        no_report, sets, quiet, as_json):
     """Run the unfinished tasks of STUDY (a TOML file or a built-in name), then print and write its report.
 
     Stop it at any moment (Ctrl-C, SIGTERM, even SIGKILL) and run the same command again: finished
     tasks are kept, the others run.
     """
     res = parse_params(resources, "--resources") or None
+    if sets:  # the changed study runs and is reported; the store keeps it (`study status STORE` shows it)
+        study_file = landscape.studies.override_study(landscape.load_study(study_file), parse_params(sets, "--set"))
     summary = landscape.run_study(study_file, store=store, workers=workers, scheduler=scheduler,
                                   scheduler_file=scheduler_file, device=device, threads=threads, resources=res,
                                   retry_failed=not no_retry, progress=not quiet)

@@ -96,3 +96,44 @@ def test_the_study_4_script_runs_through_the_python_api(tmp_path, monkeypatch, c
     assert "| step | cosine (gd) | cosine (normalized_gd) | cosine (weight_norm) |" in out
     rows = landscape.study_results(store=summary["store"])
     assert {r["params"]["problem"]["params"]["dim"] for r in rows} == {8}
+
+
+def test_set_overrides_make_a_smaller_study_with_the_same_task_ids(tmp_path):
+    """--set replaces a grid axis (a list or one value), a task parameter or a problem parameter; a task of
+    the smaller study is the very task of the full one (same id), so the store shares its results."""
+    from landscape.studies import override_study
+
+    full = landscape.load_study(wells(tmp_path, seeds=4))
+    small = override_study(full, {"seed": [0, 1], "problem.tilt": 0.3})
+    assert len(small.tasks()) == 2 and {t.id for t in small.tasks()} <= {t.id for t in full.tasks()}
+    assert [t.point for t in small.tasks()] == [{"problem.tilt": 0.3, "seed": 0}, {"problem.tilt": 0.3, "seed": 1}]
+    longer = override_study(full, {"task.steps": 50, "grid.seed": {"start": 0, "stop": 3}})
+    assert len(longer.tasks()) == 6 and all(t.params["steps"] == 50 for t in longer.tasks())
+    assert override_study(full, {"lr": 0.05}).tasks()[0].params["lr"] == 0.05  # a bare task parameter
+    assert override_study(full, {}) is full
+    for sets, says in [({"width": 3}, "has no grid axis or task parameter 'width'"),
+                       ({"grid.nothing": [1]}, "has no grid axis 'nothing'"),
+                       ({"task.nothing": 1}, "no parameter(s) ['nothing']"),
+                       ({"seed": []}, "must be a non-empty list")]:
+        with pytest.raises(landscape.LandscapeError) as err:
+            override_study(full, sets)
+        assert says in str(err.value) and "--set" in str(err.value)
+
+
+def test_study_run_with_set_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = wells(tmp_path, seeds=4)
+    result = invoke("study", "run", path, "--set", "seed=[0]", "--set", "problem.tilt=[0.0]", "--set", "steps=100",
+                    "--workers", 0, "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["tasks"], out["done"], out["ran"]) == (1, 1, 1)
+    bad = CliRunner().invoke(main, ["study", "run", str(path), "--set", "width=3"])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "width" in bad.stderr
+    bad = CliRunner().invoke(main, ["study", "run", str(path), "--set", "seed"])
+    assert bad.exit_code == 2 and "must look like key=value" in bad.stderr
+
+
+def test_the_quick_built_in_study_is_small():
+    study = landscape.load_study("quick_valleys")
+    assert len(study.tasks()) == 2 and study.task == "count_valleys"

@@ -7,10 +7,11 @@
   processes or a Dask cluster; :mod:`.report` — tables and what the plots show.
 """
 
+from .overrides import override_study
 from .report import study_results, study_tables, write_report
 from .run import run_study, study_status
 from .study import Study, builtin_studies, load_study
 from .tasks import TASKS
 
-__all__ = ["Study", "TASKS", "builtin_studies", "load_study", "run_study", "study_results", "study_status",
+__all__ = ["Study", "TASKS", "builtin_studies", "load_study", "override_study", "run_study", "study_results", "study_status",
            "study_tables", "write_report"]
