@@ -1,6 +1,6 @@
 """A scene as pyvista datasets, in the coordinates the view draws them in.
 
-x and y are plane coordinates; z is the loss (or log10 of it) times a round scale (1, 2 or 5 × 10^k)
+x and y are plane coordinates; z is the loss (or log10 of it) times a round scale (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k)
 that makes the height about 0.6 of the plane's width, so that a valley reads in any units. Every dataset keeps
 the true values as point data (``loss``, ``height`` = the unscaled z, ``residual``,
 ``arc_over_chord``), so the VTK files written for ParaView hold the numbers, not just a picture.
@@ -50,10 +50,14 @@ class Heights:
         return self.scale * (self.height(loss) - self.offset)
 
 
+#: Mantissas of the round scales: within 16% of any number, and short to read ("× 2.5").
+ROUND_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
 def round_scale(x: float) -> float:
-    """The number of the 1-2-5 sequence (…, 0.5, 1, 2, 5, 10, …) nearest ``x`` > 0 on a log scale."""
+    """The round number (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k) nearest ``x`` > 0 on a log scale."""
     k = math.floor(math.log10(x))
-    steps = [1.0, 2.0, 5.0, 10.0]
+    steps = ROUND_STEPS
     m = min(steps, key=lambda v: abs(math.log10(x / (v * 10.0**k))))
     return float(m * 10.0**k)
 
@@ -155,7 +159,7 @@ def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int 
         + [heights.height(np.array([m.loss for m in scene.markers]))]
     h = np.concatenate(drawn)
     lo, hi = float(np.nanmin(h)), float(np.nanmax(h))
-    # z = scale · f(loss), the scale a round number (1, 2 or 5 × 10^k) near the one giving the asked
+    # z = scale · f(loss), the scale a round number (see round_scale) near the one giving the asked
     # height ratio: a viewer that labels z itself (the HTML page) then reads f(loss) × scale
     heights.offset = 0.0
     heights.scale = round_scale(height_ratio * width / (hi - lo)) if hi > lo else 1.0
