@@ -7,7 +7,7 @@ import torch
 
 import landscape
 
-from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, device_option, echo_json,
+from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, count, device_option, echo_json,
                       file_problem_option, json_option, parse_params)
 
 
@@ -34,13 +34,17 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, dev
 @click.option("--bn", type=click.Choice(list(landscape.BN_POLICIES)), default=None,
               help="BatchNorm statistics along the path: recomputed at every point from the training data "
                    "(default for models with BatchNorm) or frozen.")
+@click.option("--search-samples", type=count(1, 10**9), default=None,
+              help="The method searches on a fixed random subset of N training samples; the certificate uses all.")
+@click.option("--sample-chunk", type=count(1, 10**9), default=None,
+              help="Evaluate the data N samples at a time (exact: chunk losses and gradients summed), bounding memory.")
 @file_problem_option
 @click.option("--float64", is_flag=True, help="Compute in double precision.")
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn, given,
-            float64, out, device, as_json):
+def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn,
+            search_samples, sample_chunk, given, float64, out, device, as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
     \b
@@ -56,18 +60,21 @@ def connect(start_file, end_file, method, level, resolution, certificate, shorte
             raise UserError(f"problem {problem.name!r} has no BatchNorm layers; --bn applies only to models with "
                             "BatchNorm")
         problem.bn = bn
+    problem.sample_chunk = sample_chunk
     dev = landscape.resolve_device(device)
     dtype = torch.float64 if float64 else torch.float32
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
-                             certificate=certificate, shorten=shorten, **parse_params(options, "-O"))
+                             certificate=certificate, shorten=shorten, search_samples=search_samples,
+                             **parse_params(options, "-O"))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,
                                                       "device": str(dev),
                                                       "dtype": str(dtype)})
     report = {**path.summary(), **{k: path.info.get(k) for k in ("linear_max_loss", "linear_barrier",
-                                                                  "linear_status", "bn", "alignment")},
+                                                                  "linear_status", "bn", "alignment",
+                                                                  "search_samples")},
               "problem": problem.spec, "dim": problem.dim, "files": [str(start_file), str(end_file)],
               "output": out, "device": str(dev)}
     if as_json:

@@ -17,6 +17,8 @@ SMALL = {
     "deep_linear": {"n_train": 50},
     "venturi_relu": {"n_train": 400, "n_test": 100},
     "exp_linear": {"dim": 10, "n_train": 40, "n_test": 20},
+    "digits_cnn": {"width": 2, "n_train": 64},
+    "digits_resnet": {"width": 2, "n_train": 64},
 }
 
 

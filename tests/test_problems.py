@@ -28,7 +28,10 @@ def reference_loss(problem, theta, split="train"):
     x = x.to(theta.dtype)
     y = y.to(theta.dtype) if y.is_floating_point() else y
     params = problem.layout.unflatten(theta)
-    out = functional_call(problem.module(), params, (x,))
+    if getattr(problem, "bn", None) == "recompute":  # torch's own: one training-mode pass sets the statistics
+        out = recomputed_output(problem, params, x)
+    else:
+        out = functional_call(problem.module(), params, (x,))
     value = {
         "cross_entropy": lambda: F.cross_entropy(out, y),
         "mse": lambda: F.mse_loss(out, y),
@@ -39,6 +42,51 @@ def reference_loss(problem, theta, split="train"):
     return value + 0.5 * problem.weight_decay * decay
 
 
+def recomputed_output(problem, params, x):
+    """Reset BatchNorm statistics, one pass over the training split in training mode with cumulative averaging
+    (momentum=None), then evaluation mode: what the ``recompute`` policy computes, differentiably in θ."""
+    import copy
+
+    from torch import nn
+
+    module = copy.deepcopy(problem.module()).to(x.dtype)
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.reset_running_stats()
+            layer.momentum = None
+    stats = {}
+
+    def keep(layer, name):
+        def hook(_, inputs, __):
+            h = inputs[0]
+            dims = [0, *range(2, h.dim())]
+            stats[name] = (h.mean(dims), h.var(dims, unbiased=True))
+        return hook
+
+    bns = {n: m for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    handles = [m.register_forward_hook(keep(m, n)) for n, m in bns.items()]
+    module.train()
+    functional_call(module, params, (problem.data("train")[0].to(x.dtype),))
+    for h in handles:
+        h.remove()
+    module.eval()
+
+    def normalize(name):  # evaluation mode with those statistics, kept differentiable in θ
+        def hook(layer, inputs, _):
+            h, (mean, var) = inputs[0], stats[name]
+            shape = [1, -1] + [1] * (h.dim() - 2)
+            z = (h - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + layer.eps)
+            return z * params[f"{name}.weight"].reshape(shape) + params[f"{name}.bias"].reshape(shape)
+        return hook
+
+    handles = [m.register_forward_hook(normalize(n)) for n, m in bns.items()]
+    try:
+        return functional_call(module, params, (x,))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @pytest.fixture(params=sorted(SMALL))
 def problem(request):
     return landscape.make_problem(request.param, **SMALL[request.param])
@@ -46,7 +94,7 @@ def problem(request):
 
 def test_registry_is_complete():
     expected = {"himmelblau", "double_well", "ring", "quadratic_regression", "digits_mlp", "moons_mlp",
-                "teacher_student", "deep_linear", "venturi_relu", "exp_linear"}
+                "teacher_student", "deep_linear", "venturi_relu", "exp_linear", "digits_cnn", "digits_resnet"}
     assert set(landscape.PROBLEMS) == expected
     assert all(name == f.__name__ for name, f in landscape.PROBLEMS.items())
     assert all(f.__doc__ for f in landscape.PROBLEMS.values())

@@ -24,6 +24,9 @@ NETWORKS = [n for n in landscape.PROBLEMS if isinstance(landscape.make_problem(n
 EXPECTED = {
     "quadratic_regression": ([4, 4], None), "digits_mlp": ([16, 16], 1), "moons_mlp": ([8, 8], 1),
     "teacher_student": ([5], 1), "deep_linear": ([8, 8], 1), "venturi_relu": ([3], 1), "exp_linear": ([], None),
+    "digits_cnn": ([2, 4], 1),
+    # the residual streams (stem + conv2, then projection + conv2) are tied by their skips: permutations only
+    "digits_resnet": ([2, 2, 4, 4], [None, 1, None, 1]),
 }
 
 
@@ -73,12 +76,14 @@ def test_groups_of_the_embedded_networks(name):
     if name == "teacher_student":
         sizes = [SMALL[name]["width"]]
     assert [g.size for g in sym.groups] == sizes
-    assert all(g.degree == degree for g in sym.groups)
+    degrees = degree if isinstance(degree, list) else [degree] * len(sizes)
+    assert [g.degree for g in sym.groups] == degrees
     for g in sym.groups:  # the producing rows and the consuming columns, sized as the layout says
         shapes = dict(zip(problem.layout.names, problem.layout.shapes))
-        heads = [a for a in g.axes if a.role == "head"]
+        producers = {a.name for a in g.axes if a.role in ("head", "passive") and a.axis == 0}
         tails = [a for a in g.axes if a.role == "tail"]
-        assert heads[0].name == f"{g.name}.weight" and len(tails) == 1
+        assert {f"{name}.weight" for name in g.name.split("+")} <= producers and tails
+        assert len(tails) == 1 or g.degree is None  # read twice: no rescaling
         assert all(shapes[a.name][a.axis] == g.size * a.block for a in g.axes)
 
 
@@ -211,6 +216,15 @@ class Residual(nn.Module):
         return self.b(torch.relu(self.a(x)) + x)
 
 
+class Concatenated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(6, 1)
+
+    def forward(self, x):
+        return self.b(torch.cat([torch.relu(self.a(x)), x], 1))
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()
@@ -239,13 +253,19 @@ class Softmaxed(nn.Module):
 
 
 @pytest.mark.parametrize("model, message", [
-    (Residual(), "residual connection or a branch"), (Shared(), "called twice"),
+    (Concatenated(), "other than an addition"), (Shared(), "called twice"),
     (Direct(), "reads a parameter"), (Softmaxed(), "not known to commute"),
 ])
 def test_structures_that_are_not_understood_are_refused(model, message):
     problem = landscape.from_module(model, (torch.randn(10, 3), torch.randn(10, 1)), "mse")
     with pytest.raises(LandscapeError, match=message):
         landscape.symmetry(problem)
+
+
+def test_units_added_to_the_input_cannot_move():
+    """relu(a(x)) + x: a's units are tied to the input's coordinates by the skip, so no permutation is a symmetry."""
+    problem = landscape.from_module(Residual(), (torch.randn(10, 3), torch.randn(10, 1)), "mse")
+    assert landscape.symmetry(problem).groups == ()
 
 
 def test_analytic_problems_have_no_network_symmetry():

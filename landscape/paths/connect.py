@@ -43,7 +43,8 @@ def method_options(method: str) -> dict:
 def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method: str = DEFAULT_METHOD,
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
-            certificate: str = "auto", shorten: bool = False, **options) -> Path:
+            certificate: str = "auto", shorten: bool = False, search_samples: int | None = None,
+            **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
@@ -81,6 +82,10 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         between beads, beads pulled toward their neighbours' midpoint), then certify the shorter one;
         if it does not pass its certificate, the path as found is certified instead.
         ``info["shorten"]`` has the lengths before and after.
+    search_samples : int, optional
+        The method searches on a fixed random subset of this many training samples
+        (:meth:`Problem.subset`: cheaper steps), while the endpoints' losses, the level, the baseline
+        and the certificate use all the data. ``info["search_samples"]`` records it.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -147,7 +152,11 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     elif max(la, lb) > level:  # no path can stay below u: do not run the method for a foregone answer
         path = replace(baseline, info={"skipped": f"an endpoint loss is above the level {level:g}"})
     else:
-        found = METHODS[method](Endpoints(counted, start, end, la, lb, level), generator=generator, **options)
+        searcher = counted if search_samples is None else Counted(problem.subset(search_samples))
+        found = METHODS[method](Endpoints(searcher, start, end, la, lb, level), generator=generator, **options)
+        if searcher is not counted:  # the method's losses were on the subset: the certificate re-evaluates them
+            spent += searcher.evaluations
+            found = replace(found, losses=counted.loss(found.points))
         if shorten and found.n_points > 2:
             path, extra = _shortened(problem, counted, found, max(la, lb), resolution, certificate)
         else:
@@ -155,7 +164,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
             extra = path.evaluations - found.evaluations
         spent += extra
     info = {**path.info, "linear_max_loss": baseline.max_loss, "linear_barrier": baseline.barrier,
-            "linear_status": baseline.status, "bn": getattr(problem, "bn", None)}
+            "linear_status": baseline.status, "bn": getattr(problem, "bn", None), "search_samples": search_samples}
     if aligned is not None:
         info["alignment"] = aligned
     return replace(path, method=method, info=info, evaluations=counted.evaluations + spent,

@@ -303,8 +303,10 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     ----------
     model : nn.Module
         The network. It is used functionally (``torch.func.functional_call``); it is not modified.
-    data : (Tensor, Tensor)
-        Training inputs of shape (N, ...) and targets of shape (N, ...).
+    data : (Tensor, Tensor) or torch.utils.data.Dataset
+        Training inputs of shape (N, ...) and targets of shape (N, ...); or a map-style dataset whose
+        items are ``(x, y)`` pairs, read once into tensors (the loss is the mean over all of it; set
+        ``problem.sample_chunk`` to evaluate it a chunk of samples at a time).
     loss : str or callable
         A key of ``landscape.LOSSES`` or a function ``loss(output, target) -> scalar``.
     test_data : (Tensor, Tensor), optional
@@ -328,11 +330,27 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     >>> problem.loss(problem.init(torch.Generator().manual_seed(0), n=5)).shape
     torch.Size([5])
     """
-    splits = {"train": tuple(data)}
+    splits = {"train": as_tensors(data, "data")}
     if test_data is not None:
-        splits["test"] = tuple(test_data)
+        splits["test"] = as_tensors(test_data, "test_data")
     return NetworkProblem(name, dict(params or {"class": type(model).__name__}), model, splits, loss,
                           weight_decay=weight_decay, bn=bn)
+
+
+def as_tensors(data, what: str) -> tuple:
+    """``(x, y)`` tensors from a pair of tensors or arrays, or from a map-style ``torch.utils.data.Dataset`` of pairs."""
+    from torch.utils.data import Dataset
+
+    if isinstance(data, Dataset):
+        try:
+            items = [data[i] for i in range(len(data))]
+            return tuple(torch.stack([torch.as_tensor(item[j]) for item in items]) for j in range(2))
+        except (TypeError, IndexError, RuntimeError) as err:
+            raise LandscapeError(f"{what}: a Dataset must have a length and (x, y) items of one shape each "
+                                 f"({type(err).__name__}: {err})") from None
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise LandscapeError(f"{what} must be (x, y) tensors or a torch.utils.data.Dataset of (x, y) items")
+    return tuple(data)
 
 
 def _measure_activations(module, params, buffers, x1) -> int:

@@ -51,19 +51,36 @@ def digits_mlp(width: int = 100, depth: int = 2, activation: str = "relu", test_
     The default 64-100-100-10 network is the benchmark of the DESIGN notes (Li et al. 2018 draw
     planes of the same kind of model).
     """
+    params = dict(width=width, depth=depth, activation=activation, test_fraction=test_fraction,
+                  weight_decay=weight_decay, data_seed=data_seed)
+    return NetworkProblem("digits_mlp", params, mlp([64, *_hidden(width, depth), 10], activation),
+                          digits_splits(test_fraction, data_seed), "cross_entropy",
+                          weight_decay=weight_decay, summary="MLP on scikit-learn's digits, cross-entropy")
+
+
+def digits_splits(test_fraction: float, data_seed: int, *, images: bool = False, n_train: int | None = None) -> dict:
+    """scikit-learn's bundled digits, pixels in [0, 1], split by a permutation drawn from ``data_seed``.
+
+    Returns ``{"train": (x, y), "test": (x, y)}`` with x of shape (N, 64), or (N, 1, 8, 8) when
+    ``images``; ``n_train`` keeps the first n of the training split (all when None).
+    """
     from sklearn.datasets import load_digits
 
+    if not 0 < test_fraction < 1:
+        raise LandscapeError(f"test_fraction must be in (0, 1), got {test_fraction}")
     xs, ys = load_digits(return_X_y=True)
     x = torch.tensor(xs / 16.0, dtype=torch.float32)
+    if images:
+        x = x.reshape(-1, 1, 8, 8)
     y = torch.tensor(ys, dtype=torch.long)
     perm = torch.randperm(len(x), generator=_gen(data_seed))
     n_test = int(round(test_fraction * len(x)))
     test, train = perm[:n_test], perm[n_test:]
-    params = dict(width=width, depth=depth, activation=activation, test_fraction=test_fraction,
-                  weight_decay=weight_decay, data_seed=data_seed)
-    return NetworkProblem("digits_mlp", params, mlp([64, *_hidden(width, depth), 10], activation),
-                          {"train": (x[train], y[train]), "test": (x[test], y[test])}, "cross_entropy",
-                          weight_decay=weight_decay, summary="MLP on scikit-learn's digits, cross-entropy")
+    if n_train is not None:
+        if not 1 <= n_train <= len(train):
+            raise LandscapeError(f"n_train must be in [1, {len(train)}], got {n_train}")
+        train = train[:n_train]
+    return {"train": (x[train], y[train]), "test": (x[test], y[test])}
 
 
 def moons_mlp(width: int = 16, depth: int = 2, activation: str = "relu", n_train: int = 500, n_test: int = 500,

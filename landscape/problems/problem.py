@@ -51,6 +51,10 @@ class Problem:
         self._splits: dict[str, tuple[torch.Tensor, ...]] = {}
         self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self.chunk_bytes: dict[str, int] = dict(CHUNK_BYTES)
+        #: Most samples one call evaluates at once (None: the whole split). The loss, a mean over the split,
+        #: is then the sum of chunk means weighted by chunk size, gradients accumulated the same way: exact
+        #: up to rounding for losses that are means over samples (every loss of ``LOSSES``).
+        self.sample_chunk: int | None = None
 
     # ----------------------------------------------------------------- description
     @property
@@ -81,6 +85,25 @@ class Problem:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"<Problem {self.name}({args}), D={self.dim}>"
 
+    def subset(self, n: int, *, seed: int = 0) -> "Problem":
+        """This problem with its training split cut to a fixed random subset of ``n`` samples.
+
+        The subset is drawn without replacement by ``torch.Generator().manual_seed(seed)``, so the same
+        ``n`` and ``seed`` give the same samples on any machine. The result shares the module and the
+        spec (it is a cheaper stand-in for searching, e.g. ``connect(..., search_samples=n)``; certify on
+        the problem itself). Returns ``self`` when ``n`` covers the split.
+        """
+        total = self.n_samples("train")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise LandscapeError(f"a subset needs a positive number of samples, got {n!r}")
+        if not self._splits or n >= total:
+            return self
+        rows = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+        view = copy.copy(self)
+        view._splits = {**self._splits, "train": tuple(t[rows] for t in self._splits["train"])}
+        view._cache = {}
+        return view
+
     # ----------------------------------------------------------------- evaluation
     def loss(self, thetas: torch.Tensor, *, split: str = "train", batch: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of K parameter vectors at once.
@@ -102,7 +125,8 @@ class Problem:
         """
         thetas, single = self._check(thetas)
         with torch.set_grad_enabled(torch.is_grad_enabled() and thetas.requires_grad):
-            out = torch.cat([self._evaluate(t, d) for t, d in self._chunks(thetas, split, batch)])
+            out = sum(w * torch.cat([self._evaluate(t, d) for t, d in self._chunks(thetas, split, batch, rows)])
+                      for rows, w in self._sample_slices(split, batch))
         return out[0] if single else out
 
     def loss_and_grad(
@@ -110,24 +134,28 @@ class Problem:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and gradient of K parameter vectors at once.
 
+        With :attr:`sample_chunk` set, the data are taken that many samples at a time and the chunks'
+        losses and gradients summed with weights n_chunk / N: the same mean, in bounded memory.
+
         Returns
         -------
         loss : Tensor, shape (K,)
         grad : Tensor, shape (K, D)
         """
         thetas, single = self._check(thetas)
-        loss = thetas.new_empty(thetas.shape[0])
-        grad = torch.empty_like(thetas)  # filled chunk by chunk: no list of chunks to concatenate
-        start = 0
+        loss = thetas.new_zeros(thetas.shape[0])
+        grad = torch.zeros_like(thetas)  # filled chunk by chunk: no list of chunks to concatenate
         with torch.enable_grad():
-            for t, d in self._chunks(thetas, split, batch):
-                t = t.detach().requires_grad_(True)
-                value = self._evaluate(t, d)
-                (g,) = torch.autograd.grad(value.sum(), t)
-                stop = start + t.shape[0]
-                loss[start:stop] = value.detach()
-                grad[start:stop] = g
-                start = stop
+            for rows, w in self._sample_slices(split, batch):
+                start = 0
+                for t, d in self._chunks(thetas, split, batch, rows):
+                    t = t.detach().requires_grad_(True)
+                    value = self._evaluate(t, d)
+                    (g,) = torch.autograd.grad(value.sum(), t)
+                    stop = start + t.shape[0]
+                    loss[start:stop] += w * value.detach()
+                    grad[start:stop] += w * g
+                    start = stop
         return (loss[0], grad[0]) if single else (loss, grad)
 
     def loss_on_plane(self, origin: torch.Tensor, directions: torch.Tensor, coords: torch.Tensor, *,
@@ -237,8 +265,20 @@ class Problem:
         per_point = self._activation_numel(n_samples) * torch.finfo(dtype).bits // 8
         return max(1, budget // max(per_point, 1))
 
-    def _chunks(self, thetas, split, batch):
+    def _sample_slices(self, split, batch):
+        """``(rows, weight)`` of each chunk of samples: ``(None, 1.0)`` when the split is taken whole."""
+        n = self.n_samples(split) if self._splits else 0
+        size = self.sample_chunk
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise LandscapeError(f"sample_chunk must be a positive integer or None, got {size!r}")
+        if batch is not None or size is None or n <= size:
+            return [(None, 1.0)]
+        return [(slice(a, min(n, a + size)), (min(n, a + size) - a) / n) for a in range(0, n, size)]
+
+    def _chunks(self, thetas, split, batch, rows=None):
         data = self._device_data(split, thetas.device, thetas.dtype)
+        if rows is not None:
+            data = tuple(t[rows] for t in data)
         k = thetas.shape[0]
         if batch is not None and data:
             batch = batch.to(thetas.device)

@@ -26,7 +26,7 @@ from .._errors import LandscapeError
 from .._random import resolve_generator
 from .._registry import Registry
 from .groups import Symmetry, units
-from .trace import symmetry
+from .derive import symmetry
 
 
 def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=100, samples=None, split="train"):

@@ -1,18 +1,18 @@
-"""Deriving a network's symmetry from its module: trace it, walk its chain of layers.
+"""Deriving a network's symmetry from its module: trace it (:func:`traced`), walk its chain of layers.
 
-The module is traced with ``torch.fx`` and the shapes of its values recorded on two samples of
+Modules with skip connections or branches are walked as graphs by :mod:`.residual`; this module
+holds the operations both walkers understand (:func:`_step`) and the walk of a plain chain. The
+module is traced with ``torch.fx`` and the shapes of its values recorded on two samples of
 the data; the chain of Linear / Conv / BatchNorm / LayerNorm / elementwise operations is then walked
 to find, for each hidden layer, the (parameter, axis) pairs its permutation acts on, and whether the
 operations after the layer are positively homogeneous (a rescaling symmetry). A structure that
-cannot be understood (a residual connection, a branch, shared weights, a grouped convolution
-between hidden layers) is refused with a clear error rather than guessed.
+cannot be understood (shared weights, a grouped convolution between hidden layers) is refused with a clear error rather than guessed.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -63,53 +63,8 @@ class _Open:
 
 
 # ------------------------------------------------------------------ derivation
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def symmetry(problem) -> Symmetry:
-    """The permutation (and rescaling) symmetry of a network problem, derived from its module.
-
-    The module is traced with ``torch.fx`` and its shapes recorded on two training samples; its
-    chain of layers is then walked. Understood: ``Linear``, ``Conv1d/2d/3d`` (groups = 1),
-    ``BatchNorm1d/2d/3d`` (affine parameters permuted; with the ``frozen`` BatchNorm policy the
-    stored running statistics constrain which units may trade places, with ``recompute`` they
-    follow θ), ``LayerNorm`` over the unit axis and all after it, ``Flatten`` of channels
-    into features, pooling, dropout, and elementwise activations as modules, functions or
-    methods (ReLU, leaky ReLU, PReLU, identity, the square, sigmoid, tanh, GELU, SiLU, ...).
-
-    Parameters
-    ----------
-    problem : NetworkProblem
-
-    Returns
-    -------
-    Symmetry
-        One :class:`UnitGroup` per hidden layer, in forward order (the output layer has none).
-
-    Raises
-    ------
-    LandscapeError
-        If the problem is not a network, or its module has a residual connection, a branch, shared
-        weights or an operation between hidden layers that is not known to commute with permutations.
-    """
-    frozen = getattr(problem, "bn", None) == "frozen"
-    cached = _CACHE.get(problem, {})
-    if frozen in cached:
-        return cached[frozen]
-    module = getattr(problem, "module", None)
-    if not callable(module):
-        raise LandscapeError(f"problem {problem.name!r} is not a network; permutation alignment needs a network "
-                             "problem (an embedded MLP or landscape.from_module)")
-    module = module()
-    sample = problem.data("train")[0][:2]
-    built = _derive(module, sample, problem.layout, frozen_statistics=frozen)
-    _CACHE.setdefault(problem, {})[frozen] = built
-    return built
-
-
-def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout, *, frozen_statistics: bool = True) -> Symmetry:
-    """The symmetry of ``module``; BatchNorm running statistics restrict it only when they are
-    ``frozen_statistics`` (with the ``recompute`` policy they follow θ, so every permutation is one)."""
+def traced(module: nn.Module, sample: torch.Tensor):
+    """``torch.fx.symbolic_trace(module)`` with each tensor node's shape in ``node.meta["shape"]`` (run on ``sample``)."""
     import torch.fx
 
     class Shapes(torch.fx.Interpreter):  # torch.fx's ShapeProp does the same, but costs ~2 s on first use
@@ -119,15 +74,32 @@ def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout, *, frozen_s
                 node.meta["shape"] = tuple(out.shape)
             return out
 
-    kind = type(module).__name__
     try:
         gm = torch.fx.symbolic_trace(module)
         with torch.no_grad():
             Shapes(gm).run(sample)
     except Exception as err:  # noqa: BLE001 - any tracing failure is the module's structure
         msg = " ".join(str(err).split())[:160]
-        raise LandscapeError(f"cannot trace {kind} to find its symmetries ({type(err).__name__}: {msg}); "
-                             "alignment needs a module torch.fx can trace") from None
+        raise LandscapeError(f"cannot trace {type(module).__name__} to find its symmetries ({type(err).__name__}: "
+                             f"{msg}); alignment needs a module torch.fx can trace") from None
+    return gm
+
+
+def is_chain(gm) -> bool:
+    """Whether every tensor of the traced graph feeds one operation and every operation reads one tensor."""
+    for node in gm.graph.nodes:
+        if node.op == "output" or node.meta.get("shape") is None:
+            continue
+        users = [u for u in node.users if u.op == "output" or u.meta.get("shape") is not None]
+        inputs = [a for a in node.all_input_nodes if a.meta.get("shape") is not None]
+        if len(users) > 1 or len(inputs) > 1:
+            return False
+    return True
+
+
+def walk_chain(gm, layout: Layout, kind: str, *, frozen_statistics: bool = True) -> Symmetry:
+    """The symmetry of a traced chain of layers; BatchNorm running statistics restrict it only when they are
+    ``frozen_statistics`` (with the ``recompute`` policy they follow θ, so every permutation is one)."""
     modules = dict(gm.named_modules())
     names = set(layout.names)
 
@@ -191,7 +163,7 @@ def _derive(module: nn.Module, sample: torch.Tensor, layout: Layout, *, frozen_s
         why = _step(current, node, mod, in_shape, out_shape, frozen_statistics)
         if why and not current.broken:
             current.broken = why
-    return Symmetry(layout, groups, gm, {k: v for k, v in module.named_buffers()}, skipped)
+    return Symmetry(layout, groups, gm, dict(gm.named_buffers()), skipped)
 
 
 def _close(current: _Open, tail: Axis, tap: str, names) -> UnitGroup:
