@@ -359,3 +359,12 @@ def test_fractions_get_wilson_intervals_inside_zero_one():
         for n in (1, 3, 8, 100):
             lo, hi = _wilson(p, n)
             assert 0.0 <= lo <= p <= hi <= 1.0
+
+
+@pytest.mark.parametrize("value, says", [(1e30, "must lie in [0, 256]"), (2.5, "must be a whole number")])
+def test_a_grid_value_a_problem_refuses_is_caught_before_any_task_runs(value, says):
+    with pytest.raises(landscape.LandscapeError) as err:
+        landscape.load_study({"study": {"name": "deep", "task": "train_minima"},
+                              "problem": {"name": "digits_mlp", "width": 4},
+                              "grid": {"problem.depth": [1, value]}})
+    assert says in str(err.value) and str(err.value).startswith("<dict>: problem 'digits_mlp' parameter depth=")

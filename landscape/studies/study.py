@@ -283,6 +283,7 @@ def _set(target: dict, keys: list[str], value) -> None:
 def _validate(study: Study, where: str) -> None:
     """Check the task name, the task parameters, the problem names and the report before anything runs."""
     from ..problems.embedded import PROBLEMS
+    from ..problems.params import check_params
     from .tasks import TASKS, task_options
 
     TASKS.lookup(study.task, where=where)
@@ -304,7 +305,10 @@ def _validate(study: Study, where: str) -> None:
             raise LandscapeError(f"{where}: problem name must be a string, got {pname!r}")
         if ":" in pname:
             continue  # a user factory: checked where it is imported, on the worker
-        PROBLEMS.check_options(pname, spec["params"], where=where)
+        try:  # types, ranges and the memory a problem needs: refused before any task runs
+            check_params(pname, PROBLEMS.check_options(pname, spec["params"], where=where), spec["params"])
+        except LandscapeError as err:
+            raise LandscapeError(f"{where}: {err}") from None
     check_report(study)
 
 
