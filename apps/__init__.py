@@ -1,1 +1,18 @@
 """The ``landscape`` command line (installed as the ``landscape_cli`` package)."""
+
+import sys
+
+
+def main() -> None:
+    """The ``landscape`` command. ``landscape --version`` answers without importing torch (seconds saved)."""
+    if sys.argv[1:] in (["--version"], ["-V"]):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"landscape, version {version('landscape')}")
+            return
+        except PackageNotFoundError:  # run from a source tree that is not installed: ask the package
+            pass
+    from .cli import main as cli
+
+    cli()

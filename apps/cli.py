@@ -15,7 +15,7 @@ from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, c
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(landscape.__version__, prog_name="landscape")
+@click.version_option(landscape.__version__, "--version", "-V", prog_name="landscape")
 def main():
     """Explore the loss landscapes of neural networks through their level sets.
 

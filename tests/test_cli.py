@@ -87,3 +87,15 @@ def test_bench_prints_batched_loop_and_peak(run):
     for row in report["path_refinement"]:
         assert row["beads"] == 3 and row["evaluations"] == 3 * 3 + 6 * 32 + 1
         assert row["batched_s"] > 0 and row["bead_by_bead_s"] > 0
+
+
+def test_version_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['landscape', '--version']; import landscape_cli; landscape_cli.main(); "
+            "print([m for m in ('torch', 'numpy', 'landscape') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [f"landscape, version {landscape.__version__}", "[]"]
+    full = CliRunner().invoke(main, ["-V"])  # the same answer from the full command line
+    assert full.exit_code == 0 and full.output.strip() == f"landscape, version {landscape.__version__}"
