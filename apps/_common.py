@@ -292,3 +292,7 @@ def certificate_text(r: dict) -> str:
     if r["level"] is None:
         return "none (no level)"
     return "not recorded (a file written before certificates)"
+
+
+#: ``--quiet``: no progress line on stderr (commands that take a while show one by default).
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr while it works.")

@@ -8,7 +8,7 @@ import torch
 import landscape
 
 from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, count, device_option, echo_json,
-                      file_problem_option, json_option, parse_params)
+                      file_problem_option, json_option, parse_params, quiet_option)
 
 
 @click.command()
@@ -41,10 +41,11 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, cou
 @file_problem_option
 @click.option("--float64", is_flag=True, help="Compute in double precision.")
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
+@quiet_option
 @device_option
 @json_option
 def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn,
-            search_samples, sample_chunk, given, float64, out, device, as_json):
+            search_samples, sample_chunk, given, float64, out, quiet, device, as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
     \b
@@ -66,7 +67,7 @@ def connect(start_file, end_file, method, level, resolution, certificate, shorte
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
                              certificate=certificate, shorten=shorten, search_samples=search_samples,
-                             **parse_params(options, "-O"))
+                             progress=not quiet, **parse_params(options, "-O"))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,

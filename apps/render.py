@@ -10,7 +10,7 @@ import landscape.viz
 from landscape.views import BIASES, NORMALIZATIONS, SCENE_PLANES, default_cache_dir
 
 from ._common import (FINITE, Real, SEED, UserError, build_problem, count, device_option, echo_json, json_option,
-                      problem_options)
+                      problem_options, quiet_option)
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
@@ -98,10 +98,11 @@ def parse_size(text: str) -> tuple[int, int]:
               help="Output file, by suffix: .png .jpg (image), .html (interactive page), .vtm .vts .vtp .vtk "
                    "(ParaView); repeatable.")
 @click.option("--show", is_flag=True, help="Open an interactive window (needs a display).")
+@quiet_option
 @json_option
 def render(files, path_files, trajectory, plane, grid, span, levels, contours, level, log, zmax, path_color, split,
            problem_name, width, params, seed, normalization, biases, size, view, azimuth, elevation, opacity, title,
-           cache, no_cache, float64, device, outs, show, as_json):
+           cache, no_cache, float64, device, outs, show, quiet, as_json):
     """Draw minima (FILES, checkpoints), paths and trajectories on a plane of the loss, in 3-D.
 
     \b
@@ -121,7 +122,7 @@ def render(files, path_files, trajectory, plane, grid, span, levels, contours, l
         plane_options={"normalization": normalization, "biases": biases}, grid=grid, span=span,
         split=split, generator=torch.Generator().manual_seed(seed), device=landscape.resolve_device(device),
         dtype=torch.float64 if float64 else torch.float32,
-        cache=None if no_cache else (cache or default_cache_dir()), progress=True)
+        cache=None if no_cache else (cache or default_cache_dir()), progress=not quiet)
     written = landscape.viz.render(scene, outs, show=show, log=log, levels=levels, n_levels=contours, level=level,
                                    zmax=zmax, path_color=path_color, window_size=window, view=view, azimuth=azimuth,
                                    elevation=elevation,

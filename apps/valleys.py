@@ -8,7 +8,7 @@ import torch
 import landscape
 
 from ._common import (FINITE, RESOLUTION, Real, SEED, UserError, count, device_option, echo_json,
-                      file_problem_option, json_option, table)
+                      file_problem_option, json_option, quiet_option, table)
 
 
 @click.command()
@@ -40,10 +40,11 @@ from ._common import (FINITE, RESOLUTION, Real, SEED, UserError, count, device_o
 @click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
 @click.option("--plot", type=click.Path(), default=None, help="Draw the disconnectivity graph (PNG).")
 @file_problem_option
+@quiet_option
 @device_option
 @json_option
 def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, extent, align,
-            polish, float64, seed, json_out, graphml, plot, given, device, as_json):
+            polish, float64, seed, json_out, graphml, plot, given, quiet, device, as_json):
     """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree.
 
     Every file must hold a minimum (|grad L| <= 1e-3*max(|L|, 0.1)); one on a slope is refused, or
@@ -61,7 +62,8 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
     graph, report = landscape.find_valleys(
         problem, thetas, names=[str(ck.path) for ck in cks], levels=list(levels) if levels else "auto",
         method=method, merge_method=merge_method, bisect=bisect, attempts=attempts, tol=tol, resolution=resolution,
-        metrics=metrics, align=align, extent=extent, polish=polish, generator=torch.Generator().manual_seed(seed))
+        metrics=metrics, align=align, extent=extent, polish=polish, generator=torch.Generator().manual_seed(seed),
+        progress=not quiet)
     if json_out or graphml:
         landscape.valleys.write_graph(graph, json_out, graphml)
     if plot:

@@ -114,3 +114,20 @@ def test_user_batchnorm_network_end_to_end(tmp_path, monkeypatch):
     ck = landscape.load_checkpoint(a, problem=landscape.make_problem("bnnet:build"))
     assert reports["recompute"]["endpoint_losses"][0] == pytest.approx(ck.loss, rel=1e-5)
     assert reports["frozen"]["endpoint_losses"][0] != pytest.approx(ck.loss, rel=1e-3)
+
+
+def test_connect_and_valleys_talk_while_they_work_unless_quiet(himmelblau_minima):
+    """A progress line on stderr names the stage and counts the loss evaluations; --quiet leaves stderr empty
+    and the answer unchanged."""
+    a, b = himmelblau_minima[:2]
+    loud = CliRunner().invoke(main, ["connect", str(a), str(b), "--level", "120", "--json"])
+    quiet = CliRunner().invoke(main, ["connect", str(a), str(b), "--level", "120", "--json", "-q"])
+    assert loud.exit_code == 0 and quiet.exit_code == 0, loud.output
+    assert "connect (string): search (string)" in loud.stderr and "loss evaluations" in loud.stderr
+    assert "certificate (auto)" in loud.stderr and quiet.stderr == ""
+    drop = ("seconds",)
+    same = [{k: v for k, v in json.loads(r.stdout).items() if k not in drop} for r in (loud, quiet)]
+    assert same[0] == same[1]
+    shown = CliRunner().invoke(main, ["valleys", *map(str, himmelblau_minima), "--level", "120"])
+    assert shown.exit_code == 0 and f"valleys of {len(himmelblau_minima)} minima: level 120" in shown.stderr
+    assert CliRunner().invoke(main, ["valleys", *map(str, himmelblau_minima), "--level", "120", "-q"]).stderr == ""

@@ -23,11 +23,12 @@ class Counted:
         Batched calls made.
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, on_count=None):
         self.problem = problem
         self.losses = 0
         self.gradients = 0
         self.calls = 0
+        self.on_count = on_count  # called with the points of every batched call (a progress display)
 
     @property
     def evaluations(self) -> int:
@@ -36,12 +37,16 @@ class Counted:
     def loss(self, thetas: torch.Tensor) -> torch.Tensor:
         self.losses += int(thetas.shape[0])
         self.calls += 1
+        if self.on_count is not None:
+            self.on_count(int(thetas.shape[0]))
         return self.problem.loss(thetas)
 
     def loss_and_grad(self, thetas: torch.Tensor, batch: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         self.gradients += int(thetas.shape[0])
         self.calls += 1
+        if self.on_count is not None:
+            self.on_count(int(thetas.shape[0]))
         return self.problem.loss_and_grad(thetas, batch=batch)
 
     def segments(self, points: torch.Tensor, resolution: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import torch
 
 from .._errors import LandscapeError
+from .._progress import Progress
 from ..problems.problem import Problem
 from ..symmetries.align import ALIGNERS
 from ..symmetries.align import align as align_points
@@ -44,7 +45,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
             certificate: str = "auto", shorten: bool = False, search_samples: int | None = None,
-            **options) -> Path:
+            progress: bool = False, **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
@@ -86,6 +87,9 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         The method searches on a fixed random subset of this many training samples
         (:meth:`Problem.subset`: cheaper steps), while the endpoints' losses, the level, the baseline
         and the certificate use all the data. ``info["search_samples"]`` records it.
+    progress : bool
+        Show on stderr, while it runs, the stage (straight segment, search, shortening, certificate)
+        and the loss evaluations so far; the line goes when the call returns.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -117,7 +121,18 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     if not isinstance(problem, Problem):
         raise LandscapeError(f"problem must be a landscape.Problem, got {type(problem).__name__}")
     start, end = check_endpoints(problem, start, end)
-    counted = Counted(problem)
+    shown = Progress(progress, f"connect ({method})")
+    try:
+        return _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate,
+                        shorten, search_samples, options, shown, began)
+    finally:
+        shown.close()
+
+
+def _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate, shorten,
+             search_samples, options, shown, began) -> Path:
+    counted = Counted(problem, on_count=shown.count)
+    shown.stage("endpoints")
     if straight is None:
         la, lb = endpoint_losses(counted, start, end)
     else:
@@ -139,10 +154,12 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
                    "linear_barrier_before": before.barrier, "linear_status_before": before.status,
                    "evaluations_before": before.evaluations}
         spent += before.evaluations
+    shown.stage(f"straight segment ({certificate} certificate)")
     if straight is None:
         baseline = straight_path(problem, start, end, level=level, losses=(la, lb), resolution=resolution,
                                  certificate=certificate)
         spent += baseline.evaluations
+        shown.count(baseline.evaluations)
     else:
         measured = replace(straight, level=level, status=verdict(straight.max_loss, level), info={}, evaluations=0)
         baseline = settle(problem, measured, certificate=certificate)
@@ -152,17 +169,21 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     elif max(la, lb) > level:  # no path can stay below u: do not run the method for a foregone answer
         path = replace(baseline, info={"skipped": f"an endpoint loss is above the level {level:g}"})
     else:
-        searcher = counted if search_samples is None else Counted(problem.subset(search_samples))
+        shown.stage(f"search ({method})")
+        searcher = counted if search_samples is None else Counted(problem.subset(search_samples), shown.count)
         found = METHODS[method](Endpoints(searcher, start, end, la, lb, level), generator=generator, **options)
         if searcher is not counted:  # the method's losses were on the subset: the certificate re-evaluates them
             spent += searcher.evaluations
             found = replace(found, losses=counted.loss(found.points))
         if shorten and found.n_points > 2:
+            shown.stage("shortening and certificate")
             path, extra = _shortened(problem, counted, found, max(la, lb), resolution, certificate)
         else:
+            shown.stage(f"certificate ({certificate})")
             path = certify(problem, found, level, resolution=resolution, certificate=certificate)
             extra = path.evaluations - found.evaluations
         spent += extra
+        shown.count(extra)
     info = {**path.info, "linear_max_loss": baseline.max_loss, "linear_barrier": baseline.barrier,
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None), "search_samples": search_samples}
     if aligned is not None:

@@ -215,3 +215,19 @@ def seed_minima(problem: Problem, samples: torch.Tensor, *, known: torch.Tensor 
         if others.shape[0] == 0 or (others - ends[i]).norm(dim=1).min() > distance:
             kept.append(i)
     return ends[kept]
+
+
+def add_extents(graph, report: dict, samples: int, generator) -> None:
+    """Per level, one batched hit-and-run chain from every minimum below it; extents grouped by valley."""
+    for row in report["levels"]:
+        u = row["level"]
+        members = [i for i in range(graph.n) if graph.losses[i] <= u]
+        if not members:
+            row["extent"] = []
+            continue
+        chains = sample_sublevel_set(graph.problem, graph.thetas[members], u, n_samples=samples,
+                                     generator=generator).extent()
+        by_name = {graph.names[i]: e for i, e in zip(members, chains)}
+        row["extent"] = [{"mean_distance": sum(by_name[n]["mean_distance"] for n in v) / len(v),
+                          "max_distance": max(by_name[n]["max_distance"] for n in v),
+                          "spread": max(by_name[n]["spread"] for n in v)} for v in row["valleys"]]

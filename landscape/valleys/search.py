@@ -18,12 +18,14 @@ import torch
 from networkx.utils import UnionFind
 
 from .._errors import LandscapeError, NonFiniteLoss
+from .._progress import Progress, ShownTally
 from ..minima.stationary import POLISH_STEPS, require_minima
 from ..paths.certify import DEFAULT_RESOLUTION, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
 from ..problems.problem import Problem
 from .graph import ValleyGraph, event_levels
+from .sampling import add_extents
 
 
 def straight_segments(graph: ValleyGraph, pairs, resolution: int = DEFAULT_RESOLUTION) -> list[Path]:
@@ -270,7 +272,8 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
                  merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
                  resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
                  extent: int = 0, polish: bool = False, polish_steps: int = POLISH_STEPS,
-                 generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
+                 generator: torch.Generator | None = None, connect_options: dict | None = None,
+                 progress: bool = False) -> tuple[ValleyGraph, dict]:
     """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
 
     Parameters
@@ -310,6 +313,9 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         10⁻³·max(|L|, 0.1)): one that is not is refused with an error naming it, or, with ``polish``,
         descended there first (:func:`landscape.minima.polish`, all such points in one batch, at most
         ``polish_steps`` steps) and listed in ``report["polished"]``. A point on a slope is never counted.
+    progress : bool
+        Show on stderr, while it runs, the level or merge search under way, the pairs refined and the
+        loss evaluations so far.
 
     Returns
     -------
@@ -331,6 +337,25 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         thetas = result.theta.to(thetas)
         alignment = {"method": align, "reference": best if given is None else names[best]}
     graph = ValleyGraph.of(problem, thetas, names)
+    shown = Progress(progress, f"valleys of {len(names)} minima")
+    graph.stats = ShownTally(graph.stats, shown)
+    try:
+        report_levels = _search(graph, levels, method, merge_method, bisect, attempts, resolution, generator,
+                                connect_options, metrics, tol, shown)
+    finally:
+        shown.close()
+        graph.stats = dict(graph.stats)
+    report = graph.report(report_levels, tol=tol)
+    if extent:
+        add_extents(graph, report, extent, generator)
+    report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
+                   "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
+    return graph, report
+
+
+def _search(graph, levels, method, merge_method, bisect, attempts, resolution, generator, connect_options, metrics,
+            tol, shown) -> list[float]:
+    problem, thetas = graph.problem, graph.thetas
     if metrics:
         from ..minima.curvature import minimum_metrics
 
@@ -339,40 +364,18 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     if isinstance(levels, str):
         if levels != "auto":
             raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
+        shown.stage(f"merge tree ({merge_method})")
         build_merge_tree(graph, method=merge_method, bisect=bisect, probe=method, resolution=resolution,
                          generator=generator, connect_options=connect_options)
-        report_levels = event_levels(graph, tol)
-    else:
-        report_levels = sorted(float(u) for u in levels)
-        if not report_levels:
-            raise LandscapeError("no level given; pass --level U (repeatable) or --levels auto")
-        for u in report_levels:
-            connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
-                             generator=generator, connect_options=connect_options)
-    report = graph.report(report_levels, tol=tol)
-    if extent:
-        _add_extents(graph, report, extent, generator)
-    report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
-                   "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
-    return graph, report
-
-
-def _add_extents(graph: ValleyGraph, report: dict, samples: int, generator) -> None:
-    """Per level, one batched hit-and-run chain from every minimum below it; extents grouped by valley."""
-    from .sampling import sample_sublevel_set
-
-    for row in report["levels"]:
-        u = row["level"]
-        members = [i for i in range(graph.n) if graph.losses[i] <= u]
-        if not members:
-            row["extent"] = []
-            continue
-        chains = sample_sublevel_set(graph.problem, graph.thetas[members], u, n_samples=samples,
-                                     generator=generator).extent()
-        by_name = {graph.names[i]: e for i, e in zip(members, chains)}
-        row["extent"] = [{"mean_distance": sum(by_name[n]["mean_distance"] for n in v) / len(v),
-                          "max_distance": max(by_name[n]["max_distance"] for n in v),
-                          "spread": max(by_name[n]["spread"] for n in v)} for v in row["valleys"]]
+        return event_levels(graph, tol)
+    report_levels = sorted(float(u) for u in levels)
+    if not report_levels:
+        raise LandscapeError("no level given; pass --level U (repeatable) or --levels auto")
+    for u in report_levels:
+        shown.stage(f"level {u:.4g} ({method})")
+        connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
+                         generator=generator, connect_options=connect_options)
+    return report_levels
 
 
 def _to_saddle(method: str, options: dict) -> dict:
