@@ -104,7 +104,9 @@ class Explorer:
         minima = dict(zip(self.labels, self.levels.graph.losses.tolist()))
         merges = [(self.labels[m.i], self.labels[m.j], m.level) for m in self.levels.graph.merges()]
         floor = self.levels.log_low if self.state.log_scale else None
-        self._tree = tree_image(minima, merges, level=level, tol=self.levels.tol, log_floor=floor, title="merge tree", size=(420, 380))
+        colors = dict(zip(self.labels, (valley_color(k) for k in at.valley_of)))
+        self._tree = tree_image(minima, merges, level=level, tol=self.levels.tol, log_floor=floor, title="merge tree",
+                                size=(420, 380), colors=colors)
         self.state.update({
             "counts": at.text(), "level_text": f"u = {level:.6g}",
             "range_low": f"{low:.4g}", "range_high": f"{high:.4g}",

@@ -14,8 +14,8 @@ from ..views.scene import Scene
 from ._meshes import block_name
 from ._render import PATH_COLORS, default_title, plot_scene, pyvista
 
-#: Colours of the valleys at u, lowest valley first; none is in the viridis surface colours or PATH_COLORS.
-VALLEY_COLORS = ("#e41a1c", "#ffffff", "#000000", "#ff7f00", "#a65628", "#f781bf", "#999900", "#4d4dff")
+#: Colours of the valleys at u, lowest valley first: none is white (the shaded sublevel set) or in viridis.
+VALLEY_COLORS = ("#e41a1c", "#000000", "#ff7f00", "#f781bf", "#a65628", "#ffff33", "#4d4dff", "#00ced1")
 #: Minima whose loss is above u belong to no valley yet.
 ABOVE_COLOR = "#9e9e9e"
 #: Paths whose certified max is above u.

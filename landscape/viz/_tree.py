@@ -247,7 +247,7 @@ class TreeImage:
 
 
 def tree_image(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
-               log_floor: float | None = None, size=(420, 330), title=None) -> TreeImage:
+               log_floor: float | None = None, size=(420, 330), title=None, colors=None) -> TreeImage:
     """Draw :func:`plot_disconnectivity` as a PNG and say where its merges are, for a clickable chart.
 
     Parameters
@@ -258,6 +258,8 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
         A symmetric-log loss axis, linear below this level (a loss of 0 stays drawable).
     size : (int, int)
         Pixels, width × height.
+    colors : dict of str to str, optional
+        A colour for each minimum's dot (its valley's, in the explorer).
     """
     import io
 
@@ -268,6 +270,10 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
     fig.set_dpi(dpi)
     ax = fig.axes[0]
     ax.title.set_fontsize(9)
+    if colors:
+        names = [m for m in tree.x if m in colors]
+        ax.scatter([tree.x[m] for m in names], [tree.losses[m] for m in names], s=42, zorder=3,
+                   c=[colors[m] for m in names], edgecolors="#333333", linewidths=0.8)
     if log_floor is not None:
         ax.set_yscale("symlog", linthresh=log_floor)
         top = max(n["level"] for n in tree.nodes)
