@@ -59,6 +59,27 @@ def minima(tmp_path):
     return files
 
 
+def test_levels_and_a_valleys_file_give_the_counts_of_the_report(minima, tmp_path):
+    from landscape.valleys import read_graph, write_graph
+    from landscape.views import Levels
+
+    problem = landscape.make_problem("himmelblau")
+    thetas = torch.stack([landscape.load_checkpoint(f).theta for f in minima])
+    graph, report = landscape.find_valleys(problem, thetas, names=minima, generator=torch.Generator().manual_seed(0))
+    write_graph(graph, tmp_path / "graph.json")
+    back = read_graph(tmp_path / "graph.json", problem, thetas, [Path(f).name for f in minima])  # matched by name
+    for levels in (Levels.of(graph), Levels.of(back)):
+        assert [(m["before"], m["after"]) for m in levels.merges()] == [(4, 3), (3, 2), (2, 1)]
+        for row in report["levels"]:
+            at = levels.at(row["level"])
+            assert (at.n_valleys, at.n_spurious) == (row["n_valleys"], row["n_spurious"])
+        for log in (False, True):
+            for position in (0, 137, 1000):
+                assert levels.position(levels.level(position, log=log), log=log) == position
+    with pytest.raises(landscape.LandscapeError, match="not among the files"):
+        read_graph(tmp_path / "graph.json", problem, thetas[:2], ["a.pt", "b.pt"])
+
+
 def _read_url(proc, timeout):
     """The first line the command prints on stdout: the page's address."""
     out = {}
