@@ -216,8 +216,10 @@ from .connect import connect  # noqa: E402
 
 main.add_command(connect)
 from .valleys import valleys  # noqa: E402
+from .explore import explore  # noqa: E402
 
 main.add_command(valleys)
+main.add_command(explore)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -235,3 +235,82 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
     ax.set_title(heading, fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+@dataclass
+class TreeImage:
+    """A disconnectivity graph drawn as a PNG, with where its merges are in the image.
+
+    Attributes
+    ----------
+    png : bytes
+    size : (int, int)
+        Width and height in pixels.
+    merges : list of (float, float, float)
+        Each merge bar as (x pixel, y pixel from the top, level).
+    """
+
+    png: bytes
+    size: tuple
+    merges: list
+    _to_level: object = None
+
+    def level_at(self, x: float, y: float, *, snap: float = 12.0) -> float | None:
+        """The level a click at pixel (x, y) points to: a merge's level when within ``snap`` pixels of its
+        bar, else the level at that height inside the axes, else None."""
+        near = [(abs(px - x) + abs(py - y), level) for px, py, level in self.merges]
+        best = min(near, default=None)
+        if best is not None and best[0] <= snap:
+            return best[1]
+        return self._to_level(x, y) if self._to_level is not None else None
+
+
+def tree_image(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
+               log_floor: float | None = None, size=(420, 330), title=None, colors=None) -> TreeImage:
+    """Draw :func:`plot_disconnectivity` as a PNG and say where its merges are, for a clickable chart.
+
+    Parameters
+    ----------
+    minima, merges, level, tol
+        See :func:`plot_disconnectivity`.
+    log_floor : float, optional
+        A symmetric-log loss axis, linear below this level (a loss of 0 stays drawable).
+    size : (int, int)
+        Pixels, width × height.
+    colors : dict of str to str, optional
+        A colour for each minimum's dot (its valley's, in the explorer).
+    """
+    import io
+
+    dpi = 100
+    tree = merge_tree(minima, merges)
+    fig = plot_disconnectivity(minima, merges, level=level, tol=tol, title=title)
+    fig.set_size_inches(size[0] / dpi, size[1] / dpi)
+    fig.set_dpi(dpi)
+    ax = fig.axes[0]
+    ax.title.set_fontsize(9)
+    if colors:
+        names = [m for m in tree.x if m in colors]
+        ax.scatter([tree.x[m] for m in names], [tree.losses[m] for m in names], s=42, zorder=3,
+                   c=[colors[m] for m in names], edgecolors="#333333", linewidths=0.8)
+    if log_floor is not None:
+        ax.set_yscale("symlog", linthresh=log_floor)
+        top = max(n["level"] for n in tree.nodes)
+        ax.set_ylim(min(min(tree.losses.values()), 0.0), max(ax.get_ylim()[1], 2.0 * top if top > 0 else top))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi="figure")
+    height = fig.bbox.height
+    spots = []
+    for n in tree.nodes:
+        if len(n["members"]) > 1:
+            px, py = ax.transData.transform((n["x"], n["level"]))
+            spots.append((float(px), float(height - py), float(n["level"])))
+    inverse = ax.transData.inverted()
+    box = ax.bbox
+
+    def to_level(x, y):
+        if not (box.x0 <= x <= box.x1 and box.y0 <= height - y <= box.y1):
+            return None
+        return float(inverse.transform((x, height - y))[1])
+
+    return TreeImage(buf.getvalue(), (int(fig.bbox.width), int(height)), spots, to_level)

@@ -1,0 +1,302 @@
+"""``landscape explore``: the level-set explorer, a trame web application with a level slider.
+
+The loss surface is evaluated once (cached as ``landscape render`` caches it) and rendered on the
+server by VTK (off-screen; EGL where there is no display); the browser shows the images through
+trame-vtk's remote view. The valley counts come from the valley graph that ``landscape valleys``
+builds (computed at start with its defaults, or read from its ``-o`` file), so the count at any u
+is the command's. Moving u re-shades the view and redraws the merge tree; nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path as FilePath
+
+import torch
+
+from .._errors import LandscapeError
+from ..views.levels import STEPS, Levels
+from ..views.scene import Scene
+from ._level_view import LevelView, path_label, valley_color
+from ._tree import tree_image
+
+
+class Explorer:
+    """The explorer of one scene and its valley graph: a trame server, its page and the 3-D view.
+
+    Parameters
+    ----------
+    scene : Scene
+        Minima (its minimum markers, in the graph's order), paths, trajectories and the surface.
+    levels : Levels
+    details : list of dict
+        Per minimum: ``file``, ``loss``, ``grad_norm`` and, where known, ``hessian_top`` and
+        ``hessian_trace``.
+    level : float, optional
+        The first u (by default the first merge that changes the valley count).
+    log : bool
+        Log-scale heights and level slider.
+    server : trame Server, optional
+        A server to build on (a new one by default).
+    window_size : (int, int)
+        Pixels of the rendered view.
+
+    Attributes
+    ----------
+    server, state, ui, view (LevelView)
+    """
+
+    def __init__(self, scene: Scene, levels: Levels, details: list, *, level: float | None = None, log: bool = False,
+                 server=None, window_size=(900, 680), curvature=None):
+        from trame.app import get_server
+
+        self.scene, self.levels, self.details = scene, levels, details
+        self._curvature = curvature
+        merges = levels.merges()
+        if level is None:
+            level = merges[0]["level"] if merges else levels.graph.global_loss
+        self.view = LevelView(scene, levels, level, log=log, window_size=window_size)
+        self.view.label_paths()
+        self.server = server or get_server(f"landscape-explore-{id(self)}", client_type="vue3")
+        self.state, ctrl = self.server.state, self.server.controller
+        self.labels = [m.label for m in self.view.minima]
+        self._pinned = level
+        self.state.update({"position": levels.position(level, log=log), "log_scale": bool(log),
+                           "show_trajectories": True, "counts": "", "tree_src": "", "selected": "",
+                           "minimum_colors": [""] * len(self.labels), "path_rows": [], "level_text": "",
+                           "range_low": "", "range_high": ""})
+        self._merges = merges
+        self._tree = None
+        self.state.change("position", "log_scale")(self._on_position)
+        self.state.change("show_trajectories")(self._on_trajectories)
+        ctrl.goto_level = self.goto
+        ctrl.select_minimum = self.select
+        ctrl.tree_click = self._on_tree_click
+        self.ui = self._layout()
+        self._update(level)
+
+    # ------------------------------------------------------------- level
+    @property
+    def level(self) -> float:
+        return self.view.level
+
+    def goto(self, level: float) -> None:
+        """Move u to ``level`` exactly (the slider goes to the nearest position)."""
+        level = float(level)
+        self._pinned = level
+        with self.state:
+            self.state.position = self.levels.position(level, log=self.state.log_scale)
+        self._update(level)
+
+    def _on_position(self, position, log_scale, **_):
+        pinned = self._pinned
+        self._pinned = None
+        if pinned is not None and self.levels.position(pinned, log=log_scale) == int(position):
+            level = pinned  # set exactly (a merge's level, a click on the tree): keep it exact
+        else:
+            level = self.levels.level(position, log=log_scale)
+        self._update(level)
+
+    def _update(self, level: float) -> None:
+        at = self.view.set_level(level)
+        low, high = self.levels.range(log=self.state.log_scale)
+        minima = dict(zip(self.labels, self.levels.graph.losses.tolist()))
+        merges = [(self.labels[m.i], self.labels[m.j], m.level) for m in self.levels.graph.merges()]
+        floor = self.levels.log_low if self.state.log_scale else None
+        colors = dict(zip(self.labels, (valley_color(k) for k in at.valley_of)))
+        self._tree = tree_image(minima, merges, level=level, tol=self.levels.tol, log_floor=floor, title="merge tree",
+                                size=(420, 380), colors=colors)
+        self.state.update({
+            "counts": at.text(), "level_text": f"u = {level:.6g}",
+            "range_low": f"{low:.4g}", "range_high": f"{high:.4g}",
+            "tree_src": "data:image/png;base64," + base64.b64encode(self._tree.png).decode(),
+            "minimum_colors": [valley_color(k) for k in at.valley_of],
+            "path_rows": [{"text": _path_row(c, below), "lit": below}
+                          for c, below in zip(self.view.paths, self.view.path_below(level))]})
+        self.server.controller.view_update()
+
+    def _on_tree_click(self, x, y, width, height):
+        if self._tree is None or not width or not height:
+            return
+        w, h = self._tree.size
+        level = self._tree.level_at(float(x) * w / float(width), float(y) * h / float(height))
+        if level is not None and math.isfinite(level):
+            self.goto(level)
+
+    def _on_trajectories(self, show_trajectories, **_):
+        self.view.show_trajectories(show_trajectories)
+        self.server.controller.view_update()
+
+    # ------------------------------------------------------------- minima
+    def select(self, index: int) -> None:
+        """Show what is known of minimum ``index``: file, loss, gradient norm, curvature."""
+        d = dict(self.details[int(index)])
+        if "hessian_top" not in d and self._curvature is not None:
+            d.update(self._curvature(int(index)))
+            self.details[int(index)] = d
+        at = self.levels.at(self.level)
+        k = at.valley_of[int(index)]
+        where = "above u" if k is None else f"valley {k + 1}" + (" (spurious)" if at.spurious[k] else "")
+        lines = [f"{self.labels[int(index)]} — {where}", f"file: {d.get('file', '-')}", f"loss: {d['loss']:.6g}",
+                 f"|grad L|: {_num(d.get('grad_norm'))}",
+                 f"Hessian top eigenvalue: {_num(d.get('hessian_top'))}",
+                 f"Hessian trace: {_num(d.get('hessian_trace'))}"]
+        self.state.selected = "\n".join(lines)
+
+    # ------------------------------------------------------------- page
+    def _layout(self):
+        from trame.ui.vuetify3 import SinglePageLayout
+        from trame.widgets import html, vuetify3 as v3
+        from trame_pyvista import PyVistaRemoteView
+
+        with SinglePageLayout(self.server, full_height=True) as layout:
+            layout.title.set_text(f"landscape explore — {self.scene.problem.name}")
+            layout.icon.hide()
+            with layout.toolbar:
+                v3.VSpacer()
+                v3.VSwitch(v_model=("log_scale",), label="log scale", hide_details=True, density="compact",
+                           classes="mx-2", style="max-width: 150px")
+                v3.VSwitch(v_model=("show_trajectories",), label="trajectories", hide_details=True, density="compact",
+                           classes="mx-2", style="max-width: 170px", disabled=not self.view.trajectories)
+            with layout.content:
+                with html.Div(style="display: flex; height: 100%; gap: 12px; padding: 8px"):
+                    with html.Div(style="flex: 1 1 auto; display: flex; flex-direction: column; min-width: 0"):
+                        with html.Div(style="display: flex; align-items: center; gap: 10px"):
+                            html.Span("{{ range_low }}", id="level-low", style="font-size: 13px")
+                            with html.Div(id="level-slider", style="flex: 1 1 auto"):
+                                v3.VSlider(v_model=("position",), min=0, max=STEPS, step=1, hide_details=True,
+                                           color="primary")
+                            html.Span("{{ range_high }}", id="level-high", style="font-size: 13px")
+                        html.Div("{{ counts }}", id="valley-counts",
+                                 style="font-size: 20px; font-weight: 600; margin: 2px 0 6px 4px")
+                        with html.Div(style="flex: 1 1 auto; min-height: 420px; position: relative"):
+                            view = PyVistaRemoteView(self.view.plotter, interactive_ratio=1, still_ratio=1)
+                            self.server.controller.view_update = view.update
+                    with html.Div(style="flex: 0 0 440px; overflow-y: auto; font-size: 14px"):
+                        html.Div("Merge tree (click a merge to move u there)", style="font-weight: 600")
+                        html.Img(src=("tree_src",), id="merge-tree", style="width: 420px; cursor: pointer",
+                                 click=(self._on_tree_click, "[$event.offsetX, $event.offsetY, "
+                                                             "$event.target.clientWidth, $event.target.clientHeight]"))
+                        with html.Div(style="margin: 4px 0"):
+                            for k, m in enumerate(self._merges):
+                                v3.VChip(f"{m['level']:.4g}: {m['before']} → {m['after']} valleys", size="small",
+                                         classes="ma-1", id=f"merge-{k}", click=(self.goto, f"[{m['level']!r}]"))
+                        html.Div("Minima (click for details; colour = valley at u)", style="font-weight: 600")
+                        with html.Div(style="margin: 4px 0"):
+                            for k, label in enumerate(self.labels):
+                                with v3.VChip(size="small", classes="ma-1", variant="outlined", id=f"minimum-{k}",
+                                              click=(self.select, f"[{k}]")):
+                                    html.Span(style=(f"{{ background: minimum_colors[{k}], width: '12px', "
+                                                     "height: '12px', borderRadius: '6px', marginRight: '6px', "
+                                                     "border: '1px solid #555', display: 'inline-block' }",))
+                                    html.Span(label)
+                        html.Pre("{{ selected }}", id="minimum-details",
+                                 style="white-space: pre-wrap; font-size: 13px; margin: 4px 0")
+                        if self.view.paths:
+                            html.Div("Paths (lit when their certified max is ≤ u)", style="font-weight: 600")
+                            html.Div("{{ row.text }}", v_for="row in path_rows",
+                                     style=("{ opacity: row.lit ? 1 : 0.5, margin: '2px 0' }",))
+        return layout
+
+    # ------------------------------------------------------------- serving
+    def start(self, *, port: int = 0, host: str = "127.0.0.1", open_browser: bool = True, **options) -> None:
+        """Serve the page on ``host``:``port`` (0: a free port) until interrupted (Ctrl-C)."""
+        self.server.start(port=port, host=host, open_browser=open_browser, show_connection_info=False,
+                          disable_logging=True, **options)
+
+    def _ipython_display_(self):  # in a notebook, the page in an output cell
+        self.ui._ipython_display_()
+
+    def close(self) -> None:
+        self.view.close()
+
+
+def _num(value) -> str:
+    return "not known" if value is None else f"{value:.4g}"
+
+
+def _path_row(curve, below: bool) -> str:
+    return path_label(curve) + ("; below u" if below else "; above u")
+
+
+def explore(checkpoints=(), *, paths=(), problem=None, valleys=None, level: float | None = None, log: bool = False,
+            trajectories: bool = True, tol: float | None = None, seed: int = 0, device="cpu",
+            dtype: torch.dtype = torch.float32, window_size=(900, 680), server=None, **scene_options) -> Explorer:
+    """The level-set explorer of minima, paths and trajectories: a trame app, for the browser or a notebook.
+
+    Parameters
+    ----------
+    checkpoints : sequence of str or path
+        Minima (``landscape train``); with none, the known minima of an analytic ``problem``.
+    paths : sequence of str or path
+        Path files (``landscape connect``), drawn as tubes at their own losses.
+    problem : Problem, optional
+        For state_dicts and user problems, or alone an analytic problem (``ring``, ``himmelblau``).
+    valleys : str or path, optional
+        A valley graph written by ``landscape valleys FILES -o graph.json``; by default the merge tree
+        is computed here as ``landscape valleys FILES`` computes it (same defaults, seed ``seed``).
+    level : float, optional
+        The first u (default: the lowest merge that changes the valley count).
+    log : bool
+        Heights, colours and the level slider on a log scale.
+    tol : float, optional
+        Spurious tolerance (:func:`landscape.valleys.spurious_tolerance` by default).
+    **scene_options
+        ``plane``, ``plane_options``, ``grid``, ``span``, ``split``, ``cache``, ``generator``,
+        ``progress``: see :func:`landscape.build_scene` (the surface cache is ``render``'s).
+
+    Returns
+    -------
+    Explorer
+        ``.start(port=..., open_browser=...)`` serves it; in a notebook, display it.
+    """
+    from ..minima.curvature import minimum_metrics
+    from ..paths.files import load_path
+    from ..problems.checkpoint import load_checkpoint
+    from ..valleys.graph import read_graph
+    from ..valleys.search import find_valleys
+    from ..views.scene import build_scene, scene_from_files
+
+    files = [str(f) for f in checkpoints]
+    if files:
+        cks = [load_checkpoint(f, problem=problem) for f in files]
+        problem = cks[0].problem
+        thetas = torch.stack([ck.theta for ck in cks])
+        grads = [ck.grad_norm for ck in cks]
+        scene = scene_from_files(files, paths=paths, problem=problem, trajectories=trajectories, device=device,
+                                 dtype=dtype, **scene_options)
+    elif problem is not None and hasattr(problem, "minima"):
+        thetas = problem.minima.double()
+        files = [f"min {i + 1}" for i in range(thetas.shape[0])]
+        grads = [None] * len(files)
+        found = {FilePath(f).stem: load_path(f, problem=problem)[0] for f in paths}
+        scene = build_scene(problem, minima=dict(zip(files, thetas)), paths=found, device=device, dtype=dtype,
+                            **scene_options)
+    else:
+        raise LandscapeError("nothing to explore: give checkpoints of minima, or --problem NAME of an analytic "
+                             "problem (ring, himmelblau, double_well)")
+    thetas = thetas.to(device, dtype)
+    if valleys is not None:
+        graph = read_graph(valleys, problem, thetas, files)
+    else:
+        graph, _ = find_valleys(problem, thetas, names=files, generator=torch.Generator().manual_seed(seed))
+    missing = [i for i, g in enumerate(grads) if g is None]
+    if missing:  # one batched call for the minima whose files do not say
+        _, grad = problem.loss_and_grad(thetas[missing])
+        for i, g in zip(missing, grad.norm(dim=1).tolist()):
+            grads[i] = g
+    details = [{"file": f, "loss": float(graph.losses[i]), "grad_norm": grads[i],
+                **{k: graph.graph.nodes[i][k] for k in ("hessian_top", "hessian_trace") if k in graph.graph.nodes[i]}}
+               for i, f in enumerate(files)]
+
+    def curvature(i):
+        m = minimum_metrics(problem, thetas[i:i + 1], generator=torch.Generator().manual_seed(0))[0]
+        return {"hessian_top": m["hessian_top"], "hessian_trace": m["hessian_trace"]}
+
+    finite = scene.surface.losses[torch.isfinite(scene.surface.losses)]
+    extra = [float(finite.min()), float(finite.max())] if finite.numel() else []
+    extra += [c.figures["max_loss"] for c in scene.curves if c.kind == "path"]
+    levels = Levels.of(graph, tol=tol, losses=extra)
+    return Explorer(scene, levels, details, level=level, log=log, server=server, window_size=window_size,
+                    curvature=curvature)
