@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import bounds
-from .mlp import mlp_forward, mlp_plan
+from .mlp import NARROW, mlp_forward, mlp_plan
 from .batchnorm import Tape, recomputing_copy
 from .._errors import LandscapeError
 from .._registry import Registry
@@ -223,9 +223,16 @@ class NetworkProblem(Problem):
         x, y = self._device_data(split, coords.device, coords.dtype)
         (w0, b0, acts0), rest = self._mlp[0], self._mlp[1:]
         basis = self.layout.unflatten(torch.cat([origin[None], directions]))  # [1 + k, ...]
-        h_basis = torch.matmul(x, basis[w0].transpose(1, 2))  # [1 + k, N, h1]
-        if b0 is not None:
-            h_basis = h_basis + basis[b0].unsqueeze(1)
+        # narrow networks run feature-major (see mlp_forward): their first layer is built that way too
+        feature = rest and max(max(self.layout.shapes[self.layout.names.index(w)]) for w, _, _ in rest) <= NARROW
+        if feature:
+            h_basis = torch.matmul(basis[w0], x.T)  # [1 + k, h1, N]
+            if b0 is not None:
+                h_basis = h_basis + basis[b0].unsqueeze(2)
+        else:
+            h_basis = torch.matmul(x, basis[w0].transpose(1, 2))  # [1 + k, N, h1]
+            if b0 is not None:
+                h_basis = h_basis + basis[b0].unsqueeze(1)
         flat_basis = h_basis.reshape(h_basis.shape[0], -1)
         size = self.chunk_size(x.shape[0], coords.device, coords.dtype)
         mask = self._decay.to(coords.device) if self.weight_decay else None
@@ -237,6 +244,7 @@ class NetworkProblem(Problem):
             for act in acts0:
                 h = act(h)
             thetas = origin + c @ directions
+            h = h.transpose(1, 2) if feature else h  # [m, N, h1], a view of the feature-major values
             value = self._batched_loss(mlp_forward(rest, self.layout.unflatten(thetas), h), y.expand(m, *y.shape))
             if mask is not None:
                 value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
