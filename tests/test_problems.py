@@ -334,3 +334,23 @@ def test_memory_estimate_refuses_what_cannot_fit(monkeypatch):
         make_problem("digits_mlp")
     monkeypatch.setattr(checks, "available_memory", lambda: None)  # unknown: nothing refused
     assert make_problem("moons_mlp", n_train=20, n_test=10).dim > 0
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_narrow_networks_run_feature_major_with_the_same_values(k, monkeypatch):
+    """Layers of at most NARROW units run as [K, units, N]: the losses, gradients and planes are those of the
+    row-major products, to float rounding."""
+    import sys
+
+    mlp_module = sys.modules["landscape.problems.mlp"]
+    problem = make_problem("quadratic_regression", n_train=300, n_test=10)
+    thetas = problem.init(torch.Generator().manual_seed(1), n=k).double()
+    origin, dirs = thetas[0], torch.randn(2, problem.dim, generator=torch.Generator().manual_seed(2)).double()
+    coords = torch.rand(7, 2, generator=torch.Generator().manual_seed(3)).double()
+    feature = problem.loss_and_grad(thetas), problem.loss_on_plane(origin, dirs, coords)
+    monkeypatch.setattr(mlp_module, "NARROW", 0)  # every layer row-major
+    row = problem.loss_and_grad(thetas), problem.loss_on_plane(origin, dirs, coords)
+    torch.testing.assert_close(feature[0][0], row[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(feature[0][1], row[0][1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(feature[1], row[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(feature[1], problem.loss(origin + coords @ dirs), rtol=1e-12, atol=1e-12)
