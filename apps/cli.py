@@ -11,7 +11,7 @@ from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
                       device_option, echo_json, echo_raw_names, file_problem_option, json_option, parse_params, parse_seeds,
-                      problem_options, table)
+                      problem_options, quiet_option, table)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,10 +63,11 @@ def problems(as_json):
 @click.option("--no-trajectory", is_flag=True, help="Do not store the trajectory in the checkpoints.")
 @click.option("--float64", is_flag=True, help="Train in double precision.")
 @click.option("--overwrite", is_flag=True, help="Retrain seeds whose checkpoints already exist.")
+@quiet_option
 @device_option
 @json_option
 def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps, until_loss, batch_size,
-          record_every, max_records, polish_steps, no_trajectory, float64, overwrite, device, as_json):
+          record_every, max_records, polish_steps, no_trajectory, float64, overwrite, quiet, device, as_json):
     """Train minima of PROBLEM (default: digits_mlp), all seeds batched, one checkpoint per seed.
 
     Without --until-loss the seeds are minima: after the optimiser's steps, seeds short of the
@@ -79,7 +80,7 @@ def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps
         lr=lr, momentum=momentum, steps=steps, until_loss=until_loss, batch_size=batch_size,
         record_every=record_every, max_records=max_records, polish_steps=polish_steps,
         device=landscape.resolve_device(device),
-        dtype=torch.float64 if float64 else torch.float32, progress=True)
+        dtype=torch.float64 if float64 else torch.float32, progress=not quiet)
     if as_json:
         echo_json(rows)
         return
