@@ -190,10 +190,11 @@ def bench(k, seconds, extra, beads, bead_steps, device, as_json):
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
     click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
     click.echo(table([[r["problem"], r["k"], r["chunk"], f"{r['batched_points_per_s']:.0f}",
-                       f"{r['loop_points_per_s']:.0f}", f"{r['batched_gflops']:.1f}", f"{r['loop_gflops']:.1f}",
-                       f"{r['speedup']:.2f}x"] for r in rows],
-                     ["problem", "K", "chunk", "batched pts/s", "loop pts/s", "batched GF/s", "loop GF/s",
-                      "speedup"]))
+                       f"{r['loop_points_per_s']:.0f}",
+                       "-" if r["plain_points_per_s"] is None else f"{r['plain_points_per_s']:.0f}",
+                       f"{r['batched_gflops']:.1f}", f"{r['loop_gflops']:.1f}", f"{r['speedup']:.2f}x"] for r in rows],
+                     ["problem", "K", "chunk", "batched pts/s", "loop pts/s", "nn.Module pts/s", "batched GF/s",
+                      "loop GF/s", "speedup"]))
     click.echo(f"one DSS round: {beads} beads x {bead_steps} descent steps, then every segment checked densely:")
     click.echo(table([[r["problem"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
                        f"{r['bead_by_bead_s']:.3f}", f"{r['speedup']:.2f}x"] for r in rounds],

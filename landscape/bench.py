@@ -46,14 +46,39 @@ def evaluator_throughput(problem: Problem, k: int = 64, *, device="cpu", min_sec
     thetas = problem.init(torch.Generator().manual_seed(0), n=k, device=device)
     t_batched = timeit(lambda: problem.loss_and_grad(thetas), min_seconds=min_seconds)
     t_loop = timeit(lambda: [problem.loss_and_grad(thetas[i:i + 1]) for i in range(k)], min_seconds=min_seconds)
+    t_plain = plain_module_seconds(problem, thetas[0], min_seconds=min_seconds)
     flops = getattr(problem, "flops_per_point", lambda: float("nan"))() * 3 * k
     return {
+        "plain_points_per_s": 1 / t_plain if t_plain else None,
         "problem": repr(problem), "k": k, "dim": problem.dim, "chunk": problem.chunk_size(
             problem.n_samples(), torch.device(device)),
         "batched_points_per_s": k / t_batched, "loop_points_per_s": k / t_loop,
         "batched_gflops": flops / t_batched / 1e9, "loop_gflops": flops / t_loop / 1e9,
         "speedup": t_loop / t_batched,
     }
+
+
+def plain_module_seconds(problem: Problem, theta: torch.Tensor, *, min_seconds: float = 0.5) -> float | None:
+    """Seconds of one forward and backward pass of the problem's own ``nn.Module`` at ``theta`` on the training
+    split — what a user's loop over points costs — or None for a problem without a module (or with BatchNorm)."""
+    import copy
+
+    module, data = getattr(problem, "module_", None), getattr(problem, "_splits", None)
+    if module is None or not data or getattr(problem, "bn", None) is not None:
+        return None
+    module = copy.deepcopy(module).to(theta.device, theta.dtype)
+    with torch.no_grad():
+        for p, value in zip(module.parameters(), problem.layout.unflatten(theta[None]).values()):
+            p.copy_(value[0])
+    x, y = (t.to(theta.device) for t in data["train"])
+    x = x.to(theta.dtype)
+    y = y.to(theta.dtype) if y.is_floating_point() else y
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        problem._batched_loss(module(x).unsqueeze(0), y.unsqueeze(0))[0].backward()
+
+    return timeit(step, min_seconds=min_seconds)
 
 
 def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resolution: int = 32, device="cpu",

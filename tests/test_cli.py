@@ -83,10 +83,30 @@ def test_bench_prints_batched_loop_and_peak(run):
     assert any("quadratic_regression" in n for n in names) and any("width=512" in n for n in names)
     for row in report["evaluator"]:
         assert row["batched_points_per_s"] > 0 and row["loop_points_per_s"] > 0 and row["batched_gflops"] > 0
+        assert row["plain_points_per_s"] > 0  # the problem's own nn.Module, forward and backward
     # one DSS round, 3 beads x 2 steps (+ the beads' last check) then 6 segments checked at 32 + the last knot
     for row in report["path_refinement"]:
         assert row["beads"] == 3 and row["evaluations"] == 3 * 3 + 6 * 32 + 1
         assert row["batched_s"] > 0 and row["bead_by_bead_s"] > 0
+
+
+def test_the_plain_module_of_the_bench_computes_the_problems_loss():
+    """The bench's nn.Module baseline is the same function: its loss at θ is the problem's (so its speed is
+    comparable), and its gradient too."""
+    import copy
+
+    problem = landscape.make_problem("moons_mlp", width=6, n_train=50, n_test=10)
+    theta = problem.init(torch.Generator().manual_seed(0))
+    module = copy.deepcopy(problem.module_)
+    with torch.no_grad():
+        for p, value in zip(module.parameters(), problem.layout.unflatten(theta[None]).values()):
+            p.copy_(value[0])
+    x, y = problem._splits["train"]
+    value = problem._batched_loss(module(x).unsqueeze(0), y.unsqueeze(0))[0]
+    value.backward()
+    loss, grad = problem.loss_and_grad(theta)
+    torch.testing.assert_close(value.detach(), loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(torch.cat([p.grad.flatten() for p in module.parameters()]), grad, rtol=1e-5, atol=1e-6)
 
 
 def test_version_answers_without_importing_torch():
