@@ -75,7 +75,7 @@ def mean_value(fn, slope, critical=(), slack: float = 0.0):
         seen = torch.stack([slope(lo), slope(hi)] + [slope(torch.clamp(torch.full_like(zc, p), lo, hi))
                                                      for p in critical])
         change = torch.maximum(seen.max(0).values - dc, dc - seen.min(0).values)
-        return fn(zc), dc * zs, dc * zr + change * rho + slack
+        return fn(zc), dc * zs, dc.abs() * zr + change * rho + slack  # GELU's slope can be negative
     return relax
 
 
@@ -95,11 +95,23 @@ def _gelu_slope(z):
 
 
 def softplus(beta: float = 1.0, threshold: float = 20.0):
-    """Relaxation of torch's softplus: (1/β)·log(1 + e^{βz}), replaced by z where βz > threshold. Its slope
-    σ(βz) is increasing (no critical point); the switch to z moves the value by at most log(1 + e^{−threshold})/β,
-    counted twice in the remainder (at the centre and anywhere on the piece)."""
+    """Relaxation of torch's softplus: g(z) = (1/β)·log(1 + e^{βz}), replaced by z where βz > threshold.
+
+    Where the piece stays below the switch, g's mean-value form (its slope σ(βz) is increasing: no
+    critical point); where it stays above, the identity, exactly; where it straddles the switch, g's form
+    plus twice the largest gap |z − g(z)| = log(1 + e^{−threshold})/β there (at the centre and anywhere).
+    """
     gap = 2 * math.log1p(math.exp(-threshold)) / beta
-    return mean_value(lambda z: F.softplus(z, beta, threshold), lambda z: torch.sigmoid(beta * z), slack=gap)
+    smooth = mean_value(lambda z: F.softplus(z, beta, threshold), lambda z: torch.sigmoid(beta * z))
+
+    def relax(zc, zs, zr):
+        rho = zs.abs() + zr
+        c, v, r = smooth(zc, zs, zr)
+        above = beta * (zc - rho) > threshold
+        straddles = ~above & (beta * (zc + rho) > threshold)
+        return (torch.where(above, zc, c), torch.where(above, zs, v),
+                torch.where(above, zr, r + straddles.to(r.dtype) * gap))
+    return relax
 
 
 #: Relaxation of each activation the hand-batched MLP evaluator runs.

@@ -74,6 +74,9 @@ FUNCTIONS = {torch.relu: bounds.leaky_relu(0.0), F.relu: bounds.leaky_relu(0.0),
              F.sigmoid: bounds.RELAXATIONS[torch.sigmoid], bounds.square: bounds.RELAXATIONS[bounds.square]}
 METHODS = {"relu": FUNCTIONS[torch.relu], "tanh": FUNCTIONS[torch.tanh], "sigmoid": FUNCTIONS[torch.sigmoid]}
 SHAPES = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"}
+#: Functions that are linear maps with non-negative weights (averages over dimensions other than the batch's).
+AVERAGES = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+            F.adaptive_avg_pool3d, torch.flatten, torch.mean}
 
 
 def activation(m: nn.Module):
@@ -110,7 +113,7 @@ def _module_reason(m: nn.Module) -> str | None:
 
 def _function_reason(node) -> str | None:
     target = node.target
-    if target in FUNCTIONS or target in (operator.add, operator.sub, torch.add, torch.flatten, operator.mul,
+    if target in FUNCTIONS or target in AVERAGES or target in (operator.add, operator.sub, torch.add, operator.mul,
                                          operator.truediv, operator.getitem, getattr):
         return None
     if target in (F.leaky_relu,) and 0 <= (node.args[1] if len(node.args) > 1 else
@@ -135,7 +138,7 @@ def graph_plan(module: nn.Module):
             reason = _module_reason(gm.get_submodule(node.target))
         elif node.op == "call_function":
             reason = _function_reason(node)
-        elif node.op == "call_method" and node.target not in SHAPES | set(METHODS) | {"size", "add", "dim"}:
+        elif node.op == "call_method" and node.target not in SHAPES | set(METHODS) | {"size", "add", "dim", "mean"}:
             reason = f"method .{node.target}()"
         elif node.op == "get_attr":
             reason = f"direct use of the tensor {node.target}"
@@ -245,21 +248,37 @@ def _call_module(m, x, name, centre, half, n):
     return _act(x, activation(m))
 
 
+def _scale(x: Model, k: float) -> Model:
+    return Model(x.c * k, None if x.s_ is None else x.s_ * k, None if x.r is None else x.r * abs(k))
+
+
 def _combine(target, a, b):
-    """``a ± b`` or ``a · b``, ``a / b`` where one side may be a constant (never both models, except x·x)."""
+    """``a ± b``, ``a · b`` or ``a / b`` of models and constants (a product of two models only as x·x)."""
     if target in (operator.mul, operator.truediv):
         if isinstance(a, Model) and a is b and target is operator.mul:
             return _act(a, bounds.RELAXATIONS[bounds.square])
-        if isinstance(b, Model) or not isinstance(b, (int, float)):
-            raise _Unsupported("a product of two values that both depend on the parameters")
-        k = b if target is operator.mul else 1.0 / b
-        return Model(a.c * k, None if a.s_ is None else a.s_ * k, None if a.r is None else a.r * abs(k))
+        if target is operator.mul and not isinstance(a, Model):
+            a, b = b, a
+        if not isinstance(a, Model) or not isinstance(b, (int, float)):
+            raise _Unsupported("a product or quotient that is not a value times a number")
+        return _scale(a, b if target is operator.mul else 1.0 / b)
     sign = -1.0 if target is operator.sub else 1.0
     if isinstance(a, Model) and isinstance(b, Model):
         return Model(a.c + sign * b.c, _add(a.s_, None if b.s_ is None else sign * b.s_), _add(a.r, b.r))
     if isinstance(a, Model):
         return Model(a.c + sign * b, a.s_, a.r)
-    raise _Unsupported("a constant minus a value")
+    return Model(a + sign * b.c, None if b.s_ is None else sign * b.s_, b.r)
+
+
+def _average(fn, args, kwargs):
+    """A pooling function, ``flatten`` or ``mean`` on every part; a mean must keep the batch dimension."""
+    x = args[0]
+    if fn is torch.mean:
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = [dims] if isinstance(dims, int) else dims
+        if dims is None or any(d % x.c.dim() == 0 for d in dims):
+            raise _Unsupported("a mean over the batch")
+    return x.map(lambda t: fn(t, *args[1:], **kwargs))
 
 
 class _Unsupported(Exception):
@@ -288,8 +307,8 @@ def propagate(gm, params: tuple[dict, dict], x: torch.Tensor, p: int) -> Model:
                                                                     kwargs.get("negative_slope", 0.01))))
         elif node.op == "call_function" and node.target is F.gelu:
             env[node.name] = _act(args[0], bounds.GELU)
-        elif node.op == "call_function" and node.target is torch.flatten:
-            env[node.name] = args[0].map(lambda t: torch.flatten(t, *args[1:], **kwargs))
+        elif node.op == "call_function" and node.target in AVERAGES:
+            env[node.name] = _average(node.target, args, kwargs)
         elif node.op == "call_function" and node.target in (operator.getitem, getattr):
             if isinstance(args[0], Model) and node.target is operator.getitem:
                 raise _Unsupported("indexing a value")
@@ -298,6 +317,8 @@ def propagate(gm, params: tuple[dict, dict], x: torch.Tensor, p: int) -> Model:
             env[node.name] = _combine(operator.add if node.target is torch.add else node.target, *args)
         elif node.op == "call_method" and node.target in METHODS:
             env[node.name] = _act(args[0], METHODS[node.target])
+        elif node.op == "call_method" and node.target == "mean":
+            env[node.name] = _average(torch.mean, args, kwargs)
         elif node.op == "call_method" and node.target == "add":
             env[node.name] = _combine(operator.add, *args)
         elif node.op == "call_method" and isinstance(args[0], Model):
