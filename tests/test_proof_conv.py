@@ -203,3 +203,23 @@ def test_a_digits_cnn_pair_is_proven_with_frozen_batchnorm_and_checked_densely_w
     recomputed = landscape.connect(problem, a, b, method="linear", level=1e3)
     assert recomputed.status == "connected" and recomputed.certificate == "grid" and recomputed.spacing > 0
     assert recomputed.info["proof"]["status"] == "unsupported" and "frozen" in recomputed.info["proof"]["reason"]
+
+
+class BatchMean(nn.Module):
+    """Subtracts the mean over the batch: traced fine, refused only while propagating."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.fc(x - x.mean(0, keepdim=True))
+
+
+def test_an_operation_refused_while_propagating_turns_the_proof_off_with_its_reason():
+    problem = landscape.from_module(BatchMean(), (torch.randn(4, 2), torch.zeros(4, 1)), "mse")
+    assert problem.bounds_unavailable() is None
+    thetas = problem.init(torch.Generator().manual_seed(0), n=2)
+    proof = prove_below(problem, thetas, 1e6)
+    assert proof.status == "unsupported" and "mean over the batch" in proof.reason
+    assert "mean over the batch" in problem.bounds_unavailable()

@@ -24,7 +24,7 @@ from .._errors import LandscapeError
 from .._registry import Registry
 from .layout import Layout
 from .problem import Problem
-from .traced import graph_plan, traced_segment_bounds
+from .traced import Unsupported, graph_plan, traced_segment_bounds
 
 
 # ---------------------------------------------------------------- batched losses
@@ -210,8 +210,12 @@ class NetworkProblem(Problem):
         size = bounds.pieces_per_batch(data[0].shape[0], width, start.device)
         run = functools.partial(bounds.mlp_segment_bounds, self._mlp) if self._mlp is not None else \
             functools.partial(traced_segment_bounds, self._traced[0])
-        return torch.cat([run(self.layout, data, self.loss_name, a, b, decay_mask=self._decay,
-                              weight_decay=self.weight_decay) for a, b in zip(start.split(size), end.split(size))])
+        try:
+            return torch.cat([run(self.layout, data, self.loss_name, a, b, decay_mask=self._decay,
+                                  weight_decay=self.weight_decay) for a, b in zip(start.split(size), end.split(size))])
+        except Unsupported as err:  # found only while running: no proof from now on, and why
+            self._traced = (None, f"{err} has no bound propagation")
+            return None
 
     def bounds_unavailable(self) -> str | None:
         """Why :meth:`segment_bounds` cannot bound this problem's loss, or None when it can."""

@@ -260,7 +260,7 @@ def _combine(target, a, b):
         if target is operator.mul and not isinstance(a, Model):
             a, b = b, a
         if not isinstance(a, Model) or not isinstance(b, (int, float)):
-            raise _Unsupported("a product or quotient that is not a value times a number")
+            raise Unsupported("a product or quotient that is not a value times a number")
         return _scale(a, b if target is operator.mul else 1.0 / b)
     sign = -1.0 if target is operator.sub else 1.0
     if isinstance(a, Model) and isinstance(b, Model):
@@ -277,12 +277,12 @@ def _average(fn, args, kwargs):
         dims = args[1] if len(args) > 1 else kwargs.get("dim")
         dims = [dims] if isinstance(dims, int) else dims
         if dims is None or any(d % x.c.dim() == 0 for d in dims):
-            raise _Unsupported("a mean over the batch")
+            raise Unsupported("a mean over the batch")
     return x.map(lambda t: fn(t, *args[1:], **kwargs))
 
 
-class _Unsupported(Exception):
-    pass
+class Unsupported(Exception):
+    """An operation met while propagating that the plan could not rule out beforehand (e.g. a mean over the batch)."""
 
 
 def propagate(gm, params: tuple[dict, dict], x: torch.Tensor, p: int) -> Model:
@@ -311,7 +311,7 @@ def propagate(gm, params: tuple[dict, dict], x: torch.Tensor, p: int) -> Model:
             env[node.name] = _average(node.target, args, kwargs)
         elif node.op == "call_function" and node.target in (operator.getitem, getattr):
             if isinstance(args[0], Model) and node.target is operator.getitem:
-                raise _Unsupported("indexing a value")
+                raise Unsupported("indexing a value")
             env[node.name] = node.target(args[0].c if isinstance(args[0], Model) else args[0], *args[1:])
         elif node.op == "call_function":
             env[node.name] = _combine(operator.add if node.target is torch.add else node.target, *args)
@@ -328,22 +328,20 @@ def propagate(gm, params: tuple[dict, dict], x: torch.Tensor, p: int) -> Model:
             env[node.name] = getattr(args[0], node.target)(*args[1:], **kwargs)
         elif node.op == "output":
             return args[0]
-    raise _Unsupported("the graph has no output")
+    raise Unsupported("the graph has no output")
 
 
 def traced_segment_bounds(gm, layout: Layout, data, loss_name: str, start: torch.Tensor, end: torch.Tensor, *,
                           decay_mask: torch.Tensor | None = None, weight_decay: float = 0.0) -> torch.Tensor:
     """Upper bounds of a traced network's loss on each segment ``start[p] → end[p]`` (as
-    :func:`.bounds.mlp_segment_bounds`; shapes (P, D) → (P,), float64, non-finite where it overflowed)."""
+    :func:`.bounds.mlp_segment_bounds`; shapes (P, D) → (P,), float64, non-finite where it overflowed).
+    Raises :class:`Unsupported` at an operation the plan could not rule out beforehand."""
     dev = start.device
     x, y = (t.to(dev, torch.float64) if t.is_floating_point() else t.to(dev) for t in data)
     start, end = start.to(torch.float64), end.to(torch.float64)
     p, n = start.shape[0], x.shape[0]
     params = layout.unflatten((start + end) / 2), layout.unflatten((end - start) / 2)
-    try:
-        out = propagate(gm, params, x, p)
-    except _Unsupported:
-        return torch.full((p,), float("nan"), dtype=torch.float64, device=dev)
+    out = propagate(gm, params, x, p)  # raises Unsupported
     oc, os_, orem = out.full()
     shape = (p, n, *oc.shape[1:])
     return bounds.loss_bound(oc.reshape(shape), os_.reshape(shape), orem.reshape(shape), y, loss_name, start, end,
