@@ -12,9 +12,16 @@ Zhang et al. 2018, where the perturbed quantity is the parameters, not the input
   through |W_c| + |W_h|.
 - ReLU: exact where a unit's sign is fixed on the piece; where it can change, the parallel chord
   relaxation relu(z) = λz + μ/2 ± μ/2 on [l, u] (λ = u/(u − l), μ = −lu/(u − l)).
-- tanh, sigmoid: the mean-value form σ(z) = σ(z_c) + σ'(z_c)(z − z_c) ± D·|z − z_c|, with D the
-  largest change of σ' over [l, u] (σ' is unimodal with its peak at 0).
+- leaky ReLU (0 ≤ α ≤ 1): α·z + (1 − α)·relu(z), the same chord.
+- tanh, sigmoid, GELU (z·Φ(z)): the mean-value form σ(z) = σ(z_c) + σ'(z_c)(z − z_c) ± D·|z − z_c|, with
+  D the largest change of σ' over [l, u], exact: σ' takes its extremes on [l, u] at l, u or a zero of
+  σ'' inside (0 for tanh and sigmoid, ±√2 for GELU, whose σ'' = φ(z)(2 − z²)).
+- softplus: the same form (σ' = sigmoid(βz) is monotone); exact where the piece lies past torch's switch
+  to the identity (βz > threshold), and widened by twice the switch's jump where it straddles it.
 - square: z² = z_c² + 2 z_c (z − z_c) + (z − z_c)², the last term in [0, ρ²].
+
+Networks beyond plain MLPs (convolutions, pooling, residual additions, frozen BatchNorm) are traced and
+propagated with these relaxations by :mod:`.traced`.
 
 The losses (cross-entropy, MSE, L1, exponential) are convex in the network's output, so with the
 remainders added in the direction that increases them, each sample's bound is a convex function of
