@@ -4,13 +4,14 @@ Every path :func:`landscape.connect` returns passes through :func:`certify`, whi
 certificates stands behind a ``connected``:
 
 - ``"bound"``: a proof. The problem bounds its loss over whole pieces of every segment
-  (:meth:`Problem.segment_bounds`, bound propagation for plain MLPs) and branch and bound
+  (:meth:`Problem.segment_bounds`, bound propagation for networks of known layers) and branch and bound
   (:mod:`.proof`) settles every piece below u: the loss is ≤ u at *every* point of the path
   (computed in float64 with a relative rounding guard of 1e-9).
 - ``"grid"``: a dense check. The loss at ``resolution`` points a segment, refined around the highest
   maxima, stays ≤ u; a feature narrower than the grid's ``spacing`` (the largest parameter-space
-  distance between checked points) can still hide. Problems without bounds get this one, and so
-  does a path whose proof ran out of budget (said in ``info["proof"]``).
+  distance between checked points) can still hide. Problems without bounds get this one (their
+  reason in ``info["proof"]``, status ``"unsupported"``), and so does a path whose proof ran out
+  of budget (said in ``info["proof"]``).
 
 A ``not_found`` path holds a point above u (or not finite) that was evaluated: that claim is certain.
 """
@@ -176,10 +177,12 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
         proof = prove_below(problem, path.points, path.level, budget=budget)
         spent = proof.evaluations
         if proof.status == "unsupported" and certificate == "bound":
-            raise LandscapeError(f"problem {problem.name!r} cannot bound its loss over segments (plain MLPs with a "
-                                 "standard loss can); use certificate 'grid' or 'auto'")
+            raise LandscapeError(f"problem {problem.name!r} cannot bound its loss over segments ({proof.reason}); "
+                                 "use certificate 'grid' or 'auto'")
         if proof.status != "unsupported":
             info["proof"] = proof.summary()
+        else:  # the dense check stands, and the result says why
+            info["proof"] = {"status": "unsupported", "reason": proof.reason}
         if proof.status == "proven":
             used, bound = "bound", proof.bound
         elif proof.status == "refuted":

@@ -43,6 +43,8 @@ class Proof:
     seconds : float
     witness : dict or None
         Refuted: ``segment`` (index), ``t`` (position in it, 0-1) and ``loss`` of a point above the level.
+    reason : str or None
+        Unsupported: why the problem has no bounds (:meth:`Problem.bounds_unavailable`).
     """
 
     status: str
@@ -53,12 +55,13 @@ class Proof:
     rounds: int = 0
     seconds: float = 0.0
     witness: dict | None = None
+    reason: str | None = None
 
     def summary(self) -> dict:
         """JSON-able figures."""
         return {"status": self.status, "level": self.level, "bound": self.bound, "pieces": self.pieces,
                 "evaluations": self.evaluations, "rounds": self.rounds, "seconds": self.seconds,
-                "witness": self.witness}
+                "witness": self.witness, "reason": self.reason}
 
 
 def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget: int = DEFAULT_BUDGET,
@@ -98,7 +101,8 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
         a, b = _at(p64, seg, t0), _at(p64, seg, t1)
         bounds = problem.segment_bounds(a, b)
         if bounds is None:
-            return Proof("unsupported", float(level), float("inf"), seconds=time.perf_counter() - clock)
+            return Proof("unsupported", float(level), float("inf"), seconds=time.perf_counter() - clock,
+                         reason=problem.bounds_unavailable() or "no bounds")
         out.pieces += seg.numel()
         out.rounds += 1
         settled = torch.isfinite(bounds) & (bounds <= level)

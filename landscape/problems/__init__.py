@@ -5,6 +5,8 @@
 - :mod:`.module` — :class:`NetworkProblem` from an ``nn.Module``, data and a loss (:func:`from_module`, :func:`mlp`,
   ``LOSSES``, BatchNorm policies ``BN_POLICIES``).
 - :mod:`.batchnorm` — BatchNorm with statistics recomputed at every point.
+- :mod:`.bounds`, :mod:`.traced` — upper bounds of the loss over whole segments (plain MLPs; traced conv and
+  residual nets), for proofs that a path stays below a level.
 - :mod:`.analytic`, :mod:`.networks`, :mod:`.user` — the embedded problems and ``package.module:factory`` ones;
   :mod:`.embedded` holds their registry ``PROBLEMS`` and :func:`make_problem`.
 - :mod:`.checkpoint` — checkpoint files: safe to load (``weights_only``), atomic to write.

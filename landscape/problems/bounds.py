@@ -12,9 +12,16 @@ Zhang et al. 2018, where the perturbed quantity is the parameters, not the input
   through |W_c| + |W_h|.
 - ReLU: exact where a unit's sign is fixed on the piece; where it can change, the parallel chord
   relaxation relu(z) = λz + μ/2 ± μ/2 on [l, u] (λ = u/(u − l), μ = −lu/(u − l)).
-- tanh, sigmoid: the mean-value form σ(z) = σ(z_c) + σ'(z_c)(z − z_c) ± D·|z − z_c|, with D the
-  largest change of σ' over [l, u] (σ' is unimodal with its peak at 0).
+- leaky ReLU (0 ≤ α ≤ 1): α·z + (1 − α)·relu(z), the same chord.
+- tanh, sigmoid, GELU (z·Φ(z)): the mean-value form σ(z) = σ(z_c) + σ'(z_c)(z − z_c) ± D·|z − z_c|, with
+  D the largest change of σ' over [l, u], exact: σ' takes its extremes on [l, u] at l, u or a zero of
+  σ'' inside (0 for tanh and sigmoid, ±√2 for GELU, whose σ'' = φ(z)(2 − z²)).
+- softplus: the same form (σ' = sigmoid(βz) is monotone); exact where the piece lies past torch's switch
+  to the identity (βz > threshold), and widened by twice the switch's jump where it straddles it.
 - square: z² = z_c² + 2 z_c (z − z_c) + (z − z_c)², the last term in [0, ρ²].
+
+Networks beyond plain MLPs (convolutions, pooling, residual additions, frozen BatchNorm) are traced and
+propagated with these relaxations by :mod:`.traced`.
 
 The losses (cross-entropy, MSE, L1, exponential) are convex in the network's output, so with the
 remainders added in the direction that increases them, each sample's bound is a convex function of
@@ -30,7 +37,10 @@ whole piece, up to that margin.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from .layout import Layout
 
@@ -45,25 +55,34 @@ def square(z: torch.Tensor) -> torch.Tensor:
     return z * z
 
 
-def _relu(zc, zs, zr):
-    rho = zs.abs() + zr
-    lo, hi = zc - rho, zc + rho
-    crossing = (lo < 0) & (hi > 0)
-    width = torch.where(crossing, hi - lo, torch.ones_like(hi))
-    lam = torch.where(crossing, hi / width, (lo >= 0).to(zc.dtype))
-    mu = torch.where(crossing, -lo * hi / width, torch.zeros_like(hi))
-    return lam * zc + mu / 2, lam * zs, lam * zr + mu / 2
+def leaky_relu(alpha: float = 0.0):
+    """Relaxation of z ↦ max(z, αz), 0 ≤ α ≤ 1 (ReLU for α = 0): exact where a unit's sign is fixed on the
+    piece; where it can change, α·z + (1 − α)·relu(z) with relu's parallel chord relaxation."""
+    def relax(zc, zs, zr):
+        rho = zs.abs() + zr
+        lo, hi = zc - rho, zc + rho
+        crossing = (lo < 0) & (hi > 0)
+        width = torch.where(crossing, hi - lo, torch.ones_like(hi))
+        lam = torch.where(crossing, hi / width, (lo >= 0).to(zc.dtype))
+        mu = torch.where(crossing, -lo * hi / width, torch.zeros_like(hi)) * (1 - alpha)
+        lam = alpha + (1 - alpha) * lam
+        return lam * zc + mu / 2, lam * zs, lam * zr + mu / 2
+    return relax
 
 
-def _smooth(fn, slope):
+def mean_value(fn, slope, critical=(), slack: float = 0.0):
+    """Relaxation of a smooth activation in mean-value form: σ(z) = σ(z_c) + σ'(z_c)(z − z_c) + R with
+    |R| ≤ D·|z − z_c| + slack, where D = max |σ'(ξ) − σ'(z_c)| over ξ ∈ [l, u]. The extremes of σ' on [l, u]
+    lie at l, u or at a ``critical`` point of σ' inside (clamped into [l, u]), so D is exact, not sampled.
+    ``slack`` covers a gap between ``fn`` as torch computes it and the smooth σ whose slope is given."""
     def relax(zc, zs, zr):
         rho = zs.abs() + zr
         lo, hi = zc - rho, zc + rho
         dc = slope(zc)
-        peak = slope(torch.clamp(torch.zeros_like(zc), lo, hi))
-        low = torch.minimum(slope(lo), slope(hi))
-        change = torch.maximum(peak - dc, dc - low)
-        return fn(zc), dc * zs, dc * zr + change * rho
+        seen = torch.stack([slope(lo), slope(hi)] + [slope(torch.clamp(torch.full_like(zc, p), lo, hi))
+                                                     for p in critical])
+        change = torch.maximum(seen.max(0).values - dc, dc - seen.min(0).values)
+        return fn(zc), dc * zs, dc.abs() * zr + change * rho + slack  # GELU's slope can be negative
     return relax
 
 
@@ -77,9 +96,36 @@ def _sigmoid_slope(z):
     return s * (1 - s)
 
 
+def _gelu_slope(z):
+    """d/dz z·Φ(z) = Φ(z) + z·φ(z); its own derivative φ(z)(2 − z²) vanishes at ±√2 only."""
+    return 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+
+def softplus(beta: float = 1.0, threshold: float = 20.0):
+    """Relaxation of torch's softplus: g(z) = (1/β)·log(1 + e^{βz}), replaced by z where βz > threshold.
+
+    Where the piece stays below the switch, g's mean-value form (its slope σ(βz) is increasing: no
+    critical point); where it stays above, the identity, exactly; where it straddles the switch, g's form
+    plus twice the largest gap |z − g(z)| = log(1 + e^{−threshold})/β there (at the centre and anywhere).
+    """
+    gap = 2 * math.log1p(math.exp(-threshold)) / beta
+    smooth = mean_value(lambda z: F.softplus(z, beta, threshold), lambda z: torch.sigmoid(beta * z))
+
+    def relax(zc, zs, zr):
+        rho = zs.abs() + zr
+        c, v, r = smooth(zc, zs, zr)
+        above = beta * (zc - rho) > threshold
+        straddles = ~above & (beta * (zc + rho) > threshold)
+        return (torch.where(above, zc, c), torch.where(above, zs, v),
+                torch.where(above, zr, r + straddles.to(r.dtype) * gap))
+    return relax
+
+
 #: Relaxation of each activation the hand-batched MLP evaluator runs.
-RELAXATIONS = {torch.relu: _relu, torch.sigmoid: _smooth(torch.sigmoid, _sigmoid_slope),
-               torch.tanh: _smooth(torch.tanh, lambda z: 1 - torch.tanh(z) ** 2), square: _square}
+RELAXATIONS = {torch.relu: leaky_relu(0.0), torch.sigmoid: mean_value(torch.sigmoid, _sigmoid_slope, (0.0,)),
+               torch.tanh: mean_value(torch.tanh, lambda z: 1 - torch.tanh(z) ** 2, (0.0,)), square: _square}
+#: GELU (the exact form z·Φ(z)); its slope Φ + zφ peaks at √2 and dips at −√2.
+GELU = mean_value(F.gelu, _gelu_slope, (math.sqrt(2), -math.sqrt(2)))
 
 
 # ---------------------------------------------------------------- losses at one end (s = ±1)
@@ -157,10 +203,19 @@ def mlp_segment_bounds(plan, layout: Layout, data, loss_name: str, start: torch.
         for act in acts:
             zc, zs, zr = RELAXATIONS[act](zc, zs, zr)
         hc, hs, hr = zc, zs, zr
+    return loss_bound(hc, hs, hr, y, loss_name, start, end, decay_mask=decay_mask, weight_decay=weight_decay)
+
+
+def loss_bound(oc, os_, orem, y, loss_name, start, end, *, decay_mask=None, weight_decay=0.0) -> torch.Tensor:
+    """The bound of each piece from the network's output model ``oc + s·os_ ± orem`` (each [P, N, ...]).
+
+    Every loss bound is convex in s, so its maximum over [−1, 1] is at s = −1 (``start``) or s = +1
+    (``end``); the weight decay of the piece's ends is added, and the result inflated by :data:`ROUNDING`.
+    """
     bound = LOSS_BOUNDS[loss_name]
-    ends = torch.stack([bound(hc - hs, hr, y), bound(hc + hs, hr, y)])  # s = −1 (start), s = +1 (end)
+    ends = torch.stack([bound(oc - os_, orem, y), bound(oc + os_, orem, y)])  # s = −1 (start), s = +1 (end)
     if weight_decay and decay_mask is not None:
-        mask = decay_mask.to(dev)
+        mask = decay_mask.to(oc.device)
         ends = ends + 0.5 * weight_decay * torch.stack([start[:, mask].pow(2).sum(-1), end[:, mask].pow(2).sum(-1)])
     out = ends.max(dim=0).values
     rel, absolute = ROUNDING

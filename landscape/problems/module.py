@@ -9,6 +9,7 @@ evaluator is never slower than the loop by more than the chunk heuristic misses.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping
 
@@ -23,6 +24,7 @@ from .._errors import LandscapeError
 from .._registry import Registry
 from .layout import Layout
 from .problem import Problem
+from .traced import Unsupported, graph_plan, traced_segment_bounds
 
 
 # ---------------------------------------------------------------- batched losses
@@ -107,6 +109,7 @@ class NetworkProblem(Problem):
         self._recomputing = None
         self.bn = bn if bn is not None else ("recompute" if self._bn_layers else None)
         self._mlp = mlp_plan(module)
+        self._traced = None  # (graph module, reason): traced when first asked for bounds
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
             self._act_numel = _measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
@@ -194,18 +197,38 @@ class NetworkProblem(Problem):
     def segment_bounds(self, start, end, *, split="train"):
         """Upper bounds of the loss over whole segments; see :meth:`Problem.segment_bounds`.
 
-        Available for plain MLPs (``Linear`` layers with ReLU, tanh, sigmoid, square or no activation)
-        with the cross-entropy, MSE, L1 or exponential loss, BatchNorm-free; see :mod:`.bounds`.
+        Plain MLPs run the hand-batched propagation of :mod:`.bounds`; other modules a ``torch.fx`` trace
+        (:mod:`.traced`: convolutions, pooling, residual additions, frozen BatchNorm, ...). None where
+        :meth:`bounds_unavailable` gives a reason.
         """
-        if self._bn is not None or not bounds.supported(self._mlp, self.loss_name):
+        if self.bounds_unavailable() is not None:
             return None
         start, _ = self._check(start)
         end, _ = self._check(end)
         data = self._device_data(split, start.device, torch.float64)
-        size = bounds.pieces_per_batch(data[0].shape[0], max(self._widths + [data[0].shape[-1]]), start.device)
-        return torch.cat([bounds.mlp_segment_bounds(self._mlp, self.layout, data, self.loss_name, a, b,
-                                                    decay_mask=self._decay, weight_decay=self.weight_decay)
-                          for a, b in zip(start.split(size), end.split(size))])
+        width = max(self._widths + [data[0].shape[-1]]) if self._mlp is not None else 2 * self._act_numel
+        size = bounds.pieces_per_batch(data[0].shape[0], width, start.device)
+        run = functools.partial(bounds.mlp_segment_bounds, self._mlp) if self._mlp is not None else \
+            functools.partial(traced_segment_bounds, self._traced[0])
+        try:
+            return torch.cat([run(self.layout, data, self.loss_name, a, b, decay_mask=self._decay,
+                                  weight_decay=self.weight_decay) for a, b in zip(start.split(size), end.split(size))])
+        except Unsupported as err:  # found only while running: no proof from now on, and why
+            self._traced = (None, f"{err} has no bound propagation")
+            return None
+
+    def bounds_unavailable(self) -> str | None:
+        """Why :meth:`segment_bounds` cannot bound this problem's loss, or None when it can."""
+        if self.loss_name not in bounds.LOSS_BOUNDS:
+            return f"the loss {self.loss_name!r} has no bound (cross-entropy, MSE, L1 and exponential have)"
+        if self._bn == "recompute":
+            return ("BatchNorm statistics recomputed at every point depend on the parameters and are not bounded; "
+                    "the proof covers frozen statistics (bn='frozen')")
+        if self._mlp is not None:
+            return None if bounds.supported(self._mlp, self.loss_name) else "an activation of the MLP has no bound"
+        if self._traced is None:
+            self._traced = graph_plan(self.module_)
+        return self._traced[1]
 
     def loss_on_plane(self, origin, directions, coords, *, split="train"):
         """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.

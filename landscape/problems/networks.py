@@ -262,6 +262,11 @@ class VenturiProblem(NetworkProblem):
             return None  # no bound propagation through the closed form: certified by dense evaluation
         return super().segment_bounds(start, end, split=split)
 
+    def bounds_unavailable(self):
+        if self.params.get("population"):
+            return "the population loss is a closed form, with no bound propagation"
+        return super().bounds_unavailable()
+
 
 class _ArcCosine(torch.autograd.Function):
     """J(c) = sin φ + (π − φ) cos φ with c = cos φ, and its derivative dJ/dc = π − φ (finite at c = ±1,

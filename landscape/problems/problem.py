@@ -199,6 +199,10 @@ class Problem:
         """
         return None
 
+    def bounds_unavailable(self) -> str | None:
+        """Why :meth:`segment_bounds` gives no bounds here (said next to a dense check), or None when it does."""
+        return "the loss is its own formula, with no bound propagation"
+
     def init(
         self,
         generator: torch.Generator | None = None,
