@@ -221,6 +221,18 @@ def device_option(f):
                         help="Where to compute; auto picks CUDA when present.")(f)
 
 
+def memory_option(f):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        with user_errors():
+            return landscape.problems.parse_memory(value)
+
+    return click.option("--memory", default=None, metavar="SIZE", callback=parse,
+                        help="Memory budget for the points evaluated at once, e.g. 2GiB (default: half of the "
+                             "device's free memory); K = budget / bytes a point, said in the output.")(f)
+
+
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(f)
 

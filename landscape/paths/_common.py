@@ -30,6 +30,11 @@ class Counted:
         self.calls = 0
 
     @property
+    def max_points(self) -> int | None:
+        """The problem's cap on points a call (a memory budget's K), or None."""
+        return self.problem.max_points
+
+    @property
     def evaluations(self) -> int:
         return self.losses + self.gradients
 

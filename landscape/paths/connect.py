@@ -13,6 +13,7 @@ from dataclasses import replace
 import torch
 
 from .._errors import LandscapeError
+from ..problems.memory import budgeted, plan_memory
 from ..problems.problem import Problem
 from ..symmetries.align import ALIGNERS
 from ..symmetries.align import align as align_points
@@ -44,7 +45,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
             certificate: str = "auto", shorten: bool = False, search_samples: int | None = None,
-            **options) -> Path:
+            memory: int | str | None = None, **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
@@ -86,6 +87,12 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         The method searches on a fixed random subset of this many training samples
         (:meth:`Problem.subset`: cheaper steps), while the endpoints' losses, the level, the baseline
         and the certificate use all the data. ``info["search_samples"]`` records it.
+    memory : int or str, optional
+        A memory budget in bytes (or ``"2GiB"``); default half of the free memory of the endpoints'
+        device. It sets K, the points evaluated at once (beads of a batch, curve points of a step, the
+        straight segment's and the certificate's points): budget // bytes a point needs
+        (:func:`landscape.problems.memory.plan_memory`); a budget below one point is an error.
+        ``info["memory"]`` has the budget, the bytes a point and K.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -117,6 +124,16 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     if not isinstance(problem, Problem):
         raise LandscapeError(f"problem must be a landscape.Problem, got {type(problem).__name__}")
     start, end = check_endpoints(problem, start, end)
+    plan = plan_memory(problem, memory, dtype=start.dtype, device=start.device)
+    with budgeted(problem, plan):
+        path = _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate,
+                        shorten, search_samples, options)
+    return replace(path, info={**path.info, "memory": plan.summary()}, seconds=time.perf_counter() - began)
+
+
+def _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate, shorten,
+             search_samples, options) -> Path:
+    """:func:`connect` once the endpoints are checked and the memory budget is set."""
     counted = Counted(problem)
     if straight is None:
         la, lb = endpoint_losses(counted, start, end)
@@ -167,8 +184,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None), "search_samples": search_samples}
     if aligned is not None:
         info["alignment"] = aligned
-    return replace(path, method=method, info=info, evaluations=counted.evaluations + spent,
-                   seconds=time.perf_counter() - began)
+    return replace(path, method=method, info=info, evaluations=counted.evaluations + spent)
 
 
 def _measured(straight: Path, start: torch.Tensor, end: torch.Tensor, resolution: int, align: str

@@ -169,6 +169,15 @@ class NetworkProblem(Problem):
         weights = sum(s for name, s in zip(self.layout.names, self.layout.sizes) if name.endswith("weight"))
         return 2.0 * n * weights
 
+    def activations_per_sample(self) -> int:
+        """Values autograd keeps per sample for the backward pass of the module (measured once, on 1 and 2 samples)."""
+        if getattr(self, "_saved_per_sample", None) is None:
+            x = self._splits["train"][0]
+            params = {k: v.detach().requires_grad_(True) for k, v in self.module_.named_parameters()}
+            counts = [_saved_values(self.module_, params, self._buffers, x[:n]) for n in (1, 2)] if len(x) > 1 else [0, 0]
+            self._saved_per_sample = max(counts[1] - counts[0], int(x[:1].numel()), 1)
+        return self._saved_per_sample
+
     # ---------------------------------------------------------------- evaluation
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
@@ -371,3 +380,16 @@ def _measure_activations(module, params, buffers, x1) -> int:
         for h in handles:
             h.remove()
     return max(sizes + [1])
+
+
+def _saved_values(module, params, buffers, x) -> int:
+    """Values of the tensors autograd saves for the backward pass of one forward on ``x`` (each storage once)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.data_ptr(), tuple(t.shape))] = t.numel()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = functional_call(module, (params, buffers), (x.to(next(iter(params.values())).dtype),))
+    return sum(seen.values()) + out.numel()
