@@ -304,3 +304,11 @@ def certificate_text(r: dict) -> str:
     if r["level"] is None:
         return "none (no level)"
     return "not recorded (a file written before certificates)"
+
+
+def memory_text(m: dict) -> str:
+    """The budget, the bytes a point and the K chosen, on one line."""
+    if m["budget"] is None:
+        return f"free memory unknown: {m['point_bytes']:,} bytes a point, K not capped"
+    return (f"budget {m['budget'] / 2**20:,.1f} MiB ({m['source']}), {m['point_bytes'] / 2**20:,.2f} MiB a point "
+            f"({m['samples']:,} samples a call) -> K = {m['k']:,} points at once")

@@ -8,7 +8,7 @@ import torch
 import landscape
 
 from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, count, device_option, echo_json,
-                      file_problem_option, json_option, memory_option, parse_params)
+                      file_problem_option, json_option, memory_option, memory_text, parse_params)
 
 
 @click.command()
@@ -109,7 +109,7 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         + (f", BatchNorm {r['bn']}" if r.get("bn") else ""),
     ]
     if r.get("memory"):
-        lines.append(f"memory      {_memory_text(r['memory'])}")
+        lines.append(f"memory      {memory_text(r['memory'])}")
     if r["info"].get("shorten"):
         s = r["info"]["shorten"]
         lines.append(f"shortened   length {s['length_before']:.4g} -> {s['length_after']:.4g} in {s['rounds']} rounds "
@@ -121,10 +121,3 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         lines.append(f"wrote       {r['output']}")
     return "\n".join(lines)
 
-
-def _memory_text(m: dict) -> str:
-    """The budget, the bytes a point and the K chosen, on one line."""
-    if m["budget"] is None:
-        return f"free memory unknown: {m['point_bytes']:,} bytes a point, K not capped"
-    return (f"budget {m['budget'] / 2**20:,.1f} MiB ({m['source']}), {m['point_bytes'] / 2**20:,.2f} MiB a point "
-            f"({m['samples']:,} samples a call) -> K = {m['k']:,} points at once")

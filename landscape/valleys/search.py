@@ -22,6 +22,7 @@ from ..minima.stationary import POLISH_STEPS, require_minima
 from ..paths.certify import DEFAULT_RESOLUTION, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
+from ..problems.memory import budgeted, plan_memory
 from ..problems.problem import Problem
 from .graph import ValleyGraph, event_levels
 
@@ -235,7 +236,7 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
             if not level < high:
                 break
             path = connect(problem, thetas[i], thetas[j], method=probe, level=level, generator=generator,
-                           resolution=resolution, straight=straight[(i, j)])
+                           resolution=resolution, straight=straight[(i, j)], memory=options.get("memory"))
             graph.stats["refinements"] += 1
             graph.stats["evaluations"] += path.evaluations
             if path.status == "connected":
@@ -270,7 +271,8 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
                  merge_method: str = "neb", attempts: int = 2, tol: float | None = None,
                  resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
                  extent: int = 0, polish: bool = False, polish_steps: int = POLISH_STEPS,
-                 generator: torch.Generator | None = None, connect_options: dict | None = None) -> tuple[ValleyGraph, dict]:
+                 generator: torch.Generator | None = None, connect_options: dict | None = None,
+                 memory: int | str | None = None) -> tuple[ValleyGraph, dict]:
     """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
 
     Parameters
@@ -310,6 +312,9 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         10⁻³·max(|L|, 0.1)): one that is not is refused with an error naming it, or, with ``polish``,
         descended there first (:func:`landscape.minima.polish`, all such points in one batch, at most
         ``polish_steps`` steps) and listed in ``report["polished"]``. A point on a slope is never counted.
+    memory : int or str, optional
+        Memory budget in bytes (or ``"2GiB"``) for the points evaluated at once, default half the free
+        memory (see :func:`landscape.connect`); ``report["memory"]`` has the budget, bytes a point and K.
 
     Returns
     -------
@@ -321,39 +326,43 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     names = list(names) if names is not None else [f"m{i}" for i in range(thetas.shape[0])]
     if thetas.dim() != 2 or thetas.shape[1] != problem.dim or thetas.shape[0] < 1:
         raise LandscapeError(f"minima must have shape (N >= 1, {problem.dim}), got {tuple(thetas.shape)}")
-    thetas, polished = require_minima(problem, thetas, names, polish_points=polish, steps=polish_steps)
-    alignment = None
-    if align != "none":
-        from ..symmetries.align import align as align_points
+    plan = plan_memory(problem, memory, dtype=thetas.dtype, device=thetas.device)
+    connect_options = {**(connect_options or {}), "memory": plan.budget}  # every path under the one budget
+    with budgeted(problem, plan):
+        thetas, polished = require_minima(problem, thetas, names, polish_points=polish, steps=polish_steps)
+        alignment = None
+        if align != "none":
+            from ..symmetries.align import align as align_points
 
-        best = int(problem.loss(thetas).argmin())
-        result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
-        thetas = result.theta.to(thetas)
-        alignment = {"method": align, "reference": best if given is None else names[best]}
-    graph = ValleyGraph.of(problem, thetas, names)
-    if metrics:
-        from ..minima.curvature import minimum_metrics
+            best = int(problem.loss(thetas).argmin())
+            result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
+            thetas = result.theta.to(thetas)
+            alignment = {"method": align, "reference": best if given is None else names[best]}
+        graph = ValleyGraph.of(problem, thetas, names)
+        if metrics:
+            from ..minima.curvature import minimum_metrics
 
-        for i, m in enumerate(minimum_metrics(problem, thetas, generator=generator)):
-            graph.graph.nodes[i].update(m)
-    if isinstance(levels, str):
-        if levels != "auto":
-            raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
-        build_merge_tree(graph, method=merge_method, bisect=bisect, probe=method, resolution=resolution,
-                         generator=generator, connect_options=connect_options)
-        report_levels = event_levels(graph, tol)
-    else:
-        report_levels = sorted(float(u) for u in levels)
-        if not report_levels:
-            raise LandscapeError("no level given; pass --level U (repeatable) or --levels auto")
-        for u in report_levels:
-            connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
+            for i, m in enumerate(minimum_metrics(problem, thetas, generator=generator)):
+                graph.graph.nodes[i].update(m)
+        if isinstance(levels, str):
+            if levels != "auto":
+                raise LandscapeError(f"levels must be 'auto' or a list of numbers, got {levels!r}")
+            build_merge_tree(graph, method=merge_method, bisect=bisect, probe=method, resolution=resolution,
                              generator=generator, connect_options=connect_options)
-    report = graph.report(report_levels, tol=tol)
-    if extent:
-        _add_extents(graph, report, extent, generator)
-    report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
-                   "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
+            report_levels = event_levels(graph, tol)
+        else:
+            report_levels = sorted(float(u) for u in levels)
+            if not report_levels:
+                raise LandscapeError("no level given; pass --level U (repeatable) or --levels auto")
+            for u in report_levels:
+                connect_at_level(graph, u, method=method, attempts=attempts, resolution=resolution,
+                                 generator=generator, connect_options=connect_options)
+        report = graph.report(report_levels, tol=tol)
+        if extent:
+            _add_extents(graph, report, extent, generator)
+        report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
+                       "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
+    report["memory"] = plan.summary()
     return graph, report
 
 
