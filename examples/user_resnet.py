@@ -4,10 +4,13 @@ The model is written as torchvision writes ``resnet18`` (``BasicBlock``: conv3×
 plus the input or a ``downsample`` projection conv1×1–BN, ReLU after the sum), shrunk for 1×8×8
 digit images (scikit-learn's bundled digits: no download). ``build`` is the factory landscape calls:
 
-    python user_resnet.py runs/                      # two checkpoints, torch.save(model.state_dict())
+    python user_resnet.py runs                       # two checkpoints, torch.save(model.state_dict())
     landscape connect runs/a.pt runs/b.pt --problem user_resnet:build
     landscape align runs/a.pt runs/b.pt --problem user_resnet:build -o runs/b_aligned.pt
     landscape render runs/a.pt runs/b_aligned.pt --problem user_resnet:build -o resnet.png
+
+(``python user_resnet.py runs 30 4 128`` trains 30 steps at width 4 on 128 images; then pass
+``--width 4 -p n_train=128`` to every command.)
 
 (run from this folder, or put it on ``PYTHONPATH``). Nothing here imports landscape.
 """
@@ -106,17 +109,17 @@ def train(seed: int, *, width: int = 8, n_train: int = 512, steps: int = 200, lr
     return model.eval()
 
 
-def main(folder: str = "runs", steps: int = 200) -> list[Path]:
+def main(folder: str = "runs", steps: int = 200, width: int = 8, n_train: int = 512) -> list[Path]:
     """Train two seeds and save each with ``torch.save(model.state_dict(), ...)``."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, seed in (("a", 0), ("b", 1)):
-        model = train(seed, steps=steps)
+        model = train(seed, width=width, n_train=n_train, steps=steps)
         torch.save(model.state_dict(), out / f"{name}.pt")
         files.append(out / f"{name}.pt")
     return files
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    main(*sys.argv[1:2], *map(int, sys.argv[2:5]))  # python user_resnet.py FOLDER [STEPS [WIDTH [N_TRAIN]]]
