@@ -221,6 +221,18 @@ def device_option(f):
                         help="Where to compute; auto picks CUDA when present.")(f)
 
 
+def memory_option(f):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        with user_errors():
+            return landscape.problems.parse_memory(value)
+
+    return click.option("--memory", default=None, metavar="SIZE", callback=parse,
+                        help="Memory budget for the points evaluated at once, e.g. 2GiB (default: half of the "
+                             "device's free memory); K = budget / bytes a point, said in the output.")(f)
+
+
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(f)
 
@@ -297,3 +309,9 @@ def certificate_text(r: dict) -> str:
 
 #: ``--quiet``: no progress line on stderr (commands that take a while show one by default).
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr while it works.")
+def memory_text(m: dict) -> str:
+    """The budget, the bytes a point and the K chosen, on one line."""
+    if m["budget"] is None:
+        return f"free memory unknown: {m['point_bytes']:,} bytes a point, K not capped"
+    return (f"budget {m['budget'] / 2**20:,.1f} MiB ({m['source']}), {m['point_bytes'] / 2**20:,.2f} MiB a point "
+            f"({m['samples']:,} samples a call) -> K = {m['k']:,} points at once")

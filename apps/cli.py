@@ -6,12 +6,13 @@ import click
 import torch
 
 import landscape
-from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak
+from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, real_cnn, real_size
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
-                      device_option, echo_json, echo_raw_names, file_problem_option, json_option, parse_params, parse_seeds,
-                      problem_options, quiet_option, table)
+                      device_option, echo_json, echo_raw_names, file_problem_option, json_option, memory_option,
+                      memory_text, parse_params, parse_seeds, problem_options, quiet_option,
+                      table)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,20 +157,28 @@ _DESCRIBE = {"minimum": _describe_minimum, "path": _describe_path}
 
 
 @main.command()
-@click.option("-k", "--points", "k", type=count(1, 1 << 20), default=64, show_default=True,
-              help="Points per batched call.")
+@click.option("-k", "--points", "k", type=count(1, 1 << 20), default=None,
+              help="Points per batched call (default 64; 4 with --real).")
 @click.option("--seconds", type=Real(0, 3600, min_open=True), default=0.5, show_default=True,
               help="Minimum timing per figure.")
 @click.option("--problem", "extra", multiple=True, metavar="NAME[:k=v,...]",
               help="Add a problem to the table, e.g. digits_mlp:width=256 (repeatable).")
 @click.option("--beads", type=count(1, 4096), default=16, show_default=True, help="Beads of the path-refinement round.")
 @click.option("--bead-steps", type=count(1, 10**5), default=20, show_default=True, help="Descent steps of each bead.")
+@click.option("--real", is_flag=True, help="Instead: a CNN of ~1M parameters on 5,000 images (digits upscaled): "
+                                          "batched vs a plain nn.Module loop, peak memory, one connect.")
+@click.option("--real-images", type=count(16, 5391), default=5000, show_default=True, help="Images of --real.")
+@memory_option
 @device_option
 @json_option
-def bench(k, seconds, extra, beads, bead_steps, device, as_json):
+def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, device, as_json):
     """Throughput of the batched evaluator: K points batched vs a loop vs the torch.mm peak;
     and one path-refinement (DSS) round, its beads batched vs one at a time."""
     dev = landscape.resolve_device(device)
+    if real:
+        _bench_real(4 if k is None else k, real_images, memory, dev, as_json)
+        return
+    k = 64 if k is None else k
     cases = [("quadratic_regression", {}), ("digits_mlp", {}), ("digits_mlp", {"width": 512})]
     for item in extra:
         name, _, kv = item.partition(":")
@@ -199,6 +208,23 @@ def bench(k, seconds, extra, beads, bead_steps, device, as_json):
     click.echo(table([[r["problem"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
                        f"{r['bead_by_bead_s']:.3f}", f"{r['speedup']:.2f}x"] for r in rounds],
                      ["problem", "beads", "evaluations", "batched s", "bead-by-bead s", "speedup"]))
+
+
+def _bench_real(k, images, memory, dev, as_json):
+    r = real_size(real_cnn(images), k, device=dev, memory=memory)
+    if as_json:
+        echo_json({**r, "threads": torch.get_num_threads()})
+        return
+    c = r["connect"]
+    click.echo(f"{r['problem']}: D={r['dim']:,}, {r['samples']:,} images 1x16x16; device {r['device']}, "
+               f"{torch.get_num_threads()} threads")
+    peak = "peak allocated" if dev.type == "cuda" else "process peak RSS"
+    click.echo(table([["batched (landscape)", r["k"], f"{r['batched_points_per_s']:.3f}",
+                       f"{r['batched_peak_bytes'] / 2**20:,.0f}"],
+                      ["loop (nn.Module)", r["k"], f"{r['loop_points_per_s']:.3f}", f"{r['loop_peak_bytes'] / 2**20:,.0f}"]],
+                     ["loss+gradient", "K", "points/s", f"{peak} MiB"]) + f"\nspeedup {r['speedup']:.2f}x")
+    click.echo(f"connect --method linear --resolution {c['resolution']} (two random points): {c['status']}, "
+               f"{c['evaluations']} evaluations, {c['seconds']:.1f} s; {memory_text(c['memory'])}")
 
 
 # ------------------------------------------------------------------ commands of other modules

@@ -8,7 +8,8 @@ import torch
 import landscape
 
 from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, count, device_option, echo_json,
-                      file_problem_option, json_option, parse_params, quiet_option)
+                      file_problem_option, json_option, memory_option, memory_text, parse_params,
+                      quiet_option)
 
 
 @click.command()
@@ -38,6 +39,7 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, cou
               help="The method searches on a fixed random subset of N training samples; the certificate uses all.")
 @click.option("--sample-chunk", type=count(1, 10**9), default=None,
               help="Evaluate the data N samples at a time (exact: chunk losses and gradients summed), bounding memory.")
+@memory_option
 @file_problem_option
 @click.option("--float64", is_flag=True, help="Compute in double precision.")
 @click.option("-o", "--out", default=None, type=click.Path(), help="Write the path here (a landscape path file).")
@@ -45,7 +47,7 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, cou
 @device_option
 @json_option
 def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn,
-            search_samples, sample_chunk, given, float64, out, quiet, device, as_json):
+            search_samples, sample_chunk, memory, given, float64, out, quiet, device, as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
     \b
@@ -67,7 +69,7 @@ def connect(start_file, end_file, method, level, resolution, certificate, shorte
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
                              certificate=certificate, shorten=shorten, search_samples=search_samples,
-                             progress=not quiet, **parse_params(options, "-O"))
+                             memory=memory, progress=not quiet, **parse_params(options, "-O"))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,
@@ -75,7 +77,7 @@ def connect(start_file, end_file, method, level, resolution, certificate, shorte
                                                       "dtype": str(dtype)})
     report = {**path.summary(), **{k: path.info.get(k) for k in ("linear_max_loss", "linear_barrier",
                                                                   "linear_status", "bn", "alignment",
-                                                                  "search_samples")},
+                                                                  "search_samples", "memory")},
               "problem": problem.spec, "dim": problem.dim, "files": [str(start_file), str(end_file)],
               "output": out, "device": str(dev)}
     if as_json:
@@ -108,6 +110,8 @@ def _summary(r: dict, problem, default_level: bool) -> str:
         f"cost        {r['evaluations']:,} loss evaluations, {r['seconds']:.2f} s, resolution {r['resolution']}"
         + (f", BatchNorm {r['bn']}" if r.get("bn") else ""),
     ]
+    if r.get("memory"):
+        lines.append(f"memory      {memory_text(r['memory'])}")
     if r["info"].get("shorten"):
         s = r["info"]["shorten"]
         lines.append(f"shortened   length {s['length_before']:.4g} -> {s['length_after']:.4g} in {s['rounds']} rounds "
@@ -118,3 +122,4 @@ def _summary(r: dict, problem, default_level: bool) -> str:
     if r["output"]:
         lines.append(f"wrote       {r['output']}")
     return "\n".join(lines)
+

@@ -8,7 +8,8 @@ import torch
 import landscape
 
 from ._common import (FINITE, RESOLUTION, Real, SEED, UserError, count, device_option, echo_json,
-                      file_problem_option, json_option, quiet_option, table)
+                      file_problem_option, json_option, memory_option, memory_text, quiet_option,
+                      table)
 
 
 @click.command()
@@ -39,12 +40,13 @@ from ._common import (FINITE, RESOLUTION, Real, SEED, UserError, count, device_o
 @click.option("-o", "--out", "json_out", type=click.Path(), default=None, help="Write the graph (node-link JSON).")
 @click.option("--graphml", type=click.Path(), default=None, help="Write the graph as GraphML.")
 @click.option("--plot", type=click.Path(), default=None, help="Draw the disconnectivity graph (PNG).")
+@memory_option
 @file_problem_option
 @quiet_option
 @device_option
 @json_option
 def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, resolution, metrics, extent, align,
-            polish, float64, seed, json_out, graphml, plot, given, quiet, device, as_json):
+            polish, float64, seed, json_out, graphml, plot, memory, given, quiet, device, as_json):
     """Count the valleys of {L <= u} among the minima FILES; find the spurious ones and the merge tree.
 
     Every file must hold a minimum (|grad L| <= 1e-3*max(|L|, 0.1)); one on a slope is refused, or
@@ -63,7 +65,7 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
         problem, thetas, names=[str(ck.path) for ck in cks], levels=list(levels) if levels else "auto",
         method=method, merge_method=merge_method, bisect=bisect, attempts=attempts, tol=tol, resolution=resolution,
         metrics=metrics, align=align, extent=extent, polish=polish, generator=torch.Generator().manual_seed(seed),
-        progress=not quiet)
+        memory=memory, progress=not quiet)
     if json_out or graphml:
         landscape.valleys.write_graph(graph, json_out, graphml)
     if plot:
@@ -88,6 +90,7 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
                                          f"({_backed(m)})" for m in report["merges"]))
     click.echo(f"{report['straight_checks']} straight checks, {report['refinements']} refinements "
                f"({report['failed']} found no path below the level), {report['seconds']:.1f} s")
+    click.echo(f"memory: {memory_text(report['memory'])}")
     if report["failed"]:
         click.echo("valleys reported separate mean: no path below the level was found within the budget")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import torch
-from torch.func import functional_call
 
 import landscape
 

@@ -11,7 +11,6 @@ repository root::
 import argparse
 import time
 
-import torch
 
 import landscape
 

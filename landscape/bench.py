@@ -1,7 +1,9 @@
-"""Throughput of the batched evaluator on this machine, against a loop and the matmul peak."""
+"""Throughput of the batched evaluator on this machine, against a loop and the matmul peak; and at real size
+(:func:`real_size`: a CNN of about 1M parameters on 5,000 images, ``landscape bench --real``)."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -121,3 +123,89 @@ def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resol
     return {"problem": repr(problem), "beads": beads, "steps": steps, "resolution": resolution,
             "evaluations": evaluations, "batched_s": t_batched, "bead_by_bead_s": t_loop,
             "speedup": t_loop / t_batched}
+
+
+def real_cnn(n_images: int = 5000, *, data_seed: int = 0):
+    """A CNN of about 1M parameters on ``n_images`` 1×16×16 digits: scikit-learn's 8×8 digits upscaled (bilinear),
+    with copies shifted by one pixel right or down to reach ``n_images`` (no download). Cross-entropy.
+
+    Conv3×3(1→32)–ReLU–pool, Conv3×3(32→64)–ReLU–pool, Conv3×3(64→128)–ReLU, Linear(2048→448)–ReLU, Linear(448→10):
+    1,015,114 parameters, about 6.7 MFLOP a forward pass per image.
+    """
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    from .problems.module import from_module
+
+    xs, ys = load_digits(return_X_y=True)
+    x = torch.nn.functional.interpolate(torch.tensor(xs, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0,
+                                        size=(16, 16), mode="bilinear", align_corners=False)
+    x = torch.cat([x, x.roll(1, dims=3), x.roll(1, dims=2)])
+    y = torch.tensor(ys).repeat(3)
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(data_seed))[:n_images]
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(128 * 4 * 4, 448), nn.ReLU(), nn.Linear(448, 10))
+    return from_module(model, (x[keep], y[keep]), "cross_entropy", name="real_cnn",
+                       params={"n_images": n_images, "data_seed": data_seed})
+
+
+def real_size(problem: Problem, k: int = 4, *, device="cpu", resolution: int = 8, memory=None) -> dict:
+    """Loss+gradient of ``k`` points of a network problem at real size: the batched evaluator against a plain loop
+    over its ``nn.Module`` (load θ, forward, backward, one point at a time), peak memory, and one ``connect``.
+
+    Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (reset before each part), else the process's
+    peak resident set (``ru_maxrss``, a high-water mark over the whole process so far). The connect is
+    ``method="linear"`` at ``resolution`` between two random initialisations: the straight segment, its
+    dense certificate and its refinement, all on the full data.
+
+    Returns
+    -------
+    dict
+        ``batched_points_per_s``, ``loop_points_per_s``, ``speedup``, ``*_peak_bytes``, ``grad_difference``
+        (‖batched − loop‖ / ‖loop‖ of the last point's gradient: the two compute one thing), ``connect`` (status,
+        evaluations, seconds, memory plan) and the problem's size.
+    """
+    from .paths.connect import connect
+
+    device = torch.device(device)
+    thetas = problem.init(torch.Generator().manual_seed(0), n=k, device=device)
+    model = copy.deepcopy(problem.module()).to(device)
+    x, y = (t.to(device) for t in problem.data("train"))
+
+    def loop():
+        for theta in thetas:
+            torch.nn.utils.vector_to_parameters(theta, model.parameters())
+            model.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    figures, batched = {}, []
+    for name, fn in (("loop", loop), ("batched", lambda: batched.append(problem.loss_and_grad(thetas)[1][-1]))):
+        _reset_peak(device)
+        seconds = timeit(fn, min_seconds=0.0, min_repeats=1)
+        figures[f"{name}_points_per_s"] = k / seconds
+        figures[f"{name}_peak_bytes"] = _peak(device)
+    looped = torch.cat([p.grad.flatten() for p in model.parameters()])  # the loop's last point
+    figures["grad_difference"] = float((batched[-1] - looped).norm() / looped.norm())
+    began = time.perf_counter()
+    path = connect(problem, thetas[0], thetas[1], method="linear", resolution=resolution, memory=memory)
+    return {"problem": repr(problem), "dim": problem.dim, "samples": problem.n_samples(), "device": str(device),
+            "k": k, **figures, "speedup": figures["batched_points_per_s"] / figures["loop_points_per_s"],
+            "connect": {"method": "linear", "resolution": resolution, "status": path.status,
+                        "evaluations": path.evaluations, "seconds": time.perf_counter() - began,
+                        "memory": path.info["memory"]}}
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # kilobytes on Linux

@@ -65,3 +65,29 @@ def test_a_dataset_is_read_into_tensors():
     torch.testing.assert_close(from_dataset.loss(theta), from_tensors.loss(theta), rtol=0, atol=0)
     with pytest.raises(landscape.LandscapeError, match="must be"):
         landscape.from_module(model, [x], "mse")
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+def test_batchnorm_statistics_in_chunks_equal_one_pass_over_all_the_data(name, monkeypatch):
+    """Recomputed BatchNorm with chunks: statistics summed chunk by chunk (one pass per layer), the loss, its
+    gradient through the statistics (adjoint passes) and the stored running statistics equal the full pass."""
+    import landscape.problems.module as module
+
+    problem = landscape.make_problem(name, **CASES[name], weight_decay=0.01)
+    thetas = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    loss, grad = problem.loss_and_grad(thetas)
+    stats = problem.batchnorm_statistics(thetas[1])
+    calls, original = [], module.chunked_loss
+    monkeypatch.setattr(module, "chunked_loss", lambda *args: calls.append(1) or original(*args))
+    problem.sample_chunk = 17
+    chunked_loss, chunked_grad = problem.loss_and_grad(thetas)
+    plain = problem.loss(thetas)
+    assert len(calls) >= 2  # the statistics were taken in chunks, not over the whole split
+    torch.testing.assert_close(chunked_loss, loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(plain, loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunked_grad, grad, rtol=1e-10, atol=1e-12)
+    chunked_stats = problem.batchnorm_statistics(thetas[1])
+    assert chunked_stats.keys() == stats.keys() and len(stats) >= 2
+    for layer, (mean, var) in stats.items():
+        torch.testing.assert_close(chunked_stats[layer][0], mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(chunked_stats[layer][1], var, rtol=1e-12, atol=1e-12)

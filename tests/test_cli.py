@@ -119,3 +119,18 @@ def test_version_answers_without_importing_torch():
     assert out.splitlines() == [f"landscape, version {landscape.__version__}", "[]"]
     full = CliRunner().invoke(main, ["-V"])  # the same answer from the full command line
     assert full.exit_code == 0 and full.output.strip() == f"landscape, version {landscape.__version__}"
+
+
+def test_bench_real_measures_a_million_parameters_batched_and_looped(run):
+    from landscape.bench import real_cnn
+
+    big = real_cnn()
+    assert big.dim == 1_015_114 and big.n_samples() == 5000 and tuple(big.data()[0].shape[1:]) == (1, 16, 16)
+    result = run("bench", "--real", "--real-images", 32, "-k", 2, "--memory", "4GiB", "--json")
+    report = json.loads(result.stdout)
+    assert report["dim"] == 1_015_114 and report["samples"] == 32 and report["k"] == 2
+    assert report["grad_difference"] < 1e-4  # the batched evaluator and the nn.Module loop compute one gradient
+    assert report["batched_points_per_s"] > 0 and report["loop_points_per_s"] > 0 and report["loop_peak_bytes"] > 0
+    connect = report["connect"]
+    assert connect["status"] in ("connected", "not_found") and connect["evaluations"] >= 9
+    assert connect["memory"]["budget"] == 4 << 30 and connect["memory"]["k"] >= 1

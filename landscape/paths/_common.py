@@ -31,6 +31,11 @@ class Counted:
         self.on_count = on_count  # called with the points of every batched call (a progress display)
 
     @property
+    def max_points(self) -> int | None:
+        """The problem's cap on points a call (a memory budget's K), or None."""
+        return self.problem.max_points
+
+    @property
     def evaluations(self) -> int:
         return self.losses + self.gradients
 

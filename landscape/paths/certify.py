@@ -46,8 +46,9 @@ def dense_losses(problem: Problem, points: torch.Tensor, resolution: int = DEFAU
     """Loss at every point of every segment cut into ``resolution`` sub-intervals, knots included.
 
     The points are those of :func:`interpolate` (same order, each knot once); they are generated
-    a block of segments at a time (at most :data:`DENSE_BLOCK_BYTES`), each block one batched
-    ``problem.loss`` call, so memory stays bounded however long the path and large the network.
+    a block of segments at a time (at most :data:`DENSE_BLOCK_BYTES`, and about ``problem.max_points``
+    points when a memory budget set it), each block one batched ``problem.loss`` call, so memory stays
+    bounded however long the path and large the network.
 
     Parameters
     ----------
@@ -65,6 +66,9 @@ def dense_losses(problem: Problem, points: torch.Tensor, resolution: int = DEFAU
     n, d = points.shape
     per_segment = resolution * d * points.element_size()
     block = max(1, DENSE_BLOCK_BYTES // max(per_segment, 1))
+    cap = getattr(problem, "max_points", None)  # a memory budget's K: blocks of about K points
+    if cap is not None:
+        block = max(1, min(block, cap // resolution))
     s = torch.arange(resolution, dtype=points.dtype, device=points.device) / resolution
     out = []
     for i in range(0, n - 1, block):

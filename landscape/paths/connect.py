@@ -14,6 +14,7 @@ import torch
 
 from .._errors import LandscapeError
 from .._progress import Progress
+from ..problems.memory import budgeted, plan_memory
 from ..problems.problem import Problem
 from ..symmetries.align import ALIGNERS
 from ..symmetries.align import align as align_points
@@ -45,7 +46,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
             certificate: str = "auto", shorten: bool = False, search_samples: int | None = None,
-            progress: bool = False, **options) -> Path:
+            progress: bool = False, memory: int | str | None = None, **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
@@ -90,6 +91,12 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     progress : bool
         Show on stderr, while it runs, the stage (straight segment, search, shortening, certificate)
         and the loss evaluations so far; the line goes when the call returns.
+    memory : int or str, optional
+        A memory budget in bytes (or ``"2GiB"``); default half of the free memory of the endpoints'
+        device. It sets K, the points evaluated at once (beads of a batch, curve points of a step, the
+        straight segment's and the certificate's points): budget // bytes a point needs
+        (:func:`landscape.problems.memory.plan_memory`); a budget below one point is an error.
+        ``info["memory"]`` has the budget, the bytes a point and K.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -121,16 +128,20 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     if not isinstance(problem, Problem):
         raise LandscapeError(f"problem must be a landscape.Problem, got {type(problem).__name__}")
     start, end = check_endpoints(problem, start, end)
+    plan = plan_memory(problem, memory, dtype=start.dtype, device=start.device)
     shown = Progress(progress, f"connect ({method})")
     try:
-        return _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate,
-                        shorten, search_samples, options, shown, began)
+        with budgeted(problem, plan):
+            path = _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate,
+                            shorten, search_samples, options, shown)
     finally:
         shown.close()
+    return replace(path, info={**path.info, "memory": plan.summary()}, seconds=time.perf_counter() - began)
 
 
 def _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate, shorten,
-             search_samples, options, shown, began) -> Path:
+             search_samples, options, shown) -> Path:
+    """:func:`connect` once the endpoints are checked and the memory budget is set."""
     counted = Counted(problem, on_count=shown.count)
     shown.stage("endpoints")
     if straight is None:
@@ -188,8 +199,7 @@ def _connect(problem, start, end, method, level, generator, resolution, align, s
             "linear_status": baseline.status, "bn": getattr(problem, "bn", None), "search_samples": search_samples}
     if aligned is not None:
         info["alignment"] = aligned
-    return replace(path, method=method, info=info, evaluations=counted.evaluations + spent,
-                   seconds=time.perf_counter() - began)
+    return replace(path, method=method, info=info, evaluations=counted.evaluations + spent)
 
 
 def _measured(straight: Path, start: torch.Tensor, end: torch.Tensor, resolution: int, align: str

@@ -78,7 +78,7 @@ def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *
 
     Each segment is cut into ``resolution`` sub-intervals and refined ``zoom`` times around its
     highest local maxima, as :func:`landscape.certify` does for any path, but the P segments share
-    each batched ``problem.loss`` call (at most :data:`MAX_POINTS` points a call).
+    each batched ``problem.loss`` call (at most :data:`MAX_POINTS` points a call, or ``problem.max_points``).
 
     Parameters
     ----------
@@ -114,7 +114,8 @@ def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *
                              f"{tuple(losses.shape)}")
     loss = problem.loss if split == "train" else partial(problem.loss, split=split)
     p = starts.shape[0]
-    step = max(1, MAX_POINTS // (resolution + 1))
+    cap = min(MAX_POINTS, getattr(problem, "max_points", None) or MAX_POINTS)
+    step = max(1, cap // (resolution + 1))
     out = []
     for i in range(0, p, step):
         a, b = starts[i:i + step], ends[i:i + step]

@@ -9,16 +9,18 @@
   residual nets), for proofs that a path stays below a level.
 - :mod:`.analytic`, :mod:`.networks`, :mod:`.user` — the embedded problems and ``package.module:factory`` ones;
   :mod:`.embedded` holds their registry ``PROBLEMS`` and :func:`make_problem`.
+- :mod:`.memory` — a memory budget for K, the points evaluated at once (:func:`plan_memory`).
 - :mod:`.checkpoint` — checkpoint files: safe to load (``weights_only``), atomic to write.
 """
 
 from .checkpoint import Checkpoint, atomic_save, describe_checkpoint, load_checkpoint, read_file, save_checkpoint
 from .embedded import DEFAULT_PROBLEM, PROBLEMS, describe_problem, make_problem, problem_from_spec
 from .layout import Layout
+from .memory import MemoryPlan, parse_memory, plan_memory
 from .mlp import Square, mlp
 from .module import BN_POLICIES, LOSSES, NetworkProblem, from_module
 from .problem import Problem
 
-__all__ = ["BN_POLICIES", "Checkpoint", "DEFAULT_PROBLEM", "LOSSES", "Layout", "NetworkProblem", "PROBLEMS",
+__all__ = ["BN_POLICIES", "Checkpoint", "DEFAULT_PROBLEM", "LOSSES", "Layout", "MemoryPlan", "NetworkProblem", "PROBLEMS",
            "Problem", "Square", "atomic_save", "describe_checkpoint", "describe_problem", "from_module", "load_checkpoint",
-           "make_problem", "mlp", "problem_from_spec", "read_file", "save_checkpoint"]
+           "make_problem", "mlp", "parse_memory", "plan_memory", "problem_from_spec", "read_file", "save_checkpoint"]

@@ -95,3 +95,40 @@ def _feature_major(plan, params, x):
         for act in acts:
             h = act(h)
     return h.transpose(1, 2)
+
+
+def mlp_loss_on_plane(plan, layout, batched_loss, x, y, origin, directions, coords, size: int, decay=None):
+    """Losses at ``origin + coords @ directions`` (K points of a plane), ``size`` points a chunk.
+
+    The first layer is affine in the parameters along the family: x·W(c)ᵀ + b(c) = H_0 + Σ_j c_j H_j,
+    with H_0 and each H_j computed once for all K points; a point's first layer then costs k + 1
+    scaled additions instead of a matrix product, and the other layers run batched (:func:`mlp_forward`).
+    ``decay``: (weight decay, mask of the decayed parameters), or None.
+    """
+    (w0, b0, acts0), rest = plan[0], plan[1:]
+    basis = layout.unflatten(torch.cat([origin[None], directions]))  # [1 + k, ...]
+    # narrow networks run feature-major (see mlp_forward): their first layer is built that way too
+    feature = bool(rest) and max(max(layout.shapes[layout.names.index(w)]) for w, _, _ in rest) <= NARROW
+    if feature:
+        h_basis = torch.matmul(basis[w0], x.T)  # [1 + k, h1, N]
+        if b0 is not None:
+            h_basis = h_basis + basis[b0].unsqueeze(2)
+    else:
+        h_basis = torch.matmul(x, basis[w0].transpose(1, 2))  # [1 + k, N, h1]
+        if b0 is not None:
+            h_basis = h_basis + basis[b0].unsqueeze(1)
+    flat_basis = h_basis.reshape(h_basis.shape[0], -1)
+    out = []
+    for start in range(0, coords.shape[0], size):
+        c = coords[start:start + size]
+        m = c.shape[0]
+        h = (torch.cat([c.new_ones(m, 1), c], 1) @ flat_basis).view(m, *h_basis.shape[1:])
+        for act in acts0:
+            h = act(h)
+        thetas = origin + c @ directions
+        h = h.transpose(1, 2) if feature else h  # [m, N, h1], a view of the feature-major values
+        value = batched_loss(mlp_forward(rest, layout.unflatten(thetas), h), y.expand(m, *y.shape))
+        if decay is not None:
+            value = value + 0.5 * decay[0] * thetas[:, decay[1]].pow(2).sum(-1)
+        out.append(value)
+    return torch.cat(out)

@@ -18,8 +18,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import bounds
-from .mlp import NARROW, mlp_forward, mlp_plan
-from .batchnorm import Tape, recomputing_copy
+from .mlp import mlp_forward, mlp_loss_on_plane, mlp_plan
+from .batchnorm import Tape, chunked_loss, chunked_statistics, recomputing_copy
+from .footprint import measure_activations, saved_values
 from .._errors import LandscapeError
 from .._registry import Registry
 from .layout import Layout
@@ -112,7 +113,7 @@ class NetworkProblem(Problem):
         self._traced = None  # (graph module, reason): traced when first asked for bounds
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
-            self._act_numel = _measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
+            self._act_numel = measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
 
     @property
     def bn(self) -> str | None:
@@ -156,15 +157,19 @@ class NetworkProblem(Problem):
         return m
 
     def batchnorm_statistics(self, theta: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per BatchNorm layer, the (mean, unbiased variance) of its input over the training split at θ (D,)."""
+        """Per BatchNorm layer, the (mean, unbiased variance) of its input over the training split at θ (D,)
+        (:attr:`sample_chunk` samples at a time when set, exactly)."""
         if not self._bn_layers:
             return {}
-        tape = Tape(collecting=True)
-        module = self._recompute_module()
+        tape, module = Tape(collecting=True), self._recompute_module()
         x = self._device_data("train", theta.device, theta.dtype)[0]
-        with torch.no_grad(), tape.active(module):
-            functional_call(module, self.layout.unflatten(theta.detach()), (x,))
-        return {name: (mean, var) for name, (mean, var) in tape.stats.items()}
+        with torch.no_grad():
+            if len(self._sample_slices("train", None)) > 1:
+                stats, n = chunked_statistics(module, self.layout.unflatten, theta.detach()[None], x, self.sample_chunk)
+                return {k: (m[0], v[0] * n[k] / max(n[k] - 1, 1)) for k, (m, v) in stats.items()}
+            with tape.active(module):
+                functional_call(module, self.layout.unflatten(theta.detach()), (x,))
+        return dict(tape.stats)
 
     def flops_per_point(self, n_samples: int | None = None) -> float:
         """Multiply-add FLOPs of one forward pass over a split, 2·N·Σ(weights), for throughput figures."""
@@ -172,12 +177,51 @@ class NetworkProblem(Problem):
         weights = sum(s for name, s in zip(self.layout.names, self.layout.sizes) if name.endswith("weight"))
         return 2.0 * n * weights
 
+    def activations_per_sample(self) -> int:
+        """Values autograd keeps per sample for the backward pass of the module (measured once, on 1 and 2 samples)."""
+        if getattr(self, "_saved_per_sample", None) is None:
+            x = self._splits["train"][0]
+            params = {k: v.detach().requires_grad_(True) for k, v in self.module_.named_parameters()}
+            counts = [saved_values(self.module_, params, self._buffers, x[:n]) for n in (1, 2)] if len(x) > 1 else [0, 0]
+            self._saved_per_sample = max(counts[1] - counts[0], int(x[:1].numel()), 1)
+        return self._saved_per_sample
+
     # ---------------------------------------------------------------- evaluation
+    def loss(self, thetas, *, split="train", batch=None):
+        """See :meth:`Problem.loss`. With recomputed BatchNorm and :attr:`sample_chunk`, the statistics too are taken
+        a chunk of samples at a time (exact); a differentiable loss (``thetas`` requiring grad) reads them whole."""
+        if not (torch.is_grad_enabled() and isinstance(thetas, torch.Tensor) and thetas.requires_grad):
+            out = self._chunked_bn(thetas, split, batch, grad=False)
+            if out is not None:
+                return out[0]
+        return super().loss(thetas, split=split, batch=batch)
+
+    def loss_and_grad(self, thetas, *, split="train", batch=None):
+        """See :meth:`Problem.loss_and_grad`; with recomputed BatchNorm and :attr:`sample_chunk`, exact in chunks
+        of samples throughout (:func:`landscape.problems.batchnorm.chunked_loss`)."""
+        out = self._chunked_bn(thetas, split, batch, grad=True)
+        return out if out is not None else super().loss_and_grad(thetas, split=split, batch=batch)
+
+    def _chunked_bn(self, thetas, split, batch, grad):
+        """Loss (and gradient) with BatchNorm statistics in chunks of samples; None where that does not apply."""
+        if self._bn != "recompute" or batch is not None or len(self._sample_slices("train", None)) < 2:
+            return None
+        thetas, single = self._check(thetas)
+        size = self.chunk_size(self.sample_chunk, thetas.device, thetas.dtype)
+        parts = [chunked_loss(self, t, split, grad) for t in thetas.split(size)]
+        loss, g = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]) if grad else None
+        if self.weight_decay:
+            mask = self._decay.to(thetas.device)
+            loss = loss + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
+            if grad:
+                g[:, mask] += self.weight_decay * thetas[:, mask]
+        return (loss[0], None if g is None else g[0]) if single else (loss, g)
+
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
             return n_samples * max(self._widths)
         if self._bn == "recompute":  # each point also runs the statistics pass over the training split
-            return (n_samples + self.n_samples("train")) * self._act_numel
+            return (n_samples + min(self.n_samples("train"), self.sample_chunk or n_samples)) * self._act_numel
         return n_samples * self._act_numel
 
     def _evaluate(self, thetas, data):
@@ -233,46 +277,16 @@ class NetworkProblem(Problem):
     def loss_on_plane(self, origin, directions, coords, *, split="train"):
         """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.
 
-        For a plain MLP the first layer is affine in the parameters along the family:
-        x·W(c)ᵀ + b(c) = H_0 + Σ_j c_j H_j, where H_0 and each H_j are computed once for all K
-        points. A point's first layer then costs k + 1 scaled additions instead of a matrix
-        product, while the remaining layers run batched as in :meth:`loss`.
+        For a plain MLP the first layer is computed once for the whole plane
+        (:func:`landscape.problems.mlp.mlp_loss_on_plane`).
         """
-        if self._mlp is None:
-            return super().loss_on_plane(origin, directions, coords, split=split)
-        if origin.shape != (self.dim,) or directions.dim() != 2 or directions.shape[1] != self.dim \
-                or coords.dim() != 2 or coords.shape[1] != directions.shape[0]:
-            return super().loss_on_plane(origin, directions, coords, split=split)  # raises the shape error
+        if self._mlp is None or origin.shape != (self.dim,) or directions.dim() != 2 \
+                or directions.shape[1] != self.dim or coords.dim() != 2 or coords.shape[1] != directions.shape[0]:
+            return super().loss_on_plane(origin, directions, coords, split=split)  # (raises any shape error)
         x, y = self._device_data(split, coords.device, coords.dtype)
-        (w0, b0, acts0), rest = self._mlp[0], self._mlp[1:]
-        basis = self.layout.unflatten(torch.cat([origin[None], directions]))  # [1 + k, ...]
-        # narrow networks run feature-major (see mlp_forward): their first layer is built that way too
-        feature = rest and max(max(self.layout.shapes[self.layout.names.index(w)]) for w, _, _ in rest) <= NARROW
-        if feature:
-            h_basis = torch.matmul(basis[w0], x.T)  # [1 + k, h1, N]
-            if b0 is not None:
-                h_basis = h_basis + basis[b0].unsqueeze(2)
-        else:
-            h_basis = torch.matmul(x, basis[w0].transpose(1, 2))  # [1 + k, N, h1]
-            if b0 is not None:
-                h_basis = h_basis + basis[b0].unsqueeze(1)
-        flat_basis = h_basis.reshape(h_basis.shape[0], -1)
-        size = self.chunk_size(x.shape[0], coords.device, coords.dtype)
-        mask = self._decay.to(coords.device) if self.weight_decay else None
-        out = []
-        for start in range(0, coords.shape[0], size):
-            c = coords[start:start + size]
-            m = c.shape[0]
-            h = (torch.cat([c.new_ones(m, 1), c], 1) @ flat_basis).view(m, *h_basis.shape[1:])
-            for act in acts0:
-                h = act(h)
-            thetas = origin + c @ directions
-            h = h.transpose(1, 2) if feature else h  # [m, N, h1], a view of the feature-major values
-            value = self._batched_loss(mlp_forward(rest, self.layout.unflatten(thetas), h), y.expand(m, *y.shape))
-            if mask is not None:
-                value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
-            out.append(value)
-        return torch.cat(out)
+        decay = (self.weight_decay, self._decay.to(coords.device)) if self.weight_decay else None
+        return mlp_loss_on_plane(self._mlp, self.layout, self._batched_loss, x, y, origin, directions, coords,
+                                 self.chunk_size(x.shape[0], coords.device, coords.dtype), decay)
 
     def _vmap_loss(self, thetas, x, y):
         buffers = {k: v.to(thetas.device, thetas.dtype) if v.is_floating_point() else v.to(thetas.device)
@@ -382,23 +396,3 @@ def as_tensors(data, what: str) -> tuple:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise LandscapeError(f"{what} must be (x, y) tensors or a torch.utils.data.Dataset of (x, y) items")
     return tuple(data)
-
-
-def _measure_activations(module, params, buffers, x1) -> int:
-    """Largest output size (per sample) of any submodule, found with forward hooks on one sample."""
-    sizes = []
-
-    def hook(_, __, out):
-        if isinstance(out, torch.Tensor):
-            sizes.append(out.numel())
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()]
-    try:
-        with torch.no_grad():
-            functional_call(module, ({k: v.detach() for k, v in params.items()}, buffers), (x1,))
-    except Exception as err:  # noqa: BLE001 - any failure here is the user's model/data mismatch
-        raise LandscapeError(f"the model cannot run on the data (input shape {tuple(x1.shape[1:])}): {err}") from None
-    finally:
-        for h in handles:
-            h.remove()
-    return max(sizes + [1])

@@ -101,12 +101,24 @@ def _check_memory(name: str, params: dict, given: dict) -> None:
     have = available_memory()
     if have is not None and need > have:
         shown = ", ".join(f"{k}={v}" for k, v in given.items())
-        raise LandscapeError(f"problem {name!r} with {shown} needs about {_bytes(need)} ({dim:,} parameters, "
-                             f"{samples:,} samples); this machine has {_bytes(have)} available: use smaller values")
+        raise LandscapeError(f"problem {name!r} with {shown} needs about {format_bytes(need)} ({dim:,} parameters, "
+                             f"{samples:,} samples); this machine has {format_bytes(have)} available: use smaller values")
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this machine can give now (``MemAvailable``), or None where unknown."""
+def available_memory(device=None) -> int | None:
+    """Bytes of memory the device can give now, or None where unknown.
+
+    The CPU (``device`` None or ``"cpu"``): the host's ``MemAvailable``. A CUDA device: the free bytes
+    of ``torch.cuda.mem_get_info`` (memory other processes hold is not free).
+    """
+    import torch
+
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -120,7 +132,8 @@ def available_memory() -> int | None:
         return None
 
 
-def _bytes(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units, three significant digits: ``format_bytes(3 << 30) == "3 GiB"``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.3g} {unit}"

@@ -55,6 +55,9 @@ class Problem:
         #: is then the sum of chunk means weighted by chunk size, gradients accumulated the same way: exact
         #: up to rounding for losses that are means over samples (every loss of ``LOSSES``).
         self.sample_chunk: int | None = None
+        #: Most points one call evaluates at once (None: as many as the cache heuristic takes); set from a
+        #: memory budget by :func:`landscape.problems.memory.budgeted`.
+        self.max_points: int | None = None
 
     # ----------------------------------------------------------------- description
     @property
@@ -234,6 +237,10 @@ class Problem:
     def _init_one(self, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def activations_per_sample(self) -> int:
+        """Values one forward pass creates per sample, summed over the layers (0 without data): sets memory budgets."""
+        return 0
+
     def _activation_numel(self, n_samples: int) -> int:
         """Largest number of intermediate values one point creates in one layer (sets chunk sizes)."""
         return max(n_samples, 1)
@@ -264,10 +271,11 @@ class Problem:
         return self._cache[key]
 
     def chunk_size(self, n_samples: int, device: torch.device, dtype: torch.dtype = torch.float32) -> int:
-        """How many points one batched call takes so its activations fit ``chunk_bytes``."""
+        """How many points one batched call takes so its activations fit ``chunk_bytes`` (at most :attr:`max_points`)."""
         budget = self.chunk_bytes.get(torch.device(device).type, CHUNK_BYTES["cuda"])
         per_point = self._activation_numel(n_samples) * torch.finfo(dtype).bits // 8
-        return max(1, budget // max(per_point, 1))
+        size = max(1, budget // max(per_point, 1))
+        return size if self.max_points is None else max(1, min(size, self.max_points))
 
     def _sample_slices(self, split, batch):
         """``(rows, weight)`` of each chunk of samples: ``(None, 1.0)`` when the split is taken whole."""

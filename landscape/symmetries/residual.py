@@ -25,7 +25,7 @@ from torch import nn
 from .._errors import LandscapeError
 from ..problems.layout import Layout
 from .groups import Axis, Symmetry, UnitGroup
-from .trace import _CONVS, _Open, _step
+from .trace import _CONVS, _Open, _stateful, _step
 
 _ADDS = {operator.add, torch.add, "add"}
 
@@ -131,7 +131,7 @@ def walk_graph(gm, layout: Layout, kind: str, *, frozen_statistics: bool = True)
                 spaces.tied[spaces.find(where[a][0])] = True
         mod = modules.get(node.target) if node.op == "call_module" else None
         if mod is not None:
-            if node.target in called:
+            if node.target in called and _stateful(mod):  # a ReLU called twice (torchvision's BasicBlock) is fine
                 refuse(node, "the module is called twice (shared weights)")
             called.add(node.target)
         if len(inputs) == 2 and node.op in ("call_function", "call_method") and node.target in _ADDS:

@@ -129,7 +129,7 @@ def walk_chain(gm, layout: Layout, kind: str, *, frozen_statistics: bool = True)
         in_shape, out_shape = shape(tensors[i - 1]), shape(node)
         mod = modules.get(node.target) if node.op == "call_module" else None
         if mod is not None:
-            if node.target in called:
+            if node.target in called and _stateful(mod):  # a ReLU called twice (torchvision's BasicBlock) is fine
                 refuse(node, "the module is called twice (shared weights)")
             called.add(node.target)
         if isinstance(mod, (nn.Linear, *_CONVS)):
@@ -274,3 +274,8 @@ def _arithmetic(current: _Open, node, op, what) -> str | None:
         return None
     current.times(None)  # a shift: still equivariant, no longer homogeneous
     return None
+
+
+def _stateful(module: nn.Module) -> bool:
+    """Whether ``module`` holds parameters or buffers (calling it twice shares them)."""
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())

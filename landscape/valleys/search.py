@@ -23,6 +23,7 @@ from ..minima.stationary import POLISH_STEPS, require_minima
 from ..paths.certify import DEFAULT_RESOLUTION, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
+from ..problems.memory import budgeted, plan_memory
 from ..problems.problem import Problem
 from .graph import ValleyGraph, event_levels
 from .sampling import add_extents
@@ -237,7 +238,7 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
             if not level < high:
                 break
             path = connect(problem, thetas[i], thetas[j], method=probe, level=level, generator=generator,
-                           resolution=resolution, straight=straight[(i, j)])
+                           resolution=resolution, straight=straight[(i, j)], memory=options.get("memory"))
             graph.stats["refinements"] += 1
             graph.stats["evaluations"] += path.evaluations
             if path.status == "connected":
@@ -273,7 +274,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
                  resolution: int = DEFAULT_RESOLUTION, metrics: bool = False, align: str = "none", bisect: int = 3,
                  extent: int = 0, polish: bool = False, polish_steps: int = POLISH_STEPS,
                  generator: torch.Generator | None = None, connect_options: dict | None = None,
-                 progress: bool = False) -> tuple[ValleyGraph, dict]:
+                 progress: bool = False, memory: int | str | None = None) -> tuple[ValleyGraph, dict]:
     """Count the valleys of Ω_u seen by a sample of minima, find the spurious ones and the merge tree.
 
     Parameters
@@ -316,6 +317,9 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     progress : bool
         Show on stderr, while it runs, the level or merge search under way, the pairs refined and the
         loss evaluations so far.
+    memory : int or str, optional
+        Memory budget in bytes (or ``"2GiB"``) for the points evaluated at once, default half the free
+        memory (see :func:`landscape.connect`); ``report["memory"]`` has the budget, bytes a point and K.
 
     Returns
     -------
@@ -327,29 +331,33 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     names = list(names) if names is not None else [f"m{i}" for i in range(thetas.shape[0])]
     if thetas.dim() != 2 or thetas.shape[1] != problem.dim or thetas.shape[0] < 1:
         raise LandscapeError(f"minima must have shape (N >= 1, {problem.dim}), got {tuple(thetas.shape)}")
-    thetas, polished = require_minima(problem, thetas, names, polish_points=polish, steps=polish_steps)
-    alignment = None
-    if align != "none":
-        from ..symmetries.align import align as align_points
+    plan = plan_memory(problem, memory, dtype=thetas.dtype, device=thetas.device)
+    connect_options = {**(connect_options or {}), "memory": plan.budget}  # every path under the one budget
+    with budgeted(problem, plan):
+        thetas, polished = require_minima(problem, thetas, names, polish_points=polish, steps=polish_steps)
+        alignment = None
+        if align != "none":
+            from ..symmetries.align import align as align_points
 
-        best = int(problem.loss(thetas).argmin())
-        result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
-        thetas = result.theta.to(thetas)
-        alignment = {"method": align, "reference": best if given is None else names[best]}
-    graph = ValleyGraph.of(problem, thetas, names)
-    shown = Progress(progress, f"valleys of {len(names)} minima")
-    graph.stats = ShownTally(graph.stats, shown)
-    try:
-        report_levels = _search(graph, levels, method, merge_method, bisect, attempts, resolution, generator,
-                                connect_options, metrics, tol, shown)
-    finally:
-        shown.close()
-        graph.stats = dict(graph.stats)
-    report = graph.report(report_levels, tol=tol)
-    if extent:
-        add_extents(graph, report, extent, generator)
-    report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
-                   "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
+            best = int(problem.loss(thetas).argmin())
+            result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
+            thetas = result.theta.to(thetas)
+            alignment = {"method": align, "reference": best if given is None else names[best]}
+        graph = ValleyGraph.of(problem, thetas, names)
+        shown = Progress(progress, f"valleys of {len(names)} minima")
+        graph.stats = ShownTally(graph.stats, shown)
+        try:
+            report_levels = _search(graph, levels, method, merge_method, bisect, attempts, resolution, generator,
+                                    connect_options, metrics, tol, shown)
+        finally:
+            shown.close()
+            graph.stats = dict(graph.stats)
+        report = graph.report(report_levels, tol=tol)
+        if extent:
+            add_extents(graph, report, extent, generator)
+        report.update({"method": merge_method if isinstance(levels, str) else method, "attempts": attempts,
+                       "resolution": resolution, "problem": problem.spec, "alignment": alignment, "polished": polished})
+    report["memory"] = plan.summary()
     return graph, report
 
 

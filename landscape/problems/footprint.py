@@ -1,0 +1,45 @@
+"""What a module's forward pass holds, measured on one or two samples: its largest output, the values autograd saves.
+
+These sizes set how many points a batched call takes (:meth:`Problem.chunk_size`) and the bytes a point
+needs under a memory budget (:mod:`.memory`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call
+
+from .._errors import LandscapeError
+
+
+def measure_activations(module, params, buffers, x1) -> int:
+    """Largest output size (per sample) of any submodule, found with forward hooks on one sample."""
+    sizes = []
+
+    def hook(_, __, out):
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            functional_call(module, ({k: v.detach() for k, v in params.items()}, buffers), (x1,))
+    except Exception as err:  # noqa: BLE001 - any failure here is the user's model/data mismatch
+        raise LandscapeError(f"the model cannot run on the data (input shape {tuple(x1.shape[1:])}): {err}") from None
+    finally:
+        for h in handles:
+            h.remove()
+    return max(sizes + [1])
+
+
+def saved_values(module, params, buffers, x) -> int:
+    """Values of the tensors autograd saves for the backward pass of one forward on ``x`` (each storage once)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.data_ptr(), tuple(t.shape))] = t.numel()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = functional_call(module, (params, buffers), (x.to(next(iter(params.values())).dtype),))
+    return sum(seen.values()) + out.numel()
