@@ -223,7 +223,7 @@ def _bench_real(k, images, memory, dev, as_json):
                        f"{r['batched_peak_bytes'] / 2**20:,.0f}"],
                       ["loop (nn.Module)", r["k"], f"{r['loop_points_per_s']:.3f}", f"{r['loop_peak_bytes'] / 2**20:,.0f}"]],
                      ["loss+gradient", "K", "points/s", f"{peak} MiB"]) + f"\nspeedup {r['speedup']:.2f}x")
-    click.echo(f"connect --method linear --resolution {c['resolution']} (two random points): {c['status']}, "
+    click.echo(f"connect --method linear --resolution {c['resolution']} --certificate grid (two random points): {c['status']}, "
                f"{c['evaluations']} evaluations, {c['seconds']:.1f} s; {memory_text(c['memory'])}")
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import landscape
-from landscape.paths.proof import prove_below
+from landscape.paths.proof import DEFAULT_BUDGET, PROOF_WORK, default_budget, prove_below
+from landscape.problems.memory import point_bytes
 from landscape.problems import Problem
 from landscape.problems.layout import Layout
 
@@ -85,6 +86,17 @@ def test_a_smooth_saddle_is_proven_just_above_it_and_never_at_or_below():
     assert above.status == "proven" and peak <= above.bound <= peak * (1 + 1e-3)
     assert prove_below(problem, points, peak * (1 - 1e-4)).status == "refuted"
     assert prove_below(problem, points, peak, budget=2000).status in ("undecided", "refuted")
+
+
+def test_the_default_budget_shrinks_with_the_cost_of_a_point_and_the_proof_says_it():
+    ring, cnn = landscape.make_problem("ring"), landscape.make_problem("digits_cnn")
+    assert default_budget(ring) == DEFAULT_BUDGET  # 32 bytes a point: the full budget
+    need, _ = point_bytes(cnn)
+    assert default_budget(cnn) == PROOF_WORK // need < DEFAULT_BUDGET
+    problem, points, peak = bump_problem()
+    tight = prove_below(problem, points, peak * (1 + 1e-9))  # too close to settle: the budget runs out
+    assert tight.status == "undecided" and tight.budget == default_budget(problem) and tight.pieces <= tight.budget
+    assert tight.summary()["budget"] == tight.budget
 
 
 class StripProblem(Problem):

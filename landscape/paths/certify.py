@@ -27,7 +27,7 @@ from .._errors import LandscapeError
 from .._registry import Registry
 from ..problems.problem import Problem
 from .path import Path
-from .proof import DEFAULT_BUDGET, prove_below
+from .proof import prove_below
 
 #: How :func:`certify` may back a ``connected``: ``"auto"`` proves where the problem can bound its loss
 #: and checks densely elsewhere; ``"bound"`` insists on the proof; ``"grid"`` checks densely only.
@@ -99,7 +99,7 @@ ZOOM_PASSES, ZOOM_CANDIDATES, ZOOM_POINTS = 2, 4, 8
 
 
 def certify(problem: Problem, path: Path, level: float | None = None, *, resolution: int = DEFAULT_RESOLUTION,
-            zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int = DEFAULT_BUDGET) -> Path:
+            zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int | None = None) -> Path:
     """State a path's claim at a level: dense evaluation of every segment, then a proof where possible.
 
     The grid of ``resolution`` sub-intervals per segment is evaluated first (batched); then, ``zoom``
@@ -122,8 +122,9 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
         Refinement passes around the maxima (0: the grid alone).
     certificate : {"auto", "bound", "grid"}
         See :data:`CERTIFICATES`. ``"bound"`` on a problem without bounds is an error.
-    budget : int
-        Pieces the proof may bound before it gives up and the dense check stands.
+    budget : int, optional
+        Pieces the proof may bound before it gives up and the dense check stands; default
+        :func:`landscape.paths.proof.default_budget` (20,000, fewer where one point is costly).
 
     Returns
     -------
@@ -154,7 +155,7 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
     return settle(problem, checked, certificate=certificate, budget=budget)
 
 
-def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: int = DEFAULT_BUDGET) -> Path:
+def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: int | None = None) -> Path:
     """Back the claim of a densely checked path: prove it where the problem can, else keep the dense check.
 
     Parameters
@@ -163,7 +164,8 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
     path : Path
         With ``dense_max_loss``, ``resolution``, ``level`` and ``status`` from the dense check.
     certificate : {"auto", "bound", "grid"}
-    budget : int
+    budget : int, optional
+        See :func:`certify`.
 
     Returns
     -------

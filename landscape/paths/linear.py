@@ -15,7 +15,6 @@ from .._errors import LandscapeError
 from ..problems.problem import Problem
 from ._common import Endpoints, check_count, check_endpoints
 from .certify import DEFAULT_RESOLUTION, ZOOM_PASSES, refine_maximum, settle, verdict
-from .proof import DEFAULT_BUDGET
 from .path import Path
 
 #: Points of one batched call of :func:`straight_paths` (bounds memory: ``MAX_POINTS × D`` values).
@@ -73,7 +72,7 @@ def linear(ends: Endpoints, *, generator=None, n_points: int = 2) -> Path:
 
 def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *, level: float | None = None,
                    losses: torch.Tensor | None = None, resolution: int = DEFAULT_RESOLUTION, zoom: int = ZOOM_PASSES,
-                   split: str = "train", certificate: str = "auto", budget: int = DEFAULT_BUDGET) -> list[Path]:
+                   split: str = "train", certificate: str = "auto", budget: int | None = None) -> list[Path]:
     """The straight segments ``starts[k] → ends[k]``, certified together in batched evaluations.
 
     Each segment is cut into ``resolution`` sub-intervals and refined ``zoom`` times around its
@@ -94,8 +93,8 @@ def straight_paths(problem: Problem, starts: torch.Tensor, ends: torch.Tensor, *
         The data split of the loss.
     certificate : {"auto", "bound", "grid"}
         How a segment below ``level`` is backed (see :func:`landscape.certify`; training split only).
-    budget : int
-        Pieces a proof may bound.
+    budget : int, optional
+        Pieces a proof may bound (see :func:`landscape.certify`).
 
     Returns
     -------
