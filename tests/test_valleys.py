@@ -178,27 +178,6 @@ def test_valley_extents_grow_with_the_level():
     assert high["extent"][0]["max_distance"] > 1.5  # reaches across to the other side of the ring
 
 
-def test_venturi_spurious_valley_merges_with_the_global_basin_at_the_measured_level():
-    """On the exact population loss (α = 2, β = 3, n = 4, p = 3): the lowest minimum is L* ≈ 0.3073 (below the
-    α²/4 = 1 of the point that drops an α term), and the spurious minimum's valley (β²/4 = 2.25) joins the
-    global basin at u* ≈ 2.5573 (the climbing image of NEB; β²/4 + L* to five digits). No method finds a path
-    below it; one is certified just above it, and valley counting agrees."""
-    problem = landscape.make_problem("venturi_relu", population=True)
-    minima = landscape.train(problem, range(8), steps=3000, lr=2e-2, dtype=torch.float64)
-    best = minima.thetas[minima.losses.argmin()]
-    assert float(minima.losses.min()) == pytest.approx(0.30734, abs=1e-4)
-    spurious = problem.constructions()["spurious"].double()
-    below, above = 2.50, 2.60
-    for method in ("neb", "string"):
-        assert landscape.connect(problem, spurious, best, method=method, level=below).status == "not_found"
-    path = landscape.connect(problem, spurious, best, method="neb", level=above)
-    assert path.status == "connected" and 2.5573 <= path.max_loss <= above
-    graph, report = find_valleys(problem, torch.stack([best, spurious]), names=["global", "spurious"],
-                                 levels=[below, above], attempts=1, generator=gen())
-    low, high = report["levels"]
-    assert (low["n_valleys"], low["spurious"]) == (2, [["spurious"]]) and high["n_valleys"] == 1
-
-
 def _himmelblau_saddles():
     """The saddles of Himmelblau's function from scratch: Newton's method on ∇f = 0 from nearby starts."""
     import numpy as np

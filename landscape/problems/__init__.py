@@ -7,7 +7,8 @@
 - :mod:`.batchnorm` — BatchNorm with statistics recomputed at every point.
 - :mod:`.bounds`, :mod:`.traced` — upper bounds of the loss over whole segments (plain MLPs; traced conv and
   residual nets), for proofs that a path stays below a level.
-- :mod:`.analytic`, :mod:`.networks`, :mod:`.user` — the embedded problems and ``package.module:factory`` ones;
+- :mod:`.analytic`, :mod:`.networks`, :mod:`.convnets`, :mod:`.venturi`, :mod:`.user` — the embedded problems and
+  ``package.module:factory`` ones;
   :mod:`.embedded` holds their registry ``PROBLEMS`` and :func:`make_problem`.
 - :mod:`.memory` — a memory budget for K, the points evaluated at once (:func:`plan_memory`).
 - :mod:`.checkpoint` — checkpoint files: safe to load (``weights_only``), atomic to write.

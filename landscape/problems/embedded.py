@@ -11,8 +11,8 @@ from .params import check_params
 from .problem import Problem
 from .analytic import double_well, himmelblau, ring
 from .convnets import digits_cnn, digits_resnet
-from .networks import (deep_linear, digits_mlp, exp_linear, moons_mlp, quadratic_regression, teacher_student,
-                       venturi_relu)
+from .networks import deep_linear, digits_mlp, exp_linear, moons_mlp, quadratic_regression, teacher_student
+from .venturi import venturi_relu
 from .user import load_user_problem
 
 PROBLEMS = Registry("problem", (himmelblau, double_well, ring, quadratic_regression, digits_mlp, moons_mlp,
