@@ -75,8 +75,9 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000
         Adam's learning rate, as a fraction of the chord (scaled like DSS) or fixed.
     check_every : int
         Every so many steps, and as soon as every sample of a step is below u (with ``samples > 1``;
-        at most every ``check_every // 10`` steps), the curve is checked densely at u; training stops
-        when it is below u, and the curve with the lowest checked max loss is returned.
+        at most every ``check_every // 10`` steps), the curve is checked at u: first at its knots and
+        their midpoints (one batched call), then, if those are all below u, densely; training stops when
+        the dense check is below u, and the curve with the lowest densely checked max loss is returned.
     n_points : int
         Knots of the returned path: the curve at ``n_points`` evenly spaced t, joined by segments
         (what is certified is this polyline, not the smooth curve).
@@ -163,16 +164,22 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, objective
         if step == 0 or step == steps or due:
             last = step
             pts = knots(control)
-            seg = counted.segments(pts, resolution)
-            peak = float(seg.max())
-            checks.append({"step": step, "max_loss": peak})
-            if best is None or peak < best[1]:
-                best = (pts, peak, torch.cat([seg[:, 0], seg[-1:, -1]]))
-            if peak <= level:
-                stop = "below_level"
-                break
-            if step == steps:
-                break
+            # a quick look first, the knots and the segments' midpoints in one batched call (~1/20 of the dense
+            # check): above u at a point of the path, the dense check could only agree
+            quick = float(counted.loss(torch.cat([pts, (pts[1:] + pts[:-1]) / 2])).max()) if 0 < step < steps else None
+            if quick is not None and not quick <= level:
+                checks.append({"step": step, "max_loss": quick, "quick": True})
+            else:
+                seg = counted.segments(pts, resolution)
+                peak = float(seg.max())
+                checks.append({"step": step, "max_loss": peak})
+                if best is None or peak < best[1]:
+                    best = (pts, peak, torch.cat([seg[:, 0], seg[-1:, -1]]))
+                if peak <= level:
+                    stop = "below_level"
+                    break
+                if step == steps:
+                    break
         u = (torch.arange(samples, dtype=torch.float64) + torch.rand(samples, generator=gen, dtype=torch.float64))
         t = (u / samples).to(start)
         w = basis(t, degree)  # [T, n + 2]
@@ -181,7 +188,7 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, objective
         if not torch.isfinite(loss).all():
             raise LandscapeError(f"the loss became NaN or infinite while training the {name} curve; "
                                  "lower the step size (option step_size)")
-        # every sample below u: check at once (a check costs ~30 steps); one sample says nothing of the curve
+        # every sample below u: check soon (the quick look costs a few steps); one sample says nothing of the curve
         below = samples > 1 and bool(loss.max() <= level)
         weights = weigh(loss, level, alpha=alpha, temperature=temperature)
         adam.step(control, w[:, 1:-1].T @ (weights[:, None] * grad))
