@@ -38,8 +38,8 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
     return (1 - (t[:, None] - knots).abs() * degree).clamp_min(0)
 
 
-def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
-           samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 10000,
+           samples: int = 2, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
            step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
@@ -97,8 +97,8 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000
                       n_points=n_points, jitter=jitter, resolution=resolution)
 
 
-def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 3000,
-              samples: int = 8, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 10000,
+              samples: int = 2, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
               step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
