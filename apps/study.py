@@ -9,7 +9,7 @@ import click
 
 import landscape
 
-from ._common import UserError, count, echo_json, json_option, parse_params, table
+from ._common import UserError, count, echo_json, json_option, parse_params, quiet_option, table
 
 
 def _is_store(arg: str) -> bool:
@@ -81,7 +81,7 @@ def list_(as_json):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Change a value of the study (repeatable): grid.AXIS=[...], task.KEY=V, problem.KEY=V, or a bare "
                    "axis or task parameter; e.g. --set problem.width=[2,8] --set steps=500.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @json_option
 def run(study_file, store, workers, scheduler, scheduler_file, device, threads, resources, no_retry, report_dir,
         no_report, sets, quiet, as_json):

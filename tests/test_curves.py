@@ -45,9 +45,9 @@ def test_the_maximum_reaches_the_level_where_the_mean_does_not(name, params, pai
         assert float(saddles.min()) <= path.max_loss <= level
 
 
-def test_the_default_objective_is_the_hinge_and_it_needs_fewer_steps_than_the_mean():
-    assert landscape.method_options("bezier")["objective"] == "hinge"
-    assert landscape.method_options("polychain")["objective"] == "hinge"
+def test_the_default_objective_is_the_soft_maximum_and_it_needs_fewer_steps_than_the_mean():
+    assert landscape.method_options("bezier")["objective"] == "softmax"
+    assert landscape.method_options("polychain")["objective"] == "softmax"
     taken = {}
     for objective in OBJECTIVES:
         path, _ = fit("ring", (0, 1), 0.45, "bezier", objective, {"bump": 0.5}, samples=8)  # saddles at 0.4375

@@ -5,7 +5,7 @@ Ensembling of DNNs", NeurIPS 2018. A curve φ(t) = Σ_j w_j(t) c_j has the endpo
 and last control points c_0 = a, c_{n+1} = b and trainable bends c_1 … c_n. Garipov et al. train
 the bends on the loss averaged along the curve, E_{t~U[0,1]} L(φ(t)); a path is connected at u when
 its *maximum* is ≤ u, so by default the bends minimise an objective that sees only the top of the
-curve (:data:`OBJECTIVES`: a hinge at α·u, or a soft maximum). Each step evaluates the loss and its
+curve (:data:`OBJECTIVES`: a soft maximum, or a hinge at α·u). Each step evaluates the loss and its
 gradient at many t in one batched call; with the objective's weight ω_i = ∂F/∂L_i of each sample,
 the bends' gradient follows by the chain rule, ∂F/∂c_j = Σ_i ω_i w_j(t_i) ∇L(φ(t_i)), one matrix product.
 """
@@ -39,7 +39,7 @@ def hats(t: torch.Tensor, degree: int) -> torch.Tensor:
 
 
 def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 10000,
-           samples: int = 2, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+           samples: int = 2, objective: str = "softmax", alpha: float = 0.9, temperature: float = 0.1,
            step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
            n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A Bezier curve of degree ``bends + 1`` between the endpoints, its bends trained (Garipov et al. 2018).
@@ -60,10 +60,13 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 1000
     objective : str
         What the bends minimise over the step's samples L_1 … L_T (a key of :data:`OBJECTIVES`):
 
-        - ``"hinge"`` (default): (1/T) Σ max(L_i − α·u, 0). Only samples above α·u pull, so the
-          effort goes where the curve is above the level, and stops once every sample is below it.
-        - ``"softmax"``: the soft maximum τu·log Σ exp(L_i/τu) (weights softmax(L/τu)): the highest
-          samples dominate, a smoothed minimax. Over one sample it is the mean: use ``samples > 1``.
+        - ``"softmax"`` (default): the soft maximum τu·log Σ exp(L_i/τu) (weights softmax(L/τu)): the
+          highest samples dominate, a smoothed minimax; the weights always sum to 1, so every step pulls.
+          Over one sample it is the mean: use ``samples > 1``.
+        - ``"hinge"``: (1/T) Σ max(L_i − α·u, 0). Only samples above α·u pull, so the effort goes where
+          the curve is above the level, and stops once every sample is below it. With one sample a piece
+          (``samples=1``, or 2 on a one-bend chain) a step often has none that pulls and Adam drifts on:
+          on the digits main pair it climbed away from the level.
         - ``"mean"``: (1/T) Σ L_i, Garipov et al.'s objective. Its optimum need not be below u: the
           mean trades a high stretch for lower ones elsewhere (on the ring, the quadratic curve of least
           mean loss peaks at 0.1988 while the best peaks at the saddle, 0.19), so it can stall above u.
@@ -98,13 +101,13 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 1000
 
 
 def polychain(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 10000,
-              samples: int = 2, objective: str = "hinge", alpha: float = 0.9, temperature: float = 0.1,
+              samples: int = 2, objective: str = "softmax", alpha: float = 0.9, temperature: float = 0.1,
               step_size: float = 0.05, lr: float | None = None, check_every: int = 100,
               n_points: int = 17, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """A polygonal chain a → c_1 → … → c_n → b with trainable bends c_j (Garipov et al. 2018).
 
     The chain's knots sit at t = j/(n + 1); the bends are trained on the same objectives as
-    :func:`bezier` (the hinge at α·u by default; ``"mean"``: the loss averaged along the chain, as
+    :func:`bezier` (a soft maximum by default; ``"mean"``: the loss averaged along the chain, as
     Garipov et al.), see there for the options. The returned path holds the
     chain sampled at ``n_points`` t (the bends included when ``n_points − 1`` is a multiple of
     ``bends + 1``, as with the defaults).
