@@ -4,7 +4,12 @@ import sys
 
 
 def main() -> None:
-    """The ``landscape`` command. ``landscape --version`` answers without importing torch (seconds saved)."""
+    """The ``landscape`` command. ``--version`` and ``--help`` answer without importing torch (a second saved)."""
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        from ._index import help_text
+
+        print(help_text(), end="")
+        return
     if sys.argv[1:] in (["--version"], ["-V"]):
         from importlib.metadata import PackageNotFoundError, version
 

@@ -9,22 +9,16 @@ import landscape
 from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, real_cnn, real_size
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
+from ._index import CONTEXT, HELP
 from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
                       device_option, echo_json, echo_raw_names, file_problem_option, json_option, memory_option,
                       memory_text, parse_params, parse_seeds, problem_options, quiet_option,
                       table)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, help=HELP, context_settings=CONTEXT)
 @click.version_option(landscape.__version__, "--version", "-V", prog_name="landscape")
 def main():
-    """Explore the loss landscapes of neural networks through their level sets.
-
-    \b
-    Train minima, connect them by certified low-loss paths, count valleys, render the surface:
-      landscape train digits_mlp --seeds 0,1 -o minima/
-      landscape info minima/*.pt
-    """
     echo_raw_names()
 
 

@@ -109,6 +109,20 @@ def test_the_plain_module_of_the_bench_computes_the_problems_loss():
     torch.testing.assert_close(torch.cat([p.grad.flatten() for p in module.parameters()]), grad, rtol=1e-5, atol=1e-6)
 
 
+def test_help_answers_without_importing_torch_and_is_the_real_help():
+    import subprocess
+    import sys
+
+    from landscape_cli._index import group_help, help_text
+
+    assert help_text() == group_help(main)  # the static index says what the real group says
+    code = ("import sys; sys.argv = ['landscape', '--help']; import landscape_cli; landscape_cli.main(); "
+            "print([m for m in ('torch', 'numpy', 'landscape') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]" and out.startswith("Usage: landscape [OPTIONS] COMMAND [ARGS]...")
+    assert all(f"  {name} " in out for name in main.commands)
+
+
 def test_version_answers_without_importing_torch():
     import subprocess
     import sys
