@@ -24,7 +24,7 @@ from .certify import DEFAULT_RESOLUTION
 from .path import Path
 
 
-def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, steps: int = 100,
+def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 12, steps: int = 100,
         spring: float = 1.0, climb: bool = True, insert: int = 2, insert_tol: float = 0.05, max_pivots: int = 64,
         converge: float = 1e-3, saddle: bool = False,
         step_size: float = 0.01, lr: float | None = None, jitter: float = 1e-3,
@@ -41,7 +41,9 @@ def neb(ends: Endpoints, *, generator=None, pivots: int = 3, cycles: int = 6, st
     pivots : int
         Initial interior pivots, evenly spaced on the straight segment.
     cycles, steps : int
-        AutoNEB cycles, and NEB steps (Adam on the NEB force) per cycle.
+        AutoNEB cycles at most, and NEB steps (Adam on the NEB force) per cycle. A band that is below u or
+        has converged stops sooner (``converge``); on the digits main pair the band comes below the default
+        level in its 11th cycle.
     spring : float
         Spring constant in units of (u − the lower endpoint loss) / ℓ², ℓ the mean pivot spacing:
         a spacing error of ℓ pulls as hard as a loss rising by that much over ℓ.
