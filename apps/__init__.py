@@ -4,12 +4,20 @@ import sys
 
 
 def main() -> None:
-    """The ``landscape`` command. ``--version`` and ``--help`` answer without importing torch (a second saved)."""
+    """The ``landscape`` command. ``--version``, ``--help`` and (after its first run) ``problems`` answer without
+    importing torch (a second or more saved)."""
     if sys.argv[1:] in (["--help"], ["-h"]):
         from ._index import help_text
 
         print(help_text(), end="")
         return
+    if sys.argv[1:] in (["problems"], ["problems", "--json"]):  # from the cache the last full run left
+        from ._index import cached_problems
+
+        out = cached_problems(as_json=len(sys.argv) == 3)
+        if out is not None:
+            print(out)
+            return
     if sys.argv[1:] in (["--version"], ["-V"]):
         from importlib.metadata import PackageNotFoundError, version
 

@@ -239,8 +239,13 @@ def json_option(f):
 
 def echo_json(obj) -> None:
     """Indented JSON on stdout, lists of numbers kept on one line (a permutation is one line, not 100)."""
+    click.echo(json_text(obj))
+
+
+def json_text(obj) -> str:
+    """What :func:`echo_json` prints."""
     text = json.dumps(_finite_json(obj), indent=2, default=_default)
-    click.echo(_NUMBERS.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text))
+    return _NUMBERS.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def _finite_json(obj):

@@ -1,8 +1,16 @@
-"""What ``landscape --help`` shows, built without importing torch or the library (a second saved).
+"""What ``landscape --help`` and ``landscape problems`` show, without importing torch or the library.
 
-The group's text and each command's first paragraph (what click shortens into the command list).
-``tests/test_cli.py`` checks that :func:`help_text` prints exactly what the real group prints.
+``--help``: the group's text and each command's first paragraph (what click shortens into the command
+list); ``tests/test_cli.py`` checks that :func:`help_text` prints exactly what the real group prints.
+``problems``: the real command's output, kept in the user's cache (:func:`problems_cache`) under a key of the
+installed version and the problem modules' sizes and times, so it is recomputed whenever they change.
 """
+
+import hashlib
+import json
+import os
+from importlib import metadata, util
+from pathlib import Path
 
 import click
 
@@ -52,3 +60,46 @@ def group_help(group: click.Group) -> str:
     """A group's ``--help`` text as ``landscape --help`` prints it."""
     with click.Context(group, info_name="landscape", **group.context_settings) as ctx:
         return group.get_help(ctx) + "\n"
+
+
+def problems_cache() -> Path:
+    """``$XDG_CACHE_HOME/landscape/problems.json`` (``~/.cache/landscape/problems.json``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "landscape" / "problems.json"
+
+
+def _problems_key() -> str | None:
+    """The installed version and the size and time of every module of ``landscape.problems`` (no import)."""
+    try:
+        spec = util.find_spec("landscape")
+        root = Path(next(iter(spec.submodule_search_locations))) / "problems"
+        files = sorted(root.glob("*.py"))
+        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return hashlib.sha256(json.dumps([metadata.version("landscape"), stamp]).encode()).hexdigest()
+    except (ImportError, StopIteration, TypeError, OSError, metadata.PackageNotFoundError):
+        return None
+
+
+def cached_problems(as_json: bool) -> str | None:
+    """The cached output of ``landscape problems`` (``--json``), or None where there is none for this install."""
+    key = _problems_key()
+    try:
+        stored = json.loads(problems_cache().read_text(encoding="utf-8"))
+        return stored["json" if as_json else "text"] if key is not None and stored.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_problems(outputs: dict) -> None:
+    """Keep the outputs of ``landscape problems`` for the next call (atomically; a cache: failures are ignored)."""
+    key = _problems_key()
+    if key is None:
+        return
+    target = problems_cache()
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(json.dumps({"key": key, **outputs}), encoding="utf-8")
+        os.replace(temp, target)
+    except OSError:
+        temp.unlink(missing_ok=True)

@@ -9,9 +9,9 @@ import landscape
 from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, real_cnn, real_size
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
-from ._index import CONTEXT, HELP
+from ._index import CONTEXT, HELP, store_problems
 from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
-                      device_option, echo_json, echo_raw_names, file_problem_option, json_option, memory_option,
+                      device_option, echo_json, echo_raw_names, json_text, file_problem_option, json_option, memory_option,
                       memory_text, parse_params, parse_seeds, problem_options, quiet_option,
                       table)
 
@@ -29,13 +29,14 @@ def problems(as_json):
     rows = [landscape.problems.describe_problem(name) for name in landscape.PROBLEMS]
     for row in rows:
         row["dim"] = landscape.make_problem(row["name"]).dim
-    if as_json:
-        echo_json(rows)
-        return
+    lines = []
     for row in rows:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "-"
-        click.echo(f"{row['name']}  (D={row['dim']})\n    {row['doc']}\n    params: {params}")
-    click.echo("\nUser problems: pass package.module:factory where a problem name is asked for.")
+        lines.append(f"{row['name']}  (D={row['dim']})\n    {row['doc']}\n    params: {params}")
+    lines.append("\nUser problems: pass package.module:factory where a problem name is asked for.")
+    outputs = {"text": "\n".join(lines), "json": json_text(rows)}
+    store_problems(outputs)  # the next `landscape problems` answers from it, without torch
+    click.echo(outputs["json" if as_json else "text"])
 
 
 @main.command()

@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+# The tests keep their caches (surfaces, the `problems` listing) to themselves, out of the user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="landscape-tests-cache-")
 
 #: Small instances of every registered problem, so the whole registry is tested in seconds.
 SMALL = {

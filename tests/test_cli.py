@@ -123,6 +123,37 @@ def test_help_answers_without_importing_torch_and_is_the_real_help():
     assert all(f"  {name} " in out for name in main.commands)
 
 
+def test_problems_answers_from_its_cache_without_importing_torch(tmp_path):
+    """The first ``landscape problems`` computes the listing (torch) and keeps it; the next ones print it from the
+    cache without importing torch, the same text and JSON; a cache of another install or a broken one is ignored."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    code = ("import sys\nsys.argv = ['landscape', *sys.argv[1:]]\nimport landscape_cli\ntry:\n"
+            "    landscape_cli.main()\nfinally:\n    print('torch' in sys.modules)")  # the full command ends in sys.exit
+
+    def listing(*args):
+        lines = subprocess.run([sys.executable, "-c", code, "problems", *args], capture_output=True, text=True,
+                               env=env, check=True).stdout.splitlines()
+        return "\n".join(lines[:-1]), lines[-1] == "True"
+
+    expected = {args: CliRunner().invoke(main, ["problems", *args]).output.rstrip("\n") for args in ((), ("--json",))}
+    cache = tmp_path / "landscape" / "problems.json"
+    first, imported = listing()
+    assert first == expected[()] and imported and cache.is_file()
+    for args in ((), ("--json",)):
+        again, imported = listing(*args)
+        assert again == expected[args] and not imported
+    stored = json.loads(cache.read_text())
+    for broken in (json.dumps({**stored, "key": "another install"}), "{not json", json.dumps({"key": stored["key"]})):
+        cache.write_text(broken)
+        out, imported = listing()
+        assert out == expected[()] and imported  # recomputed, and the cache rewritten
+    assert json.loads(cache.read_text())["key"] == stored["key"]
+
+
 def test_version_answers_without_importing_torch():
     import subprocess
     import sys
