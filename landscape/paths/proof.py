@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..problems.memory import point_bytes
 from ..problems.problem import Problem
 
 #: Statuses of a proof attempt.
@@ -40,8 +41,6 @@ def default_budget(problem: Problem) -> int:
     check, which it would have cost hundreds of times over (a 1M-parameter CNN on 32 images: 3,466 pieces,
     299 s, against 1.3 s for the dense check).
     """
-    from ..problems.memory import point_bytes
-
     need, _ = point_bytes(problem)
     return int(min(DEFAULT_BUDGET, PROOF_WORK // max(need, 1)))
 
@@ -119,12 +118,12 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
     t0 = torch.arange(start, dtype=torch.float64, device=points.device).repeat(n_seg) / start
     t1 = t0 + 1.0 / start
     out = Proof("proven", float(level), float("-inf"), budget=budget)
+    per = max(1, PIECE_BYTES // (8 * 3 * p64.shape[1]))  # pieces whose ends are held at once (big networks)
     worst = float("inf")  # the largest bound still open
     while seg.numel():
         if out.pieces + seg.numel() > budget:
             out.status, out.bound = "undecided", worst
             break
-        per = max(1, PIECE_BYTES // (8 * 3 * p64.shape[1]))  # pieces whose ends are held at once (big networks)
         parts = [problem.segment_bounds(_at(p64, seg[i:i + per], t0[i:i + per]), _at(p64, seg[i:i + per], t1[i:i + per]))
                  for i in range(0, seg.numel(), per)]
         bounds = None if any(part is None for part in parts) else torch.cat(parts)
