@@ -6,7 +6,7 @@ import click
 import torch
 
 import landscape
-from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, real_cnn, real_size
+from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, plane_speed, real_cnn, real_size
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._index import CONTEXT, HELP, store_problems
@@ -187,9 +187,11 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, devic
         rows.append(evaluator_throughput(problem, k, device=dev, min_seconds=seconds))
     rounds = [dss_round_speed(landscape.make_problem(name, **kw), beads, steps=bead_steps, device=dev,
                               min_seconds=seconds) for name, kw in cases[:2]]
+    planes = [plane_speed(landscape.make_problem(name, **kw), device=dev, min_seconds=seconds)
+              for name, kw in (("quadratic_regression", {"n_train": 10000}), ("digits_mlp", {}))]
     if as_json:
         echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows,
-                   "path_refinement": rounds})
+                   "path_refinement": rounds, "planes": planes})
         return
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
     click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
@@ -199,6 +201,19 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, devic
                        f"{r['batched_gflops']:.1f}", f"{r['loop_gflops']:.1f}", f"{r['speedup']:.2f}x"] for r in rows],
                      ["problem", "K", "chunk", "batched pts/s", "loop pts/s", "nn.Module pts/s", "batched GF/s",
                       "loop GF/s", "speedup"]))
+    click.echo("a point's loss+gradient, wall / CPU microseconds: the batched call at K points, and one forward and "
+               "backward pass of the problem's nn.Module:")
+    ks = sorted({s["k"] for r in rows for s in r["scaling"]})
+    click.echo(table([[r["problem"], *[next((f"{s['us']:.0f} / {s['cpu_us']:.0f}" for s in r["scaling"] if s["k"] == m),
+                                            "-") for m in ks],
+                       "-" if r["plain_us"] is None else f"{r['plain_us']:.0f} / {r['plain_cpu_us']:.0f}"] for r in rows],
+                     ["problem", *[f"K={m}" for m in ks], "nn.Module"]))
+    click.echo("a 51x51 filter-normalized plane (landscape.evaluate_plane) against the nn.Module run forward once a point "
+               "(seconds, wall / CPU):")
+    click.echo(table([[r["problem"], r["points"], f"{r['wall_s']:.3f} / {r['cpu_s']:.3f}",
+                       "-" if r["module_wall_s"] is None else f"{r['module_wall_s']:.3f} / {r['module_cpu_s']:.3f}",
+                       "-" if r["module_cpu_s"] is None else f"{r['module_cpu_s'] / r['cpu_s']:.2f}x"] for r in planes],
+                     ["problem", "points", "plane s", "nn.Module s", "speedup (CPU)"]))
     click.echo(f"one DSS round: {beads} beads x {bead_steps} descent steps, then every segment checked densely:")
     click.echo(table([[r["problem"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
                        f"{r['bead_by_bead_s']:.3f}", f"{r['speedup']:.2f}x"] for r in rounds],

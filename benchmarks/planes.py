@@ -31,6 +31,7 @@ def cpu_seconds(fn, repeats=3):
 
 def main():
     torch.set_num_threads(1)
+    landscape.keep_freed_memory()  # as the landscape command does (loss-landscapes gains from it too)
     try:
         import loss_landscapes
         import loss_landscapes.metrics

@@ -14,7 +14,7 @@ The pipeline, one subpackage a stage (each ``__init__`` lists its modules and al
 Helpers (atomic writers, :class:`~landscape.problems.Layout`, chunking) stay in their subpackage.
 """
 
-from ._device import resolve_device
+from ._device import keep_freed_memory, resolve_device
 from ._errors import LandscapeError
 from ._info import describe_file
 from ._version import __version__
@@ -32,7 +32,7 @@ from .valleys import (GridValleys, Merge, SublevelSamples, ValleyGraph, find_val
 from .views import PLANES, Plane, Scene, Surface, build_scene, evaluate_plane, make_plane
 
 __all__ = [
-    "__version__", "LandscapeError", "resolve_device", "describe_file",
+    "__version__", "LandscapeError", "resolve_device", "keep_freed_memory", "describe_file",
     # problems
     "PROBLEMS", "LOSSES", "BN_POLICIES", "DEFAULT_PROBLEM", "Problem", "NetworkProblem", "make_problem",
     "from_module", "Checkpoint", "load_checkpoint", "save_checkpoint",

@@ -13,14 +13,20 @@ from .problems.problem import Problem
 
 def timeit(fn, *, min_seconds: float = 0.5, min_repeats: int = 2) -> float:
     """Seconds per call of ``fn`` (one warm-up call, then repeats until ``min_seconds`` have passed)."""
+    return clocks(fn, min_seconds=min_seconds, min_repeats=min_repeats)[0]
+
+
+def clocks(fn, *, min_seconds: float = 0.5, min_repeats: int = 2) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds per call of ``fn``: one warm-up call, then repeats until ``min_seconds`` of wall
+    time have passed. CPU time is the process's (all its threads: above the wall time when several work)."""
     fn()
     _sync()
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while n < min_repeats or time.perf_counter() - start < min_seconds:
         fn()
         _sync()
         n += 1
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
 
 
 def _sync():
@@ -36,35 +42,62 @@ def matmul_peak(n: int = 2048, device="cpu", dtype=torch.float32, min_seconds: f
     return 2.0 * n**3 / timeit(lambda: torch.mm(a, b), min_seconds=min_seconds) / 1e9
 
 
-def evaluator_throughput(problem: Problem, k: int = 64, *, device="cpu", min_seconds: float = 0.5) -> dict:
-    """Loss-and-gradient throughput of ``k`` points: batched (chunked) call against a loop over points.
+def evaluator_throughput(problem: Problem, k: int = 64, *, device="cpu", min_seconds: float = 0.5,
+                         ks=(1, 4, 16)) -> dict:
+    """Loss-and-gradient cost of ``k`` points: the batched (chunked) call, a loop over points, the problem's own
+    ``nn.Module``; and the batched call's cost a point as K grows.
 
     Returns
     -------
     dict
         ``points_per_s`` and ``gflops`` (forward + backward ≈ 3 × forward FLOPs) for ``batched`` and
-        ``loop``, the chunk size used, and ``speedup`` = batched / loop.
+        ``loop``, the chunk size used, ``speedup`` = batched / loop; ``plain_points_per_s`` and
+        ``plain_us`` / ``plain_cpu_us`` (wall and CPU µs of one forward and backward pass of the module, a
+        point at a time, as a user's loop would run it; None without a module); ``scaling``: per K in
+        ``ks`` and ``k``, the batched call's wall and CPU µs a point.
     """
     thetas = problem.init(torch.Generator().manual_seed(0), n=k, device=device)
-    t_batched = timeit(lambda: problem.loss_and_grad(thetas), min_seconds=min_seconds)
+    t_batched, c_batched = clocks(lambda: problem.loss_and_grad(thetas), min_seconds=min_seconds)
     t_loop = timeit(lambda: [problem.loss_and_grad(thetas[i:i + 1]) for i in range(k)], min_seconds=min_seconds)
-    t_plain = plain_module_seconds(problem, thetas[0], min_seconds=min_seconds)
+    plain = plain_module_clocks(problem, thetas[0], min_seconds=min_seconds)
     flops = getattr(problem, "flops_per_point", lambda: float("nan"))() * 3 * k
+    scaling = []
+    for m in sorted({*[j for j in ks if j < k], k}):
+        wall, cpu = (t_batched, c_batched) if m == k else clocks(lambda: problem.loss_and_grad(thetas[:m]),
+                                                                  min_seconds=min_seconds)
+        scaling.append({"k": m, "us": wall / m * 1e6, "cpu_us": cpu / m * 1e6})
     return {
-        "plain_points_per_s": 1 / t_plain if t_plain else None,
+        "plain_points_per_s": 1 / plain[0] if plain else None,
+        "plain_us": plain[0] * 1e6 if plain else None, "plain_cpu_us": plain[1] * 1e6 if plain else None,
         "problem": repr(problem), "k": k, "dim": problem.dim, "chunk": problem.chunk_size(
             problem.n_samples(), torch.device(device)),
         "batched_points_per_s": k / t_batched, "loop_points_per_s": k / t_loop,
         "batched_gflops": flops / t_batched / 1e9, "loop_gflops": flops / t_loop / 1e9,
-        "speedup": t_loop / t_batched,
+        "speedup": t_loop / t_batched, "scaling": scaling,
     }
 
 
-def plain_module_seconds(problem: Problem, theta: torch.Tensor, *, min_seconds: float = 0.5) -> float | None:
-    """Seconds of one forward and backward pass of the problem's own ``nn.Module`` at ``theta`` on the training
-    split — what a user's loop over points costs — or None for a problem without a module (or with BatchNorm)."""
-    import copy
+def plane_speed(problem: Problem, *, grid: int = 51, device="cpu", min_seconds: float = 0.5) -> dict:
+    """A ``grid``×``grid`` filter-normalized random plane (``landscape.evaluate_plane``) against the problem's own
+    ``nn.Module`` run forward once a point, as a per-point plane sweep (e.g. the ``loss-landscapes`` package's)
+    runs: wall and CPU seconds of each (the module's: one forward pass × grid², measured on a few)."""
+    from .views.planes import make_plane
+    from .views.surface import evaluate_plane
 
+    theta = problem.init(torch.Generator().manual_seed(0), device=device)
+    plane = make_plane("random", problem, theta, generator=torch.Generator().manual_seed(0))
+    wall, cpu = clocks(lambda: evaluate_plane(problem, plane, grid=grid), min_seconds=min_seconds, min_repeats=1)
+    plain = plain_module_clocks(problem, theta, min_seconds=min_seconds, backward=False)
+    points = grid * grid
+    return {"problem": repr(problem), "points": points, "wall_s": wall, "cpu_s": cpu,
+            "module_wall_s": plain[0] * points if plain else None, "module_cpu_s": plain[1] * points if plain else None}
+
+
+def plain_module_clocks(problem: Problem, theta: torch.Tensor, *, min_seconds: float = 0.5,
+                        backward: bool = True) -> tuple[float, float] | None:
+    """``(wall, cpu)`` seconds of one forward (and backward) pass of the problem's own ``nn.Module`` at ``theta``
+    on the training split — what a user's loop over points costs — or None for a problem without a module (or
+    with BatchNorm)."""
     module, data = getattr(problem, "module_", None), getattr(problem, "_splits", None)
     if module is None or not data or getattr(problem, "bn", None) is not None:
         return None
@@ -80,7 +113,11 @@ def plain_module_seconds(problem: Problem, theta: torch.Tensor, *, min_seconds: 
         module.zero_grad(set_to_none=True)
         problem._batched_loss(module(x).unsqueeze(0), y.unsqueeze(0))[0].backward()
 
-    return timeit(step, min_seconds=min_seconds)
+    def forward():
+        with torch.no_grad():
+            problem._batched_loss(module(x).unsqueeze(0), y.unsqueeze(0))
+
+    return clocks(step if backward else forward, min_seconds=min_seconds)
 
 
 def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resolution: int = 32, device="cpu",

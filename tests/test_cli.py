@@ -84,6 +84,9 @@ def test_bench_prints_batched_loop_and_peak(run):
     for row in report["evaluator"]:
         assert row["batched_points_per_s"] > 0 and row["loop_points_per_s"] > 0 and row["batched_gflops"] > 0
         assert row["plain_points_per_s"] > 0  # the problem's own nn.Module, forward and backward
+        assert [s["k"] for s in row["scaling"]] == [1, 4] and all(s["us"] > 0 and s["cpu_us"] > 0 for s in row["scaling"])
+    assert [p["points"] for p in report["planes"]] == [51 * 51] * 2
+    assert all(p["cpu_s"] > 0 and p["module_cpu_s"] > 0 for p in report["planes"])
     # one DSS round, 3 beads x 2 steps (+ the beads' last check) then 6 segments checked at 32 + the last knot
     for row in report["path_refinement"]:
         assert row["beads"] == 3 and row["evaluations"] == 3 * 3 + 6 * 32 + 1

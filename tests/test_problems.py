@@ -337,9 +337,9 @@ def test_memory_estimate_refuses_what_cannot_fit(monkeypatch):
 
 
 @pytest.mark.parametrize("k", [1, 5])
-def test_narrow_networks_run_feature_major_with_the_same_values(k, monkeypatch):
-    """Layers of at most NARROW units run as [K, units, N]: the losses, gradients and planes are those of the
-    row-major products, to float rounding."""
+def test_hand_written_gradient_equals_autograd_row_and_feature_major(k, monkeypatch):
+    """The hand-written loss, gradient and plane of an MLP (feature-major, written-out backward pass) are those of
+    autograd through the batched forward, row-major (NARROW = 0) and feature-major, to float rounding."""
     import sys
 
     mlp_module = sys.modules["landscape.problems.mlp"]
@@ -347,10 +347,82 @@ def test_narrow_networks_run_feature_major_with_the_same_values(k, monkeypatch):
     thetas = problem.init(torch.Generator().manual_seed(1), n=k).double()
     origin, dirs = thetas[0], torch.randn(2, problem.dim, generator=torch.Generator().manual_seed(2)).double()
     coords = torch.rand(7, 2, generator=torch.Generator().manual_seed(3)).double()
-    feature = problem.loss_and_grad(thetas), problem.loss_on_plane(origin, dirs, coords)
-    monkeypatch.setattr(mlp_module, "NARROW", 0)  # every layer row-major
-    row = problem.loss_and_grad(thetas), problem.loss_on_plane(origin, dirs, coords)
-    torch.testing.assert_close(feature[0][0], row[0][0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(feature[0][1], row[0][1], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(feature[1], row[1], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(feature[1], problem.loss(origin + coords @ dirs), rtol=1e-12, atol=1e-12)
+    assert problem._by_hand
+    hand = problem.loss_and_grad(thetas), problem.loss_on_plane(origin, dirs, coords)
+    monkeypatch.setattr(problem, "_by_hand", False)  # autograd through mlp_forward, feature-major (narrow)
+    for narrow in (16, 0):  # then every layer row-major
+        monkeypatch.setattr(mlp_module, "NARROW", narrow)
+        auto = problem.loss_and_grad(thetas), problem.loss_on_plane(origin, dirs, coords)
+        torch.testing.assert_close(hand[0][0], auto[0][0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(hand[0][1], auto[0][1], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(hand[1], auto[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hand[1], problem.loss(origin + coords @ dirs), rtol=1e-12, atol=1e-12)
+
+
+HAND_LOSSES = {"cross_entropy": lambda out, y: F.cross_entropy(out, y), "mse": F.mse_loss, "l1": F.l1_loss,
+               "exponential": lambda out, y: torch.exp(-y * out).mean()}
+
+
+@pytest.mark.parametrize("loss", sorted(HAND_LOSSES))
+@pytest.mark.parametrize("acts", [("relu",), ("sigmoid",), ("tanh",), ("quadratic",), (), ("relu", "tanh"),
+                                  ("quadratic", "sigmoid")])
+@pytest.mark.parametrize("bias", [True, False])
+def test_hand_written_gradient_against_torch_per_point(loss, acts, bias):
+    """Every activation, loss and bias choice of the hand-written MLP gradient against torch.nn.functional and
+    autograd on the module, one point at a time (float64): full batch, a shared minibatch, one minibatch per point,
+    weight decay; and the plane against the points' losses. Layers with two activations check that one kept for
+    the backward pass is not overwritten in place."""
+    from torch import nn
+
+    from landscape.problems.mlp import Square
+
+    classes = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "quadratic": Square}
+    gen = torch.Generator().manual_seed(0)
+    sizes = [3, 5, 4, 3 if loss == "cross_entropy" else (1 if loss == "exponential" else 2)]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b, bias=bias))
+        if i < len(sizes) - 2:
+            layers += [classes[name]() for name in acts]
+    model = nn.Sequential(*layers)
+    x = torch.randn(40, 3, generator=gen)
+    y = {"cross_entropy": torch.randint(0, 3, (40,), generator=gen), "exponential": torch.randn(40, 1, generator=gen).sign(),
+         }.get(loss, torch.randn(40, sizes[-1], generator=gen))
+    problem = landscape.from_module(model, (x, y), loss, weight_decay=0.03)
+    assert problem._by_hand
+    thetas = 0.7 * problem.init(gen, n=4).double()
+    xd, yd = x.double(), (y.double() if y.is_floating_point() else y)
+
+    def reference(theta, rows):
+        t = theta.detach().requires_grad_(True)
+        params = problem.layout.unflatten(t)
+        out = functional_call(model, params, (xd[rows],))
+        value = HAND_LOSSES[loss](out.double(), yd[rows]) + 0.015 * sum(v.pow(2).sum() for n, v in params.items()
+                                                                          if n.endswith("weight"))
+        (g,) = torch.autograd.grad(value, t)
+        return value.detach(), g
+
+    every, shared, per_point = torch.arange(40), torch.randperm(40, generator=gen)[:17], \
+        torch.stack([torch.randperm(40, generator=gen)[:11] for _ in range(4)])
+    for batch, rows in ((None, [every] * 4), (shared, [shared] * 4), (per_point, list(per_point))):
+        value, grad = problem.loss_and_grad(thetas, batch=batch)
+        for i, theta in enumerate(thetas):
+            ref_value, ref_grad = reference(theta, rows[i])
+            torch.testing.assert_close(value[i], ref_value, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(grad[i], ref_grad, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(problem.loss(thetas, batch=batch), value, rtol=1e-12, atol=1e-14)
+    dirs = torch.randn(2, problem.dim, generator=gen).double()
+    coords = torch.rand(5, 2, generator=gen).double()
+    torch.testing.assert_close(problem.loss_on_plane(thetas[0], dirs, coords), problem.loss(thetas[0] + coords @ dirs),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_keep_freed_memory_leaves_results_unchanged():
+    """glibc's malloc told to keep freed blocks (what the landscape command does at start): a yes/no answer, and
+    the same losses after it."""
+    problem = make_problem("moons_mlp", n_train=50, n_test=10)
+    thetas = problem.init(torch.Generator().manual_seed(0), n=3)
+    before = problem.loss_and_grad(thetas)
+    assert isinstance(landscape.keep_freed_memory(), bool)
+    after = problem.loss_and_grad(thetas)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])

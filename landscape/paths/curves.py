@@ -78,8 +78,9 @@ def bezier(ends: Endpoints, *, generator=None, bends: int = 1, steps: int = 1000
         Adam's learning rate, as a fraction of the chord (scaled like DSS) or fixed.
     check_every : int
         Every so many steps, and as soon as every sample of a step is below u (with ``samples > 1``;
-        at most every ``check_every // 10`` steps), the curve is checked at u: first at its knots and
-        their midpoints (one batched call), then, if those are all below u, densely; training stops when
+        at most every ``check_every // 10`` steps), the curve is checked at u: first at the three of its
+        knots and their midpoints that were highest at the last such look, then at all of them (one batched
+        call each), then, if those are all below u, densely; training stops when
         the dense check is below u, and the curve with the lowest densely checked max loss is returned.
     n_points : int
         Knots of the returned path: the curve at ``n_points`` evenly spaced t, joined by segments
@@ -161,15 +162,23 @@ def _fit_curve(name, basis, ends, *, generator, bends, steps, samples, objective
     def knots(c):
         return knot_basis @ torch.cat([start[None], c, end[None]])
 
-    best, checks, stop, taken, last, below = None, [], "steps", 0, 0, False
+    best, checks, stop, taken, last, below, hot = None, [], "steps", 0, 0, False, None
     for step in range(steps + 1):
         due = step - last >= check_every or (below and step - last >= max(1, check_every // 10))
         if step == 0 or step == steps or due:
             last = step
             pts = knots(control)
-            # a quick look first, the knots and the segments' midpoints in one batched call (~1/20 of the dense
-            # check): above u at a point of the path, the dense check could only agree
-            quick = float(counted.loss(torch.cat([pts, (pts[1:] + pts[:-1]) / 2])).max()) if 0 < step < steps else None
+            quick = None
+            if 0 < step < steps:
+                # a quick look first (~1/20 of the dense check): the knots and the segments' midpoints, the
+                # three that were highest at the last look before the others (the top of the curve moves
+                # little between looks: usually one small call says the curve is still above u); above u at a
+                # point of the path, the dense check could only agree
+                look = torch.cat([pts, (pts[1:] + pts[:-1]) / 2])
+                quick = float(counted.loss(look[hot]).max()) if hot is not None else -math.inf
+                if quick <= level:
+                    values = counted.loss(look)
+                    hot, quick = values.topk(3).indices, float(values.max())
             if quick is not None and not quick <= level:
                 checks.append({"step": step, "max_loss": quick, "quick": True})
             else:

@@ -2,8 +2,10 @@
 
 - :mod:`.problem` — :class:`Problem`: ``loss(thetas [K, D]) -> [K]`` and ``loss_and_grad``, chunked to the cache.
 - :mod:`.layout` — :class:`Layout`: named tensors <-> slices of a flat [..., D] vector.
-- :mod:`.module` — :class:`NetworkProblem` from an ``nn.Module``, data and a loss (:func:`from_module`, :func:`mlp`,
-  ``LOSSES``, BatchNorm policies ``BN_POLICIES``).
+- :mod:`.module` — :class:`NetworkProblem` from an ``nn.Module``, data and a loss (:func:`from_module`,
+  BatchNorm policies ``BN_POLICIES``).
+- :mod:`.mlp`, :mod:`.losses` — plain MLPs (:func:`mlp`) run K at a time, their loss and gradient written out by
+  hand; the batched losses ``LOSSES`` and their gradients.
 - :mod:`.batchnorm` — BatchNorm with statistics recomputed at every point.
 - :mod:`.bounds`, :mod:`.traced` — upper bounds of the loss over whole segments (plain MLPs; traced conv and
   residual nets), for proofs that a path stays below a level.

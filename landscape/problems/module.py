@@ -18,7 +18,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import bounds
-from .mlp import mlp_forward, mlp_loss_on_plane, mlp_plan
+from .losses import LOSSES
+from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
 from .batchnorm import Tape, chunked_loss, chunked_statistics, recomputing_copy
 from .footprint import measure_activations, saved_values
 from .._errors import LandscapeError
@@ -27,34 +28,6 @@ from .layout import Layout
 from .problem import Problem
 from .traced import Unsupported, graph_plan, traced_segment_bounds
 
-
-# ---------------------------------------------------------------- batched losses
-# Each takes outputs [k, N, C] and targets [k, N] or [k, N, C]; returns [k].
-
-
-def cross_entropy(out, y):
-    """Mean cross-entropy of logits ``out`` [k, N, C] against class indices ``y`` [k, N]."""
-    logp = torch.log_softmax(out, dim=-1)
-    return -logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1).mean(-1)
-
-
-def mse(out, y):
-    """Mean squared error."""
-    return (out - y.reshape(out.shape)).pow(2).flatten(1).mean(-1)
-
-
-def l1(out, y):
-    """Mean absolute error."""
-    return (out - y.reshape(out.shape)).abs().flatten(1).mean(-1)
-
-
-def exponential(out, y):
-    """Mean exponential loss exp(−y·out) of labels y = ±1 (Soudry et al., JMLR 2018)."""
-    return torch.exp(-y.reshape(out.shape) * out).flatten(1).mean(-1)
-
-
-#: Loss functions by name; ``y`` is a class index for cross-entropy and ±1 for exponential.
-LOSSES = Registry("loss", (cross_entropy, mse, l1, exponential), shared=("out", "y"))
 
 #: What BatchNorm layers do at a point θ of a path or a plane: ``"recompute"`` normalizes with
 #: statistics recomputed at θ from the training data (Garipov et al. 2018: a point between two
@@ -110,6 +83,8 @@ class NetworkProblem(Problem):
         self._recomputing = None
         self.bn = bn if bn is not None else ("recompute" if self._bn_layers else None)
         self._mlp = mlp_plan(module)
+        # a plain MLP with a named loss: its loss and gradient are computed by hand (mlp.mlp_loss_and_grad)
+        self._by_hand = self._mlp is not None and isinstance(loss, str) and by_hand(self._mlp, loss)
         self._traced = None  # (graph module, reason): traced when first asked for bounds
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
@@ -226,7 +201,9 @@ class NetworkProblem(Problem):
 
     def _evaluate(self, thetas, data):
         x, y = data
-        if self._mlp is not None:
+        if self._by_hand and not torch.is_grad_enabled():
+            value = mlp_loss_and_grad(self._mlp, self.layout, self.loss_name, thetas, x, y, grad=False)[0]
+        elif self._mlp is not None:
             out = mlp_forward(self._mlp, self.layout.unflatten(thetas), x)
             value = self._batched_loss(out, y)
         elif self._bn == "recompute":
@@ -237,6 +214,16 @@ class NetworkProblem(Problem):
             mask = self._decay.to(thetas.device)
             value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
         return value
+
+    def _evaluate_with_grad(self, thetas, data):
+        if not self._by_hand:
+            return super()._evaluate_with_grad(thetas, data)
+        value, grad = mlp_loss_and_grad(self._mlp, self.layout, self.loss_name, thetas, *data)
+        if self.weight_decay:
+            mask = self._decay.to(thetas.device)
+            value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
+            grad[:, mask] += self.weight_decay * thetas[:, mask]
+        return value, grad
 
     def segment_bounds(self, start, end, *, split="train"):
         """Upper bounds of the loss over whole segments; see :meth:`Problem.segment_bounds`.
@@ -285,7 +272,8 @@ class NetworkProblem(Problem):
             return super().loss_on_plane(origin, directions, coords, split=split)  # (raises any shape error)
         x, y = self._device_data(split, coords.device, coords.dtype)
         decay = (self.weight_decay, self._decay.to(coords.device)) if self.weight_decay else None
-        return mlp_loss_on_plane(self._mlp, self.layout, self._batched_loss, x, y, origin, directions, coords,
+        return mlp_loss_on_plane(self._mlp, self.layout, self.loss_name if self._by_hand else self._batched_loss,
+                                 x, y, origin, directions, coords,
                                  self.chunk_size(x.shape[0], coords.device, coords.dtype), decay)
 
     def _vmap_loss(self, thetas, x, y):

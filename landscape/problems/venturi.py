@@ -187,6 +187,11 @@ class VenturiProblem(NetworkProblem):
         minus = (u * torch.relu(-w[:, :, n - 1])).sum(1)
         return first / 2 + ((plus + beta) ** 2 + minus ** 2) / 4
 
+    def _evaluate_with_grad(self, thetas, data):
+        if self.params.get("population"):  # the closed form, differentiated by autograd
+            return Problem._evaluate_with_grad(self, thetas, data)
+        return super()._evaluate_with_grad(thetas, data)
+
     def loss_on_plane(self, origin, directions, coords, *, split="train"):
         if self.params.get("population"):  # not an MLP on data: the generic sweep
             return Problem.loss_on_plane(self, origin, directions, coords, split=split)
