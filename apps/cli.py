@@ -195,7 +195,7 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, devic
         return
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
     click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
-    click.echo(table([[r["problem"], r["k"], r["chunk"], f"{r['batched_points_per_s']:.0f}",
+    click.echo(table([[r["label"], r["k"], r["chunk"], f"{r['batched_points_per_s']:.0f}",
                        f"{r['loop_points_per_s']:.0f}",
                        "-" if r["plain_points_per_s"] is None else f"{r['plain_points_per_s']:.0f}",
                        f"{r['batched_gflops']:.1f}", f"{r['loop_gflops']:.1f}", f"{r['speedup']:.2f}x"] for r in rows],
@@ -204,18 +204,18 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, devic
     click.echo("a point's loss+gradient, wall / CPU microseconds: the batched call at K points, and one forward and "
                "backward pass of the problem's nn.Module:")
     ks = sorted({s["k"] for r in rows for s in r["scaling"]})
-    click.echo(table([[r["problem"], *[next((f"{s['us']:.0f} / {s['cpu_us']:.0f}" for s in r["scaling"] if s["k"] == m),
+    click.echo(table([[r["label"], *[next((f"{s['us']:.0f} / {s['cpu_us']:.0f}" for s in r["scaling"] if s["k"] == m),
                                             "-") for m in ks],
                        "-" if r["plain_us"] is None else f"{r['plain_us']:.0f} / {r['plain_cpu_us']:.0f}"] for r in rows],
                      ["problem", *[f"K={m}" for m in ks], "nn.Module"]))
     click.echo("a 51x51 filter-normalized plane (landscape.evaluate_plane) against the nn.Module run forward once a point "
                "(seconds, wall / CPU):")
-    click.echo(table([[r["problem"], r["points"], f"{r['wall_s']:.3f} / {r['cpu_s']:.3f}",
+    click.echo(table([[r["label"], r["points"], f"{r['wall_s']:.3f} / {r['cpu_s']:.3f}",
                        "-" if r["module_wall_s"] is None else f"{r['module_wall_s']:.3f} / {r['module_cpu_s']:.3f}",
                        "-" if r["module_cpu_s"] is None else f"{r['module_cpu_s'] / r['cpu_s']:.2f}x"] for r in planes],
                      ["problem", "points", "plane s", "nn.Module s", "speedup (CPU)"]))
     click.echo(f"one DSS round: {beads} beads x {bead_steps} descent steps, then every segment checked densely:")
-    click.echo(table([[r["problem"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
+    click.echo(table([[r["label"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
                        f"{r['bead_by_bead_s']:.3f}", f"{r['speedup']:.2f}x"] for r in rounds],
                      ["problem", "beads", "evaluations", "batched s", "bead-by-bead s", "speedup"]))
 

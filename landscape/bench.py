@@ -29,6 +29,15 @@ def clocks(fn, *, min_seconds: float = 0.5, min_repeats: int = 2) -> tuple[float
     return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
 
 
+def label(problem: Problem) -> str:
+    """A short name for tables: the problem's name, the parameters it does not take at their defaults, and D."""
+    from .problems.embedded import PROBLEMS, describe_problem
+
+    defaults = describe_problem(problem.name)["params"] if problem.name in PROBLEMS else {}
+    changed = " ".join(f"{k}={v}" for k, v in problem.params.items() if defaults.get(k, v) != v)
+    return f"{problem.name}{' ' + changed if changed else ''} (D={problem.dim:,})"
+
+
 def _sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -69,7 +78,7 @@ def evaluator_throughput(problem: Problem, k: int = 64, *, device="cpu", min_sec
     return {
         "plain_points_per_s": 1 / plain[0] if plain else None,
         "plain_us": plain[0] * 1e6 if plain else None, "plain_cpu_us": plain[1] * 1e6 if plain else None,
-        "problem": repr(problem), "k": k, "dim": problem.dim, "chunk": problem.chunk_size(
+        "problem": repr(problem), "label": label(problem), "k": k, "dim": problem.dim, "chunk": problem.chunk_size(
             problem.n_samples(), torch.device(device)),
         "batched_points_per_s": k / t_batched, "loop_points_per_s": k / t_loop,
         "batched_gflops": flops / t_batched / 1e9, "loop_gflops": flops / t_loop / 1e9,
@@ -89,7 +98,7 @@ def plane_speed(problem: Problem, *, grid: int = 51, device="cpu", min_seconds: 
     wall, cpu = clocks(lambda: evaluate_plane(problem, plane, grid=grid), min_seconds=min_seconds, min_repeats=1)
     plain = plain_module_clocks(problem, theta, min_seconds=min_seconds, backward=False)
     points = grid * grid
-    return {"problem": repr(problem), "points": points, "wall_s": wall, "cpu_s": cpu,
+    return {"problem": repr(problem), "label": label(problem), "points": points, "wall_s": wall, "cpu_s": cpu,
             "module_wall_s": plain[0] * points if plain else None, "module_cpu_s": plain[1] * points if plain else None}
 
 
@@ -157,7 +166,7 @@ def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resol
     evaluations = one_round(True)
     t_batched = timeit(lambda: one_round(True), min_seconds=min_seconds, min_repeats=1)
     t_loop = timeit(lambda: one_round(False), min_seconds=min_seconds, min_repeats=1)
-    return {"problem": repr(problem), "beads": beads, "steps": steps, "resolution": resolution,
+    return {"problem": repr(problem), "label": label(problem), "beads": beads, "steps": steps, "resolution": resolution,
             "evaluations": evaluations, "batched_s": t_batched, "bead_by_bead_s": t_loop,
             "speedup": t_loop / t_batched}
 
@@ -228,7 +237,7 @@ def real_size(problem: Problem, k: int = 4, *, device="cpu", resolution: int = 8
     began = time.perf_counter()
     path = connect(problem, thetas[0], thetas[1], method="linear", resolution=resolution, memory=memory,
                    certificate="grid")  # the evaluator's speed, not the proof's (see README, proofs)
-    return {"problem": repr(problem), "dim": problem.dim, "samples": problem.n_samples(), "device": str(device),
+    return {"problem": repr(problem), "label": label(problem), "dim": problem.dim, "samples": problem.n_samples(), "device": str(device),
             "k": k, **figures, "speedup": figures["batched_points_per_s"] / figures["loop_points_per_s"],
             "connect": {"method": "linear", "resolution": resolution, "certificate": path.certificate,
                         "status": path.status,
