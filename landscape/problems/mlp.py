@@ -1,6 +1,8 @@
 """Plain MLPs: built by :func:`mlp`, recognised in any ``nn.Sequential`` by :func:`mlp_plan`, and run K
-networks at a time by :func:`mlp_forward` (one ``baddbmm`` a layer), the fast path of
-:class:`~landscape.problems.NetworkProblem` and the network that :mod:`.bounds` can bound.
+networks at a time: :func:`mlp_loss_and_grad` (loss and gradient written out by hand, feature-major; the
+fast path of :class:`~landscape.problems.NetworkProblem`), :func:`mlp_forward` (one ``baddbmm`` a layer, what
+autograd differentiates for other losses and for Hessian-vector products), :func:`mlp_loss_on_plane`; and the
+network that :mod:`.bounds` can bound.
 """
 
 from __future__ import annotations
