@@ -4,7 +4,8 @@ Two evaluators, one contract. A plain ``nn.Sequential`` of ``Linear`` layers and
 activations runs on a hand-batched path: every layer of K networks is one batched product, and with a
 named loss its gradient is written out by hand (:func:`.mlp.mlp_loss_and_grad`). Anything else runs
 ``torch.func.functional_call`` under ``torch.func.vmap``. Both are cut into chunks by
-:meth:`Problem.chunk_size`; a chunk of one point is the plain loop, so the batched evaluator is never slower than the loop by more than the chunk heuristic misses.
+:meth:`Problem.chunk_size`; a chunk of one point is the plain loop, so the batched evaluator is never
+slower than the loop by more than the chunk heuristic misses.
 """
 
 from __future__ import annotations
