@@ -158,8 +158,7 @@ def dss_round_speed(problem: Problem, beads: int = 16, *, steps: int = 20, resol
     def one_round(batched):
         counted = Counted(problem)
         new, _ = refine(counted, chain, bad, stuck, float("-inf"), torch.Generator().manual_seed(1), at=half,
-                        steps=steps, step_size=0.01, lr=None, penalty=0.0, bisector=False, jitter=1e-3,
-                        batched=batched)
+                        jitter=1e-3, batched=batched, steps=steps, descent="adam")
         check_segments(counted, new, resolution, batched=batched)
         return counted.evaluations
 

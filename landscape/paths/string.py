@@ -7,6 +7,13 @@ whose max loss exceeds u (the interpolated model of the paper's Fig. 2), and des
 beads until their loss is below α·u. The recursion of the paper is run breadth-first: all
 segments of a round are checked in one batched evaluation and all beads of a round descend
 together, one batched ``loss_and_grad`` per step.
+
+A bead descends by Polyak steps by default (Polyak, *Introduction to Optimization*, 1987, §5.3):
+θ ← θ − (L(θ) − ℓ)/‖∇L‖² ∇L, the shortest step to where the linearised loss meets the aim ℓ below
+the bead's target. Each step goes no further than the loss asks, so a bead stops close to where it
+was inserted, at the rim of the set, where Adam's sign-like steps carry it deep and far; on the
+main job's pair that makes the string both cheaper and shorter (README, "Paths between minima").
+Adam (``descent="adam"``) is the stochastic descent of the paper, and the one for minibatches.
 """
 
 from __future__ import annotations
@@ -29,9 +36,17 @@ from .path import Path
 #: (Freeman & Bruna's t*), or at its midpoint.
 INSERTS = Registry("insert", ("argmax", "midpoint"))
 
+#: A bead is making progress while its loss sets a new low by this fraction within ``patience`` steps.
+PROGRESS = 0.01
 
-def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 200,
-           step_size: float = 0.01, lr: float | None = None, penalty: float = 0.0, bisector: bool = False,
+#: How a bead descends: Polyak steps toward a loss under its target, or Adam.
+DESCENTS = Registry("descent", ("polyak", "adam"))
+
+
+def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 1000, patience: int = 50,
+           descent: str = "polyak",
+           aim: float = 0.5, max_step: float = 0.25, step_size: float = 0.01, lr: float | None = None,
+           penalty: float = 0.0, bisector: bool = False,
            insert: str = "argmax", batch_size: int | None = None, max_rounds: int = 10,
            max_beads: int = 256, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """Dynamic String Sampling (greedy, or constrained with ``penalty > 0``).
@@ -49,8 +64,22 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         set (fewer, costlier beads, longer strings); near 1 they stop near its boundary, and the
         string, an upper bound on the geodesic, is shorter.
     steps : int
-        Descent budget of a bead per round (Adam steps). A bead still above u after it descends
-        again in the next round; if the highest such bead gets no lower, refinement stops.
+        Descent budget of a bead per round. A bead still above u after it (at the lowest point its
+        descent reached) descends again in the next round; if the highest such bead gets no lower,
+        refinement stops.
+    patience : int
+        A bead whose loss has not set a new low by 1% in this many steps stops for the round: it
+        is stuck (in a basin above its target, or creeping), and the segments around it are
+        split instead, or it descends again next round.
+    descent : {"polyak", "adam"}
+        How beads descend: Polyak steps (the default; full batch) or Adam (``step_size``, ``lr``).
+    aim : float
+        Polyak's step aims at ``aim``·α·u (for u > 0; for u ≤ 0, (1 − aim)·|α·u| under α·u), the
+        optimal value it assumes: 0 aims at a loss of 0, 1 at the target itself (short steps that
+        creep up on it).
+    max_step : float
+        A Polyak step moves a bead at most this fraction of the distance between its neighbours
+        (near a critical point ‖∇L‖ → 0 and the step would blow up).
     step_size : float
         Adam's step as a fraction of the length of the segment the bead refines (see ``lr``).
     lr : float, optional
@@ -66,7 +95,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         Where a new bead starts: at the segment's highest dense point (the paper), or its middle.
     batch_size : int, optional
         Descend on minibatches of this size (one per bead and step; the stop is judged on the full
-        training loss), as the paper's stochastic gradient descent. Full batch when None.
+        training loss), as the paper's stochastic gradient descent; Polyak steps then use the
+        minibatch's loss (the stochastic Polyak step of Loizou et al., AISTATS 2021). Full batch when None.
     max_rounds, max_beads : int
         Refinement stops after this many rounds or once the chain holds this many beads.
     jitter : float
@@ -84,11 +114,13 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         (:func:`landscape.connect` always does).
     """
     counted, level = ends.problem, ends.level
-    check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter)
-    check_count(steps=steps, max_rounds=max_rounds, max_beads=max_beads)
+    check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter, max_step=max_step)
+    check_count(steps=steps, patience=patience, max_rounds=max_rounds, max_beads=max_beads)
     INSERTS.lookup(insert)
-    if alpha > 1 or penalty < 0:
-        raise LandscapeError(f"string needs 0 < alpha <= 1 and penalty >= 0, got alpha={alpha}, penalty={penalty}")
+    DESCENTS.lookup(descent)
+    if alpha > 1 or penalty < 0 or not 0 <= aim <= 1:
+        raise LandscapeError(f"string needs 0 < alpha <= 1, penalty >= 0 and 0 <= aim <= 1, got alpha={alpha}, "
+                             f"penalty={penalty}, aim={aim}")
     gen = resolve_generator(generator)
     chain = torch.stack([ends.start, ends.end])
     rounds, stop, stalled = [], "max_rounds", None
@@ -122,12 +154,13 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
             peak = seg.argmax(1)
             inside = (peak > 0) & (peak < resolution)
             at = torch.where(inside, peak.to(chain.dtype) / resolution, at)
-        chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, steps=steps,
-                                step_size=step_size, lr=lr, penalty=penalty * level, bisector=bisector, jitter=jitter,
-                                batch_size=batch_size)
+        chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, jitter=jitter, steps=steps,
+                                patience=patience, descent=descent, aim=aim, max_step=max_step, step_size=step_size,
+                                lr=lr, penalty=penalty * level, bisector=bisector, batch_size=batch_size)
         row.update(figures, seconds=time.perf_counter() - began)
     knots = torch.cat([seg[:, 0], seg[-1:, -1]])
-    info = {"rounds": rounds, "stop": stop, "alpha": alpha, "penalty": penalty, "steps": steps,
+    info = {"rounds": rounds, "stop": stop, "alpha": alpha, "penalty": penalty, "steps": steps, "descent": descent,
+            "patience": patience,
             "beads_added": sum(r.get("beads_added", 0) for r in rounds),
             "descent_steps": sum(r.get("descent_steps", 0) for r in rounds), **counted.figures()}
     return Path(chain, knots.clone(), method="string", level=level, evaluations=counted.evaluations, info=info)
@@ -142,9 +175,8 @@ def check_segments(counted: Counted, chain: torch.Tensor, resolution: int, *, ba
 
 
 def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torch.Tensor, target: float,
-           generator: torch.Generator, *, at: torch.Tensor, steps: int, step_size: float, lr: float | None,
-           penalty: float, bisector: bool, jitter: float, batch_size: int | None = None,
-           batched: bool = True) -> tuple[torch.Tensor, dict]:
+           generator: torch.Generator, *, at: torch.Tensor, jitter: float, batched: bool = True,
+           **how) -> tuple[torch.Tensor, dict]:
     """One DSS round: a bead on every ``bad`` segment, then all new (and ``stuck``) beads descend.
 
     Parameters
@@ -158,10 +190,12 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
         Where on each segment its bead starts, as a fraction in (0, 1).
     target : float
         Loss at which a bead stops (α·u).
-    penalty : float
-        λ·u, the weight of the constraint ‖θ − m‖²/h² (0 for greedy DSS).
+    jitter : float
+        Size of a new bead's random offset, relative to its segment's length.
     batched : bool
         All beads in one batched problem (the method), or one bead at a time (the benchmark's baseline).
+    **how
+        :func:`descend`'s options (``steps``, ``descent``, ``penalty`` as λ·u, ...).
 
     Returns
     -------
@@ -179,7 +213,7 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
     out[knot_rows] = chain
     a, b = chain[split], chain[split + 1]
     offset = noise((split.numel(), d), generator, chain) * ((b - a).norm(dim=1, keepdim=True) * jitter / d**0.5)
-    if bisector:  # the offset too stays in the hyperplane orthogonal to the chord
+    if how.get("bisector"):  # the offset too stays in the hyperplane orthogonal to the chord
         normal = (b - a) / (b - a).norm(dim=1, keepdim=True)
         offset = offset - (offset * normal).sum(1, keepdim=True) * normal
     new_rows = knot_rows[split] + 1
@@ -189,11 +223,9 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
     centre = out[rows].clone()  # the constraint holds each bead near where it started
     out[new_rows] += offset
     if batched:
-        moved, figures = descend(counted, out, rows, centre, target, steps=steps, step_size=step_size, lr=lr,
-                                 penalty=penalty, bisector=bisector, batch_size=batch_size, generator=generator)
+        moved, figures = descend(counted, out, rows, centre, target, generator=generator, **how)
     else:
-        parts = [descend(counted, out, rows[i:i + 1], centre[i:i + 1], target, steps=steps, step_size=step_size,
-                         lr=lr, penalty=penalty, bisector=bisector, batch_size=batch_size, generator=generator)
+        parts = [descend(counted, out, rows[i:i + 1], centre[i:i + 1], target, generator=generator, **how)
                  for i in range(rows.numel())]
         moved = torch.cat([p[0] for p in parts])
         figures = {"descent_steps": sum(p[1]["descent_steps"] for p in parts),
@@ -203,13 +235,18 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
 
 
 def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: torch.Tensor, target: float, *,
-            steps: int, step_size: float, lr: float | None, penalty: float, bisector: bool = False,
-            batch_size: int | None = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+            steps: int, patience: int | None = None, descent: str = "polyak", aim: float = 0.5,
+            max_step: float = 0.25, step_size: float = 0.01, lr: float | None = None, penalty: float = 0.0,
+            bisector: bool = False, batch_size: int | None = None,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
     """Descend the beads ``chain[rows]`` together until each one's loss is ≤ ``target`` or ``steps`` run out.
 
-    One batched ``loss_and_grad`` per step over the beads still above the target; each bead has its
-    own Adam state and learning rate (scaled to its segment), and its own constraint centre
-    (``centre``, shape (len(rows), D): where it was inserted) at a scale set by its two neighbours.
+    One batched ``loss_and_grad`` per step over the beads still above the target. Each bead has its
+    own step: Polyak's (``descent="polyak"``) toward ``aim``·target, at most ``max_step`` of the
+    distance between its neighbours, or Adam's (own state, learning rate scaled to its segment); and
+    its own constraint centre (``centre``, shape (len(rows), D): where it was inserted) at a scale set
+    by its two neighbours. A bead stops early once its loss has set no new low by 1% (``PROGRESS``) for
+    ``patience`` steps (None: never); one that stops above the target stays at the lowest point it reached.
 
     Returns
     -------
@@ -219,14 +256,24 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
     """
     generator = resolve_generator(generator)
     left, right = chain[rows - 1], chain[rows + 1]
-    half2 = ((right - left).norm(dim=1, keepdim=True) / 2).pow(2).clamp_min(torch.finfo(chain.dtype).tiny)
+    span = (right - left).norm(dim=1, keepdim=True)
+    half2 = (span / 2).pow(2).clamp_min(torch.finfo(chain.dtype).tiny)
     x = chain[rows].clone()
     normal = None
     if bisector:  # move within the hyperplane through the bead, orthogonal to its chord
-        normal = (right - left) / (right - left).norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    rates = (torch.full((x.shape[0],), float(lr), dtype=x.dtype, device=x.device) if lr is not None
-             else scaled_lr((right - left).norm(dim=1), x.shape[1], step_size))
-    adam = RowOptimizer(x, rates)
+        normal = (right - left) / span.clamp_min(torch.finfo(x.dtype).tiny)
+    polyak = descent == "polyak"
+    if polyak:
+        aimed = target - (1 - aim) * abs(target)
+        reach = max_step * span  # each bead's longest step: halved when a step raised its loss
+        last = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
+    else:
+        rates = (torch.full((x.shape[0],), float(lr), dtype=x.dtype, device=x.device) if lr is not None
+                 else scaled_lr(span[:, 0], x.shape[1], step_size))
+        adam = RowOptimizer(x, rates)
+    best, lowest = x.clone(), torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
+    mark, since = lowest.clone(), torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    patience = steps + 1 if patience is None else patience
     active = torch.arange(x.shape[0], device=x.device)
     taken = 0
     n_samples = counted.problem.n_samples("train")
@@ -235,19 +282,50 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
         if stochastic:  # the stop is judged on the full loss, the step on one minibatch per bead
             loss = counted.loss(x[active])
             idx = torch.randint(n_samples, (active.numel(), batch_size), generator=generator)
-            _, grad = counted.loss_and_grad(x[active], batch=idx)
+            value, grad = counted.loss_and_grad(x[active], batch=idx)
         else:
             loss, grad = counted.loss_and_grad(x[active])
+            value = loss
         if not torch.isfinite(loss).all():
             raise NonFiniteLoss("the loss became NaN or infinite while a bead descended; lower the step size "
-                                 "(option step_size) or set a learning rate (option lr)")
-        going = loss > target
-        active = active[going]
+                                 "(option step_size, or max_step for Polyak steps) or set a learning rate (option lr)")
+        lower = loss < lowest[active]
+        best[active[lower]], lowest[active[lower]] = x[active[lower]], loss[lower]
+        # a new low that closes 1% of its last low's gap to the target (or the first loss)
+        better = ~(loss >= mark[active] - PROGRESS * (mark[active] - target))
+        mark[active[better]] = loss[better]
+        since[active] = torch.where(better, 0, since[active] + 1)
+        going = (loss > target) & (since[active] < patience)
+        active, grad, value = active[going], grad[going], value[going]
         if active.numel() == 0 or taken == steps:
             break
-        grad = grad[going]
         if penalty:
-            grad = grad + 2 * penalty * (x[active] - centre[active]) / half2[active]
-        adam.step(x, grad, active, None if normal is None else normal[active])
+            pull = (x[active] - centre[active]) / half2[active]
+            value = value + penalty * (pull * (x[active] - centre[active])).sum(1)
+            grad = grad + 2 * penalty * pull
+        if polyak:
+            rose = loss[going] > last[active]
+            reach[active] = torch.where(rose[:, None], reach[active] / 2, torch.minimum(reach[active] * 1.5,
+                                                                                        max_step * span[active]))
+            last[active] = loss[going]
+            x[active] -= polyak_step(value, grad, aimed, reach[active],
+                                     None if normal is None else normal[active])
+        else:
+            adam.step(x, grad, active, None if normal is None else normal[active])
         taken += 1
-    return x, {"descent_steps": taken, "reached": int(x.shape[0] - active.numel())}
+    return best, {"descent_steps": taken, "reached": int((lowest <= target).sum())}
+
+
+def polyak_step(value: torch.Tensor, grad: torch.Tensor, aim: float, cap: torch.Tensor,
+                normal: torch.Tensor | None = None) -> torch.Tensor:
+    """Polyak's step for each row: (value − aim)/‖g‖² g, the shortest move to where the linearised
+    function equals ``aim``; g without its component along ``normal`` when given; no longer than ``cap``.
+
+    value : (B,); grad : (B, D); cap : (B, 1); normal : (B, D) unit rows.
+    """
+    if normal is not None:
+        grad = grad - (grad * normal).sum(1, keepdim=True) * normal
+    norm2 = grad.pow(2).sum(1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    step = (value - aim).clamp_min(0)[:, None] / norm2 * grad
+    length = step.norm(dim=1, keepdim=True)
+    return step * (cap / length.clamp_min(torch.finfo(grad.dtype).tiny)).clamp(max=1)
