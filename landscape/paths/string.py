@@ -116,6 +116,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
     counted, level = ends.problem, ends.level
     check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter, max_step=max_step)
     check_count(steps=steps, patience=patience, max_rounds=max_rounds, max_beads=max_beads)
+    if patience < 1:
+        raise LandscapeError(f"option patience must be a positive integer (steps without progress), got {patience}")
     INSERTS.lookup(insert)
     DESCENTS.lookup(descent)
     if alpha > 1 or penalty < 0 or not 0 <= aim <= 1:
