@@ -1,6 +1,7 @@
 """Path methods against closed-form landscapes: one validator for every method, mountain passes, the ring's arc."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import landscape
 import landscape.paths
 from landscape import LandscapeError
+from landscape.paths.certify import dense_losses
 
 #: (problem, params, start minimum, end minimum, level, the minimax height between them or None).
 #: The minimax ("mountain pass") height is the lowest level at which the two minima are connected:
@@ -241,3 +243,21 @@ def test_reported_evaluations_are_the_evaluations_made(method):
     again = landscape.connect(problem, problem.minima[0], problem.minima[3], method=method, level=20.0,
                               straight=straight)
     assert again.evaluations == made["points"] and again.info["linear_max_loss"] == straight.max_loss
+
+
+def test_the_certificate_reuses_the_methods_last_dense_check_of_the_same_path():
+    # DSS's last round checks the final chain at the certificate's resolution: connect hands those losses
+    # to certify instead of evaluating them again; the claim is the same as from a fresh evaluation
+    problem = landscape.make_problem("himmelblau")
+    a, b = problem.minima[0], problem.minima[3]
+    path = landscape.connect(problem, a, b, level=20.0)
+    found = replace(path, status="unchecked", certificate=None, bound=None, dense_max_loss=None, info={})
+    fresh = landscape.certify(problem, found, 20.0)
+    grid = dense_losses(problem, path.points, 32)
+    reused = landscape.certify(problem, found, 20.0, values=grid)
+    assert (reused.status, reused.certificate, reused.dense_max_loss) == (fresh.status, fresh.certificate,
+                                                                          fresh.dense_max_loss)
+    assert torch.equal(reused.losses, fresh.losses)
+    assert fresh.evaluations - reused.evaluations == grid.numel() == (path.n_points - 1) * 32 + 1
+    with pytest.raises(LandscapeError, match="values has shape"):
+        landscape.certify(problem, found, 20.0, values=grid[:-1])

@@ -99,7 +99,8 @@ ZOOM_PASSES, ZOOM_CANDIDATES, ZOOM_POINTS = 2, 4, 8
 
 
 def certify(problem: Problem, path: Path, level: float | None = None, *, resolution: int = DEFAULT_RESOLUTION,
-            zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int | None = None) -> Path:
+            zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int | None = None,
+            values: torch.Tensor | None = None) -> Path:
     """State a path's claim at a level: dense evaluation of every segment, then a proof where possible.
 
     The grid of ``resolution`` sub-intervals per segment is evaluated first (batched); then, ``zoom``
@@ -125,6 +126,9 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
     budget : int, optional
         Pieces the proof may bound before it gives up and the dense check stands; default
         :func:`landscape.paths.proof.default_budget` (20,000, fewer where one point is costly).
+    values : Tensor, shape ((N − 1)·resolution + 1,), optional
+        The grid's losses when the caller has just evaluated them on this very path and problem (a
+        method's last check, :meth:`Counted.dense_of`): they are used, not evaluated (nor counted) again.
 
     Returns
     -------
@@ -135,9 +139,15 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
         ``evaluations`` increased by every loss evaluated here.
     """
     CERTIFICATES.lookup(certificate)
-    values = dense_losses(problem, path.points, resolution)
+    spent = 0
+    if values is None:
+        values = dense_losses(problem, path.points, resolution)
+        spent = int(values.shape[0])
+    elif values.shape != ((path.n_points - 1) * resolution + 1,):
+        raise LandscapeError(f"values has shape {tuple(values.shape)}, not the {(path.n_points - 1) * resolution + 1} "
+                             f"dense losses of a {path.n_points}-point path at resolution {resolution}")
     level = path.level if level is None else float(level)
-    info, spent = dict(path.info), int(values.shape[0])
+    info = dict(path.info)
     finite = torch.isfinite(values)
     if not finite.all():  # a point where the loss is not finite is not below any level
         where = int(torch.nonzero(~finite)[0])

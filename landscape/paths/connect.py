@@ -191,7 +191,8 @@ def _connect(problem, start, end, method, level, generator, resolution, align, s
             path, extra = _shortened(problem, counted, found, max(la, lb), resolution, certificate)
         else:
             shown.stage(f"certificate ({certificate})")
-            path = certify(problem, found, level, resolution=resolution, certificate=certificate)
+            path = certify(problem, found, level, resolution=resolution, certificate=certificate,
+                           values=counted.dense_of(found.points, resolution))  # the method's last check, if it has one
             extra = path.evaluations - found.evaluations
         spent += extra
         shown.count(extra)
