@@ -174,5 +174,20 @@ def check_count(**values):
             raise LandscapeError(f"option {name} must be a non-negative integer, got {v!r}")
 
 
+def polyak_step(value: torch.Tensor, grad: torch.Tensor, aim: float, cap: torch.Tensor,
+                normal: torch.Tensor | None = None) -> torch.Tensor:
+    """Polyak's step for each row: (value − aim)/‖g‖² g, the shortest move to where the linearised
+    function equals ``aim``; g without its component along ``normal`` when given; no longer than ``cap``.
+
+    value : (B,); grad : (B, D); cap : (B, 1); normal : (B, D) unit rows.
+    """
+    if normal is not None:
+        grad = grad - (grad * normal).sum(1, keepdim=True) * normal
+    norm2 = grad.pow(2).sum(1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    step = (value - aim).clamp_min(0)[:, None] / norm2 * grad
+    length = step.norm(dim=1, keepdim=True)
+    return step * (cap / length.clamp_min(torch.finfo(grad.dtype).tiny)).clamp(max=1)
+
+
 __all__ = ["Counted", "Endpoints", "check_count", "check_endpoints", "check_positive", "endpoint_losses", "noise",
-           "resolve_level", "scaled_lr"]
+           "polyak_step", "resolve_level", "scaled_lr"]

@@ -22,9 +22,11 @@ one batched evaluation.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._common import Counted
+from ._common import Counted, polyak_step
 
 #: Fractions of the way to the neighbours' midpoint a pulled bead tries, largest first.
 FRACTIONS = (1.0, 0.5, 0.25, 0.125)
@@ -143,7 +145,6 @@ def _project(counted: Counted, x: torch.Tensor, chord: torch.Tensor, target: flo
         above = loss > aim
         if not above.any():
             break
-        perp = grad - (grad * unit).sum(1, keepdim=True) * unit
-        step = ((loss - aim).clamp_min(0) / perp.pow(2).sum(1).clamp_min(1e-30))[:, None] * perp
+        step = polyak_step(loss, grad, aim, torch.full_like(loss[:, None], math.inf), unit)
         x = torch.where(above[:, None], x - step, x)
     return x

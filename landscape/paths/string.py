@@ -26,7 +26,7 @@ from .._errors import LandscapeError, NonFiniteLoss
 from .._random import resolve_generator
 from .._registry import Registry
 from ..minima.optim import RowOptimizer
-from ._common import (Counted, Endpoints, check_count, check_positive, noise,
+from ._common import (Counted, Endpoints, check_count, check_positive, noise, polyak_step,
                       scaled_lr)
 from .certify import DEFAULT_RESOLUTION
 from .path import Path
@@ -317,17 +317,3 @@ def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: t
         taken += 1
     return best, {"descent_steps": taken, "reached": int((lowest <= target).sum())}
 
-
-def polyak_step(value: torch.Tensor, grad: torch.Tensor, aim: float, cap: torch.Tensor,
-                normal: torch.Tensor | None = None) -> torch.Tensor:
-    """Polyak's step for each row: (value − aim)/‖g‖² g, the shortest move to where the linearised
-    function equals ``aim``; g without its component along ``normal`` when given; no longer than ``cap``.
-
-    value : (B,); grad : (B, D); cap : (B, 1); normal : (B, D) unit rows.
-    """
-    if normal is not None:
-        grad = grad - (grad * normal).sum(1, keepdim=True) * normal
-    norm2 = grad.pow(2).sum(1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
-    step = (value - aim).clamp_min(0)[:, None] / norm2 * grad
-    length = step.norm(dim=1, keepdim=True)
-    return step * (cap / length.clamp_min(torch.finfo(grad.dtype).tiny)).clamp(max=1)
