@@ -209,3 +209,33 @@ def test_valleys_go_on_past_a_pair_whose_paths_meet_a_nan_region():
                                            generator=torch.Generator().manual_seed(0))
     (row,) = report["levels"]
     assert row["n_valleys"] == 2 and report["failed"] >= 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
+def test_the_leaky_relu_relaxation_holds_every_value_it_can_take_and_is_the_parallel_chord(alpha):
+    from landscape.problems.bounds import leaky_relu
+    g = torch.Generator().manual_seed(0)
+    zc = torch.randn(400, dtype=torch.float64, generator=g)
+    zs = torch.randn(400, dtype=torch.float64, generator=g) * 0.5
+    zr = torch.rand(400, dtype=torch.float64, generator=g) * 0.3
+    # edges: a point (ρ = 0) at 0, above and below 0; an interval ending exactly at 0 from each side
+    zc[:5], zs[:5], zr[:5] = torch.tensor([0.0, 1.0, -1.0, 0.5, -0.5]), 0.0, 0.0
+    zs[3:5], zr[3:5] = torch.tensor([0.25, 0.25]), torch.tensor([0.25, 0.25])
+    oc, os_, orr = leaky_relu(alpha)(zc, zs, zr)
+    s = torch.linspace(-1, 1, 41, dtype=torch.float64)[:, None]
+    e = torch.linspace(-1, 1, 11, dtype=torch.float64)[:, None, None] * zr
+    z = zc + s * zs + e  # [11, 41, 400]: every value the first-order model allows
+    value = torch.where(z > 0, z, alpha * z)
+    model = oc + s * os_
+    assert bool((value >= model - orr - 1e-12).all()) and bool((value <= model + orr + 1e-12).all())
+    # where the sign can change, the chord through (l, σ(l)) and (u, σ(u)) and its parallel through 0
+    rho = zs.abs() + zr
+    lo, hi = zc - rho, zc + rho
+    cross = (lo < 0) & (hi > 0)
+    lam = alpha + (1 - alpha) * hi / (hi - lo)
+    mu = (1 - alpha) * (-lo * hi / (hi - lo))
+    assert torch.allclose(os_[cross], lam[cross] * zs[cross], atol=1e-14)
+    assert torch.allclose(orr[cross], lam[cross] * zr[cross] + mu[cross] / 2, atol=1e-14)
+    fixed = ~cross  # exact: slope 1 or α, no remainder added
+    slope = torch.where(lo >= 0, torch.ones_like(lo), torch.full_like(lo, alpha))
+    assert torch.allclose(orr[fixed], slope[fixed] * zr[fixed], atol=1e-15)

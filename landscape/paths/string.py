@@ -47,7 +47,7 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
            descent: str = "polyak",
            aim: float = 0.5, max_step: float = 0.25, step_size: float = 0.01, lr: float | None = None,
            penalty: float = 0.0, bisector: bool = False,
-           insert: str = "argmax", batch_size: int | None = None, max_rounds: int = 10,
+           insert: str = "argmax", bend: float = 0.0, batch_size: int | None = None, max_rounds: int = 10,
            max_beads: int = 256, jitter: float = 1e-3, resolution: int = DEFAULT_RESOLUTION) -> Path:
     """Dynamic String Sampling (greedy, or constrained with ``penalty > 0``).
 
@@ -92,7 +92,14 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         Move each bead only within the hyperplane through its start orthogonal to its chord, so
         it cannot slide along the valley towards a neighbour.
     insert : {"argmax", "midpoint"}
-        Where a new bead starts: at the segment's highest dense point (the paper), or its middle.
+        Where along its segment a new bead starts: at the segment's highest dense point (the paper), or
+        its middle.
+    bend : float
+        Where across it: on the chord (0, the paper), on the curve through the chain around the segment
+        (1: the quadratic through the segment's ends and the knot beyond each, averaged where there are
+        two), or that fraction of the way from one to the other. The knots of earlier rounds predict
+        where a bending valley goes, and a bead started nearer it descends in fewer steps; but the curve
+        overshoots the shortest way round, and the string comes out longer (README, "How beads descend").
     batch_size : int, optional
         Descend on minibatches of this size (one per bead and step; the stop is judged on the full
         training loss), as the paper's stochastic gradient descent; Polyak steps then use the
@@ -115,6 +122,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
     """
     counted, level = ends.problem, ends.level
     check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter, max_step=max_step)
+    if isinstance(bend, bool) or not (isinstance(bend, (int, float)) and 0 <= bend <= 1):
+        raise LandscapeError(f"option bend must be a number from 0 (the chord) to 1 (the curve), got {bend!r}")
     check_count(steps=steps, patience=patience, max_rounds=max_rounds, max_beads=max_beads)
     if patience < 1:
         raise LandscapeError(f"option patience must be a positive integer (steps without progress), got {patience}")
@@ -156,7 +165,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
             peak = seg.argmax(1)
             inside = (peak > 0) & (peak < resolution)
             at = torch.where(inside, peak.to(chain.dtype) / resolution, at)
-        chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, jitter=jitter, steps=steps,
+        chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, jitter=jitter, bend=bend,
+                                steps=steps,
                                 patience=patience, descent=descent, aim=aim, max_step=max_step, step_size=step_size,
                                 lr=lr, penalty=penalty * level, bisector=bisector, batch_size=batch_size)
         row.update(figures, seconds=time.perf_counter() - began)
@@ -177,8 +187,8 @@ def check_segments(counted: Counted, chain: torch.Tensor, resolution: int, *, ba
 
 
 def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torch.Tensor, target: float,
-           generator: torch.Generator, *, at: torch.Tensor, jitter: float, batched: bool = True,
-           **how) -> tuple[torch.Tensor, dict]:
+           generator: torch.Generator, *, at: torch.Tensor, jitter: float, bend: float = 0.0,
+           batched: bool = True, **how) -> tuple[torch.Tensor, dict]:
     """One DSS round: a bead on every ``bad`` segment, then all new (and ``stuck``) beads descend.
 
     Parameters
@@ -194,6 +204,9 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
         Loss at which a bead stops (α·u).
     jitter : float
         Size of a new bead's random offset, relative to its segment's length.
+    bend : float
+        A new bead starts this fraction of the way from its segment's chord to the curve through the knots
+        around it (:func:`curve_points`).
     batched : bool
         All beads in one batched problem (the method), or one bead at a time (the benchmark's baseline).
     **how
@@ -221,6 +234,8 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
     new_rows = knot_rows[split] + 1
     f = at[split].clamp(1e-3, 1 - 1e-3)[:, None]
     out[new_rows] = (1 - f) * a + f * b
+    if bend:
+        out[new_rows] += bend * (curve_points(chain, split, f[:, 0]) - out[new_rows])
     rows = torch.cat([new_rows, knot_rows[1:-1][stuck]]).sort().values
     centre = out[rows].clone()  # the constraint holds each bead near where it started
     out[new_rows] += offset
@@ -234,6 +249,45 @@ def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torc
                    "reached": sum(p[1]["reached"] for p in parts)}
     out[rows] = moved
     return out, {"beads_added": int(split.numel()), "beads_descended": int(rows.numel()), **figures}
+
+
+def curve_points(chain: torch.Tensor, split: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Points at fraction ``f`` of the segments ``chain[split] → chain[split + 1]`` on the curve through the chain.
+
+    Each segment (P₁, P₂) has up to two quadratics through three consecutive knots: (P₀, P₁, P₂) when it
+    has a knot P₀ before it, (P₁, P₂, P₃) when it has one after it, each parametrised by the length of
+    its chords (Lagrange's form); the point is their mean (the Catmull–Rom construction, Overhauser's
+    form), or the one that exists, or the chord's point when the chain has only the segment's ends.
+    """
+    n = chain.shape[0]
+    tiny = torch.finfo(chain.dtype).tiny
+    f = f.to(chain.dtype)[:, None]
+    p1, p2 = chain[split], chain[split + 1]
+    d2 = (p2 - p1).norm(dim=1, keepdim=True)
+    chord = (1 - f) * p1 + f * p2
+    total, count = torch.zeros_like(chord), torch.zeros_like(f)
+    left, right = split >= 1, split + 2 <= n - 1
+    if left.any():  # through P₀, P₁, P₂ at chord lengths 0, d₁, d₁ + d₂, evaluated at d₁ + f·d₂
+        p0 = chain[(split - 1).clamp_min(0)]
+        d1 = (p1 - p0).norm(dim=1, keepdim=True)
+        total += torch.where(left[:, None], _quadratic(p0, p1, p2, d1, d2, d1 + f * d2, tiny), 0)
+        count += left[:, None].to(f.dtype)
+    if right.any():  # through P₁, P₂, P₃ at 0, d₂, d₂ + d₃, evaluated at f·d₂
+        p3 = chain[(split + 2).clamp_max(n - 1)]
+        d3 = (p3 - p2).norm(dim=1, keepdim=True)
+        total += torch.where(right[:, None], _quadratic(p1, p2, p3, d2, d3, f * d2, tiny), 0)
+        count += right[:, None].to(f.dtype)
+    curve = torch.where(count > 0, total / count.clamp_min(1), chord)
+    return torch.where(torch.isfinite(curve).all(1, keepdim=True), curve, chord)
+
+
+def _quadratic(q0, q1, q2, a, b, t, tiny):
+    """The quadratic through q0, q1, q2 at parameters 0, a, a + b, evaluated at t (all per row)."""
+    a, b = a.clamp_min(tiny), b.clamp_min(tiny)
+    w0 = (t - a) * (t - a - b) / (a * (a + b))
+    w1 = t * (t - a - b) / (-a * b)
+    w2 = t * (t - a) / ((a + b) * b)
+    return w0 * q0 + w1 * q1 + w2 * q2
 
 
 def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: torch.Tensor, target: float, *,
