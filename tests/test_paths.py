@@ -9,7 +9,7 @@ import torch
 import landscape
 import landscape.paths
 from landscape import LandscapeError
-from landscape.paths.certify import dense_losses
+from landscape.paths.certify import dense_losses, segment_view
 
 #: (problem, params, start minimum, end minimum, level, the minimax height between them or None).
 #: The minimax ("mountain pass") height is the lowest level at which the two minima are connected:
@@ -261,3 +261,27 @@ def test_the_certificate_reuses_the_methods_last_dense_check_of_the_same_path():
     assert fresh.evaluations - reused.evaluations == grid.numel() == (path.n_points - 1) * 32 + 1
     with pytest.raises(LandscapeError, match="values has shape"):
         landscape.certify(problem, found, 20.0, values=grid[:-1])
+
+
+def test_a_strings_rounds_check_again_only_the_segments_they_changed(monkeypatch):
+    import landscape.paths.string as string_module
+    from landscape.paths._common import Counted, Endpoints
+    problem = landscape.make_problem("ring")
+    a, b = problem.minima[0], problem.minima[1]
+    la, lb = problem.loss(torch.stack([a, b])).tolist()
+
+    def run():
+        counted = Counted(problem)
+        path = string_module.string(Endpoints(counted, a, b, la, lb, 0.25), generator=torch.Generator().manual_seed(0))
+        return counted, path
+
+    counted, path = run()
+    monkeypatch.setattr(string_module, "unchanged", lambda seg, bad, stuck: None)  # check every segment
+    every, again = run()
+    assert torch.equal(path.points, again.points) and torch.equal(path.losses, again.losses)
+    rounds = [r["points"] for r in path.info["rounds"]]
+    assert every.losses == sum((n - 1) * 32 + 1 for n in rounds)  # every segment, every round
+    assert counted.losses < every.losses  # here 297 against 356
+    grid = counted.dense_of(path.points, 32)  # what the certificate takes: right for every segment
+    expected = independent_dense(problem, path.points, 32).view(path.n_points - 1, 33)
+    assert grid is not None and torch.allclose(segment_view(grid, 32), expected, rtol=1e-6, atol=1e-12)

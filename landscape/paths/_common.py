@@ -9,7 +9,7 @@ import torch
 
 from .._errors import LandscapeError, NonFiniteLoss
 from ..problems.problem import Problem
-from .certify import dense_losses, default_level, segment_view
+from .certify import dense_losses, default_level, segment_losses, segment_view
 
 
 class Counted:
@@ -54,9 +54,24 @@ class Counted:
             self.on_count(int(thetas.shape[0]))
         return self.problem.loss_and_grad(thetas, batch=batch)
 
-    def segments(self, points: torch.Tensor, resolution: int) -> torch.Tensor:
-        """Dense losses of a chain, one row per segment, shape (N − 1, resolution + 1) (batched)."""
-        values = dense_losses(self, points, resolution)
+    def segments(self, points: torch.Tensor, resolution: int, known: tuple | None = None) -> torch.Tensor:
+        """Dense losses of a chain, one row per segment, shape (N − 1, resolution + 1) (batched).
+
+        ``known`` = (rows, values): segments whose dense losses an earlier check of the same two knots
+        gave (a string's segments that a round left alone); only the others are evaluated.
+        """
+        if known is None:
+            values = dense_losses(self, points, resolution)
+        else:
+            rows, old = known
+            grid = points.new_empty(points.shape[0] - 1, resolution + 1)
+            need = torch.ones(grid.shape[0], dtype=torch.bool, device=points.device)
+            need[rows] = False
+            fresh = torch.nonzero(need).flatten()
+            if fresh.numel():
+                grid[fresh] = segment_losses(self, points[fresh], points[fresh + 1], resolution).to(grid.dtype)
+            grid[rows] = old.to(grid.dtype)
+            values = torch.cat([grid[:, :-1].reshape(-1), grid[-1, -1:]])
         if not torch.isfinite(values).all():
             raise NonFiniteLoss("the loss became NaN or infinite along the path; lower the method's step size "
                                  "(option step_size) or check the endpoints")

@@ -81,6 +81,28 @@ def dense_losses(problem: Problem, points: torch.Tensor, resolution: int = DEFAU
     return torch.cat(out)
 
 
+def segment_losses(problem: Problem, a: torch.Tensor, b: torch.Tensor, resolution: int = DEFAULT_RESOLUTION
+                   ) -> torch.Tensor:
+    """Loss at ``resolution`` + 1 evenly spaced points of each segment ``a[i] → b[i]``, both ends included:
+    segments that need not be consecutive (a chain's changed segments), blocked as :func:`dense_losses`.
+
+    Returns
+    -------
+    Tensor, shape (M, resolution + 1)
+    """
+    m, d = a.shape
+    block = max(1, DENSE_BLOCK_BYTES // max((resolution + 1) * d * a.element_size(), 1))
+    cap = getattr(problem, "max_points", None)
+    if cap is not None:
+        block = max(1, min(block, cap // (resolution + 1)))
+    s = torch.arange(resolution + 1, dtype=a.dtype, device=a.device) / resolution
+    out = []
+    for i in range(0, m, block):
+        u, v = a[i:i + block], b[i:i + block]
+        out.append(problem.loss((u[:, None, :] + s[None, :, None] * (v - u)[:, None, :]).reshape(-1, d)))
+    return torch.cat(out).view(m, resolution + 1)
+
+
 def segment_view(values: torch.Tensor, resolution: int) -> torch.Tensor:
     """The dense losses of :func:`dense_losses` as one row per segment, both knots included.
 

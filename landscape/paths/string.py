@@ -134,10 +134,10 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
                              f"penalty={penalty}, aim={aim}")
     gen = resolve_generator(generator)
     chain = torch.stack([ends.start, ends.end])
-    rounds, stop, stalled = [], "max_rounds", None
+    rounds, stop, stalled, known = [], "max_rounds", None, None
     for r in range(max_rounds + 1):
         began = time.perf_counter()
-        seg = check_segments(counted, chain, resolution)
+        seg = check_segments(counted, chain, resolution, known=known)
         seg_max = seg.max(1).values
         bad = seg_max > level
         row = {"round": r, "points": int(chain.shape[0]), "above_level": int(bad.sum()),
@@ -165,6 +165,7 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
             peak = seg.argmax(1)
             inside = (peak > 0) & (peak < resolution)
             at = torch.where(inside, peak.to(chain.dtype) / resolution, at)
+        known = unchanged(seg, bad, stuck)
         chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, jitter=jitter, bend=bend,
                                 steps=steps,
                                 patience=patience, descent=descent, aim=aim, max_step=max_step, step_size=step_size,
@@ -178,12 +179,25 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
     return Path(chain, knots.clone(), method="string", level=level, evaluations=counted.evaluations, info=info)
 
 
-def check_segments(counted: Counted, chain: torch.Tensor, resolution: int, *, batched: bool = True) -> torch.Tensor:
-    """Dense losses of every segment of ``chain``, shape (N − 1, resolution + 1): one batched evaluation,
-    or (``batched=False``, for the benchmark) one evaluation per segment."""
+def check_segments(counted: Counted, chain: torch.Tensor, resolution: int, *, batched: bool = True,
+                   known: tuple | None = None) -> torch.Tensor:
+    """Dense losses of every segment of ``chain``, shape (N − 1, resolution + 1): one batched evaluation of
+    the segments not ``known`` (:meth:`Counted.segments`), or (``batched=False``, for the benchmark) one
+    evaluation per segment."""
     if batched:
-        return counted.segments(chain, resolution)
+        return counted.segments(chain, resolution, known=known)
     return torch.cat([counted.segments(chain[i:i + 2], resolution) for i in range(chain.shape[0] - 1)])
+
+
+def unchanged(seg: torch.Tensor, bad: torch.Tensor, stuck: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The segments a round leaves alone, as (their rows in the refined chain, their dense losses): those not
+    split whose two knots do not descend again (``bad``, ``stuck`` as :func:`refine` takes them)."""
+    moved = torch.zeros(seg.shape[0] + 1, dtype=torch.bool, device=seg.device)
+    moved[1:-1] = stuck
+    keep = ~bad & ~moved[:-1] & ~moved[1:]
+    shift = torch.cat([bad.new_zeros(1, dtype=torch.long), torch.cumsum(bad.long(), 0)[:-1]])
+    rows = torch.arange(seg.shape[0], device=seg.device) + shift  # segment i starts at knot i, shifted by the splits
+    return rows[keep], seg[keep].clone()
 
 
 def refine(counted: Counted, chain: torch.Tensor, bad: torch.Tensor, stuck: torch.Tensor, target: float,
