@@ -1,5 +1,5 @@
-"""The default ``connect`` (DSS, Polyak beads; with and without ``--shorten``) against Garipov et al.'s Bezier
-protocol on the same pair, one thread, CPU time, interleaved in one run.
+"""The default ``connect`` (DSS, Polyak beads; with and without ``--shorten``, and with ``-O bend=0.5``) against
+Garipov et al.'s Bezier protocol on the same pair, one thread, CPU time, interleaved in one run.
 
     landscape train --seeds 0,1 -o minima/          # the main job's pair
     python benchmarks/string_vs_garipov.py [REPEATS] [THREADS] [A.pt B.pt]
@@ -27,6 +27,7 @@ def main(repeats: int = 2, threads: int = 1, a_file: str = "minima/digits_mlp_w1
     problem, a, b = landscape.load_endpoints(a_file, b_file)
     top = float(problem.loss(torch.stack([a, b])).max())  # barrier 0: no point above the worse endpoint
     runs = {"string": dict(method="string"), "string+shorten": dict(method="string", shorten=True),
+            "string bend=0.5": dict(method="string", bend=0.5),
             "garipov": dict(method="bezier", objective="mean", samples=1, steps=10000, check_every=250, level=top,
                             certificate="grid")}
     print("repeat run cpu_s wall_s steps normalized_length max_loss level status certificate evaluations")

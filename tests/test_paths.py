@@ -9,7 +9,7 @@ import torch
 import landscape
 import landscape.paths
 from landscape import LandscapeError
-from landscape.paths.certify import dense_losses, segment_view
+from landscape.paths.certify import ZOOM_PASSES, dense_losses, segment_view
 
 #: (problem, params, start minimum, end minimum, level, the minimax height between them or None).
 #: The minimax ("mountain pass") height is the lowest level at which the two minima are connected:
@@ -149,8 +149,9 @@ def test_string_descends_all_beads_of_a_round_in_one_batched_call():
     refined = [r for r in rounds if "beads_added" in r]
     assert max(r["beads_descended"] for r in refined) > 4  # rounds with many beads ...
     # ... cost one loss_and_grad per step (plus the final check of the beads), one check per round,
-    # and one call for the endpoints' losses
-    calls = sum(r["descent_steps"] + 1 for r in refined) + len(rounds) + 1
+    # one call for the endpoints' losses, and one a pass of each zoom before stopping (the certificate's)
+    zooms = 1 + sum(bool(r.get("zoomed")) for r in rounds)
+    calls = sum(r["descent_steps"] + 1 for r in refined) + len(rounds) + 1 + ZOOM_PASSES * zooms
     assert path.info["batched_calls"] == calls
     assert path.info["beads_added"] == path.n_beads
     assert sum(r["beads_added"] for r in refined) == path.n_beads
@@ -270,8 +271,17 @@ def test_a_strings_rounds_check_again_only_the_segments_they_changed(monkeypatch
     a, b = problem.minima[0], problem.minima[1]
     la, lb = problem.loss(torch.stack([a, b])).tolist()
 
+    class Tally(Counted):  # the zoom before stopping (as the certificate's) is counted apart
+        zoomed = 0
+
+        def zoom(self, points, resolution):
+            before = self.losses
+            out = super().zoom(points, resolution)
+            self.zoomed += self.losses - before
+            return out
+
     def run():
-        counted = Counted(problem)
+        counted = Tally(problem)
         path = string_module.string(Endpoints(counted, a, b, la, lb, 0.25), generator=torch.Generator().manual_seed(0))
         return counted, path
 
@@ -280,8 +290,32 @@ def test_a_strings_rounds_check_again_only_the_segments_they_changed(monkeypatch
     every, again = run()
     assert torch.equal(path.points, again.points) and torch.equal(path.losses, again.losses)
     rounds = [r["points"] for r in path.info["rounds"]]
-    assert every.losses == sum((n - 1) * 32 + 1 for n in rounds)  # every segment, every round
-    assert counted.losses < every.losses  # here 297 against 356
+    assert every.losses - every.zoomed == sum((n - 1) * 32 + 1 for n in rounds)  # every segment, every round
+    assert counted.zoomed == every.zoomed > 0 and counted.losses < every.losses  # here 297 against 356, and the zoom
     grid = counted.dense_of(path.points, 32)  # what the certificate takes: right for every segment
     expected = independent_dense(problem, path.points, 32).view(path.n_points - 1, 33)
     assert grid is not None and torch.allclose(segment_view(grid, 32), expected, rtol=1e-6, atol=1e-12)
+
+
+def spike_problem():
+    """A shallow valley from (−1, 0) to (1, 0) (at most 0.01 along the axis) with a spike of height 0.2 and
+    width 0.005 at x = 1/32, half-way between two points of the straight segment's grid (spacing 1/16)."""
+    from landscape.problems.analytic import AnalyticProblem
+
+    def f(x, y):
+        return 0.01 * (x * x - 1) ** 2 + y * y + 0.2 * torch.exp(-((x - 1 / 32) ** 2 + y ** 2) / 0.005 ** 2)
+
+    return AnalyticProblem("spike", {}, f, minima=[(-1.0, 0.0), (1.0, 0.0)], saddles=[], box=((-2, 2), (-2, 2)))
+
+
+def test_a_string_zooms_as_its_certificate_does_and_goes_round_a_spike_between_grid_points():
+    problem = spike_problem()
+    a, b = problem.minima
+    straight = landscape.connect(problem, a, b, method="linear", level=0.05)
+    assert straight.status == "not_found" and straight.max_loss > 0.19  # the certificate's zoom finds the spike
+    path = landscape.connect(problem, a, b, method="string", level=0.05)
+    assert path.info["rounds"][0].get("zoomed") and path.info["stop"] == "below_level"
+    assert path.status == "connected" and path.max_loss <= 0.05
+    dense = independent_dense(problem, path.points, 256)
+    assert float(dense.max()) <= 0.05  # 8x finer than the certificate's grid, computed here: round the spike
+    assert 1.0 < path.normalized_length < 1.01

@@ -9,7 +9,7 @@ import torch
 
 from .._errors import LandscapeError, NonFiniteLoss
 from ..problems.problem import Problem
-from .certify import dense_losses, default_level, segment_losses, segment_view
+from .certify import dense_losses, default_level, refine_maximum, segment_losses, segment_view
 
 
 class Counted:
@@ -76,7 +76,21 @@ class Counted:
             raise NonFiniteLoss("the loss became NaN or infinite along the path; lower the method's step size "
                                  "(option step_size) or check the endpoints")
         self._last_dense = (points.detach().clone(), resolution, values)
+        self._last_zoom = None
         return segment_view(values, resolution)
+
+    def zoom(self, points: torch.Tensor, resolution: int) -> tuple[float, float]:
+        """The highest loss along the chain of the last :meth:`segments` call and its position (knot units),
+        from that grid zoomed as :func:`landscape.certify` zooms it (``refine_maximum``); remembered for it."""
+        last = self._last_dense
+        peak, where, _ = (float(v[0]) for v in refine_maximum(self.loss, points[None], last[2][None], resolution))
+        self._last_zoom = (peak, where)
+        return peak, where
+
+    def zoom_of(self, points: torch.Tensor, resolution: int) -> tuple[float, float] | None:
+        """What :meth:`zoom` found, if its grid is the one :meth:`dense_of` gives for these knots, else None."""
+        zoom = getattr(self, "_last_zoom", None)
+        return zoom if zoom is not None and self.dense_of(points, resolution) is not None else None
 
     def dense_of(self, points: torch.Tensor, resolution: int) -> torch.Tensor | None:
         """The dense losses of the last :meth:`segments` call if it checked exactly these knots at this

@@ -122,7 +122,7 @@ ZOOM_PASSES, ZOOM_CANDIDATES, ZOOM_POINTS = 2, 4, 8
 
 def certify(problem: Problem, path: Path, level: float | None = None, *, resolution: int = DEFAULT_RESOLUTION,
             zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int | None = None,
-            values: torch.Tensor | None = None) -> Path:
+            values: torch.Tensor | None = None, zoomed: tuple[float, float] | None = None) -> Path:
     """State a path's claim at a level: dense evaluation of every segment, then a proof where possible.
 
     The grid of ``resolution`` sub-intervals per segment is evaluated first (batched); then, ``zoom``
@@ -151,6 +151,9 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
     values : Tensor, shape ((N − 1)·resolution + 1,), optional
         The grid's losses when the caller has just evaluated them on this very path and problem (a
         method's last check, :meth:`Counted.dense_of`): they are used, not evaluated (nor counted) again.
+    zoomed : (float, float), optional
+        With ``values``: the peak and its position (knot units) that zooming into them at ``zoom`` passes
+        found (:meth:`Counted.zoom_of`, a string's last check); used instead of zooming again.
 
     Returns
     -------
@@ -176,8 +179,11 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
         peak, argmax_t = float("inf"), float(path.dense_t(resolution)[where])
         info["non_finite_at"] = argmax_t
     else:
-        peak, where, extra = (float(v[0]) for v in refine_maximum(problem.loss, path.points[None], values[None],
-                                                                  resolution, passes=zoom))
+        if zoomed is not None and spent == 0 and zoom == ZOOM_PASSES:
+            (peak, where), extra = zoomed, 0
+        else:
+            peak, where, extra = (float(v[0]) for v in refine_maximum(problem.loss, path.points[None], values[None],
+                                                                      resolution, passes=zoom))
         spent += int(extra)
         seg = min(int(where), path.n_points - 2)
         argmax_t = float(path.t[seg] + (where - seg) * (path.t[seg + 1] - path.t[seg]))

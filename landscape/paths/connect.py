@@ -192,7 +192,8 @@ def _connect(problem, start, end, method, level, generator, resolution, align, s
         else:
             shown.stage(f"certificate ({certificate})")
             path = certify(problem, found, level, resolution=resolution, certificate=certificate,
-                           values=counted.dense_of(found.points, resolution))  # the method's last check, if it has one
+                           values=counted.dense_of(found.points, resolution),  # the method's last check, if any
+                           zoomed=counted.zoom_of(found.points, resolution))
             extra = path.evaluations - found.evaluations
         spent += extra
         shown.count(extra)

@@ -143,9 +143,16 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         row = {"round": r, "points": int(chain.shape[0]), "above_level": int(bad.sum()),
                "max_loss": float(seg_max.max())}
         rounds.append(row)
-        if not bad.any():
-            stop = "below_level"
-            break
+        hit = None
+        if not bad.any():  # zoom as the certificate will: a peak between the grid's points splits its segment
+            peak, where = counted.zoom(chain, resolution)
+            if peak <= level:
+                stop = "below_level"
+                break
+            hit = (min(int(where), chain.shape[0] - 2), where)
+            bad = bad.clone()
+            bad[hit[0]] = True
+            row.update(above_level=1, max_loss=peak, zoomed=True)
         room = max_beads - (chain.shape[0] - 2)
         if r == max_rounds or room <= 0:
             stop = "max_rounds" if room > 0 else "max_beads"
@@ -165,6 +172,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
             peak = seg.argmax(1)
             inside = (peak > 0) & (peak < resolution)
             at = torch.where(inside, peak.to(chain.dtype) / resolution, at)
+        if hit is not None:  # the bead goes where the zoom found the peak
+            at[hit[0]] = hit[1] - hit[0]
         known = unchanged(seg, bad, stuck)
         chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, jitter=jitter, bend=bend,
                                 steps=steps,
