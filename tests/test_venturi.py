@@ -74,7 +74,7 @@ def test_no_point_where_an_output_weight_first_reaches_zero_is_below_the_merge_l
 def test_search_methods_agree_with_the_derived_level(problem, merge):
     """No method finds a path 0.01 below u*; NEB finds one 0.01 above it, whose maximum is ≥ u* (the lower
     bound holds for every path); valley counting sees the spurious valley below u* and one valley above, and
-    its merge tree puts the merge at u* (measured 2.55755 against 2.557335).
+    its merge tree puts the merge just above u* (measured 2.55755 and 2.56134 against 2.557335).
     The global minimum is a trained one: at ``merge()["global"]`` the p-th unit's Gaussian weights are exactly 0,
     a kink where autograd's gradient is not the loss's, which the minimum check (rightly) does not accept."""
     u_star = merge["level"]
@@ -91,8 +91,11 @@ def test_search_methods_agree_with_the_derived_level(problem, merge):
                                  generator=torch.Generator().manual_seed(0))
     low, high = report["levels"]
     assert (low["n_valleys"], low["spurious"]) == (2, [["spurious"]]) and high["n_valleys"] == 1
-    (joined,) = report["merges"]  # the merge tree's level: NEB's climbing image, at most 10⁻³ above u*
-    assert u_star - 1e-9 <= joined["level"] <= u_star + 1e-3
+    # the merge tree's level is the max of NEB's band, which stops at its first cycle below the level asked
+    # (u* + 0.01): an upper bound of u*, as close as the climbing image got by then — 2.55755 on one machine,
+    # 2.56134 on another (the trained minimum rounds differently), both within 0.2% of u*
+    (joined,) = report["merges"]
+    assert u_star - 1e-9 <= joined["level"] <= u_star + 5e-3
 
 
 def test_trained_minima_reach_g_star_and_no_lower(problem, merge):
