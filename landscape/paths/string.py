@@ -4,9 +4,11 @@ Freeman & Bruna, "Topology and Geometry of Half-Rectified Network Optimization",
 Algorithm 1 (greedy DSS) and its constrained variant. The chain starts as the straight segment;
 each round checks every segment densely, puts a bead at the highest point t* of every segment
 whose max loss exceeds u (the interpolated model of the paper's Fig. 2), and descends the new
-beads until their loss is below α·u. The recursion of the paper is run breadth-first: all
-segments of a round are checked in one batched evaluation and all beads of a round descend
-together, one batched ``loss_and_grad`` per step.
+beads until their loss is below α·u. The recursion of the paper is run breadth-first: the
+segments a round changed are checked in one batched evaluation (the others keep their losses) and
+all beads of a round descend together, one batched ``loss_and_grad`` per step. Before it stops, the
+string zooms into its grid as :func:`landscape.certify` does, so that a peak between grid points
+is refined here rather than found by the certificate.
 
 A bead descends by Polyak steps by default (Polyak, *Introduction to Optimization*, 1987, §5.3):
 θ ← θ − (L(θ) − ℓ)/‖∇L‖² ∇L, the shortest step to where the linearised loss meets the aim ℓ below
@@ -115,7 +117,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
     -------
     Path
         The final chain; ``info`` holds ``rounds`` (per round: points, segments above u, max loss,
-        beads added, descent steps, seconds), ``stop`` (``"below_level"``, ``"max_rounds"``,
+        beads added, descent steps, seconds, and ``zoomed`` when the grid was below u but the zoom into it
+        found a peak above), ``stop`` (``"below_level"``: the grid and its zoom below u, ``"max_rounds"``,
         ``"max_beads"``, or ``"stalled"`` when the highest bead above u got no lower over a round
         of descent) and the evaluation counts. Certify it with :func:`landscape.certify`
         (:func:`landscape.connect` always does).
