@@ -67,7 +67,7 @@ def leaky_relu(alpha: float = 0.0):
     def relax(zc, zs, zr):
         rho = zs.abs() + zr
         hi, lo = zc + rho, zc - rho
-        width = torch.sub(hi, lo, out=rho).clamp_min_(torch.finfo(zc.dtype).tiny)
+        width = (hi - lo).clamp_min_(torch.finfo(zc.dtype).tiny)
         lam = torch.div(hi, width).clamp_(0, 1)
         half_mu = lo.neg_().clamp_min_(0).mul_(hi.clamp_min_(0)).div_(width).mul_((1 - alpha) / 2)
         if alpha:
