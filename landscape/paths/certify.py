@@ -64,11 +64,7 @@ def dense_losses(problem: Problem, points: torch.Tensor, resolution: int = DEFAU
     if resolution < 1:
         raise LandscapeError(f"resolution must be >= 1, got {resolution}")
     n, d = points.shape
-    per_segment = resolution * d * points.element_size()
-    block = max(1, DENSE_BLOCK_BYTES // max(per_segment, 1))
-    cap = getattr(problem, "max_points", None)  # a memory budget's K: blocks of about K points
-    if cap is not None:
-        block = max(1, min(block, cap // resolution))
+    block = _segments_per_block(problem, points, resolution)
     s = torch.arange(resolution, dtype=points.dtype, device=points.device) / resolution
     out = []
     for i in range(0, n - 1, block):
@@ -91,16 +87,21 @@ def segment_losses(problem: Problem, a: torch.Tensor, b: torch.Tensor, resolutio
     Tensor, shape (M, resolution + 1)
     """
     m, d = a.shape
-    block = max(1, DENSE_BLOCK_BYTES // max((resolution + 1) * d * a.element_size(), 1))
-    cap = getattr(problem, "max_points", None)
-    if cap is not None:
-        block = max(1, min(block, cap // (resolution + 1)))
+    block = _segments_per_block(problem, a, resolution + 1)
     s = torch.arange(resolution + 1, dtype=a.dtype, device=a.device) / resolution
     out = []
     for i in range(0, m, block):
         u, v = a[i:i + block], b[i:i + block]
         out.append(problem.loss((u[:, None, :] + s[None, :, None] * (v - u)[:, None, :]).reshape(-1, d)))
     return torch.cat(out).view(m, resolution + 1)
+
+
+def _segments_per_block(problem, points: torch.Tensor, per_segment: int) -> int:
+    """Segments of ``per_segment`` points each that one block holds: at most :data:`DENSE_BLOCK_BYTES` of
+    points, and about ``problem.max_points`` points when a memory budget set it (its K)."""
+    block = max(1, DENSE_BLOCK_BYTES // max(per_segment * points.shape[1] * points.element_size(), 1))
+    cap = getattr(problem, "max_points", None)
+    return block if cap is None else max(1, min(block, cap // per_segment))
 
 
 def segment_view(values: torch.Tensor, resolution: int) -> torch.Tensor:
