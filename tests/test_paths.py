@@ -319,3 +319,15 @@ def test_a_string_zooms_as_its_certificate_does_and_goes_round_a_spike_between_g
     dense = independent_dense(problem, path.points, 256)
     assert float(dense.max()) <= 0.05  # 8x finer than the certificate's grid, computed here: round the spike
     assert 1.0 < path.normalized_length < 1.01
+
+
+def test_a_zoom_of_a_chain_not_yet_checked_checks_it_first():
+    from landscape.paths._common import Counted
+    problem = spike_problem()
+    chain = torch.stack(list(problem.minima))
+    fresh = Counted(problem)
+    peak, where = fresh.zoom(chain, 32)  # no segments() call before: it makes one
+    checked = Counted(problem)
+    checked.segments(chain, 32)
+    assert (peak, where) == checked.zoom(chain, 32) and peak > 0.19  # the spike, between grid points
+    assert fresh.zoom_of(chain, 32) == (peak, where) and fresh.zoom_of(chain.flip(0), 32) is None

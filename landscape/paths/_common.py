@@ -80,10 +80,14 @@ class Counted:
         return segment_view(values, resolution)
 
     def zoom(self, points: torch.Tensor, resolution: int) -> tuple[float, float]:
-        """The highest loss along the chain of the last :meth:`segments` call and its position (knot units),
-        from that grid zoomed as :func:`landscape.certify` zooms it (``refine_maximum``); remembered for it."""
-        last = self._last_dense
-        peak, where, _ = (float(v[0]) for v in refine_maximum(self.loss, points[None], last[2][None], resolution))
+        """The highest loss along the chain ``points`` and its position (knot units): the grid of the last
+        :meth:`segments` call (made now if that was another chain) zoomed as :func:`landscape.certify` zooms
+        it (``refine_maximum``); remembered for the certificate."""
+        grid = self.dense_of(points, resolution)
+        if grid is None:  # not the last checked chain: check it first
+            self.segments(points, resolution)
+            grid = self._last_dense[2]
+        peak, where, _ = (float(v[0]) for v in refine_maximum(self.loss, points[None], grid[None], resolution))
         self._last_zoom = (peak, where)
         return peak, where
 
