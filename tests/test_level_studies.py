@@ -49,7 +49,8 @@ def test_geodesic_study_lengths_and_nested_levels(tmp_path):
     assert means[0] < means[1] < means[2]
     # a task computes the same path as the whole protocol run at once (pairs split across tasks)
     problem = landscape.make_problem("quadratic_regression", n_train=1000)
-    (row,) = landscape.geodesic_lengths(problem, [0.05], pairs=3, lr=0.005, steps=50000)
+    (row,) = landscape.geodesic_lengths(problem, [0.05], pairs=3, lr=0.005, steps=50000,
+                                        options=study.to_dict()["task"]["options"])  # the study's: one cut
     assert row["lengths"] == pytest.approx([f["normalized_length"] for f in trained[0.05]], rel=1e-9)
 
 

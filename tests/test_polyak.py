@@ -8,7 +8,7 @@ import torch
 import landscape
 from landscape import LandscapeError
 from landscape.paths._common import Counted, polyak_step
-from landscape.paths.string import descend
+from landscape.paths.beads import descend
 
 from test_paths import annulus_geodesic
 

@@ -10,12 +10,14 @@ all beads of a round descend together, one batched ``loss_and_grad`` per step. B
 string zooms into its grid as :func:`landscape.certify` does, so that a peak between grid points
 is refined here rather than found by the certificate.
 
-A bead descends by Polyak steps by default (Polyak, *Introduction to Optimization*, 1987, §5.3):
-θ ← θ − (L(θ) − ℓ)/‖∇L‖² ∇L, the shortest step to where the linearised loss meets the aim ℓ below
-the bead's target. Each step goes no further than the loss asks, so a bead stops close to where it
-was inserted, at the rim of the set, where Adam's sign-like steps carry it deep and far; on the
-main job's pair that makes the string both cheaper and shorter (README, "Paths between minima").
-Adam (``descent="adam"``) is the stochastic descent of the paper, and the one for minibatches.
+A bead descends by level steps by default (:mod:`.beads`): Polyak's step (*Introduction to
+Optimization*, 1987, §5.3), θ ← θ − (L(θ) − ℓ)/‖∇L‖² ∇L, the shortest move to where the linearised loss
+meets an aim ℓ below the bead's target, taken against the bead's last few linearisations at once (the level
+method of Lemaréchal, Nemirovskii & Nesterov, 1995), which stops the zigzag across a narrow valley. Each
+step goes no further than the loss asks, so a bead stops close to where it was inserted, at the rim of the
+set, where Adam's sign-like steps carry it deep and far; on the main job's pair that makes the string both
+cheaper and shorter (README, "Paths between minima"). Adam (``descent="adam"``) is the stochastic descent of
+the paper, and the one for minibatches.
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ import time
 
 import torch
 
-from .._errors import LandscapeError, NonFiniteLoss
+from .._errors import LandscapeError
 from .._random import resolve_generator
 from .._registry import Registry
-from ..minima.optim import RowOptimizer
-from ._common import (Counted, Endpoints, check_count, check_positive, noise, polyak_step,
-                      scaled_lr)
+from ._common import Counted, Endpoints, check_count, check_positive, noise
+from .beads import CUTS, DESCENTS, descend
 from .certify import DEFAULT_RESOLUTION
 from .path import Path
 
@@ -38,15 +39,10 @@ from .path import Path
 #: (Freeman & Bruna's t*), or at its midpoint.
 INSERTS = Registry("insert", ("argmax", "midpoint"))
 
-#: A bead is making progress while its loss sets a new low by this fraction within ``patience`` steps.
-PROGRESS = 0.01
-
-#: How a bead descends: Polyak steps toward a loss under its target, or Adam.
-DESCENTS = Registry("descent", ("polyak", "adam"))
 
 
 def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 1000, patience: int = 50,
-           descent: str = "polyak",
+           descent: str = "polyak", cuts: int = CUTS,
            aim: float = 0.5, max_step: float = 0.25, step_size: float = 0.01, lr: float | None = None,
            penalty: float = 0.0, bisector: bool = False,
            insert: str = "argmax", bend: float = 0.0, batch_size: int | None = None, max_rounds: int = 10,
@@ -74,7 +70,11 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         is stuck (in a basin above its target, or creeping), and the segments around it are
         split instead, or it descends again next round.
     descent : {"polyak", "adam"}
-        How beads descend: Polyak steps (the default; full batch) or Adam (``step_size``, ``lr``).
+        How beads descend: level steps (the default; full batch) or Adam (``step_size``, ``lr``).
+    cuts : int
+        A level step goes to the nearest point where the bead's last ``cuts`` linearisations of the loss
+        all meet the aim (:class:`~landscape.paths.beads.Cuts`; the level method of Lemaréchal, Nemirovskii &
+        Nesterov); 1 is Polyak's step. Each descending bead keeps ``cuts`` gradients.
     aim : float
         Polyak's step aims at ``aim``·α·u (for u > 0; for u ≤ 0, (1 − aim)·|α·u| under α·u), the
         optimal value it assumes: 0 aims at a loss of 0, 1 at the target itself (short steps that
@@ -127,9 +127,10 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
     check_positive(alpha=alpha, step_size=step_size, lr=lr, jitter=jitter, max_step=max_step)
     if isinstance(bend, bool) or not (isinstance(bend, (int, float)) and 0 <= bend <= 1):
         raise LandscapeError(f"option bend must be a number from 0 (the chord) to 1 (the curve), got {bend!r}")
-    check_count(steps=steps, patience=patience, max_rounds=max_rounds, max_beads=max_beads)
-    if patience < 1:
-        raise LandscapeError(f"option patience must be a positive integer (steps without progress), got {patience}")
+    check_count(steps=steps, patience=patience, max_rounds=max_rounds, max_beads=max_beads, cuts=cuts)
+    if patience < 1 or cuts < 1:
+        raise LandscapeError(f"options patience and cuts must be positive integers, got patience={patience}, "
+                             f"cuts={cuts}")
     INSERTS.lookup(insert)
     DESCENTS.lookup(descent)
     if alpha > 1 or penalty < 0 or not 0 <= aim <= 1:
@@ -179,13 +180,13 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
             at[hit[0]] = hit[1] - hit[0]
         known = unchanged(seg, bad, stuck)
         chain, figures = refine(counted, chain, bad, stuck, alpha * level, gen, at=at, jitter=jitter, bend=bend,
-                                steps=steps,
-                                patience=patience, descent=descent, aim=aim, max_step=max_step, step_size=step_size,
-                                lr=lr, penalty=penalty * level, bisector=bisector, batch_size=batch_size)
+                                steps=steps, patience=patience, descent=descent, cuts=cuts, aim=aim,
+                                max_step=max_step, step_size=step_size, lr=lr, penalty=penalty * level,
+                                bisector=bisector, batch_size=batch_size)
         row.update(figures, seconds=time.perf_counter() - began)
     knots = torch.cat([seg[:, 0], seg[-1:, -1]])
     info = {"rounds": rounds, "stop": stop, "alpha": alpha, "penalty": penalty, "steps": steps, "descent": descent,
-            "patience": patience,
+            "cuts": cuts if descent == "polyak" else None, "patience": patience,
             "beads_added": sum(r.get("beads_added", 0) for r in rounds),
             "descent_steps": sum(r.get("descent_steps", 0) for r in rounds), **counted.figures()}
     return Path(chain, knots.clone(), method="string", level=level, evaluations=counted.evaluations, info=info)
@@ -314,86 +315,3 @@ def _quadratic(q0, q1, q2, a, b, t, tiny):
     w1 = t * (t - a - b) / (-a * b)
     w2 = t * (t - a) / ((a + b) * b)
     return w0 * q0 + w1 * q1 + w2 * q2
-
-
-def descend(counted: Counted, chain: torch.Tensor, rows: torch.Tensor, centre: torch.Tensor, target: float, *,
-            steps: int, patience: int | None = None, descent: str = "polyak", aim: float = 0.5,
-            max_step: float = 0.25, step_size: float = 0.01, lr: float | None = None, penalty: float = 0.0,
-            bisector: bool = False, batch_size: int | None = None,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """Descend the beads ``chain[rows]`` together until each one's loss is ≤ ``target`` or ``steps`` run out.
-
-    One batched ``loss_and_grad`` per step over the beads still above the target. Each bead has its
-    own step: Polyak's (``descent="polyak"``) toward ``aim``·target, at most ``max_step`` of the
-    distance between its neighbours, or Adam's (own state, learning rate scaled to its segment); and
-    its own constraint centre (``centre``, shape (len(rows), D): where it was inserted) at a scale set
-    by its two neighbours. A bead stops early once its loss has set no new low by 1% (``PROGRESS``) for
-    ``patience`` steps (None: never); one that stops above the target stays at the lowest point it reached.
-
-    Returns
-    -------
-    beads : Tensor, shape (len(rows), D)
-    figures : dict
-        ``descent_steps`` (batched steps taken) and ``reached`` (beads at or below the target).
-    """
-    generator = resolve_generator(generator)
-    left, right = chain[rows - 1], chain[rows + 1]
-    span = (right - left).norm(dim=1, keepdim=True)
-    half2 = (span / 2).pow(2).clamp_min(torch.finfo(chain.dtype).tiny)
-    x = chain[rows].clone()
-    normal = None
-    if bisector:  # move within the hyperplane through the bead, orthogonal to its chord
-        normal = (right - left) / span.clamp_min(torch.finfo(x.dtype).tiny)
-    polyak = descent == "polyak"
-    if polyak:
-        aimed = target - (1 - aim) * abs(target)
-        reach = max_step * span  # each bead's longest step: halved when a step raised its loss
-        last = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
-    else:
-        rates = (torch.full((x.shape[0],), float(lr), dtype=x.dtype, device=x.device) if lr is not None
-                 else scaled_lr(span[:, 0], x.shape[1], step_size))
-        adam = RowOptimizer(x, rates)
-    best, lowest = x.clone(), torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
-    mark, since = lowest.clone(), torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    patience = steps + 1 if patience is None else patience
-    active = torch.arange(x.shape[0], device=x.device)
-    taken = 0
-    n_samples = counted.problem.n_samples("train")
-    stochastic = batch_size is not None and 0 < batch_size < n_samples
-    for _ in range(steps + 1):
-        if stochastic:  # the stop is judged on the full loss, the step on one minibatch per bead
-            loss = counted.loss(x[active])
-            idx = torch.randint(n_samples, (active.numel(), batch_size), generator=generator)
-            value, grad = counted.loss_and_grad(x[active], batch=idx)
-        else:
-            loss, grad = counted.loss_and_grad(x[active])
-            value = loss
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLoss("the loss became NaN or infinite while a bead descended; lower the step size "
-                                 "(option step_size, or max_step for Polyak steps) or set a learning rate (option lr)")
-        lower = loss < lowest[active]
-        best[active[lower]], lowest[active[lower]] = x[active[lower]], loss[lower]
-        # a new low that closes 1% of its last low's gap to the target (or the first loss)
-        better = ~(loss >= mark[active] - PROGRESS * (mark[active] - target))
-        mark[active[better]] = loss[better]
-        since[active] = torch.where(better, 0, since[active] + 1)
-        going = (loss > target) & (since[active] < patience)
-        active, grad, value = active[going], grad[going], value[going]
-        if active.numel() == 0 or taken == steps:
-            break
-        if penalty:
-            pull = (x[active] - centre[active]) / half2[active]
-            value = value + penalty * (pull * (x[active] - centre[active])).sum(1)
-            grad = grad + 2 * penalty * pull
-        if polyak:
-            rose = loss[going] > last[active]
-            reach[active] = torch.where(rose[:, None], reach[active] / 2, torch.minimum(reach[active] * 1.5,
-                                                                                        max_step * span[active]))
-            last[active] = loss[going]
-            x[active] -= polyak_step(value, grad, aimed, reach[active],
-                                     None if normal is None else normal[active])
-        else:
-            adam.step(x, grad, active, None if normal is None else normal[active])
-        taken += 1
-    return best, {"descent_steps": taken, "reached": int((lowest <= target).sum())}
-
