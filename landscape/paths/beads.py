@@ -77,44 +77,47 @@ class Cuts:
         Polyak's steps from then on (this happens where the target lies below what the loss reaches nearby,
         and the cuts aim at a point that is not there); the step is then shortened to ``cap``.
         """
+        # the normals and the move live on the device; the bookkeeping (counts, distances, Gram matrices) on the CPU
+        dev = grad.device
         norm = grad.norm(dim=1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
         unit = grad / norm
         every = rows.numel() == self.held.numel()  # rows are always sorted: then they are every bead
         normals = self.normals if every else self.normals[rows]  # (B, size, D): one copy at most
-        self.held[rows[self.single[rows]]] = 0  # a bead whose model failed keeps one cut: Polyak's step
-        slot = self.held[rows] % self.size
-        rows_cpu, slot_cpu, at = rows.cpu(), slot.cpu(), torch.arange(rows.numel())
-        normals[at.to(slot.device), slot] = unit
+        rows_cpu, at = rows.cpu(), torch.arange(rows.numel())
+        self.held[rows_cpu[self.single[rows_cpu]]] = 0  # a bead whose model failed keeps one cut: Polyak's step
+        slot_cpu = self.held[rows_cpu] % self.size
+        slot = slot_cpu.to(dev)
+        normals[at.to(dev), slot] = unit
         if not every:
             self.normals[rows, slot] = unit
         distances, gram = self.distances[rows_cpu], self.gram[rows_cpu]  # (B, size), (B, size, size)
         distances[at, slot_cpu] = ((value - aim).double() / norm[:, 0].double()).cpu()
         cos = torch.bmm(normals, unit[:, :, None])[:, :, 0].double().cpu()
         gram[at, slot_cpu], gram[at, :, slot_cpu] = cos, cos
-        self.held[rows] += 1
-        held = self.held[rows].clamp(max=self.size).tolist()
-        weights = torch.stack([_nearest(gram[i], distances[i], held[i], s) for i, s in enumerate(slot_cpu.tolist())])
-        move = torch.bmm(weights.to(grad.device, grad.dtype)[:, None, :], normals)[:, 0]
+        self.held[rows_cpu] += 1
+        held = self.held[rows_cpu].clamp(max=self.size)
+        weights = torch.stack([_nearest(gram[i], distances[i], int(held[i]), s)
+                               for i, s in enumerate(slot_cpu.tolist())])
+        move = torch.bmm(weights.to(dev, grad.dtype)[:, None, :], normals)[:, 0]
         length = move.norm(dim=1, keepdim=True)
         # where the cuts have no common point, the projection misses some of them: the model is wrong here
         past = distances - torch.bmm(normals, move[:, :, None])[:, :, 0].double().cpu()
-        past = past.masked_fill(torch.arange(self.size)[None] >= torch.tensor(held)[:, None], -math.inf)
+        past = past.masked_fill(torch.arange(self.size)[None] >= held[:, None], -math.inf)
         missed = past.max(1).values > MISSED * distances[at, slot_cpu]
-        far = ((length > limit)[:, 0].cpu() | missed) & (torch.tensor(held) > 1)
+        far = ((length > limit)[:, 0].cpu() | missed) & (held > 1)
         if far.any():  # contradicting cuts, or a model too far from here: keep the newest only, Polyak's step
             self.dropped += int(far.sum())
+            far_dev = far.to(dev)
             newest = distances[at[far], slot_cpu[far]].clamp_min(0)
-            weights[far] = 0
-            weights[at[far], slot_cpu[far]] = newest
-            move[far.to(move.device)] = unit[far.to(unit.device)] * newest.to(unit.device, unit.dtype)[:, None]
+            move[far_dev] = unit[far_dev] * newest.to(dev, unit.dtype)[:, None]
             for i in at[far].tolist():
                 normals[i, 0], distances[i, 0] = unit[i], distances[i, slot_cpu[i]]
                 gram[i].zero_()
                 gram[i, 0, 0] = 1.0
-            self.held[rows[far.to(rows.device)]] = 1
-            self.single[rows[far.to(rows.device)]] = True
+            self.held[rows_cpu[far]] = 1
+            self.single[rows_cpu[far]] = True
             if not every:
-                self.normals[rows[far.to(rows.device)], 0] = unit[far.to(unit.device)]
+                self.normals[rows[far_dev], 0] = unit[far_dev]
             length = move.norm(dim=1, keepdim=True)
         move = move * (cap / length.clamp_min(torch.finfo(move.dtype).tiny)).clamp(max=1)
         distances -= torch.bmm(normals, move[:, :, None])[:, :, 0].double().cpu()
