@@ -92,7 +92,7 @@ class Cuts:
             self.normals[rows, slot] = unit
         distances, gram = self.distances[rows_cpu], self.gram[rows_cpu]  # (B, size), (B, size, size)
         distances[at, slot_cpu] = ((value - aim).double() / norm[:, 0].double()).cpu()
-        cos = torch.bmm(normals, unit[:, :, None])[:, :, 0].double().cpu()
+        cos = _dots(normals, unit).double().cpu()
         gram[at, slot_cpu], gram[at, :, slot_cpu] = cos, cos
         self.held[rows_cpu] += 1
         held = self.held[rows_cpu].clamp(max=self.size)
@@ -101,7 +101,7 @@ class Cuts:
         move = torch.bmm(weights.to(dev, grad.dtype)[:, None, :], normals)[:, 0]
         length = move.norm(dim=1, keepdim=True)
         # where the cuts have no common point, the projection misses some of them: the model is wrong here
-        past = distances - torch.bmm(normals, move[:, :, None])[:, :, 0].double().cpu()
+        past = distances - _dots(normals, move).double().cpu()
         past = past.masked_fill(torch.arange(self.size)[None] >= held[:, None], -math.inf)
         missed = past.max(1).values > MISSED * distances[at, slot_cpu]
         far = ((length > limit)[:, 0].cpu() | missed) & (held > 1)
@@ -120,9 +120,17 @@ class Cuts:
                 self.normals[rows[far_dev], 0] = unit[far_dev]
             length = move.norm(dim=1, keepdim=True)
         move = move * (cap / length.clamp_min(torch.finfo(move.dtype).tiny)).clamp(max=1)
-        distances -= torch.bmm(normals, move[:, :, None])[:, :, 0].double().cpu()
+        distances -= _dots(normals, move).double().cpu()
         self.distances[rows_cpu], self.gram[rows_cpu] = distances, gram
         return move
+
+
+def _dots(normals: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``normals[b] @ v[b]`` for each row b: shape (B, size). On the CPU one matrix-vector product a row: a
+    batched product with one column (``bmm``) measured 6–9× slower there for 4–16 rows of 10 × 17,010."""
+    if normals.is_cuda or normals.shape[0] == 1:
+        return torch.bmm(normals, v[:, :, None])[:, :, 0]
+    return torch.stack([n @ x for n, x in zip(normals, v)])
 
 
 def _nearest(gram: torch.Tensor, distances: torch.Tensor, held: int, newest: int) -> torch.Tensor:
