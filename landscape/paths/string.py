@@ -40,7 +40,6 @@ from .path import Path
 INSERTS = Registry("insert", ("argmax", "midpoint"))
 
 
-
 def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 1000, patience: int = 50,
            descent: str = "polyak", cuts: int = CUTS,
            aim: float = 0.5, max_step: float = 0.25, step_size: float = 0.01, lr: float | None = None,
@@ -128,9 +127,11 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
     if isinstance(bend, bool) or not (isinstance(bend, (int, float)) and 0 <= bend <= 1):
         raise LandscapeError(f"option bend must be a number from 0 (the chord) to 1 (the curve), got {bend!r}")
     check_count(steps=steps, patience=patience, max_rounds=max_rounds, max_beads=max_beads, cuts=cuts)
-    if patience < 1 or cuts < 1:
-        raise LandscapeError(f"options patience and cuts must be positive integers, got patience={patience}, "
-                             f"cuts={cuts}")
+    if patience < 1:
+        raise LandscapeError(f"option patience must be a positive integer (steps without progress), got {patience}")
+    if cuts < 1:
+        raise LandscapeError(f"option cuts must be a positive integer (linearisations a bead's step meets; 1 is "
+                             f"Polyak's step), got {cuts}")
     INSERTS.lookup(insert)
     DESCENTS.lookup(descent)
     if alpha > 1 or penalty < 0 or not 0 <= aim <= 1:
