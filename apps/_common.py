@@ -314,6 +314,16 @@ def certificate_text(r: dict) -> str:
 
 #: ``--quiet``: no progress line on stderr (commands that take a while show one by default).
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr while it works.")
+def capture_lines(c: dict) -> list[str]:
+    """The differential check of a model's evaluation (:meth:`landscape.NetworkProblem.check_capture`), in words."""
+    worst = [c[k] for k in ("loss", "grad", "bound") if isinstance(c.get(k), float)]
+    lines = [f"model       evaluated by {'the hand-batched MLP' if c['evaluator'] == 'bmm' else 'functional_call'}, "
+             f"checked against its own forward at {c['points']} points in float64"
+             + (f" (worst difference {max(worst):.2g} of the rounding tolerance)" if worst else "")
+             + f", {c['seconds']:.2f} s"]
+    return lines + [f"note        {note}" for note in c.get("notes", [])]
+
+
 def memory_text(m: dict) -> str:
     """The budget, the bytes a point and the K chosen, on one line."""
     if m["budget"] is None:

@@ -8,7 +8,7 @@ import torch
 import landscape
 
 from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, count, device_option, echo_json,
-                      file_problem_option, json_option, memory_option, memory_text, parse_params,
+                      capture_lines, file_problem_option, json_option, memory_option, memory_text, parse_params,
                       quiet_option)
 
 
@@ -112,6 +112,8 @@ def _summary(r: dict, problem, default_level: bool) -> str:
     ]
     if r.get("memory"):
         lines.append(f"memory      {memory_text(r['memory'])}")
+    if r["info"].get("capture"):
+        lines += capture_lines(r["info"]["capture"])
     if r["info"].get("shorten"):
         s = r["info"]["shorten"]
         lines.append(f"shortened   length {s['length_before']:.4g} -> {s['length_after']:.4g} in {s['rounds']} rounds "

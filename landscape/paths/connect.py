@@ -131,12 +131,16 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
     plan = plan_memory(problem, memory, dtype=start.dtype, device=start.device)
     shown = Progress(progress, f"connect ({method})")
     try:
+        shown.stage("the model's evaluation checked against its own forward (float64)")
+        problem.check_capture(torch.stack([start, end]))
         with budgeted(problem, plan):
             path = _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate,
                             shorten, search_samples, options, shown)
     finally:
         shown.close()
-    return replace(path, info={**path.info, "memory": plan.summary()}, seconds=time.perf_counter() - began)
+    capture = getattr(problem, "capture", None)
+    return replace(path, info={**path.info, "memory": plan.summary(), **({"capture": capture} if capture else {})},
+                   seconds=time.perf_counter() - began)
 
 
 def _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate, shorten,

@@ -44,20 +44,46 @@ def mlp(sizes, activation: str = "relu", bias: bool = True) -> nn.Sequential:
 
 
 def mlp_plan(module: nn.Module):
-    """``[(weight_name, bias_name or None, [activations])]`` if ``module`` is a plain MLP, else None."""
-    if not isinstance(module, nn.Sequential) or len(module) == 0:
+    """``[(weight_name, bias_name or None, [activations])]`` if ``module`` computes a plain MLP, else None.
+
+    What ``forward`` computes, not what the children list: an ``nn.Sequential`` of exactly that type (a
+    subclass may have its own ``forward``) run over every entry in order, a module used twice counted twice
+    (``act = nn.ReLU(); nn.Sequential(l1, act, l2, act, l3)``: ``named_children()`` would list ``act`` once);
+    layers of exactly the types ``nn.Linear`` and :data:`FUNCTIONS` (a subclass of ``nn.Linear`` may scale its
+    output); parameter names as the flat layout has them (the first name of a shared parameter). Refused
+    (None): hooks anywhere (``functional_call`` runs them, this evaluator would not), a parameter used by two
+    layers (tied weights: the gradient written out by hand would keep one of its two terms), anything else.
+    """
+    if type(module) is not nn.Sequential or len(module) == 0 or hooked(module):
         return None
-    plan = []
-    for idx, layer in module.named_children():
-        if isinstance(layer, nn.Linear):
-            plan.append((f"{idx}.weight", f"{idx}.bias" if layer.bias is not None else None, []))
-        elif type(layer) in FUNCTIONS and plan:
-            act = FUNCTIONS[type(layer)]
+    names = {id(p): name for name, p in module.named_parameters()}
+    plan, used = [], set()
+    for layer in module:  # every entry, in the order forward runs them (a repeated module included)
+        kind = type(layer)
+        if hooked(layer):
+            return None
+        if kind is nn.Linear:
+            w = names.get(id(layer.weight))
+            b = None if layer.bias is None else names.get(id(layer.bias))
+            if w is None or (layer.bias is not None and b is None) or {w, b} & used:
+                return None
+            used |= {w, b} - {None}
+            plan.append((w, b, []))
+        elif kind in FUNCTIONS and plan:
+            act = FUNCTIONS[kind]
             if act is not None:
                 plan[-1][2].append(act)
         else:
             return None
     return plan
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether ``module`` (itself, not its children) has forward hooks, or any module has global ones."""
+    from torch.nn.modules import module as base
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or base._global_forward_hooks
+                or base._global_forward_pre_hooks)
 
 
 #: Networks whose layers are all at most this wide run feature-major (units × samples): their products are

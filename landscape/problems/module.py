@@ -11,6 +11,7 @@ slower than the loop by more than the chunk heuristic misses.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from typing import Mapping
 
@@ -34,6 +35,9 @@ from .traced import Unsupported, graph_plan, traced_segment_bounds
 #: statistics recomputed at θ from the training data (Garipov et al. 2018: a point between two
 #: minima has its own activation statistics); ``"frozen"`` uses the module's running statistics.
 BN_POLICIES = Registry("BatchNorm policy", ("recompute", "frozen"))
+
+#: Embedded problems (by spec) whose differential check passed when first built in this process.
+_PASSED: dict[str, dict] = {}
 
 class NetworkProblem(Problem):
     """Loss of a network on a dataset, over the network's flattened parameters.
@@ -72,6 +76,7 @@ class NetworkProblem(Problem):
         self._splits = {k: tuple(torch.as_tensor(t) for t in v) for k, v in splits.items()}
         if "train" not in self._splits:
             raise LandscapeError("a network problem needs a 'train' split of (x, y)")
+        self._loss_ref = loss  # what the differential check evaluates (torch's own loss for a name)
         if isinstance(loss, str):
             self.loss_name, self._batched_loss = loss, LOSSES.lookup(loss)
         else:
@@ -86,10 +91,21 @@ class NetworkProblem(Problem):
         self._mlp = mlp_plan(module)
         # a plain MLP with a named loss: its loss and gradient are computed by hand (mlp.mlp_loss_and_grad)
         self._by_hand = self._mlp is not None and isinstance(loss, str) and by_hand(self._mlp, loss)
-        self._traced = None  # (graph module, reason): traced when first asked for bounds
+        self._traced = None  # (traced plan, reason): traced when first asked for bounds
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
             self._act_numel = measure_activations(module, named, self._buffers, self._splits["train"][0][:1])
+        self._bound_refused = None  # why the bound graph is not the module's function (the differential check)
+        self._checked = set()  # digests of the points the differential check passed at
+        #: The differential check's findings (:meth:`check_capture`): evaluator, points checked, worst errors, notes.
+        self.capture = {"evaluator": self.evaluator, "points": 0, "seconds": 0.0, "notes": []}
+        key = None if name in ("module", "user") else json.dumps(self.spec, sort_keys=True)
+        if key in _PASSED:  # an embedded problem of this spec passed in this process: the same module and data
+            self.capture = {**_PASSED[key], "notes": []}
+        else:
+            self.check_capture(self.init(torch.Generator().manual_seed(0), n=1, dtype=torch.float64))
+            if key is not None and not self.capture["notes"]:
+                _PASSED[key] = dict(self.capture)
 
     @property
     def bn(self) -> str | None:
@@ -251,8 +267,10 @@ class NetworkProblem(Problem):
 
     def bounds_unavailable(self) -> str | None:
         """Why :meth:`segment_bounds` cannot bound this problem's loss, or None when it can."""
-        if self.loss_name not in bounds.LOSS_BOUNDS:
+        if self.loss_name not in bounds.LOSS_BOUNDS or not isinstance(self._loss_ref, str):
             return f"the loss {self.loss_name!r} has no bound (cross-entropy, MSE, L1 and exponential have)"
+        if self._bound_refused is not None:
+            return self._bound_refused
         if self._bn == "recompute":
             return ("BatchNorm statistics recomputed at every point depend on the parameters and are not bounded; "
                     "the proof covers frozen statistics (bn='frozen')")
@@ -261,6 +279,67 @@ class NetworkProblem(Problem):
         if self._traced is None:
             self._traced = graph_plan(self.module_)
         return self._traced[1]
+
+    def check_capture(self, points: torch.Tensor, *, generator: torch.Generator | None = None) -> dict:
+        """Check the fast evaluation against the module's own ``forward`` and loss at ``points`` and near them.
+
+        The differential check of :mod:`.capture`, float64: the loss, the gradient and the bound graph. A fast
+        path that differs is dropped for good, with a one-line note in :attr:`capture` (``"notes"``): the
+        hand-batched MLP for ``functional_call`` under ``vmap``, the bound for the dense check (its reason in
+        :meth:`bounds_unavailable`). Points already checked are skipped, so the endpoints of many connections
+        cost one check each. Runs when the problem is built (at two random points) and at the endpoints of
+        every :func:`landscape.connect`.
+
+        Parameters
+        ----------
+        points : Tensor, shape (K, D) or (D,)
+
+        Returns
+        -------
+        dict
+            The report of :func:`landscape.problems.capture.check` for the new points (``{}`` if none were new).
+
+        Raises
+        ------
+        LandscapeError
+            When even the generic evaluation differs from the module's own call: the module is then not a
+            deterministic function of its parameters and inputs (random operations, state kept between calls).
+        """
+        from . import capture
+        import hashlib
+
+        points, _ = self._check(points)
+        digests = [hashlib.blake2b(p.detach().cpu().to(torch.float64).numpy().tobytes(), digest_size=16).digest()
+                   for p in points]
+        fresh = [i for i, d in enumerate(digests) if d not in self._checked]
+        if not fresh:
+            return {}
+        report = capture.check(self, points[fresh], generator=generator)
+        while report["failed"]:
+            part, why = next(iter(report["failed"].items()))
+            if part == "bound":
+                self._bound_refused = f"the bound graph is not the module's function: {why}"
+                self.capture["notes"].append(self._bound_refused)
+            elif self._mlp is not None and part == "grad" and self._by_hand:
+                self._by_hand = False
+                self.capture["notes"].append(f"the written-out MLP gradient is not the module's: {why}; "
+                                             "autograd runs instead")
+            elif self._mlp is not None:
+                self._mlp, self._by_hand = None, False
+                named = dict(self.module_.named_parameters())
+                self._act_numel = measure_activations(self.module_, named, self._buffers, self._splits["train"][0][:1])
+                self.capture["notes"].append(f"the hand-batched MLP evaluator is not the module's function: {why}; "
+                                             "functional_call runs instead")
+            else:
+                raise LandscapeError(f"problem {self.name!r}: {why}, with torch.func.functional_call of the module "
+                                     "itself: its forward is not a deterministic function of its parameters and "
+                                     "inputs (random operations? state kept between calls?); make it one")
+            report = capture.check(self, points[fresh], generator=generator)
+        self._checked.update(digests[i] for i in fresh)
+        self.capture.update(evaluator=self.evaluator, points=self.capture["points"] + report["points"],
+                            seconds=self.capture["seconds"] + report["seconds"],
+                            **{k: report[k] for k in ("loss", "grad", "bound") if k in report})
+        return report
 
     def loss_on_plane(self, origin, directions, coords, *, split="train"):
         """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.

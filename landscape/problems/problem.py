@@ -208,6 +208,15 @@ class Problem:
         """
         return None
 
+    def check_capture(self, points: torch.Tensor, *, generator: torch.Generator | None = None) -> dict:
+        """Check the evaluation against an independent one at ``points`` (K, D); returns a report.
+
+        A problem built from an ``nn.Module`` compares its fast paths with the module's own ``forward``
+        (:meth:`landscape.NetworkProblem.check_capture`). The base class evaluates its own formula: nothing to
+        compare, an empty report.
+        """
+        return {}
+
     def bounds_unavailable(self) -> str | None:
         """Why :meth:`segment_bounds` gives no bounds here (said next to a dense check), or None when it does."""
         return "the loss is its own formula, with no bound propagation"

@@ -1,0 +1,178 @@
+"""The differential check of a captured module: the fast evaluators and the bound graph against the module's own
+``forward`` and loss, in float64, at a few points.
+
+A fast path (the hand-batched MLP, the written-out gradient, the traced bound graph) is a claim that it computes
+the module's function. Reading ``forward`` (:func:`.mlp.mlp_plan`, :func:`.traced.graph_plan`) makes the claim
+likely; this check makes it tested, at every problem built from a module and at the endpoints of every
+connection, and catches the slips no reading sees (``x += y`` on a value used elsewhere, state kept between
+calls). It compares, at each point θ:
+
+- the loss of :meth:`Problem.loss` with the module's own call ``module(x)`` (``torch.func.functional_call``, hooks
+  included; with recomputed BatchNorm a deep copy whose BatchNorm layers are reset, run once in training mode on
+  the training split with ``momentum=None``, then evaluated: what torch itself computes) and torch's own loss
+  (``F.cross_entropy``, ``F.mse_loss``, ``F.l1_loss``, or the user's function);
+- the gradient of :meth:`Problem.loss_and_grad` with autograd through that call (not for recomputed BatchNorm,
+  whose statistics torch updates outside autograd);
+- where the problem bounds its loss, the bound of the zero-length pieces [θ, θ], two or more bounded together
+  (the bound graph's centre: it must equal the loss, up to the bound's rounding guard), and of short pieces
+  from θ to a nearby point (at least the loss at both ends and the midpoint).
+
+All in float64: the tolerance is what float64 rounding warrants (:data:`RTOL` relative, plus :data:`ATOL` times
+the size of the outputs), far below any difference between two functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .bounds import ROUNDING
+
+#: Relative and absolute (times 1 + the largest |output|) tolerances of the loss; the gradient's are 100× wider
+#: in absolute terms (a sum over samples of products). Float64 gives ~1e-15; a different function ≫ 1e-8.
+RTOL, ATOL = 1e-10, 1e-12
+#: Points near each checked point: θ + NEAR·rms(θ)·z, z standard normal.
+NEAR = 1e-2
+
+
+def _torch_loss(name_or_fn, out, y):
+    if callable(name_or_fn):
+        return name_or_fn(out, y)
+    if name_or_fn == "cross_entropy":
+        return F.cross_entropy(out, y.long())
+    if name_or_fn == "mse":
+        return F.mse_loss(out, y.reshape(out.shape).to(out.dtype))
+    if name_or_fn == "l1":
+        return F.l1_loss(out, y.reshape(out.shape).to(out.dtype))
+    if name_or_fn == "exponential":
+        return torch.exp(-y.reshape(out.shape).to(out.dtype) * out).mean()
+    raise ValueError(name_or_fn)
+
+
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64) if t.is_floating_point() else t
+
+
+def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool = True):
+    """The module's own loss (and autograd gradient) at each θ, float64, on the CPU.
+
+    Returns
+    -------
+    loss : Tensor, shape (K,)
+    grad : Tensor, shape (K, D), or None (``grad=False``, or recomputed BatchNorm)
+    scale : float
+        1 + the largest |output| seen (sets the absolute tolerance).
+    """
+    module, loss = problem.module_, problem._loss_ref
+    x, y = (_float64(t) for t in problem.data(split))
+    buffers = {k: _float64(v) for k, v in problem._buffers.items()}
+    recompute = problem.bn == "recompute"
+    grad = grad and not recompute
+    values, grads, scale = [], [], 1.0
+    for theta in thetas.detach().cpu().to(torch.float64):
+        t = theta.clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            params = problem.layout.unflatten(t)
+            out = _recomputed(problem, params, x) if recompute else functional_call(module, (params, buffers), (x,))
+            value = _torch_loss(loss, out, y)
+            if problem.weight_decay:
+                value = value + 0.5 * problem.weight_decay * t[problem._decay].pow(2).sum()
+        scale = max(scale, 1.0 + float(out.detach().abs().max()))
+        values.append(value.detach())
+        if grad:
+            grads.append(torch.autograd.grad(value, t)[0])
+    return torch.stack(values), torch.stack(grads) if grad else None, scale
+
+
+def _recomputed(problem, params, x):
+    """What torch computes with statistics recomputed at θ: reset BatchNorm layers, ``momentum=None``, one
+    training-mode pass over the training split, then evaluation mode."""
+    m = copy.deepcopy(problem.module_).to(torch.float64)
+    with torch.no_grad():
+        for name, value in params.items():
+            m.get_parameter(name).copy_(value)
+        norms = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+        for b in norms:
+            b.reset_running_stats()
+            b.momentum = None
+            b.train()
+        m(_float64(problem.data("train")[0]))
+        for b in norms:
+            b.eval()
+        return m(x)
+
+
+def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = None) -> dict:
+    """Compare the problem's evaluation with the module's own at ``points`` (K, D) and near them.
+
+    Returns a report: ``{"points", "loss", "grad", "bound", "seconds"}`` — each entry the largest difference
+    over its tolerance (≤ 1 passes), or a string saying why it was not compared — plus ``"failed"``: the
+    parts that did not pass (``"loss"``, ``"grad"``, ``"bound"``) with a one-line reason each.
+    """
+    began = time.perf_counter()
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    base = points.detach().cpu().to(torch.float64)
+    rms = base.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-3)
+    near = base + NEAR * rms * torch.randn(base.shape, generator=gen, dtype=torch.float64)
+    thetas = torch.cat([base, near])
+    report, failed = {"points": int(thetas.shape[0])}, {}
+    try:
+        ref, ref_grad, scale = reference(problem, thetas)
+    except Exception as err:  # noqa: BLE001 - the module's own call failing in float64 is reported, not fatal
+        report.update(loss=f"not compared: the module does not run in float64 ({type(err).__name__}: {err})",
+                      failed={}, seconds=time.perf_counter() - began)
+        return report
+    fast = problem.loss(thetas)
+    report["loss"] = float(((fast - ref).abs() / (RTOL * ref.abs() + ATOL * scale)).max())
+    if report["loss"] > 1:
+        i = int((fast - ref).abs().argmax())
+        failed["loss"] = f"its loss {float(fast[i]):.10g} differs from the module's own {float(ref[i]):.10g}"
+    if ref_grad is None:
+        report["grad"] = "not compared (recomputed BatchNorm statistics)"
+    else:
+        g = problem.loss_and_grad(thetas)[1]
+        err = (g - ref_grad).abs().amax(1) / (RTOL * ref_grad.abs().amax(1) + 100 * ATOL * scale)
+        report["grad"] = float(err.max())
+        if report["grad"] > 1 and "loss" not in failed:
+            failed["grad"] = (f"its gradient differs from autograd through the module's own forward by "
+                              f"{float((g - ref_grad).abs().max()):.3g}")
+    report["bound"] = _check_bounds(problem, base, near, ref, scale, failed)
+    report["failed"], report["seconds"] = failed, time.perf_counter() - began
+    return report
+
+
+def _check_bounds(problem, base, near, ref, scale, failed):
+    """The bound graph against the reference: zero-length pieces equal the loss, short pieces hold it."""
+    why = problem.bounds_unavailable()
+    if why is not None:
+        return f"not compared: {why}"
+    k = base.shape[0]
+    pts = torch.cat([base, near])
+    same = problem.segment_bounds(pts, pts)  # ≥ 2 pieces bounded together
+    if same is None:
+        return f"not compared: {problem.bounds_unavailable()}"
+    rel, absolute = ROUNDING
+    slack = (2 * rel + RTOL) * ref.abs() + 2 * absolute + ATOL * scale
+    err = torch.maximum(ref - same, same - ref - slack).clamp_min(0) / (RTOL * ref.abs() + ATOL * scale)
+    worst = float(err.max()) if math.isfinite(float(err.max())) else math.inf
+    if worst > 1:
+        i = int(err.argmax())
+        failed["bound"] = (f"the bound graph gives {float(same[i]):.10g} on the zero-length piece at a point where "
+                           f"the module's loss is {float(ref[i]):.10g}")
+        return worst
+    mid, _, _ = reference(problem, (base + near) / 2, grad=False)
+    short = problem.segment_bounds(base, near)
+    if short is None:
+        return f"not compared: {problem.bounds_unavailable()}"
+    need = torch.stack([ref[:k], ref[k:], mid]).max(0).values
+    if bool((short < need).any()):
+        i = int((need - short).argmax())
+        failed["bound"] = (f"the bound of a short piece, {float(short[i]):.10g}, lies below the module's loss on it, "
+                           f"{float(need[i]):.10g}")
+    return worst
