@@ -78,7 +78,11 @@ def lengths(table, by, x, surface_over, log_x, out, as_json):
 @_OUT
 @json_option
 def tree(merges, level, tol, log, out, as_json):
-    """The disconnectivity graph of a JSON file {"minima": {name: loss}, "merges": [{"pair": [a, b], "level": u}]}."""
+    """The disconnectivity graph of a JSON file {"minima": {name: loss}, "merges": [{"pair": [a, b], "level": u}]}.
+
+    A valley report (landscape valleys --json) is such a file; its "separations" make a count exact where
+    they cover every pair of valleys (otherwise a count is an upper bound: "at most").
+    """
     try:
         data = json.loads(read_text(merges, "merge file"))
     except FileNotFoundError:
@@ -87,11 +91,15 @@ def tree(merges, level, tol, log, out, as_json):
         raise UserError(f"{merges}: not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("minima"), dict):
         raise UserError(f"{merges}: expected {{\"minima\": {{name: loss}}, \"merges\": [...]}}")
-    fig = landscape.viz.plot_disconnectivity(data["minima"], data.get("merges", []), level=level, tol=tol, log=log)
+    separations = data.get("separations", [])
+    fig = landscape.viz.plot_disconnectivity(data["minima"], data.get("merges", []), level=level, tol=tol, log=log,
+                                             separations=separations)
     t = landscape.viz.merge_tree(data["minima"], data.get("merges", []))
     info = {"minima": len(t.losses), "merges": len(t.merges)}
     if level is not None:
-        info.update(valleys=t.valleys_at(level), spurious=t.spurious_at(level, tol=tol))
+        unproven = t.pairs_not_joined(level, separations)
+        info.update(valleys=t.valleys_at(level), spurious=t.spurious_at(level, tol=tol),
+                    count_is_upper_bound=unproven > 0, pairs_not_joined=unproven)
     _done(landscape.viz.save_figure(fig, out), info, as_json)
 
 

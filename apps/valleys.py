@@ -72,7 +72,8 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
         from landscape import viz
 
         cut = report["levels"][0]["level"] if levels and len(levels) == 1 else None
-        fig = viz.plot_disconnectivity(report["minima"], report["merges"], level=cut, tol=report["tolerance"])
+        fig = viz.plot_disconnectivity(report["minima"], report["merges"], level=cut, tol=report["tolerance"],
+                                       separations=report["separations"])
         viz.save_figure(fig, plot)
     if as_json:
         echo_json(report)
@@ -82,17 +83,45 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
         click.echo(f"polished {_short(row['name'])}: loss {row['loss_before']:.6g} -> {row['loss']:.6g}, |grad L| "
                    f"{row['grad_norm_before']:.3g} -> {row['grad_norm']:.3g}, moved {row['distance']:.3g} "
                    f"in {row['steps']} steps")
-    click.echo(table([[f"{r['level']:.6g}", r["n_valleys"], r["n_spurious"],
-                       " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])] for r in report["levels"]],
-                     ["level", "valleys", "spurious", "members"]))
+    click.echo(table([[f"{r['level']:.6g}", f"{r['n_valleys']} at most" if r["count_is_upper_bound"] else r["n_valleys"],
+                       r["n_spurious"], " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])]
+                      for r in report["levels"]], ["level", "valleys", "spurious", "members"]))
+    for r in report["levels"]:
+        click.echo(f"at {r['level']:.6g}: {_known(r)}")
     if report["merges"]:
         click.echo("merges: " + "; ".join(f"{_short(m['pair'][0])}~{_short(m['pair'][1])} at {m['level']:.6g} "
                                          f"({_backed(m)})" for m in report["merges"]))
+    for s in report["separations"]:
+        click.echo(f"separate below {s['below']:.6g}: {_short(s['a'])}, {_short(s['b'])} ({s['how']})")
     click.echo(f"{report['straight_checks']} straight checks, {report['refinements']} refinements "
                f"({report['failed']} found no path below the level), {report['seconds']:.1f} s")
     click.echo(f"memory: {memory_text(report['memory'])}")
-    if report["failed"]:
-        click.echo("valleys reported separate mean: no path below the level was found within the budget")
+    if any(r["count_is_upper_bound"] for r in report["levels"]):
+        click.echo("a count 'at most' is an upper bound: minima no path joined are not proven to lie in different "
+                   "valleys")
+
+
+def _known(row: dict) -> str:
+    """One row's count and what backs it: certified joins, and pairs of valleys proven apart or only not joined."""
+    n, joins = row["n_valleys"], row["joins"]
+    kinds = [f"{joins['bound']} proven by bound"] if joins["bound"] else []
+    if joins["grid"]:
+        spacing = f", spacing <= {joins['grid_spacing']:.3g}" if joins["grid_spacing"] is not None else ""
+        kinds.append(f"{joins['grid']} checked on a grid{spacing}")
+    paths = joins["bound"] + joins["grid"]
+    joined = f"; joined by {_plural(paths, 'certified path')} ({', '.join(kinds)})" if paths else ""
+    if row["count_is_upper_bound"]:
+        tried = f" by {_plural(row['not_found'], 'refinement')}" if row["not_found"] else ""
+        apart = f"; {row['pairs_separated']} proven apart" if row["pairs_separated"] else ""
+        return (f"{n} valleys at most, at least {row['n_valleys_at_least']} ({_plural(row['pairs_not_joined'], 'pair')} "
+                f"not joined: no path found{tried}, separation not proven{apart}){joined}")
+    if n > 1:
+        return f"{n} valleys, separation proven{joined}"
+    return f"{_plural(n, 'valley')}{joined}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _backed(merge: dict) -> str:

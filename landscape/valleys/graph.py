@@ -7,13 +7,16 @@ connected components of the minima with loss ≤ u under the edges of weight ≤
 (Venturi, Bandeira & Bruna, JMLR 2019). Over all u this is the merge tree, or disconnectivity
 graph (Becker & Karplus 1997; Wales 2003).
 
-Two answers are honest in different ways. A merge is always witnessed by a certified path. Two
-valleys reported separate mean only "no path below u was found within the budget": the report
-says how many refinements were tried. The search that builds the graph is in ``search.py``.
+Two answers are honest in different ways. A merge is always witnessed by a certified path (proven by
+a bound, or checked on a dense grid of known spacing). Two valleys reported separate mean only "no
+path below u was found": unless the problem proves them apart (:mod:`.separation`), the count is an
+upper bound, and each report row says so (:meth:`ValleyGraph.known`). The search that builds the
+graph is in ``search.py``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -23,6 +26,7 @@ from networkx.utils import UnionFind
 from .._errors import LandscapeError
 from ..paths.path import Path
 from ..problems.problem import Problem
+from .separation import Separation
 
 
 def spurious_tolerance(global_loss: float, tol: float | None = None) -> float:
@@ -84,6 +88,8 @@ class ValleyGraph:
     straight : dict
         The certified straight segments measured so far, by ``(i, j, resolution)`` (i < j): measured
         once, read by every later search and refinement of the pair.
+    separations : list of Separation
+        Pairs of minima proven to lie in different valleys below a level (:mod:`.separation`).
     """
 
     problem: Problem
@@ -95,6 +101,7 @@ class ValleyGraph:
                                                  "evaluations": 0, "seconds": 0.0})
     failures: list = field(default_factory=list)
     straight: dict = field(default_factory=dict)
+    separations: list[Separation] = field(default_factory=list)
 
     @classmethod
     def of(cls, problem: Problem, thetas: torch.Tensor, names=None) -> "ValleyGraph":
@@ -148,6 +155,56 @@ class ValleyGraph:
         comps = [sorted(c) for c in nx.connected_components(sub)]
         return sorted(comps, key=lambda c: (min(self.losses[i].item() for i in c), c[0]))
 
+    def known(self, level: float, valleys: list | None = None) -> dict:
+        """What backs the valley count at ``level``: the joins, and which pairs of valleys are proven apart.
+
+        Minima in one component are joined by certified paths. Two components are *proven separate* when
+        a :class:`Separation` of a member of each holds at ``level``; otherwise they are only "not joined:
+        no path found" and may be one valley. The count is then an upper bound; its lower bound is the
+        size of a set of components proven pairwise separate (found greedily: any such set is a bound).
+
+        Parameters
+        ----------
+        level : float
+        valleys : list of list of int, optional
+            ``self.valleys(level)``, when already at hand.
+
+        Returns
+        -------
+        dict
+            ``count_is_upper_bound``, ``separation_proven`` (every two valleys proven apart; true for one
+            valley), ``n_valleys_at_least``, ``pairs_not_joined`` (pairs of valleys neither joined nor proven
+            apart), ``pairs_separated``, ``not_found`` (refinements at this level that found no path),
+            ``joins`` (the certificates of the paths that join the valleys' minima: counts by ``"bound"`` and
+            ``"grid"``, and ``grid_spacing``, the largest spacing of a grid-checked join, or None).
+        """
+        valleys = self.valleys(level) if valleys is None else valleys
+        where = {i: k for k, v in enumerate(valleys) for i in v}
+        apart: set = set()
+        for s in self.separations:
+            a, b = where.get(s.i), where.get(s.j)
+            if a is not None and b is not None and a != b and level < s.below:
+                apart.add((min(a, b), max(a, b)))
+        chosen: list = []
+        for k in sorted(range(len(valleys)), key=lambda k: -sum(k in p for p in apart)):
+            if all((min(k, c), max(k, c)) in apart for c in chosen):
+                chosen.append(k)
+        k = len(valleys)
+        not_joined = k * (k - 1) // 2 - len(apart)
+        joins = {"bound": 0, "grid": 0, "grid_spacing": None}
+        for m in self.merges():
+            if m.level > level:
+                continue
+            data = {**self.graph.edges[m.i, m.j], **_witness(m.path)}
+            proven = data.get("certificate") == "bound" and data.get("proven_below", math.inf) <= level
+            joins["bound" if proven else "grid"] += 1  # a bound above u proves nothing at u: the grid stands
+            spacing = data.get("spacing")
+            if not proven and spacing is not None and spacing >= 0:
+                joins["grid_spacing"] = max(joins["grid_spacing"] or 0.0, float(spacing))
+        return {"count_is_upper_bound": not_joined > 0, "separation_proven": not_joined == 0,
+                "n_valleys_at_least": len(chosen), "pairs_not_joined": not_joined, "pairs_separated": len(apart),
+                "not_found": sum(1 for _, _, u, _ in self.failures if u == level), "joins": joins}
+
     def is_spurious(self, valley: list[int], tol: float | None = None) -> bool:
         """Whether a valley's best loss exceeds the global best by more than ``tol``.
 
@@ -181,9 +238,12 @@ class ValleyGraph:
         -------
         dict
             ``levels``: list of ``{level, n_valleys, n_spurious, valleys: [[names]], spurious: [[names]],
-            best_losses}``; ``merges``: ``[{level, pair, left, right, certificate, proven_below or spacing}]``
-            (names; the level is the witness path's dense max, ``proven_below`` the bound its proof
-            reached); ``refinements``,
+            best_losses}`` and what backs the count (:meth:`known`: ``count_is_upper_bound``,
+            ``separation_proven``, ``n_valleys_at_least``, ``pairs_not_joined``, ``pairs_separated``,
+            ``not_found``, ``joins``); ``n_valleys`` counts the components joined by certified paths, an
+            upper bound unless ``separation_proven``. ``merges``: ``[{level, pair, left, right, certificate,
+            proven_below, spacing}]`` (names; the level is the witness path's dense max, ``proven_below``
+            the bound its proof reached); ``separations``: ``[{a, b, below, how}]``; ``refinements``,
             ``straight_checks``, ``failed`` and ``failures`` (pairs tried without success, with the level).
         """
         rows = []
@@ -193,7 +253,7 @@ class ValleyGraph:
             rows.append({"level": float(u), "n_valleys": len(vs), "n_spurious": len(spur),
                          "valleys": [[self.names[i] for i in v] for v in vs],
                          "spurious": [[self.names[i] for i in v] for v in spur],
-                         "best_losses": [min(self.losses[i].item() for i in v) for v in vs]})
+                         "best_losses": [min(self.losses[i].item() for i in v) for v in vs], **self.known(u, vs)})
         merges = [{"pair": [self.names[m.i], self.names[m.j]], "level": m.level,
                    "left": [self.names[i] for i in m.left], "right": [self.names[i] for i in m.right],
                    **_witness(m.path)} for m in self.merges()]
@@ -202,11 +262,20 @@ class ValleyGraph:
                                                                  "evaluations", "seconds")},
                 "failures": [{"a": self.names[i], "b": self.names[j], "level": u, "max_loss": m}
                              for i, j, u, m in self.failures],
+                "separations": [{"a": self.names[s.i], "b": self.names[s.j], "below": s.below, "how": s.how}
+                                for s in self.separations],
                 "minima": dict(zip(self.names, self.losses.tolist()))}
 
     def to_networkx(self) -> nx.Graph:
-        """A copy of the graph with JSON/GraphML-friendly attributes (the witness paths dropped)."""
-        g = nx.Graph()
+        """A copy of the graph with JSON/GraphML-friendly attributes (the witness paths dropped).
+
+        Each edge keeps its ``certificate`` (``"bound"`` with ``proven_below``, or ``"grid"`` with
+        ``spacing``); the proven separations are the graph attribute ``separations``, a JSON list of
+        ``[i, j, below, how]`` (a string, which GraphML can hold).
+        """
+        import json
+
+        g = nx.Graph(separations=json.dumps([[s.i, s.j, s.below, s.how] for s in self.separations]))
         for i, data in self.graph.nodes(data=True):
             g.add_node(i, **{k: v for k, v in data.items() if isinstance(v, (int, float, str))})
         for i, j, data in self.graph.edges(data=True):
@@ -219,18 +288,23 @@ def _witness(path: Path | None) -> dict:
     """What backs a merge or an edge: its certificate, and the proven bound or the grid's spacing."""
     if path is None:
         return {}
-    if path.certificate == "bound":
-        return {"certificate": "bound", "proven_below": float(path.bound)}
-    return {"certificate": "grid", "spacing": float(path.spacing) if path.spacing is not None else -1.0}
+    spacing = float(path.spacing) if path.spacing is not None else -1.0
+    if path.certificate == "bound":  # the grid's spacing too: below the bound the dense check is what stands
+        return {"certificate": "bound", "proven_below": float(path.bound), "spacing": spacing}
+    return {"certificate": "grid", "spacing": spacing}
 
 
 def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
     """The levels where the valley count changes: where minima appear, and each merge level.
 
-    Minima whose losses agree within the spurious tolerance appear together, at the largest of
-    their losses (so that the report does not list one level per minimum of the same valley floor);
-    a merge no higher than its minima's losses plus that tolerance joins copies of one minimum (no
-    barrier between them: seeds that found the same minimum) and is not an event either.
+    Minima whose losses agree within the spurious tolerance appear together; a merge no higher than its
+    minima's losses plus that tolerance joins copies of one minimum (no barrier between them: seeds that
+    found the same minimum, or minima of one connected set of minima) and is not an event of its own.
+    Such minima appear together at the level where those merges have joined them: the largest of their
+    losses and of the levels of the copy merges whose higher minimum is among them. At the largest loss
+    alone no certified path joins them yet (a path is never lower than its ends, and a path search
+    tops out a little above them), so the count there would be one valley per copy: on the eight trained
+    minima of ``deep_linear`` eight "valleys" at L*, one 3·10⁻⁵ higher.
     """
     tol = spurious_tolerance(graph.global_loss, tol)
     appear = []
@@ -239,93 +313,12 @@ def event_levels(graph: ValleyGraph, tol: float | None = None) -> list[float]:
             appear[-1][1] = loss
         else:
             appear.append([loss, loss])
-    merges = {m.level for m in graph.merges()
-              if m.level > max(graph.losses[m.i].item(), graph.losses[m.j].item()) + tol}
-    return sorted({hi for _, hi in appear} | merges)
-
-
-def write_graph(graph: ValleyGraph, json_path=None, graphml_path=None) -> None:
-    """Write the valley graph as networkx node-link JSON and/or GraphML, atomically."""
-    import json
-
-    from ..problems.checkpoint import atomic_write
-
-    g = graph.to_networkx()
-    if json_path is not None:
-        text = json.dumps(nx.node_link_data(g, edges="edges"), indent=1)
-        atomic_write(json_path, lambda fh: fh.write(text.encode()))
-    if graphml_path is not None:
-        atomic_write(graphml_path, lambda fh: nx.write_graphml(g, fh))
-
-
-def read_graph(path, problem: Problem, thetas: torch.Tensor, names) -> ValleyGraph:
-    """Read a valley graph written by :func:`write_graph` (``landscape valleys -o``) back onto its minima.
-
-    The file's nodes are matched to ``names`` by name (the file names ``landscape valleys`` was given),
-    else by file name without folder and suffix when that is unambiguous; the losses and certified
-    edges are the file's, so the valleys at any level are those the command reported.
-
-    Parameters
-    ----------
-    path : str or path
-        Node-link JSON (``landscape valleys ... -o graph.json``).
-    problem : Problem
-    thetas : Tensor, shape (N, D)
-        The minima, in the order of ``names``.
-    names : sequence of str
-
-    Returns
-    -------
-    ValleyGraph
-        With the file's edges (``max_loss``, ``method``, ``certificate``; no witness paths).
-
-    Raises
-    ------
-    LandscapeError
-        A file that is not a valley graph, or one made from other minima.
-    """
-    import json
-    from pathlib import Path as FilePath
-
-    try:
-        data = json.loads(FilePath(path).read_text(encoding="utf-8"))
-        nodes = {int(n["id"]): dict(n, name=str(n["name"]), loss=float(n["loss"])) for n in data["nodes"]}
-        edges = [(int(e["source"]), int(e["target"]), dict(e, max_loss=float(e["max_loss"]))) for e in data["edges"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise LandscapeError(f"{path}: not a valley graph written by landscape valleys -o ({err!s:.80}); "
-                             "write one with: landscape valleys FILES -o graph.json") from None
-    names = [str(n) for n in names]
-    node_of = _match_names({k: n["name"] for k, n in nodes.items()}, names, path)
-    if sorted(node_of.values()) != list(range(len(names))):
-        missing = sorted(set(names) - {names[i] for i in node_of.values()})
-        raise LandscapeError(f"{path} holds no minimum {missing[0]!r} ({len(missing)} of the files given are not "
-                             "in it); give the files it was made from, or write it again with landscape valleys")
-    graph = ValleyGraph.of(problem, thetas, names)
-    losses = [0.0] * len(names)
-    for k, i in node_of.items():
-        losses[i] = nodes[k]["loss"]
-        graph.graph.nodes[i].update({a: v for a, v in nodes[k].items() if a not in ("id", "name")})
-    graph.losses = torch.tensor(losses, dtype=torch.float64)
-    for s, t, e in edges:
-        graph.graph.add_edge(node_of[s], node_of[t], **{a: v for a, v in e.items() if a not in ("source", "target")})
-    return graph
-
-
-def _match_names(stored: dict, given: list[str], path) -> dict:
-    """Each stored node id -> the index of the given name it is (exactly, else by file stem)."""
-    def stem(name):
-        return name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".pt")
-
-    stems: dict = {}
-    for i, g in enumerate(given):
-        stems.setdefault(stem(g), []).append(i)
-    out = {}
-    for k, name in stored.items():
-        if name in given:
-            out[k] = given.index(name)
-        elif len(stems.get(stem(name), [])) == 1:
-            out[k] = stems[stem(name)][0]
-        else:
-            raise LandscapeError(f"{path} names minimum {name!r}, which is not among the files given "
-                                 f"({', '.join(given[:4])}{', ...' if len(given) > 4 else ''})")
-    return out
+    merges = set()
+    for m in graph.merges():
+        floor = max(graph.losses[m.i].item(), graph.losses[m.j].item())
+        if m.level > floor + tol:
+            merges.add(m.level)
+            continue
+        group = next(g for g in appear if g[0] <= floor <= g[1])  # the minima that appear with the higher end
+        group.append(m.level)
+    return sorted({max(group[1:]) for group in appear} | merges)

@@ -27,6 +27,7 @@ from ..problems.memory import budgeted, plan_memory
 from ..problems.problem import Problem
 from .graph import ValleyGraph, event_levels
 from .sampling import add_extents
+from .separation import proven_separations
 
 
 def straight_segments(graph: ValleyGraph, pairs, resolution: int = DEFAULT_RESOLUTION) -> list[Path]:
@@ -326,6 +327,9 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     graph : ValleyGraph
     report : dict
         :meth:`ValleyGraph.report` at the levels, and ``polished`` (what was polished, from where to where).
+        Each level's ``n_valleys`` counts the minima's components under certified paths: an upper bound
+        (``count_is_upper_bound``) unless the problem proves its valleys apart (``separation_proven``,
+        :mod:`landscape.valleys.separation`); pairs no method joined are not proven to be in different valleys.
     """
     given = names
     names = list(names) if names is not None else [f"m{i}" for i in range(thetas.shape[0])]
@@ -344,6 +348,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
             thetas = result.theta.to(thetas)
             alignment = {"method": align, "reference": best if given is None else names[best]}
         graph = ValleyGraph.of(problem, thetas, names)
+        graph.separations = proven_separations(problem, thetas)
         shown = Progress(progress, f"valleys of {len(names)} minima")
         graph.stats = ShownTally(graph.stats, shown)
         try:

@@ -9,7 +9,7 @@ linear or a log scale over a range that covers the minima, the merges and the dr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._errors import LandscapeError
 from ..valleys.graph import ValleyGraph, spurious_tolerance
@@ -31,12 +31,16 @@ class LevelState:
         Whether each valley is spurious.
     valley_of : list of int or None
         For each minimum, the index of its valley, or None when its loss is above u.
+    known : dict
+        What backs the count (:meth:`landscape.ValleyGraph.known`): whether it is an upper bound (pairs of
+        valleys no path joined, not proven apart), the lower bound, the certificates of the joins.
     """
 
     level: float
     valleys: list
     spurious: list
     valley_of: list
+    known: dict = field(default_factory=dict)
 
     @property
     def n_valleys(self) -> int:
@@ -47,8 +51,14 @@ class LevelState:
         return sum(self.spurious)
 
     def text(self) -> str:
-        """``"valleys: 3, spurious: 0 at u = 40.52"``."""
-        return f"valleys: {self.n_valleys}, spurious: {self.n_spurious} at u = {self.level:.6g}"
+        """``"valleys: 3, spurious: 0 at u = 40.52"``, and when the count is an upper bound
+        ``" (3 at most: 2 pairs not joined, no path found, separation not proven)"``."""
+        text = f"valleys: {self.n_valleys}, spurious: {self.n_spurious} at u = {self.level:.6g}"
+        if self.known.get("count_is_upper_bound"):
+            pairs = self.known["pairs_not_joined"]
+            text += (f" ({self.n_valleys} at most: {pairs} pair{'s' * (pairs != 1)} not joined, no path found, "
+                     "separation not proven)")
+        return text
 
 
 @dataclass
@@ -112,7 +122,7 @@ class Levels:
         for k, v in enumerate(valleys):
             for i in v:
                 valley_of[i] = k
-        return LevelState(level, valleys, spurious, valley_of)
+        return LevelState(level, valleys, spurious, valley_of, self.graph.known(level, valleys))
 
     def merges(self) -> list[dict]:
         """The merges that change the valley count, in increasing level.

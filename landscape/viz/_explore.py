@@ -254,7 +254,7 @@ def explore(checkpoints=(), *, paths=(), problem=None, valleys=None, level: floa
     from ..minima.curvature import minimum_metrics
     from ..paths.files import load_path
     from ..problems.checkpoint import load_checkpoint
-    from ..valleys.graph import read_graph
+    from ..valleys.files import read_graph
     from ..valleys.search import find_valleys
     from ..views.scene import build_scene, scene_from_files
 

@@ -6,6 +6,11 @@ upwards, each minimum appears at its loss and valleys fuse at merge levels (Beck
 J. Chem. Phys. 1997; the merge tree of the sublevel sets {L ≤ u}). A valley at level u is
 spurious when its lowest loss is above the global minimum plus a tolerance (Venturi, Bandeira &
 Bruna, JMLR 2019), by default the rule of the valley reports (:func:`landscape.valleys.spurious_tolerance`).
+
+A merge says what joins two valleys (its path's certificate: proven by a bound, or checked on a dense
+grid); nothing below it says they are apart. Below a merge bar the two valleys were only *not joined*
+(no path found), so a count read off the tree is an upper bound, unless separations proven by the
+problem (``separations``, :mod:`landscape.valleys.separation`) cover every pair of valleys at that level.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ class MergeTree:
         Horizontal position of each minimum: a permutation of 0 … M−1 in which every valley is a
         contiguous run.
     nodes : list of dict
-        Each node of the tree: ``level``, ``x``, ``members`` (minima below it), ``parent`` (index or None).
+        Each node of the tree: ``level``, ``x``, ``members`` (minima below it), ``parent`` (index or None),
+        and for a merge ``certificate`` (``"bound"``, ``"grid"``, or None when the merges did not say).
         Leaves come first (one per minimum, at its loss).
     """
 
@@ -52,12 +58,47 @@ class MergeTree:
                 uf.union(a, b)
         return sorted((sorted(g, key=lambda m: self.x[m]) for g in uf.to_sets()), key=lambda g: self.x[g[0]])
 
+    def pairs_not_joined(self, level: float, separations=()) -> int:
+        """Pairs of valleys at level u neither joined by a merge at or below u nor proven apart.
+
+        ``separations``: ``{"a", "b", "below"}`` dicts (a report's ``separations``) or ``(a, b, below)``:
+        a and b lie in different valleys at every u < below. Zero means the count at u is exact.
+        """
+        where = {m: k for k, g in enumerate(self.valleys_at(level)) for m in g}
+        k = len(set(where.values()))
+        apart = set()
+        for a, b, below in _normalize_separations(separations):
+            if a in where and b in where and where[a] != where[b] and level < below:
+                apart.add(frozenset((where[a], where[b])))
+        return k * (k - 1) // 2 - len(apart)
+
     def spurious_at(self, level: float, *, tol: float | None = None) -> list[list[str]]:
         """The valleys at level u whose lowest loss is above the global minimum + the spurious tolerance
         (``tol``, or :func:`landscape.valleys.spurious_tolerance` of the global minimum when None)."""
         best = min(self.losses.values())
         tol = spurious_tolerance(best, tol)
         return [g for g in self.valleys_at(level) if min(self.losses[m] for m in g) > best + tol]
+
+
+def _normalize_separations(separations):
+    out = []
+    for item in separations or ():
+        if isinstance(item, Mapping):
+            out.append((str(item["a"]), str(item["b"]), float(item["below"])))
+        else:
+            a, b, below = item[:3]
+            out.append((str(a), str(b), float(below)))
+    return out
+
+
+def _certificates(merges) -> dict:
+    """The certificate of each merge given as a dict (``"bound"`` or ``"grid"``), by its pair and level."""
+    out = {}
+    for item in merges:
+        if isinstance(item, Mapping) and item.get("certificate") and item.get("pair") is not None:
+            a, b = (str(p) for p in item["pair"])
+            out[(a, b, float(item["level"]))] = str(item["certificate"])
+    return out
 
 
 def _normalize_merges(merges, names):
@@ -95,7 +136,8 @@ def merge_tree(minima: Mapping[str, float], merges) -> MergeTree:
     merges : iterable
         ``(a, b, level)``, ``((a, b), level)`` or ``{"pair": [a, b], "level": u}``: minima a and b
         are joined by a path whose max loss is ``level``. Merges of minima already joined at a lower
-        level add nothing (a graph of all pairwise barriers may be given).
+        level add nothing (a graph of all pairwise barriers may be given). A dict's ``certificate``
+        (a valley report's merges have one) is kept on the merge's node.
 
     Raises
     ------
@@ -109,6 +151,8 @@ def merge_tree(minima: Mapping[str, float], merges) -> MergeTree:
     bad = [k for k, v in losses.items() if not math.isfinite(v)]
     if bad:
         raise LandscapeError(f"minima {bad} have non-finite losses")
+    merges = list(merges)
+    certificates = _certificates(merges)
     merges = sorted(_normalize_merges(merges, losses), key=lambda m: m[2])
     for a, b, u in merges:
         if u < max(losses[a], losses[b]) - 1e-12 * max(1.0, abs(u)):
@@ -125,7 +169,7 @@ def merge_tree(minima: Mapping[str, float], merges) -> MergeTree:
             continue
         lo, hi = sorted((ra, rb), key=lambda r: (min(losses[m] for m in nodes[r]["members"]), r))
         node = {"level": u, "members": nodes[lo]["members"] + nodes[hi]["members"], "children": [lo, hi],
-                "parent": None}
+                "parent": None, "certificate": certificates.get((a, b, u))}
         nodes.append(node)
         k = len(nodes) - 1
         nodes[lo]["parent"] = nodes[hi]["parent"] = k
@@ -167,9 +211,14 @@ def _label(name: str) -> str:
 
 
 def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
-                         log: bool = False, ax=None, title=None):
+                         log: bool = False, ax=None, title=None, separations=()):
     """Draw the disconnectivity graph: each minimum a vertical line from its loss up to where its valley
     merges, merges as horizontal bars; at level u the valleys are counted and spurious ones drawn in red.
+
+    A merge bar is solid when its path is proven below its level by a bound, dashed when it was checked
+    on a dense grid (the merges' ``certificate``). Below a bar the two valleys were not joined — no path
+    found, which does not prove them apart — so the count at u is titled "at most" unless
+    ``separations`` prove every two valleys at u apart.
 
     Parameters
     ----------
@@ -177,6 +226,9 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
         See :func:`merge_tree`.
     level : float, optional
         The level u to cut at (a dashed line; valley and spurious-valley counts in the title).
+    separations : iterable, optional
+        A valley report's ``separations`` (``{"a", "b", "below"}``): pairs proven in different valleys below
+        ``below``.
     tol : float, optional
         A valley is spurious when its lowest loss exceeds the global minimum by more than ``tol``
         (default: :func:`landscape.valleys.spurious_tolerance`, the valley reports' rule).
@@ -208,7 +260,8 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
         ax.plot([n["x"], n["x"]], [n["level"], upper], color="tab:red" if red else "black", lw=2.0 if red else 1.4)
         if n["parent"] is not None:
             px = tree.nodes[n["parent"]]["x"]
-            ax.plot([n["x"], px], [upper, upper], color="black", lw=1.4)
+            grid = tree.nodes[n["parent"]].get("certificate") == "grid"
+            ax.plot([n["x"], px], [upper, upper], color="black", lw=1.4, ls="--" if grid else "-")
     for m, xm in tree.x.items():
         ax.plot([xm], [tree.losses[m]], "o", ms=5, color="tab:red" if m in stranded else "tab:blue")
     names = [_label(m) for m in tree.x]
@@ -221,6 +274,13 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
     if stranded:
         handles.append(Line2D([], [], color="tab:red", marker="o", lw=2.0,
                               label=f"spurious valley (lowest loss > global + {above:.2g})"))
+    kinds = {n.get("certificate") for n in tree.nodes if len(n["members"]) > 1}
+    if "bound" in kinds:
+        handles.append(Line2D([], [], color="black", label="merge: path proven below it (bound)"))
+    if "grid" in kinds:
+        handles.append(Line2D([], [], color="black", ls="--", label="merge: path checked on a dense grid"))
+    if len(tree.nodes) > len(tree.losses):
+        handles.append(Line2D([], [], color="none", label="below a merge: no path found\n(separation not proven)"))
     if level is not None:
         handles.append(Line2D([], [], color="gray", ls="--", label=f"u = {level:.4g}"))
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -231,7 +291,9 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
     if level is not None:
         valleys = tree.valleys_at(level)
         ax.axhline(level, ls="--", color="gray", lw=1)
-        heading += f": {len(valleys)} valleys at u = {level:.4g}, {len(tree.spurious_at(level, tol=tol))} spurious"
+        bound = " at most" if tree.pairs_not_joined(level, separations) else ""
+        heading += (f": {len(valleys)} valleys{bound} at u = {level:.4g}, "
+                    f"{len(tree.spurious_at(level, tol=tol))} spurious")
     ax.set_title(heading, fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
     return fig
