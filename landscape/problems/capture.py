@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .._errors import LandscapeError
 from .bounds import ROUNDING
 
 #: Relative and absolute (times 1 + the largest |output|) tolerances of the loss; the gradient's are 100× wider
@@ -128,7 +129,12 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
         report.update(loss=f"not compared: the module does not run in float64 ({type(err).__name__}: {err})",
                       failed={}, seconds=time.perf_counter() - began)
         return report
-    fast = problem.loss(thetas)
+    try:
+        fast = problem.loss(thetas)
+    except RuntimeError as err:  # e.g. random operations or .item() under vmap
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LandscapeError(f"problem {problem.name!r}: the model cannot be evaluated batched ({first}); "
+                             "make forward a deterministic function of its parameters and inputs") from None
     report["loss"] = float(((fast - ref).abs() / (RTOL * ref.abs() + ATOL * scale)).max())
     if report["loss"] > 1:
         i = int((fast - ref).abs().argmax())

@@ -244,6 +244,10 @@ def _cat(w, a, k):
     return rx.concat(parts, dim)
 
 
+def _index(w, a, k):
+    raise Unsupported("indexing a value")
+
+
 def _describe(w, a, k):
     """``getattr`` of a value: its shape, dtype, device or number of dimensions (not its data)."""
     name = a[1]
@@ -264,7 +268,7 @@ FUNCTIONS = {
     operator.mul: _rule(_mul, 2), torch.mul: _rule(_mul, 2), operator.truediv: _rule(_div, 2),
     torch.div: _rule(_div, 2, "rounding_mode"), operator.neg: _rule(_neg, 1), torch.neg: _rule(_neg, 1),
     F.linear: _rule(_linear, 3, "weight", "bias"), operator.matmul: _rule(_matmul, 2), torch.matmul: _rule(_matmul, 2),
-    torch.cat: _rule(_cat, 2, "dim"), torch.concat: _rule(_cat, 2, "dim"), getattr: _rule(_describe, 2),
+    torch.cat: _rule(_cat, 2, "dim"), torch.concat: _rule(_cat, 2, "dim"), getattr: _rule(_describe, 2), operator.getitem: _rule(_index, 2),
     torch.mean: _rule(_mean, 3, "dim", "keepdim"),
     torch.flatten: _rule(_positive(torch.flatten), 3, "start_dim", "end_dim"),
     torch.reshape: _rule(_positive(torch.reshape), 2, "shape"),

@@ -1,0 +1,496 @@
+"""Users' own models: the loss is exactly the model's, and every proof is sound, or it is refused with a reason.
+
+A zoo of the ways people write models (torchvision-style residual blocks, functional calls, modules used twice,
+subclasses with their own forward, in-place operations, tied weights, buffers, hooks, LayerNorm, attention), each
+checked two ways against torch itself in float64: the problem's loss and gradient equal the module's own
+``forward`` and torch's loss (the parameters loaded with ``vector_to_parameters``, nothing of the project's), and
+a proof never claims a level below the loss seen on a dense float64 grid of the segment; where the bound is
+offered, it proves a level a little above that maximum.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import landscape
+from landscape.paths.proof import prove_below
+
+N = 16  # samples
+
+
+# ---------------------------------------------------------------- the zoo
+class Scaled(nn.Linear):
+    """A Linear whose forward scales its output (matched by isinstance, not by what it computes)."""
+
+    def forward(self, x):
+        return 2.0 * super().forward(x)
+
+
+class HalvedSequential(nn.Sequential):
+    def forward(self, x):
+        return 0.5 * super().forward(x)
+
+
+class AddAlpha(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.add(self.a(x), self.b(x), alpha=-1)
+        h = torch.relu(h).add(self.b(x), alpha=0.5)
+        return self.c(torch.sub(h, self.a(x), alpha=2.0))
+
+
+class BatchScaled(nn.Module):
+    def __init__(self, use_shape: bool = False):
+        super().__init__()
+        self.fc, self.use_shape = nn.Linear(4, 3), use_shape
+
+    def forward(self, x):
+        return self.fc(x) * 4 / (x.shape[0] if self.use_shape else x.size(0))
+
+
+class VGGish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(3 * 3 * 3, 8), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(x.view(x.size(0), -1))
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3, self.l4 = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = F.relu(self.l1(x))
+        h = F.gelu(self.l2(h)) + F.softplus(self.l2(h), beta=2.0)
+        h = F.leaky_relu(self.l3(h), 0.1) + torch.tanh(h)
+        return self.l4(torch.sigmoid(h))
+
+
+class InPlaceAliased(nn.Module):
+    """``F.relu(h, inplace=True)`` while ``h`` is used again: the module computes 2·relu(h)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        y = F.relu(h, inplace=True)
+        return self.out(y + h)
+
+
+class IAddAliased(nn.Module):
+    """``h += 1`` on a value also kept as ``skip``: torch.fx records ``h + 1``, the module adds 1 to both."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        skip = h
+        h += 1.0
+        return self.out(torch.relu(h + skip))
+
+
+class TiedModule(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc0, self.fc1, self.head = nn.Linear(4, 5), nn.Linear(5, 5), nn.Linear(5, 3)
+        self.fc2 = nn.Linear(5, 5)
+        self.fc2.weight = self.fc1.weight  # one parameter, two layers
+
+    def forward(self, x):
+        h = torch.relu(self.fc0(x))
+        h = torch.relu(self.fc1(h))
+        return self.head(torch.relu(self.fc2(h)) + F.linear(h, self.fc1.weight))
+
+
+class Buffers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.linspace(-0.5, 0.5, 4))
+        self.register_buffer("inv_std", torch.linspace(0.5, 2.0, 4))
+        self.fc, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.gamma, self.beta = nn.Parameter(torch.ones(6)), nn.Parameter(torch.zeros(6))
+
+    def forward(self, x):
+        h = self.fc((x - self.mean) * self.inv_std)
+        return self.out(torch.relu(h * self.gamma + self.beta))
+
+
+class Normed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm, self.out = nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.norm(self.fc(x))))
+
+
+class Attention(nn.Module):
+    """One head of self-attention over 3 tokens of 4 features, mean-pooled."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        t = x.view(x.size(0), 3, 4)
+        a = torch.softmax(self.q(t) @ self.k(t).transpose(-2, -1) / 2.0, dim=-1)
+        return self.out((a @ self.v(t)).mean(1))
+
+
+def hooked_mlp():
+    m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    m[0].register_forward_hook(lambda module, inputs, out: out * 3.0)
+    return m
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock, as written there: one ReLU module called twice, an optional downsample."""
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck: ``self.relu`` called three times."""
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, planes * 2, 1, bias=False), nn.BatchNorm2d(planes * 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, planes=(3, 4)):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, planes[0], 3, padding=1, bias=False), nn.BatchNorm2d(planes[0])
+        self.relu = nn.ReLU(inplace=True)
+        expansion = 2 if block is Bottleneck else 1
+        inplanes, layers = planes[0], []
+        for i, p in enumerate(planes):
+            stride = 1 if i == 0 else 2
+            down = None
+            if stride != 1 or inplanes != p * expansion:
+                down = nn.Sequential(nn.Conv2d(inplanes, p * expansion, 1, stride, bias=False),
+                                     nn.BatchNorm2d(p * expansion))
+            layers.append(block(inplanes, p, stride, down))
+            inplanes = p * expansion
+        self.layers = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(inplanes, 3)
+        for m in self.modules():  # frozen statistics that are not the identity
+            if isinstance(m, nn.BatchNorm2d):
+                g = torch.Generator().manual_seed(m.num_features)
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def reused_relu():
+    act = nn.ReLU()
+    return nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 6), act, nn.Linear(6, 3))
+
+
+#: name -> (builder, input shape, bound expected: True, or a phrase of the reason it is refused)
+ZOO = {
+    "reused_relu": (reused_relu, (4,), True),
+    "subclass_linear": (lambda: nn.Sequential(Scaled(4, 6), nn.ReLU(), nn.Linear(6, 3)), (4,), True),
+    "subclass_sequential": (lambda: HalvedSequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)), (4,), True),
+    "add_alpha": (AddAlpha, (4,), True),
+    "batch_size": (BatchScaled, (4,), "batch size"),
+    "batch_shape": (lambda: BatchScaled(use_shape=True), (4,), "batch size"),
+    "vgg_view": (VGGish, (1, 6, 6), True),
+    "functional": (Functional, (4,), True),
+    "inplace_aliased": (InPlaceAliased, (4,), "in-place"),
+    "iadd_aliased": (IAddAliased, (4,), "not the module's function"),
+    "dropout_identity": (lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.ReLU(inplace=True),
+                                               nn.Identity(), nn.Linear(6, 3)), (4,), True),
+    "tied": (TiedModule, (4,), True),
+    "buffers": (Buffers, (4,), True),
+    "layernorm": (Normed, (4,), "LayerNorm"),
+    "attention": (Attention, (12,), "transpose"),
+    "hooked": (hooked_mlp, (4,), "hook"),
+    "basic_block_resnet": (lambda: ResNet(BasicBlock), (1, 6, 6), True),
+    "bottleneck_resnet": (lambda: ResNet(Bottleneck, (2, 3)), (1, 6, 6), True),
+}
+
+
+def data(shape, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, *shape, generator=g), torch.randint(0, classes, (N,), generator=g)
+
+
+def build(name, bn="frozen"):
+    maker, shape, _ = ZOO[name]
+    model = maker()
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    problem = landscape.from_module(model, data(shape), "cross_entropy", bn=bn if has_bn else None)
+    return model, problem
+
+
+def torch_loss(model, theta, x, y, *, grad=False, recompute=False):
+    """The loss as torch computes it: the module's own call, float64, parameters by ``vector_to_parameters``
+    (recomputed BatchNorm: reset statistics, one training-mode pass with ``momentum=None``, then evaluation)."""
+    m = copy.deepcopy(model).double()
+    t = theta.detach().double().clone().requires_grad_(grad)
+    named = list(m.named_parameters())
+    with torch.no_grad():
+        nn.utils.vector_to_parameters(t.detach(), [p for _, p in named])
+        if recompute:
+            norms = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+            for b in norms:
+                b.reset_running_stats()
+                b.momentum = None
+                b.train()
+            m(x.double())
+    m.eval()
+    with torch.set_grad_enabled(grad):
+        params = {n: v.view_as(p) for (n, p), v in zip(named, t.split([p.numel() for _, p in named]))}
+        value = F.cross_entropy(torch.func.functional_call(m, params, (x.double(),)), y)
+    return (value.item(), torch.autograd.grad(value, t)[0]) if grad else value.item()
+
+
+def points(problem, k=2, seed=1):
+    return problem.init(torch.Generator().manual_seed(seed), n=k, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_the_loss_and_gradient_are_the_modules_own(name):
+    model, problem = build(name)
+    x, y = problem.data("train")
+    thetas = points(problem, 3)
+    loss, grad = problem.loss_and_grad(thetas)
+    for i, theta in enumerate(thetas):
+        value, g = torch_loss(model, theta, x, y, grad=True)
+        assert float(problem.loss(theta)) == pytest.approx(value, rel=1e-12, abs=1e-14)
+        assert float(loss[i]) == pytest.approx(value, rel=1e-12, abs=1e-14)
+        assert torch.allclose(grad[i], g, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_proof_is_sound_or_refused_with_its_reason(name):
+    model, problem = build(name)
+    x, y = problem.data("train")
+    a, b = points(problem, 2, seed=2)
+    t = torch.linspace(0, 1, 401, dtype=torch.float64)
+    dense = [torch_loss(model, a + s * (b - a), x, y) for s in t]
+    peak = max(dense)
+    expected = ZOO[name][2]
+    proof = prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=400)
+    assert proof.status != "proven"  # a level below a loss torch computes on the segment is never proven
+    if expected is True:
+        assert problem.bounds_unavailable() is None
+        assert float(problem.segment_bounds(a[None], b[None])[0]) >= peak
+        above = prove_below(problem, torch.stack([a, b]), peak + 0.05 * abs(peak) + 1e-3, budget=4000)
+        assert above.status == "proven" and above.bound >= peak
+    else:
+        assert proof.status == "unsupported" and expected in proof.reason
+        assert expected in problem.bounds_unavailable()
+
+
+@pytest.mark.parametrize("name", ["basic_block_resnet", "bottleneck_resnet"])
+def test_recomputed_batchnorm_is_what_torch_computes_after_one_training_pass(name):
+    model, problem = build(name, bn="recompute")
+    x, y = problem.data("train")
+    for theta in points(problem, 2):
+        assert float(problem.loss(theta)) == pytest.approx(torch_loss(model, theta, x, y, recompute=True), rel=1e-11)
+    assert "frozen" in problem.bounds_unavailable()
+
+
+def test_the_four_reported_cases_give_the_modules_loss():
+    """Issue figures: a reused ReLU dropped, a subclass evaluated as its parent, alpha dropped, x.size(0) batched."""
+    for name in ("reused_relu", "subclass_linear", "add_alpha", "batch_size"):
+        model, problem = build(name)
+        x, y = problem.data("train")
+        theta = points(problem, 1)[0]
+        assert float(problem.loss(theta)) == pytest.approx(torch_loss(model, theta, x, y), rel=1e-12)
+    assert build("reused_relu")[1].evaluator == "bmm"  # still the fast path, now with both ReLUs
+    assert build("subclass_linear")[1].evaluator == "vmap"
+
+
+def test_the_check_catches_what_reading_forward_does_not():
+    _, problem = build("iadd_aliased")
+    assert any("bound graph" in note for note in problem.capture["notes"])
+    assert problem.capture["loss"] <= 1 and problem.capture["grad"] <= 1
+
+
+def test_a_wrong_fast_path_is_dropped_at_the_next_checked_points():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    problem = landscape.from_module(model, data((4,)), "cross_entropy")
+    assert problem.evaluator == "bmm" and problem.capture["notes"] == []
+    problem._mlp[0][2].clear()  # a plan that lost its ReLU: another network
+    problem._by_hand = False
+    report = problem.check_capture(points(problem, 1, seed=5))
+    assert report["failed"] == {} and problem.evaluator == "vmap"
+    assert "hand-batched MLP evaluator is not the module's function" in problem.capture["notes"][0]
+    x, y = problem.data("train")
+    theta = points(problem, 1, seed=6)[0]
+    assert float(problem.loss(theta)) == pytest.approx(torch_loss(model, theta, x, y), rel=1e-12)
+
+
+class Counting(nn.Module):
+    """State kept between calls: every call scales the output differently."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.calls = nn.Linear(4, 3), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x) * self.calls
+
+
+class Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x) + 0.1 * torch.rand(1)
+
+
+@pytest.mark.parametrize("model, says", [(Counting, "not a deterministic function"), (Noisy, "cannot be evaluated")])
+def test_a_forward_that_is_not_a_function_is_refused_with_one_line(model, says):
+    with pytest.raises(landscape.LandscapeError, match=says) as err:
+        landscape.from_module(model(), data((4,)), "cross_entropy")
+    assert "\n" not in str(err.value)
+
+
+def test_checked_points_are_checked_once():
+    _, problem = build("reused_relu")
+    pts = points(problem, 2, seed=7)
+    first = problem.check_capture(pts)
+    assert first["points"] == 4 and problem.check_capture(pts) == {}
+
+
+# ---------------------------------------------------------------- random compositions
+BLOCKS = ["linear_relu", "reused_act", "functional_gelu", "softplus", "residual_alpha", "scaled_subclass",
+          "dropout", "identity", "tied", "buffer_shift", "learned_scale", "leaky", "square"]
+
+
+class Composed(nn.Module):
+    """A random chain of the zoo's pieces at width 5."""
+
+    def __init__(self, blocks, loss):
+        super().__init__()
+        self.blocks = list(blocks)
+        self.inp, self.out = nn.Linear(3, 5), nn.Linear(5, 1 if loss != "cross_entropy" else 3)
+        self.act = nn.Tanh()
+        self.layers = nn.ModuleList(Scaled(5, 5) if b == "scaled_subclass" else nn.Linear(5, 5) for b in blocks)
+        self.drop = nn.Dropout(0.3)
+        self.register_buffer("shift", torch.linspace(-0.3, 0.3, 5))
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 5))
+
+    def forward(self, x):
+        h = self.act(self.inp(x))
+        for kind, layer in zip(self.blocks, self.layers):
+            if kind == "linear_relu":
+                h = torch.relu(layer(h))
+            elif kind == "reused_act":
+                h = self.act(layer(h))
+            elif kind == "functional_gelu":
+                h = F.gelu(layer(h))
+            elif kind == "softplus":
+                h = F.softplus(layer(h), beta=1.5)
+            elif kind == "residual_alpha":
+                h = torch.add(h, torch.relu(layer(h)), alpha=-0.5)
+            elif kind == "scaled_subclass":
+                h = torch.relu(layer(h))
+            elif kind == "dropout":
+                h = self.drop(torch.relu(layer(h)))
+            elif kind == "identity":
+                h = layer(h) + h
+            elif kind == "tied":
+                h = torch.relu(F.linear(h, layer.weight) + layer(h))  # one parameter used twice
+            elif kind == "buffer_shift":
+                h = torch.relu(layer(h) - self.shift)
+            elif kind == "learned_scale":
+                h = torch.relu(layer(h) * self.gamma)
+            elif kind == "leaky":
+                h = F.leaky_relu(layer(h), 0.2)
+            elif kind == "square":
+                h = 0.3 * layer(h) * layer(h)
+        return self.out(h)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=4), loss=st.sampled_from(
+    ["cross_entropy", "mse", "l1", "exponential"]), seed=st.integers(0, 2**16))
+def test_random_compositions_are_evaluated_exactly_and_proven_soundly(blocks, loss, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(12, 3, generator=g)
+    y = {"cross_entropy": torch.randint(0, 3, (12,), generator=g), "mse": torch.randn(12, 1, generator=g),
+         "l1": torch.randn(12, 1, generator=g),
+         "exponential": torch.randint(0, 2, (12, 1), generator=g).double() * 2 - 1}[loss]
+    model = Composed(blocks, loss)
+    problem = landscape.from_module(model, (x, y), loss)
+    ref = {"cross_entropy": lambda o: F.cross_entropy(o, y), "mse": lambda o: F.mse_loss(o, y.double()),
+           "l1": lambda o: F.l1_loss(o, y.double()), "exponential": lambda o: torch.exp(-y.double() * o).mean()}[loss]
+    a, b = problem.init(g, n=2, dtype=torch.float64)
+
+    def torch_value(theta):
+        m = copy.deepcopy(model).double().eval()
+        with torch.no_grad():
+            nn.utils.vector_to_parameters(theta, m.parameters())
+            return float(ref(m(x.double())))
+
+    dense = [torch_value(a + s * (b - a)) for s in torch.linspace(0, 1, 201, dtype=torch.float64)]
+    assert float(problem.loss(a)) == pytest.approx(dense[0], rel=1e-12, abs=1e-14)
+    assert float(problem.loss(b)) == pytest.approx(dense[-1], rel=1e-12, abs=1e-14)
+    peak = max(dense)
+    assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
+    bound = problem.segment_bounds(a[None], b[None])
+    if bound is not None:
+        assert float(bound[0]) >= peak or not math.isfinite(float(bound[0]))
