@@ -175,8 +175,9 @@ class ValleyGraph:
             ``count_is_upper_bound``, ``separation_proven`` (every two valleys proven apart; true for one
             valley), ``n_valleys_at_least``, ``pairs_not_joined`` (pairs of valleys neither joined nor proven
             apart), ``pairs_separated``, ``not_found`` (refinements at this level that found no path),
-            ``joins`` (the certificates of the paths that join the valleys' minima: counts by ``"bound"`` and
-            ``"grid"``, and ``grid_spacing``, the largest spacing of a grid-checked join, or None).
+            ``joins`` (the certificates of the merge paths that join the valleys' minima: counts by
+            ``"bound"``, proven ≤ u, and ``"grid"``, checked on the dense grid only — a path whose proven bound
+            lies above u counts here — and ``grid_spacing``, the largest spacing of those, or None).
         """
         valleys = self.valleys(level) if valleys is None else valleys
         where = {i: k for k, v in enumerate(valleys) for i in v}
