@@ -14,6 +14,9 @@ certificates stands behind a ``connected``:
   of budget (said in ``info["proof"]``).
 
 A ``not_found`` path holds a point above u (or not finite) that was evaluated: that claim is certain.
+Both claims hold in float64: a float32 loss within rounding of u (:func:`rounding_margin`) decides nothing
+by itself; the points where it falls are evaluated again in float64 (:func:`recheck`), and
+``info["decided_in"]`` names the precision that decided the status.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .._errors import LandscapeError
 from .._registry import Registry
 from ..problems.problem import Problem
 from .path import Path
+from ._rounding import precision, rounding_margin
 from .proof import prove_below
 
 #: How :func:`certify` may back a ``connected``: ``"auto"`` proves where the problem can bound its loss
@@ -161,7 +165,8 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
     Path
         A copy with ``dense_max_loss``, ``dense_argmax`` (its position t), ``resolution``, ``status``,
         ``level``, ``certificate``, ``bound`` (the proven upper bound) or ``spacing`` (the grid's) set,
-        ``losses`` re-evaluated at the knots, ``info["proof"]`` when a proof was tried, and
+        ``losses`` re-evaluated at the knots, ``info["proof"]`` when a proof was tried,
+        ``info["decided_in"]`` (the precision that decided the status; see :func:`recheck`), and
         ``evaluations`` increased by every loss evaluated here.
     """
     CERTIFICATES.lookup(certificate)
@@ -174,6 +179,7 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
                              f"dense losses of a {path.n_points}-point path at resolution {resolution}")
     level = path.level if level is None else float(level)
     info = dict(path.info)
+    samples = None
     finite = torch.isfinite(values)
     if not finite.all():  # a point where the loss is not finite is not below any level
         where = int(torch.nonzero(~finite)[0])
@@ -183,19 +189,22 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
         if zoomed is not None and spent == 0 and zoom == ZOOM_PASSES:
             (peak, where), extra = zoomed, 0
         else:
+            samples = []  # the zoom's points, for the float64 recheck near u
             peak, where, extra = (float(v[0]) for v in refine_maximum(problem.loss, path.points[None], values[None],
-                                                                      resolution, passes=zoom))
+                                                                      resolution, passes=zoom, seen=samples))
         spent += int(extra)
-        seg = min(int(where), path.n_points - 2)
-        argmax_t = float(path.t[seg] + (where - seg) * (path.t[seg + 1] - path.t[seg]))
+        argmax_t = _t_at(path, where)
     checked = replace(path, losses=values[::resolution].clone(), level=level, status=verdict(peak, level),
                       dense_max_loss=peak, dense_argmax=argmax_t, resolution=resolution,
                       evaluations=path.evaluations + spent, info=info)
-    return settle(problem, checked, certificate=certificate, budget=budget)
+    return settle(problem, checked, certificate=certificate, budget=budget, values=values, samples=samples)
 
 
-def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: int | None = None) -> Path:
+def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: int | None = None,
+           values: torch.Tensor | None = None, samples: list | None = None) -> Path:
     """Back the claim of a densely checked path: prove it where the problem can, else keep the dense check.
+
+    A dense maximum within rounding of the level is first decided in float64 (:func:`recheck`).
 
     Parameters
     ----------
@@ -205,16 +214,20 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
     certificate : {"auto", "bound", "grid"}
     budget : int, optional
         See :func:`certify`.
+    values, samples : optional
+        The dense check's grid and zoom, for :func:`recheck` (evaluated again there, only when needed, if not
+        given).
 
     Returns
     -------
     Path
-        A copy with ``certificate``, ``bound`` and ``spacing`` set (see :func:`certify`).
+        A copy with ``certificate``, ``bound``, ``spacing`` and ``info["decided_in"]`` set (see :func:`certify`).
     """
     CERTIFICATES.lookup(certificate)
     spacing = float((path.points[1:] - path.points[:-1]).norm(dim=1).max()) / path.resolution
     if path.level is None:
         return replace(path, certificate=None, bound=None, spacing=spacing)
+    path = recheck(problem, path, values=values, samples=samples)
     status, peak, argmax_t = path.status, path.dense_max_loss, path.dense_argmax
     info = {k: v for k, v in path.info.items() if k != "proof"}  # a proof of another level says nothing here
     used, bound, spent = "grid", None, 0
@@ -228,10 +241,10 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
             info["proof"] = proof.summary()
         else:  # the dense check stands, and the result says why
             info["proof"] = {"status": "unsupported", "reason": proof.reason}
-        if proof.status == "proven":
-            used, bound = "bound", proof.bound
+        if proof.status == "proven":  # the bounds are computed in float64
+            used, bound, info["decided_in"] = "bound", proof.bound, "float64"
         elif proof.status == "refuted":
-            used, status = "bound", "not_found"
+            used, status, info["decided_in"] = "bound", "not_found", proof.witness["decided_in"]
             found = proof.witness["loss"]
             peak = max(peak, found) if math.isfinite(found) else float("inf")
             argmax_t = _position(path, proof.witness)
@@ -241,13 +254,113 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
 
 def _position(path: Path, witness: dict) -> float:
     """The position t along the path of a proof's witness (a segment and a position in it)."""
-    seg = witness["segment"]
-    return float(path.t[seg] + witness["t"] * (path.t[seg + 1] - path.t[seg]))
+    return _t_at(path, witness["segment"] + witness["t"])
+
+
+def _t_at(path: Path, where: float) -> float:
+    """The position t along the path of a point ``where`` knot units from its start (segment + fraction)."""
+    seg = min(int(where), path.n_points - 2)
+    return float(path.t[seg] + (where - seg) * (path.t[seg + 1] - path.t[seg]))
+
+
+def recheck(problem: Problem, path: Path, *, values: torch.Tensor | None = None, samples: list | None = None,
+            zoom: int = ZOOM_PASSES) -> Path:
+    """Decide in float64 a densely checked path whose max loss lies within rounding of its level.
+
+    Every checked point (grid and zoom) whose loss lies in (u − m, u + m], m = :func:`rounding_margin`, is
+    evaluated again in float64 at its exact place on the path (the knots interpolated in float64), all in
+    one batched call (blocked as :func:`dense_losses` on a large network). The status, the max loss and
+    its position then follow from those float64 losses and from the others' (below u − m: below u whatever
+    their rounding). A path in float64, without a level, not finite, or whose max lies farther than m from
+    u is decided as it is.
+
+    Parameters
+    ----------
+    problem : Problem
+    path : Path
+        Checked densely (``dense_max_loss``, ``resolution``, ``level`` set).
+    values : Tensor, shape ((N − 1)·resolution + 1,), optional
+        The grid's losses (:func:`dense_losses`); evaluated again, only when needed, if not given.
+    samples : list, optional
+        The zoom's points as :func:`refine_maximum` records them (``seen``); the zoom runs again, only
+        when needed, if not given.
+    zoom : int
+        The zoom's passes when it runs again.
+
+    Returns
+    -------
+    Path
+        A copy with ``info["decided_in"]`` set: ``"float64"`` when float64 losses decided the status, else
+        the path's dtype. When points were evaluated again, ``status``, ``dense_max_loss`` and
+        ``dense_argmax`` are those of the float64 losses, ``evaluations`` counts every loss evaluated here,
+        and ``info["rounding"]`` says ``margin``, ``points`` (evaluated in float64), ``max_loss_before``
+        (in the path's dtype) and ``largest_change`` (the largest |float64 − float32| seen).
+    """
+    info = {k: v for k, v in path.info.items() if k not in ("decided_in", "rounding")}  # of an earlier check
+    level, peak = path.level, path.dense_max_loss
+    if level is None:
+        return replace(path, info=info)
+    own = precision(path.points.dtype)
+    info["decided_in"] = own
+    margin = rounding_margin(level, path.points.dtype)
+    if not (math.isfinite(peak) and level - margin < peak <= level + margin):  # never for float64 (m = 0)
+        return replace(path, info=info)
+    r, spent = path.resolution, 0
+    if values is None:
+        values = dense_losses(problem, path.points, r)
+        spent += int(values.shape[0])
+    if samples is None:
+        samples = []
+        spent += int(refine_maximum(problem.loss, path.points[None], values[None], r, passes=zoom, seen=samples)[2][0])
+    where = torch.cat([torch.arange(values.shape[0], dtype=torch.float64) / r] + [s[1] for s in samples])
+    loss = torch.cat([values.to(torch.float64).cpu().nan_to_num(nan=math.inf)] + [s[2] for s in samples])
+    near = (loss > level - margin) & (loss <= level + margin)
+    before, change = path.dense_max_loss, 0.0
+    if near.any():
+        exact = float64_losses(problem, path.points, where[near]).nan_to_num(nan=math.inf)
+        change = float((exact - loss[near]).abs().max())
+        loss[near] = exact
+    k = int(loss.argmax())
+    peak = float(loss[k])
+    status = verdict(peak, level)
+    if status == "connected" or bool(near[k]):
+        info["decided_in"] = "float64"
+    info["rounding"] = {"margin": margin, "points": int(near.sum()), "max_loss_before": before,
+                        "largest_change": change}
+    return replace(path, status=status, dense_max_loss=peak, dense_argmax=_t_at(path, float(where[k])),
+                   evaluations=path.evaluations + spent + int(near.sum()), info=info)
+
+
+def float64_losses(problem: Problem, knots: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """The loss in float64 at points of a polyline, given in knot units (segment + fraction).
+
+    The knots are interpolated in float64 (the exact points of the path, as the proof bounds them); the
+    points go in one batched call, in blocks of :data:`DENSE_BLOCK_BYTES` on a large network.
+
+    Parameters
+    ----------
+    problem : Problem
+    knots : Tensor, shape (N, D)
+    where : Tensor, shape (K,)
+        Positions in [0, N − 1].
+
+    Returns
+    -------
+    Tensor (float64, CPU), shape (K,)
+    """
+    k64 = knots.detach().to(torch.float64)
+    where = where.to(device=k64.device, dtype=torch.float64)
+    seg = where.floor().long().clamp(0, k64.shape[0] - 2)
+    frac = (where - seg)[:, None]
+    block = _segments_per_block(problem, k64, 1)
+    out = [problem.loss(k64[s] + f * (k64[s + 1] - k64[s])) for s, f in zip(seg.split(block), frac.split(block))]
+    return torch.cat(out).to(torch.float64).cpu() if out else torch.empty(0, dtype=torch.float64)
 
 
 def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution: int, *,
                    passes: int = ZOOM_PASSES, candidates: int = ZOOM_CANDIDATES,
-                   subdivisions: int = ZOOM_POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   subdivisions: int = ZOOM_POINTS, seen: list | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The max loss along P polylines at once, from their dense grids refined around the top local maxima.
 
     Each pass re-samples ``2·subdivisions`` points around each of the ``candidates`` highest local
@@ -263,6 +376,9 @@ def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution:
     values : Tensor, shape (P, (N − 1)·resolution + 1)
         Their dense losses (the points of :func:`landscape.paths.path.interpolate`, row by row).
     resolution : int
+    seen : list, optional
+        When given, each pass appends ``(rows, where, losses)`` (CPU tensors of one length: the row, the position
+        in knot units and the loss, NaN as inf, of every point it evaluated), for :func:`recheck`.
 
     Returns
     -------
@@ -300,6 +416,9 @@ def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution:
         got[valid] = loss(sample).to(torch.float64).cpu().reshape(-1, steps.numel())
         spent += valid.sum(1) * steps.numel()
         got = torch.nan_to_num(got, nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))  # NaN: not below
+        if seen is not None:
+            seen.append((torch.arange(p)[:, None, None].expand_as(at)[valid].reshape(-1), at[valid].reshape(-1),
+                         got[valid].reshape(-1)))
         top, arg = got.max(2)
         pos = torch.where(top > current, at.gather(2, arg[..., None])[..., 0], pos)
         current = torch.maximum(top, current)

@@ -7,6 +7,10 @@ A piece whose bound is ≤ u is settled. Every other piece has its midpoint eval
 The path is *proven* when every piece is settled, *refuted* at the first such midpoint, and
 *undecided* when the budget of pieces runs out, which happens where the path's maximum sits within
 rounding distance of u or where the bounds cannot shrink (a non-finite loss).
+
+Midpoints are evaluated in the path's dtype; one whose loss lies within rounding of u
+(:func:`~landscape.paths._rounding.rounding_margin`) is evaluated again in float64 before it refutes the
+path or lets its piece be halved, so a refutation holds in float64 (the witness says which precision found it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 
 from ..problems.memory import point_bytes
 from ..problems.problem import Problem
+from ._rounding import precision, rounding_margin
 
 #: Statuses of a proof attempt.
 PROOF_STATUSES = ("proven", "refuted", "undecided", "unsupported")
@@ -63,7 +68,10 @@ class Proof:
     rounds : int
     seconds : float
     witness : dict or None
-        Refuted: ``segment`` (index), ``t`` (position in it, 0-1) and ``loss`` of a point above the level.
+        Refuted: ``segment`` (index), ``t`` (position in it, 0-1) and ``loss`` of a point above the level, and
+        ``decided_in``, the precision of that loss (``"float64"`` where the path's dtype was within rounding).
+    rechecked : int
+        Midpoints within rounding of the level evaluated again in float64 (counted in ``evaluations`` too).
     reason : str or None
         Unsupported: why the problem has no bounds (:meth:`Problem.bounds_unavailable`).
     budget : int or None
@@ -80,12 +88,13 @@ class Proof:
     witness: dict | None = None
     reason: str | None = None
     budget: int | None = None
+    rechecked: int = 0
 
     def summary(self) -> dict:
         """JSON-able figures."""
         return {"status": self.status, "level": self.level, "bound": self.bound, "pieces": self.pieces,
                 "evaluations": self.evaluations, "rounds": self.rounds, "seconds": self.seconds,
-                "witness": self.witness, "reason": self.reason, "budget": self.budget}
+                "witness": self.witness, "reason": self.reason, "budget": self.budget, "rechecked": self.rechecked}
 
 
 def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget: int | None = None,
@@ -118,6 +127,7 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
     t0 = torch.arange(start, dtype=torch.float64, device=points.device).repeat(n_seg) / start
     t1 = t0 + 1.0 / start
     out = Proof("proven", float(level), float("-inf"), budget=budget)
+    margin = rounding_margin(level, points.dtype)  # 0 for float64 points: nothing to evaluate again
     per = max(1, PIECE_BYTES // (8 * 3 * p64.shape[1]))  # pieces whose ends are held at once (big networks)
     worst = float("inf")  # the largest bound still open
     while seg.numel():
@@ -144,11 +154,19 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
         losses = torch.cat([problem.loss(_at(p64, seg[i:i + per], mid[i:i + per]).to(points.dtype)).to(torch.float64)
                             for i in range(0, seg.numel(), per)])
         out.evaluations += seg.numel()
+        near = (losses > level - margin) & (losses <= level + margin)  # rounding decides nothing there
+        if near.any():
+            which = torch.nonzero(near).flatten()
+            losses[which] = torch.cat([problem.loss(_at(p64, seg[which[i:i + per]], mid[which[i:i + per]]))
+                                       for i in range(0, which.numel(), per)]).to(losses)
+            out.evaluations += which.numel()
+            out.rechecked += which.numel()
         above = ~(losses <= level)  # NaN counts as above: it is not below
         if above.any():
             k = int(torch.nonzero(above)[0])
             out.status, out.bound = "refuted", float("inf")
-            out.witness = {"segment": int(seg[k]), "t": float(mid[k]), "loss": float(losses[k])}
+            out.witness = {"segment": int(seg[k]), "t": float(mid[k]), "loss": float(losses[k]),
+                           "decided_in": "float64" if near[k] else precision(points.dtype)}
             break
         seg, t0, t1 = seg.repeat(2), torch.cat([t0, mid]), torch.cat([mid, t1])
     out.seconds = time.perf_counter() - clock

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from .._errors import LandscapeError
 from .._registry import Registry
 
 # Each takes outputs [k, N, C] and targets [k, N] or [k, N, C]; returns [k].
@@ -34,6 +35,38 @@ def exponential(out, y):
 
 #: Loss functions by name; ``y`` is a class index for cross-entropy and ±1 for exponential.
 LOSSES = Registry("loss", (cross_entropy, mse, l1, exponential), shared=("out", "y"))
+
+
+def check_targets(loss, y, *, split: str = "train") -> None:
+    """Refuse targets a named loss is not defined for: the exponential loss needs labels ±1.
+
+    exp(−y·f(x)) is the margin loss of labels y = ±1, and its bound over a segment
+    (:mod:`landscape.problems.bounds`) widens the exponent by the radius of f(x) alone, which holds for
+    |y| = 1 only: labels 0 (a constant loss of 1) or 2 (a bound that is not one) are a mistake.
+
+    Parameters
+    ----------
+    loss : str or callable
+        The problem's loss (a key of :data:`LOSSES`); a callable is the user's own and is not checked.
+    y : Tensor
+        The targets of one data split.
+    split : str
+        Its name, for the message.
+
+    Raises
+    ------
+    LandscapeError
+        One line naming the split, the labels found and the fix.
+    """
+    if loss != "exponential":
+        return
+    y = torch.as_tensor(y)
+    bad = ~((y == 1) | (y == -1))
+    if bool(bad.any()):
+        found = torch.unique(y[bad].to(torch.float64))
+        shown = ", ".join(f"{v:g}" for v in found[:4].tolist()) + (", ..." if found.numel() > 4 else "")
+        raise LandscapeError(f"the exponential loss needs labels -1 and +1, but the {split} targets hold {shown}; "
+                             "map labels 0/1 to -1/+1 with y = 2 * y - 1")
 
 
 # ---------------------------------------------------------------- with their gradients, feature-major
