@@ -180,7 +180,7 @@ def real_cnn(n_images: int = 5000, *, data_seed: int = 0):
     from sklearn.datasets import load_digits
     from torch import nn
 
-    from .problems.module import from_module
+    from .problems.user import from_module
 
     xs, ys = load_digits(return_X_y=True)
     x = torch.nn.functional.interpolate(torch.tensor(xs, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0,

@@ -242,12 +242,13 @@ class NetworkProblem(Problem):
             grad[:, mask] += self.weight_decay * thetas[:, mask]
         return value, grad
 
-    def segment_bounds(self, start, end, *, split="train"):
+    def segment_bounds(self, start, end, *, split="train", at_once=False):
         """Upper bounds of the loss over whole segments; see :meth:`Problem.segment_bounds`.
 
         Plain MLPs run the hand-batched propagation of :mod:`.bounds`; other modules a ``torch.fx`` trace
         (:mod:`.traced`: convolutions, pooling, residual additions, frozen BatchNorm, ...). None where
-        :meth:`bounds_unavailable` gives a reason.
+        :meth:`bounds_unavailable` gives a reason. ``at_once``: all pieces in one propagation, however large
+        (the differential check bounds two or more together), else as many as fit :data:`.bounds.BOUND_BYTES`.
         """
         if self.bounds_unavailable() is not None:
             return None
@@ -255,7 +256,7 @@ class NetworkProblem(Problem):
         end, _ = self._check(end)
         data = self._device_data(split, start.device, torch.float64)
         width = max(self._widths + [data[0].shape[-1]]) if self._mlp is not None else 2 * self._act_numel
-        size = bounds.pieces_per_batch(data[0].shape[0], width, start.device)
+        size = start.shape[0] if at_once else bounds.pieces_per_batch(data[0].shape[0], width, start.device)
         run = functools.partial(bounds.mlp_segment_bounds, self._mlp) if self._mlp is not None else \
             functools.partial(traced_segment_bounds, self._traced[0])
         try:
@@ -305,41 +306,9 @@ class NetworkProblem(Problem):
             When even the generic evaluation differs from the module's own call: the module is then not a
             deterministic function of its parameters and inputs (random operations, state kept between calls).
         """
-        from . import capture
-        import hashlib
+        from .capture import check_and_settle
 
-        points, _ = self._check(points)
-        digests = [hashlib.blake2b(p.detach().cpu().to(torch.float64).numpy().tobytes(), digest_size=16).digest()
-                   for p in points]
-        fresh = [i for i, d in enumerate(digests) if d not in self._checked]
-        if not fresh:
-            return {}
-        report = capture.check(self, points[fresh], generator=generator)
-        while report["failed"]:
-            part, why = next(iter(report["failed"].items()))
-            if part == "bound":
-                self._bound_refused = f"the bound graph is not the module's function: {why}"
-                self.capture["notes"].append(self._bound_refused)
-            elif self._mlp is not None and part == "grad" and self._by_hand:
-                self._by_hand = False
-                self.capture["notes"].append(f"the written-out MLP gradient is not the module's: {why}; "
-                                             "autograd runs instead")
-            elif self._mlp is not None:
-                self._mlp, self._by_hand = None, False
-                named = dict(self.module_.named_parameters())
-                self._act_numel = measure_activations(self.module_, named, self._buffers, self._splits["train"][0][:1])
-                self.capture["notes"].append(f"the hand-batched MLP evaluator is not the module's function: {why}; "
-                                             "functional_call runs instead")
-            else:
-                raise LandscapeError(f"problem {self.name!r}: {why}, with torch.func.functional_call of the module "
-                                     "itself: its forward is not a deterministic function of its parameters and "
-                                     "inputs (random operations? state kept between calls?); make it one")
-            report = capture.check(self, points[fresh], generator=generator)
-        self._checked.update(digests[i] for i in fresh)
-        self.capture.update(evaluator=self.evaluator, points=self.capture["points"] + report["points"],
-                            seconds=self.capture["seconds"] + report["seconds"],
-                            **{k: report[k] for k in ("loss", "grad", "bound") if k in report})
-        return report
+        return check_and_settle(self, points, generator)
 
     def loss_on_plane(self, origin, directions, coords, *, split="train"):
         """Loss at ``origin + coords @ directions``; see :meth:`Problem.loss_on_plane`.
@@ -406,61 +375,3 @@ class NetworkProblem(Problem):
             bound = 1.0 / math.sqrt(fan_in)
             parts.append((torch.rand(size, generator=generator) * 2 - 1) * bound)
         return torch.cat(parts)
-
-
-def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_decay: float = 0.0,
-                name: str = "module", params: Mapping | None = None, bn: str | None = None) -> NetworkProblem:
-    """Build a :class:`Problem` from any ``nn.Module``.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The network. It is used functionally (``torch.func.functional_call``); it is not modified.
-    data : (Tensor, Tensor) or torch.utils.data.Dataset
-        Training inputs of shape (N, ...) and targets of shape (N, ...); or a map-style dataset whose
-        items are ``(x, y)`` pairs, read once into tensors (the loss is the mean over all of it; set
-        ``problem.sample_chunk`` to evaluate it a chunk of samples at a time).
-    loss : str or callable
-        A key of ``landscape.LOSSES`` or a function ``loss(output, target) -> scalar``.
-    test_data : (Tensor, Tensor), optional
-    weight_decay : float
-    bn : {"recompute", "frozen"}, optional
-        BatchNorm policy for models with BatchNorm layers (default ``"recompute"``; see :class:`NetworkProblem`).
-
-    Returns
-    -------
-    NetworkProblem
-        Its ``spec`` names the class only: such a problem is rebuilt by the user's own factory
-        (``--problem package.module:factory``), never from a file.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
-    >>> x = torch.randn(20, 3); y = x.sum(1, keepdim=True)
-    >>> problem = from_module(model, (x, y), "mse")
-    >>> problem.loss(problem.init(torch.Generator().manual_seed(0), n=5)).shape
-    torch.Size([5])
-    """
-    splits = {"train": as_tensors(data, "data")}
-    if test_data is not None:
-        splits["test"] = as_tensors(test_data, "test_data")
-    return NetworkProblem(name, dict(params or {"class": type(model).__name__}), model, splits, loss,
-                          weight_decay=weight_decay, bn=bn)
-
-
-def as_tensors(data, what: str) -> tuple:
-    """``(x, y)`` tensors from a pair of tensors or arrays, or from a map-style ``torch.utils.data.Dataset`` of pairs."""
-    from torch.utils.data import Dataset
-
-    if isinstance(data, Dataset):
-        try:
-            items = [data[i] for i in range(len(data))]
-            return tuple(torch.stack([torch.as_tensor(item[j]) for item in items]) for j in range(2))
-        except (TypeError, IndexError, RuntimeError) as err:
-            raise LandscapeError(f"{what}: a Dataset must have a length and (x, y) items of one shape each "
-                                 f"({type(err).__name__}: {err})") from None
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise LandscapeError(f"{what} must be (x, y) tensors or a torch.utils.data.Dataset of (x, y) items")
-    return tuple(data)

@@ -1,13 +1,18 @@
-"""User problems named like ``package.module:factory`` (as uvicorn names ``module:app``)."""
+"""Users' problems: built from any ``nn.Module`` (:func:`from_module`), or named like ``package.module:factory``
+(as uvicorn names ``module:app``)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
 
 from .._errors import LandscapeError
-from .module import from_module
+from .module import NetworkProblem
 from .problem import Problem
 
 
@@ -45,3 +50,61 @@ def load_user_problem(ref: str, **kwargs) -> Problem:
         problem.name = "user"
         problem.params = {"factory": ref, **problem.params, **kwargs}
     return problem
+
+
+def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_decay: float = 0.0,
+                name: str = "module", params: Mapping | None = None, bn: str | None = None) -> NetworkProblem:
+    """Build a :class:`Problem` from any ``nn.Module``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is used functionally (``torch.func.functional_call``); it is not modified.
+    data : (Tensor, Tensor) or torch.utils.data.Dataset
+        Training inputs of shape (N, ...) and targets of shape (N, ...); or a map-style dataset whose
+        items are ``(x, y)`` pairs, read once into tensors (the loss is the mean over all of it; set
+        ``problem.sample_chunk`` to evaluate it a chunk of samples at a time).
+    loss : str or callable
+        A key of ``landscape.LOSSES`` or a function ``loss(output, target) -> scalar``.
+    test_data : (Tensor, Tensor), optional
+    weight_decay : float
+    bn : {"recompute", "frozen"}, optional
+        BatchNorm policy for models with BatchNorm layers (default ``"recompute"``; see :class:`NetworkProblem`).
+
+    Returns
+    -------
+    NetworkProblem
+        Its ``spec`` names the class only: such a problem is rebuilt by the user's own factory
+        (``--problem package.module:factory``), never from a file.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    >>> x = torch.randn(20, 3); y = x.sum(1, keepdim=True)
+    >>> problem = from_module(model, (x, y), "mse")
+    >>> problem.loss(problem.init(torch.Generator().manual_seed(0), n=5)).shape
+    torch.Size([5])
+    """
+    splits = {"train": as_tensors(data, "data")}
+    if test_data is not None:
+        splits["test"] = as_tensors(test_data, "test_data")
+    return NetworkProblem(name, dict(params or {"class": type(model).__name__}), model, splits, loss,
+                          weight_decay=weight_decay, bn=bn)
+
+
+def as_tensors(data, what: str) -> tuple:
+    """``(x, y)`` tensors from a pair of tensors or arrays, or from a map-style ``torch.utils.data.Dataset`` of pairs."""
+    from torch.utils.data import Dataset
+
+    if isinstance(data, Dataset):
+        try:
+            items = [data[i] for i in range(len(data))]
+            return tuple(torch.stack([torch.as_tensor(item[j]) for item in items]) for j in range(2))
+        except (TypeError, IndexError, RuntimeError) as err:
+            raise LandscapeError(f"{what}: a Dataset must have a length and (x, y) items of one shape each "
+                                 f"({type(err).__name__}: {err})") from None
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise LandscapeError(f"{what} must be (x, y) tensors or a torch.utils.data.Dataset of (x, y) items")
+    return tuple(data)

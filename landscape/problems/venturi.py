@@ -197,10 +197,10 @@ class VenturiProblem(NetworkProblem):
             return Problem.loss_on_plane(self, origin, directions, coords, split=split)
         return super().loss_on_plane(origin, directions, coords, split=split)
 
-    def segment_bounds(self, start, end, *, split="train"):
+    def segment_bounds(self, start, end, *, split="train", at_once=False):
         if self.params.get("population"):
             return None  # no bound propagation through the closed form: certified by dense evaluation
-        return super().segment_bounds(start, end, split=split)
+        return super().segment_bounds(start, end, split=split, at_once=at_once)
 
     def check_capture(self, points, *, generator=None):
         if self.params.get("population"):  # its own closed form, not the module on samples: nothing to compare
