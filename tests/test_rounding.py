@@ -79,6 +79,20 @@ def test_a_float32_maximum_above_u_whose_float64_maximum_is_u_is_connected_in_fl
     assert path.evaluations == 33 + 2 * 16 + rounding["points"]
 
 
+def test_a_method_s_own_grid_and_zoom_are_reused_and_the_zoom_is_run_again_only_near_u():
+    """A string hands the certificate its last grid and zoomed peak (not the zoom's points): near u the zoom runs
+    again to find the points within rounding; far from u nothing is evaluated."""
+    problem = RoundedHill(UP)
+    path = hill_path(problem)
+    values = dense_losses(problem, path.points, 32)
+    peak, where, _ = (float(v[0]) for v in refine_maximum(problem.loss, path.points[None], values[None], 32))
+    near = landscape.certify(problem, path, UP, certificate="grid", values=values, zoomed=(peak, where))
+    assert near.status == "connected" and near.info["decided_in"] == "float64" and near.max_loss == UP
+    assert near.evaluations == 2 * 16 + near.info["rounding"]["points"]
+    far = landscape.certify(problem, path, 0.3, certificate="grid", values=values, zoomed=(peak, where))
+    assert far.status == "connected" and far.info["decided_in"] == "float32" and far.evaluations == 0
+
+
 def test_a_float32_maximum_at_u_whose_float64_maximum_is_above_u_is_not_found_in_float64():
     problem = RoundedHill(DOWN)
     path = landscape.certify(problem, hill_path(problem), 0.25, certificate="grid")

@@ -323,7 +323,7 @@ def recheck(problem: Problem, path: Path, *, values: torch.Tensor | None = None,
     k = int(loss.argmax())
     peak = float(loss[k])
     status = verdict(peak, level)
-    if status == "connected" or bool(near[k]):
+    if near.any() and (status == "connected" or bool(near[k])):  # else a float32 loss beyond the margin decided
         info["decided_in"] = "float64"
     info["rounding"] = {"margin": margin, "points": int(near.sum()), "max_loss_before": before,
                         "largest_change": change}
