@@ -238,6 +238,47 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
+class Context(nn.Module):
+    """GCNet-style: a per-channel context [N, C, 1, 1] added to a feature map, then a padded 3×3 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.ctx = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
+        self.fc = nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        c = self.ctx(h.mean((2, 3)))
+        h = h + c.view(c.size(0), 3, 1, 1)
+        return self.fc(torch.relu(self.conv2(h)).flatten(1))
+
+
+class Broadcasts(nn.Module):
+    """A per-sample gate [N, 1] added to features, a learned offset widening [N, 1] to [N, 4], a broadcast mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.out = nn.Linear(4, 1), nn.Linear(4, 1), nn.Linear(4, 6), nn.Linear(4, 3)
+        self.offset = nn.Parameter(torch.linspace(-1, 1, 4))
+
+    def forward(self, x):
+        h = x + self.a(x)
+        h = torch.relu(self.b(h) + self.offset) + torch.relu(self.c(h)).mean(1, keepdim=True)
+        return self.out(h)
+
+
+class KeywordsAndPool(nn.Module):
+    """Layers called with their input by keyword; MaxPool1d over the features of an [N, 8] value."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.pool, self.out = nn.Linear(4, 8), nn.MaxPool1d(2), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(input=self.pool(torch.relu(self.fc(input=x))))
+
+
 def reused_relu():
     act = nn.ReLU()
     return nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 6), act, nn.Linear(6, 3))
@@ -262,6 +303,9 @@ ZOO = {
     "layernorm": (Normed, (4,), "LayerNorm"),
     "attention": (Attention, (12,), "transpose"),
     "hooked": (hooked_mlp, (4,), "hook"),
+    "context_broadcast": (Context, (1, 4, 4), True),
+    "broadcasts": (Broadcasts, (4,), True),
+    "keywords_and_pool": (KeywordsAndPool, (4,), True),
     "basic_block_resnet": (lambda: ResNet(BasicBlock), (1, 6, 6), True),
     "bottleneck_resnet": (lambda: ResNet(Bottleneck, (2, 3)), (1, 6, 6), True),
 }
@@ -401,11 +445,90 @@ class Noisy(nn.Module):
         return self.fc(x) + 0.1 * torch.rand(1)
 
 
-@pytest.mark.parametrize("model, says", [(Counting, "not a deterministic function"), (Noisy, "cannot be evaluated")])
+@pytest.mark.parametrize("model, says", [(Counting, "not deterministic"), (Noisy, "cannot be evaluated")])
 def test_a_forward_that_is_not_a_function_is_refused_with_one_line(model, says):
     with pytest.raises(landscape.LandscapeError, match=says) as err:
         landscape.from_module(model(), data((4,)), "cross_entropy")
     assert "\n" not in str(err.value)
+
+
+def test_a_broadcast_context_keeps_its_bound_through_a_convolution():
+    """A remainder left at the context's [N, C, 1, 1] shape reached only the centre tap of the next 3×3 conv:
+    bounds fell below the loss at the segment's own end. Segments where only the context moves, centre taps 0."""
+    model = Context()
+    problem = landscape.from_module(model, data((1, 4, 4)), "cross_entropy")
+    x, y = problem.data("train")
+    g = torch.Generator().manual_seed(7)
+    for _ in range(40):
+        a = 2 * problem.init(g, n=1, dtype=torch.float64)[0]
+        problem.layout.unflatten(a)["conv2.weight"][:, :, 1, 1] = 0  # views into a
+        b = a.clone()
+        for name, view in problem.layout.unflatten(b).items():
+            if name.startswith("ctx.0."):
+                view += 4 * torch.randn(view.shape, generator=g, dtype=torch.float64)
+        assert not torch.equal(a, b) and float(problem.layout.unflatten(a)["conv2.weight"][0, 0, 1, 1]) == 0
+        mid = (a + b) / 2
+        bounds = problem.segment_bounds(torch.stack([a, a, mid]), torch.stack([b, mid, b]))
+        losses = [torch_loss(model, t, x, y) for t in (a, mid, b)]
+        assert float(bounds[0]) >= max(losses) and float(bounds[1]) >= max(losses[:2])
+        assert float(bounds[2]) >= max(losses[1:])
+
+
+def test_models_beyond_the_bound_get_the_modules_loss_or_one_line():
+    x, y = data((4,))
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head = nn.Linear(4, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            f = torch.relu(self.fc(x))
+            return self.head(f), f
+
+    model = Pair()
+    problem = landscape.from_module(model, (x, y), lambda out, t: F.cross_entropy(out[0], t))
+    theta = points(problem, 1)[0]
+    m = copy.deepcopy(model).double()
+    with torch.no_grad():
+        nn.utils.vector_to_parameters(theta, m.parameters())
+        assert float(problem.loss(theta)) == pytest.approx(float(F.cross_entropy(m(x.double())[0], y)), rel=1e-12)
+    cases = [(Pair(), (x, y), "cross_entropy", "one tensor of outputs"),
+             (nn.Sequential(nn.Linear(4, 3)), (x, torch.softmax(torch.randn(N, 3), 1)), "cross_entropy",
+              "class indices"),
+             (nn.Conv1d(2, 3, 1), (torch.randn(N, 2, 5), torch.randint(0, 3, (N, 5))), "cross_entropy",
+              r"got outputs \(16, 3, 5\)")]
+
+    class Listed(nn.Module):  # a parameter also kept in a list: functional_call would not replace it there
+        def __init__(self):
+            super().__init__()
+            self.fc, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+            self.cache = [self.out.weight]
+
+        def forward(self, x):
+            return F.linear(torch.relu(self.fc(x)), self.cache[0], self.out.bias)
+
+    class TwiceNormed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn, self.out = nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.bn(self.fc(torch.relu(self.bn(x))))))
+
+    cases += [(Listed(), (x, y), "cross_entropy", "registered parameters"),
+              (TwiceNormed(), (x, y), "cross_entropy", "called more than once"),
+              (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 3)), (x, y),
+               "cross_entropy", "track_running_stats=True")]
+    for model, pair, loss, says in cases:
+        with pytest.raises(landscape.LandscapeError, match=says) as err:
+            landscape.from_module(model, pair, loss)
+        assert "\n" not in str(err.value)
+    frozen = landscape.from_module(TwiceNormed(), (x, y), "cross_entropy", bn="frozen")  # frozen: defined, proven
+    assert frozen.capture["loss"] <= 1 and frozen.bounds_unavailable() is None
+    wide = landscape.from_module(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)),
+                                 (torch.randn(N, 5, 3), torch.randn(N, 5, 2)), "mse")
+    assert wide.evaluator == "vmap" and wide.capture["loss"] <= 1  # the hand-batched MLP takes (N, features)
 
 
 def test_checked_points_are_checked_once():

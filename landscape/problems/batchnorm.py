@@ -24,6 +24,34 @@ from torch.func import functional_call, vmap
 from .._errors import LandscapeError
 
 
+def norm_calls(module: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, int]:
+    """How many times one forward pass of ``module`` on ``x`` calls each BatchNorm layer ``names``; a layer that
+    keeps no running statistics (it normalizes every batch by its own) is a one-line error."""
+    counts = dict.fromkeys(names, 0)
+    for name in names:
+        if module.get_submodule(name).running_mean is None:
+            raise LandscapeError(f"BatchNorm layer {name} keeps no running statistics (track_running_stats=False): "
+                                 "its output depends on the batch it is given; build it with track_running_stats=True")
+    if not names:
+        return counts
+
+    def hook(name):
+        def count(*_):
+            counts[name] += 1
+        return count
+
+    handles = [module.get_submodule(name).register_forward_pre_hook(hook(name)) for name in names]
+    try:
+        with torch.no_grad():
+            module(x)
+    except Exception as err:  # noqa: BLE001 - the user's model and data do not fit: said in one line
+        raise LandscapeError(f"the model cannot run on the data (input shape {tuple(x.shape[1:])}): {err}") from None
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
 class Tape:
     """Statistics of a forward pass: recorded per layer while ``collecting``, read back afterwards."""
 
@@ -215,7 +243,7 @@ def _given_loss(problem, module, theta, stats, counts, x, y):
         tape.stats = {name: (m, v * counts[name] / max(counts[name] - 1, 1)) for name, (m, v) in s.items()}
         with tape.active(module):
             out = functional_call(module, unflatten(t), (x,))
-        return problem._batched_loss(out.unsqueeze(0), y.unsqueeze(0))[0]
+        return problem._one_loss(out, y)
 
     unflatten = problem.layout.unflatten
     return vmap(one)(theta, stats)

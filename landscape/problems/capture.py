@@ -7,15 +7,16 @@ likely; this check makes it tested, at every problem built from a module and at 
 connection, and catches the slips no reading sees (``x += y`` on a value used elsewhere, state kept between
 calls). It compares, at each point θ:
 
-- the loss of :meth:`Problem.loss` with the module's own call ``module(x)`` (``torch.func.functional_call``, hooks
-  included; with recomputed BatchNorm a deep copy whose BatchNorm layers are reset, run once in training mode on
-  the training split with ``momentum=None``, then evaluated: what torch itself computes) and torch's own loss
-  (``F.cross_entropy``, ``F.mse_loss``, ``F.l1_loss``, or the user's function);
+- the loss of :meth:`Problem.loss` with the module's own call: a deep copy holding θ in its parameters, called as
+  ``copy(x)`` (hooks included; a parameter also kept in a list is θ there too; with recomputed BatchNorm its
+  BatchNorm layers reset, run once in training mode on the training split with ``momentum=None``, then evaluated:
+  what torch itself computes), and torch's own loss (``F.cross_entropy``, ``F.mse_loss``, ``F.l1_loss``, or the
+  user's function);
 - the gradient of :meth:`Problem.loss_and_grad` with autograd through that call (not for recomputed BatchNorm,
   whose statistics torch updates outside autograd);
 - where the problem bounds its loss, the bound of the zero-length pieces [θ, θ], two or more bounded together
-  (the bound graph's centre: it must equal the loss, up to the bound's rounding guard), and of short pieces
-  from θ to a nearby point (at least the loss at both ends and the midpoint).
+  (the bound graph's centre: it must equal the loss, up to the bound's rounding guard), and of pieces from θ to a
+  nearby and a farther point (at least the loss at both ends and the midpoint).
 
 All in float64, on :data:`SAMPLES` training samples at most: the tolerance is what float64 rounding warrants
 (:data:`RTOL` relative, plus :data:`ATOL` times the size of the outputs), far below any difference between two
@@ -31,7 +32,6 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from .._errors import LandscapeError
 from .bounds import ROUNDING
@@ -39,8 +39,9 @@ from .bounds import ROUNDING
 #: Relative and absolute (times 1 + the largest |output|) tolerances of the loss; the gradient's are 100× wider
 #: in absolute terms (a sum over samples of products). Float64 gives ~1e-15; a different function ≫ 1e-8.
 RTOL, ATOL = 1e-10, 1e-12
-#: Points near each checked point: θ + NEAR·rms(θ)·z, z standard normal.
-NEAR = 1e-2
+#: Points near each checked point: θ + NEAR·rms(θ)·z, z standard normal; and farther along the same z (FAR), the
+#: ends of the longer pieces whose bound is checked too.
+NEAR, FAR = 1e-2, 0.3
 #: Training samples the check runs on: a fixed random subset (:meth:`Problem.subset`, seed 0) of a larger split.
 #: The check compares two computations of one function, row by row the same code: a few dozen inputs show a
 #: difference as well as thousands, at a fraction of the cost (a 1M-parameter CNN's bound graph in float64 costs
@@ -67,7 +68,9 @@ def _float64(t: torch.Tensor) -> torch.Tensor:
 
 
 def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool = True):
-    """The module's own loss (and autograd gradient) at each θ, float64, on the CPU.
+    """The module's own loss (and autograd gradient) at each θ, float64, on the CPU: a deep copy of the module
+    with θ copied into its parameters in place (so a parameter also held elsewhere, in a list or an attribute,
+    is θ there too, as torch's own ``vector_to_parameters`` would have it), called as ``copy(x)``.
 
     Returns
     -------
@@ -76,43 +79,66 @@ def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool
     scale : float
         1 + the largest |output| seen (sets the absolute tolerance).
     """
-    module, loss = problem.module_, problem._loss_ref
+    m = copy.deepcopy(problem.module_).to(torch.float64)
+    names = problem.layout.names
+    params = [m.get_parameter(name) for name in names]
     x, y = (_float64(t) for t in problem.data(split))
-    buffers = {k: _float64(v) for k, v in problem._buffers.items()}
     recompute = problem.bn == "recompute"
     grad = grad and not recompute
     values, grads, scale = [], [], 1.0
     for theta in thetas.detach().cpu().to(torch.float64):
-        t = theta.clone().requires_grad_(grad)
+        with torch.no_grad():
+            for p, value in zip(params, problem.layout.unflatten(theta).values()):
+                p.copy_(value)
+                p.requires_grad_(grad)
+            if recompute:
+                _recompute_statistics(m, _float64(problem.data("train")[0]))
         with torch.set_grad_enabled(grad):
-            params = problem.layout.unflatten(t)
-            out = _recomputed(problem, params, x) if recompute else functional_call(module, (params, buffers), (x,))
-            value = _torch_loss(loss, out, y)
+            out = m(x)
+            _check_output(problem, out, y)
+            value = _torch_loss(problem._loss_ref, out, y)
             if problem.weight_decay:
-                value = value + 0.5 * problem.weight_decay * t[problem._decay].pow(2).sum()
-        scale = max(scale, 1.0 + float(out.detach().abs().max()))
+                value = value + 0.5 * problem.weight_decay * sum(p.pow(2).sum() for name, p in zip(names, params)
+                                                                 if name.endswith("weight"))
+        if isinstance(out, torch.Tensor):
+            scale = max(scale, 1.0 + float(out.detach().abs().max()))
         values.append(value.detach())
         if grad:
-            grads.append(torch.autograd.grad(value, t)[0])
+            grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params, allow_unused=True,
+                                                                               materialize_grads=True)]))
     return torch.stack(values), torch.stack(grads) if grad else None, scale
 
 
-def _recomputed(problem, params, x):
+def _recompute_statistics(m, x_train):
     """What torch computes with statistics recomputed at θ: reset BatchNorm layers, ``momentum=None``, one
     training-mode pass over the training split, then evaluation mode."""
-    m = copy.deepcopy(problem.module_).to(torch.float64)
-    with torch.no_grad():
-        for name, value in params.items():
-            m.get_parameter(name).copy_(value)
-        norms = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-        for b in norms:
-            b.reset_running_stats()
-            b.momentum = None
-            b.train()
-        m(_float64(problem.data("train")[0]))
-        for b in norms:
-            b.eval()
-        return m(x)
+    norms = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    for b in norms:
+        b.reset_running_stats()
+        b.momentum = None
+        b.train()
+    m(x_train)
+    for b in norms:
+        b.eval()
+
+
+def _check_output(problem, out, y):
+    """A named loss takes one tensor of outputs shaped as it expects; anything else is a one-line error."""
+    name = problem._loss_ref
+    if not isinstance(name, str):
+        return
+    what = f"problem {problem.name!r}: the loss {name!r} needs"
+    if not isinstance(out, torch.Tensor):
+        raise LandscapeError(f"{what} one tensor of outputs, the model returns a {type(out).__name__}; pass a loss "
+                             "function loss(output, target) instead")
+    if name == "cross_entropy" and (out.dim() != 2 or y.dim() != 1 or y.is_floating_point()
+                                    and not bool((y == y.round()).all())):
+        raise LandscapeError(f"{what} outputs (N, classes) and class indices (N,), got outputs "
+                             f"{tuple(out.shape)} and targets {tuple(y.shape)}; pass a loss function for other shapes "
+                             "(e.g. lambda out, y: torch.nn.functional.cross_entropy(out, y))")
+    if name != "cross_entropy" and out.numel() != y.numel():
+        raise LandscapeError(f"{what} one target per output, got outputs {tuple(out.shape)} and targets "
+                             f"{tuple(y.shape)}")
 
 
 def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = None) -> dict:
@@ -133,17 +159,29 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
     report, failed = {"points": int(thetas.shape[0])}, {}
     try:
         ref, ref_grad, scale = reference(problem, thetas)
-    except Exception as err:  # noqa: BLE001 - the module's own call failing in float64 is reported, not fatal
-        report.update(loss=f"not compared: the module does not run in float64 ({type(err).__name__}: {err})",
-                      failed={}, seconds=time.perf_counter() - began)
-        return report
+    except LandscapeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the module's own call failing in float64: said in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise LandscapeError(f"problem {problem.name!r}: the model does not run in float64 ({type(err).__name__}: "
+                             f"{first}); landscape checks and proves in float64: let forward follow the dtype of "
+                             "its parameters and inputs") from None
+    finite = torch.isfinite(ref)
+    if not bool(finite.all()):
+        report["not_finite"] = int((~finite).sum())
+        if not bool(finite.any()):
+            report.update(loss="not compared: the loss is not finite at the checked points", failed={},
+                          seconds=time.perf_counter() - began)
+            return report
     try:
         fast = problem.loss(thetas)
     except RuntimeError as err:  # e.g. random operations or .item() under vmap
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LandscapeError(f"problem {problem.name!r}: the model cannot be evaluated batched ({first}); "
-                             "make forward a deterministic function of its parameters and inputs") from None
-    report["loss"] = float(((fast - ref).abs() / (RTOL * ref.abs() + ATOL * scale)).max())
+        raise LandscapeError(f"problem {problem.name!r}: the model cannot be evaluated batched ({first}); forward "
+                             "must be a deterministic function of its registered parameters, buffers and inputs") from None
+    # a non-finite fast value where torch's is finite counts as a difference
+    report["loss"] = float(torch.nan_to_num(((fast - ref).abs() / (RTOL * ref.abs() + ATOL * scale))[finite],
+                                            nan=math.inf).max())
     if report["loss"] > 1:
         i = int((fast - ref).abs().argmax())
         failed["loss"] = f"its loss {float(fast[i]):.10g} differs from the module's own {float(ref[i]):.10g}"
@@ -152,7 +190,7 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
     else:
         g = problem.loss_and_grad(thetas)[1]
         err = (g - ref_grad).abs().amax(1) / (RTOL * ref_grad.abs().amax(1) + 100 * ATOL * scale)
-        report["grad"] = float(err.max())
+        report["grad"] = float(torch.nan_to_num(err[finite], nan=math.inf).max())
         if report["grad"] > 1 and "loss" not in failed:
             failed["grad"] = (f"its gradient differs from autograd through the module's own forward by "
                               f"{float((g - ref_grad).abs().max()):.3g}")
@@ -180,14 +218,16 @@ def _check_bounds(problem, base, near, ref, scale, failed):
         failed["bound"] = (f"the bound graph gives {float(same[i]):.10g} on the zero-length piece at a point where "
                            f"the module's loss is {float(ref[i]):.10g}")
         return worst
-    mid, _, _ = reference(problem, (base + near) / 2, grad=False)
-    short = problem.segment_bounds(base, near)
-    if short is None:
+    # pieces to the nearby points and to points FAR away: the bound holds the loss at both ends and the midpoint
+    far = base + (FAR / NEAR) * (near - base)
+    ends, _, _ = reference(problem, torch.cat([far, (base + near) / 2, (base + far) / 2]), grad=False)
+    pieces = problem.segment_bounds(torch.cat([base, base]), torch.cat([near, far]))
+    if pieces is None:
         return f"not compared: {problem.bounds_unavailable()}"
-    need = torch.stack([ref[:k], ref[k:], mid]).max(0).values
-    if bool((short < need).any()):
-        i = int((need - short).argmax())
-        failed["bound"] = (f"the bound of a short piece, {float(short[i]):.10g}, lies below the module's loss on it, "
+    need = torch.stack([torch.cat([ref[:k], ref[:k]]), torch.cat([ref[k:], ends[:k]]), ends[k:]]).max(0).values
+    if bool((pieces < need).any()):
+        i = int((need - pieces).argmax())
+        failed["bound"] = (f"the bound of a piece, {float(pieces[i]):.10g}, lies below the module's loss on it, "
                            f"{float(need[i]):.10g}")
     return worst
 
@@ -224,8 +264,9 @@ def check_and_settle(problem, points: torch.Tensor, generator=None) -> dict:
                          "functional_call runs instead")
         else:
             raise LandscapeError(f"problem {problem.name!r}: {why}, with torch.func.functional_call of the module "
-                                 "itself: its forward is not a deterministic function of its parameters and inputs "
-                                 "(random operations? state kept between calls?); make it one")
+                                 "itself: forward uses a tensor functional_call does not replace (a parameter kept "
+                                 "in a list or a plain attribute?) or is not deterministic (random operations? state "
+                                 "kept between calls?); make it a function of its registered parameters and buffers")
         report = check(problem, points[fresh], generator=generator)
     problem._checked.update(digests[i] for i in fresh)
     problem.capture.update(evaluator=problem.evaluator, points=problem.capture["points"] + report["points"],

@@ -22,7 +22,7 @@ from torch.func import functional_call, vmap
 from . import bounds
 from .losses import LOSSES
 from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
-from .batchnorm import Tape, chunked_loss, chunked_statistics, recomputing_copy
+from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputing_copy
 from .footprint import measure_activations, saved_values
 from .._errors import LandscapeError
 from .._registry import Registry
@@ -85,10 +85,12 @@ class NetworkProblem(Problem):
         self._decay = torch.cat([torch.full((s,), name.endswith("weight")) for name, s in
                                  zip(self.layout.names, self.layout.sizes)])
         self._bn_layers = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._bn_calls = norm_calls(module, self._bn_layers, self._splits["train"][0][:2])
         self._bn = None
         self._recomputing = None
         self.bn = bn if bn is not None else ("recompute" if self._bn_layers else None)
-        self._mlp = mlp_plan(module)
+        # the hand-batched MLP takes inputs (N, features); other shapes run the generic path
+        self._mlp = mlp_plan(module) if self._splits["train"][0].dim() == 2 else None
         # a plain MLP with a named loss: its loss and gradient are computed by hand (mlp.mlp_loss_and_grad)
         self._by_hand = self._mlp is not None and isinstance(loss, str) and by_hand(self._mlp, loss)
         self._traced = None  # (traced plan, reason): traced when first asked for bounds
@@ -121,6 +123,11 @@ class NetworkProblem(Problem):
             raise LandscapeError(f"problem {self.name!r} has BatchNorm layers; choose a policy in {list(BN_POLICIES)}")
         if policy is not None:
             BN_POLICIES.lookup(policy)
+        again = [f"{name} ({k} calls)" for name, k in self._bn_calls.items() if k > 1]
+        if policy == "recompute" and again:
+            raise LandscapeError(f"problem {self.name!r}: BatchNorm layer {', '.join(again)} is called more than once "
+                                 "in forward; statistics recomputed at every point are defined for one call a layer: "
+                                 "use bn='frozen' (--bn frozen)")
         self._bn = policy
 
     @property
@@ -331,9 +338,15 @@ class NetworkProblem(Problem):
 
         def one(theta, xi, yi):
             out = functional_call(self.module_, (self.layout.unflatten(theta), buffers), (xi,))
-            return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
+            return self._one_loss(out, yi)
 
         return vmap(one)(thetas, x, y)
+
+    def _one_loss(self, out, y):
+        """The loss of one network's outputs (whatever a user's loss function takes: a tuple, a dict)."""
+        if not isinstance(self._loss_ref, str):
+            return self._loss_ref(out, y)
+        return self._batched_loss(out.unsqueeze(0), y.unsqueeze(0))[0]
 
     def _recomputed_loss(self, thetas, x, y):
         """Two passes per point: statistics over the training split, then the loss with them (vmapped)."""
@@ -347,7 +360,7 @@ class NetworkProblem(Problem):
                 functional_call(module, params, (stats_x,))
                 tape.collecting = False
                 out = functional_call(module, params, (xi,))
-            return self._batched_loss(out.unsqueeze(0), yi.unsqueeze(0))[0]
+            return self._one_loss(out, yi)
 
         return vmap(one)(thetas, x, y)
 

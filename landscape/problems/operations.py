@@ -195,7 +195,7 @@ def _max_pool(fn, adaptive=False):
         if _arg(a, k, 2 if adaptive else 6, "return_indices", False):
             raise Unsupported("max pooling returning indices")
         rest = {**k, "return_indices": True}
-        return rx.max_pool(w.model(a[0]), lambda t: fn(t, *a[1:], **rest))
+        return rx.max_pool(w.model(a[0]), lambda t: fn(t, *a[1:], **rest), int(fn.__name__[-2]))
     return handler
 
 

@@ -26,6 +26,14 @@ class Model:
     s_: torch.Tensor | None = None
     r: torch.Tensor | None = None
 
+    def __post_init__(self):
+        # every part at the value's own shape: a part left at a broadcast shape ([P·N, C, 1, 1] beside a
+        # [P·N, C, H, W] value) would pass through a convolution as a different tensor, and its bound be lost
+        for name in ("s_", "r"):
+            part = getattr(self, name)
+            if part is not None and part.shape != self.c.shape:
+                setattr(self, name, part.expand(self.c.shape).contiguous())
+
     def map(self, fn) -> "Model":
         """A linear map with non-negative weights applied to every part (exact)."""
         return Model(fn(self.c), None if self.s_ is None else fn(self.s_), None if self.r is None else fn(self.r))
@@ -81,13 +89,11 @@ def _trailing(v: torch.Tensor, dims: int) -> torch.Tensor:
     return v
 
 
-def rows(v: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    """A per-piece tensor [P, *S] broadcast, as torch broadcasts S against ``like``'s trailing dimensions, over
-    the P·N rows of a value shaped like ``like`` [P·N, ...]."""
-    v = _trailing(v, like.dim() - 1)
-    p, shape = v.shape[0], v.shape[1:]
-    view = v.reshape(p, 1, *([1] * (like.dim() - 1 - len(shape))), *shape)
-    return view.expand(p, n, *like.shape[1:]).reshape(like.shape)
+def _pieces(v: torch.Tensor, dims: int) -> torch.Tensor:
+    """A per-piece tensor [P, *S] as [P, 1, ..., *S], to broadcast against values laid out [P, N, ...] (``dims``
+    dimensions after the batch's)."""
+    v = _trailing(v, dims)
+    return v.reshape(v.shape[0], 1, *([1] * (dims - (v.dim() - 1))), *v.shape[1:])
 
 
 def elementwise(x: Model, wc, wh, n: int) -> Model:
@@ -102,8 +108,14 @@ def elementwise(x: Model, wc, wh, n: int) -> Model:
 
 
 def shift(x: Model, bc, bh, n: int, sign: float = 1.0) -> Model:
-    """x ± a parameter (b_c + s·b_h) broadcast over the rows."""
-    return Model(x.c + sign * rows(bc, n, x.c), add(x.s_, sign * rows(bh, n, x.c)), x.r)
+    """x ± a parameter (b_c + s·b_h) broadcast as torch broadcasts it (the result may be larger than x)."""
+    p, dims = bc.shape[0], x.c.dim() - 1
+
+    def plus(t, v):  # t [P·N, ...] as [P, N, ...] plus v [P, 1, ..., *S]
+        out = t.reshape(p, n, *t.shape[1:]) + sign * _pieces(v, dims)
+        return out.reshape(p * n, *out.shape[2:])
+
+    return Model(plus(x.c, bc), plus(torch.zeros_like(x.c) if x.s_ is None else x.s_, bh), x.r)
 
 
 def constant(k, like: torch.Tensor):
@@ -181,16 +193,18 @@ def frozen_norm(x: Model, mean, var, eps: float, centre, half, weight: str | Non
     return z
 
 
-def max_pool(x: Model, pool) -> Model:
-    """Max pooling: with j the window's largest centre, max_i v_i(s) lies between v_j(s) − r_j and v_j(s) + U,
-    U = max_i(c_i + |s_i| + r_i) − c_j + |s_j|; both sides hold for every s, and U → 0 as the piece shrinks."""
+def max_pool(x: Model, pool, spatial: int) -> Model:
+    """Max pooling over ``spatial`` trailing dimensions: with j the window's largest centre, max_i v_i(s) lies
+    between v_j(s) − r_j and v_j(s) + U, U = max_i(c_i + |s_i| + r_i) − c_j + |s_j|; both sides hold for every s,
+    and U → 0 as the piece shrinks. (A value with one dimension before the pooled ones is torch's unbatched form.)"""
     c, s_, r = x.full()
     top = pool(c + s_.abs() + r)[0]
     picked, idx = pool(c)
-    flat = idx.flatten(2)
+    lead = c.dim() - spatial  # the indices count within the pooled dimensions
+    flat = idx.flatten(lead)
 
     def at(t):
-        return t.flatten(2).gather(2, flat).view_as(picked)
+        return t.flatten(lead).gather(lead, flat).view_as(picked)
 
     sj, rj = at(s_), at(r)
     upper = top - picked + sj.abs()

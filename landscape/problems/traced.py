@@ -188,9 +188,10 @@ class _Walk:
             return rx.frozen_norm(x, m.running_mean, m.running_var, m.eps, c, h, weight, bias, n)
         if kind in MAX_POOLS:
             return rx.max_pool(x, lambda t: MAX_POOLS[kind](t, m.kernel_size, m.stride, m.padding, m.dilation,
-                                                             m.ceil_mode, return_indices=True))
+                                                             m.ceil_mode, return_indices=True), int(kind.__name__[-2]))
         if kind in ADAPTIVE_MAX:
-            return rx.max_pool(x, lambda t: ADAPTIVE_MAX[kind](t, m.output_size, return_indices=True))
+            return rx.max_pool(x, lambda t: ADAPTIVE_MAX[kind](t, m.output_size, return_indices=True),
+                               int(kind.__name__[-2]))
         if kind in POSITIVE:
             return self.reshaped(x, m)
         return rx.activate(x, activation(m))
@@ -280,7 +281,9 @@ def propagate(plan: Plan, params: tuple[dict, dict], x: torch.Tensor) -> Model:
         if from_batch and not shape_only:
             raise Unsupported("the batch size (x.size(0), x.shape[0]) used in arithmetic")
         if node.op == "call_module":
-            env[node.name] = walk.module(gm.get_submodule(node.target), walk.model(args[0]))
+            given = args[0] if len(args) == 1 and not kwargs else kwargs.get("input") if not args and \
+                set(kwargs) == {"input"} else None
+            env[node.name] = walk.module(gm.get_submodule(node.target), walk.model(given))
         else:
             rule = (FUNCTIONS if node.op == "call_function" else METHODS)[node.target]
             env[node.name] = rule.handler(walk, args, kwargs)
