@@ -21,10 +21,11 @@ def rounding_margin(level: float, dtype: torch.dtype) -> float:
     the per-sample terms it averages (cross-entropy's log-sum-exp at a trained minimum, whose logits are of
     order ten), the rounding is absolute instead, about one ulp of 1. Measured in float32 against float64 on
     the embedded problems (digits MLP and CNN, moons, teacher-student, deep linear, exponential; random points,
-    trained minima and the segments between them): at most 152 ulps relative at ordinary losses (the digits
-    CNN, loss 0.05), 640 ulps relative but under 0.1 ε absolute at losses near 1e-4, and never more than 0.22
-    of ε·(64|L| + 1). The margin is four times that expression: the worst rounding measured is under 1/18 of
-    it. A loss whose per-sample terms are far larger than their mean (a squared error of 1e-4 between outputs
+    trained minima and the segments between them): at losses ≥ 0.05 at most 18 ulps relative (the digits
+    CNN; 2 for the MLPs), at most 7.9 ε absolute (the digits CNN at loss 3.6); at trained minima up to 640
+    ulps relative (losses near 5e-5) but under 0.13 ε absolute; and never more than 0.22 of ε·(64|L| + 1)
+    (the digits CNN at loss 0.05). The margin is four times that expression: the worst rounding measured is
+    under 1/18 of it. A loss whose per-sample terms are far larger than their mean (a squared error of 1e-4 between outputs
     of order 100) can round by more; beyond the margin a float32 value decides.
 
     Parameters
