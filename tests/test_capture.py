@@ -516,7 +516,8 @@ def test_models_beyond_the_bound_get_the_modules_loss_or_one_line():
         def forward(self, x):
             return self.out(torch.relu(self.bn(self.fc(torch.relu(self.bn(x))))))
 
-    cases += [(Listed(), (x, y), "cross_entropy", "registered parameters"),
+    cases += [(nn.Linear(4, 1), (x, (y > 0).double()[:, None]), "exponential", "labels -1 and \\+1"),
+              (Listed(), (x, y), "cross_entropy", "registered parameters"),
               (TwiceNormed(), (x, y), "cross_entropy", "called more than once"),
               (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 3)), (x, y),
                "cross_entropy", "track_running_stats=True")]

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import bounds
-from .losses import LOSSES
+from .losses import LOSSES, check_targets
 from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
 from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputing_copy
 from .footprint import measure_activations, saved_values
@@ -76,6 +76,8 @@ class NetworkProblem(Problem):
         self._splits = {k: tuple(torch.as_tensor(t) for t in v) for k, v in splits.items()}
         if "train" not in self._splits:
             raise LandscapeError("a network problem needs a 'train' split of (x, y)")
+        for split, pair in self._splits.items():
+            check_targets(loss, pair[1], split=split)  # e.g. exponential-loss labels other than ±1
         self._loss_ref = loss  # what the differential check evaluates (torch's own loss for a name)
         if isinstance(loss, str):
             self.loss_name, self._batched_loss = loss, LOSSES.lookup(loss)
