@@ -618,3 +618,20 @@ def test_random_compositions_are_evaluated_exactly_and_proven_soundly(blocks, lo
     bound = problem.segment_bounds(a[None], b[None])
     if bound is not None:
         assert float(bound[0]) >= peak or not math.isfinite(float(bound[0]))
+
+
+def test_an_alignment_that_changes_the_function_is_refused():
+    """A hook adding a per-unit offset: the trace sees a plain Linear, so unit permutations look like symmetries;
+    the aligned point is checked against the module's outputs and refused in one line."""
+    x, y = data((4,))
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    offset = torch.linspace(-1, 1, 6)
+    model[0].register_forward_hook(lambda module, inputs, out: out + offset)
+    problem = landscape.from_module(model, (x, y), "cross_entropy")
+    a, b = points(problem, 2).float()
+    with pytest.raises(landscape.LandscapeError, match="changed the network's function") as err:
+        landscape.align(problem, a, b)
+    assert "\n" not in str(err.value)
+    plain = landscape.from_module(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), (x, y), "cross_entropy")
+    aligned = landscape.align(plain, a, b)  # a true symmetry passes the same check
+    assert float(plain.loss(aligned.theta.double())) == pytest.approx(float(plain.loss(b.double())), rel=1e-5)

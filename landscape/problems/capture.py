@@ -109,6 +109,32 @@ def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool
     return torch.stack(values), torch.stack(grads) if grad else None, scale
 
 
+def same_function(problem, before: torch.Tensor, after: torch.Tensor, *, rtol: float = 1e-5) -> str | None:
+    """Whether the module computes the same outputs at ``after`` as at ``before`` (K, D) on up to :data:`SAMPLES`
+    training samples, float64: None if so (within ``rtol`` of the outputs' size, for the rounding of a rescaled
+    float32 point), else a one-line description of the largest difference."""
+    view = problem.subset(SAMPLES) if problem.n_samples("train") > SAMPLES else problem
+    m = copy.deepcopy(view.module_).to(torch.float64)
+    params = [m.get_parameter(name) for name in view.layout.names]
+    x = _float64(view.data("train")[0])
+    outs = []
+    with torch.no_grad():
+        for theta in torch.cat([before.reshape(-1, view.dim), after.reshape(-1, view.dim)]).cpu().double():
+            for p, value in zip(params, view.layout.unflatten(theta).values()):
+                p.copy_(value)
+            if view.bn == "recompute":
+                _recompute_statistics(m, _float64(view.data("train")[0]))
+            out = m(x)
+            outs.append(out if isinstance(out, torch.Tensor) else torch.cat([t.reshape(-1) for t in
+                                                                           torch.utils._pytree.tree_leaves(out)]))
+    k = len(outs) // 2
+    for i in range(k):
+        gap = float((outs[i] - outs[k + i]).abs().max())
+        if gap > rtol * (1.0 + float(outs[i].abs().max())):
+            return f"the outputs differ by up to {gap:.3g} (largest output {float(outs[i].abs().max()):.3g})"
+    return None
+
+
 def _recompute_statistics(m, x_train):
     """What torch computes with statistics recomputed at θ: reset BatchNorm layers, ``momentum=None``, one
     training-mode pass over the training split, then evaluation mode."""

@@ -274,6 +274,14 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
     # b's balanced unit perm[j], moved to slot j, then un-balanced with a's factor of slot j
     scales = {g: sb[g].gather(-1, perms[g]) / sa[g] for g in sb}
     aligned = sym.transform(b, perms, scales)
+    if hasattr(problem, "module_") and method != "none":  # a symmetry is a claim: the module's outputs must agree
+        from ..problems.capture import same_function
+
+        changed = same_function(problem, b, aligned)
+        if changed is not None:
+            raise LandscapeError(f"aligning changed the network's function ({changed}): the symmetry derived from "
+                                 f"{type(problem.module_).__name__}'s forward is not one of it; connect without "
+                                 "alignment (--align none)")
     before = (b - a).norm(dim=1)
     after = (aligned - a).norm(dim=1)
     if single:
