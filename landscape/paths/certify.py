@@ -31,93 +31,13 @@ from .._registry import Registry
 from ..problems.problem import Problem
 from .path import Path
 from ._rounding import precision, rounding_margin
+from .dense import (DEFAULT_RESOLUTION, DENSE_BLOCK_BYTES, segments_per_block, dense_losses,  # noqa: F401
+                    segment_losses, segment_view)
 from .proof import prove_below
 
 #: How :func:`certify` may back a ``connected``: ``"auto"`` proves where the problem can bound its loss
 #: and checks densely elsewhere; ``"bound"`` insists on the proof; ``"grid"`` checks densely only.
 CERTIFICATES = Registry("certificate", ("auto", "bound", "grid"))
-
-#: Default sub-intervals per segment in the dense check. Grids of resolution R and 2R are nested,
-#: so doubling the resolution only adds points.
-DEFAULT_RESOLUTION = 32
-
-#: Bytes of interpolated points one block of :func:`dense_losses` may hold (the loss itself is chunked
-#: further by the problem). Keeps the dense check of a long path over a large network in bounded memory.
-DENSE_BLOCK_BYTES = 64 << 20
-
-
-def dense_losses(problem: Problem, points: torch.Tensor, resolution: int = DEFAULT_RESOLUTION) -> torch.Tensor:
-    """Loss at every point of every segment cut into ``resolution`` sub-intervals, knots included.
-
-    The points are those of :func:`interpolate` (same order, each knot once); they are generated
-    a block of segments at a time (at most :data:`DENSE_BLOCK_BYTES`, and about ``problem.max_points``
-    points when a memory budget set it), each block one batched ``problem.loss`` call, so memory stays
-    bounded however long the path and large the network.
-
-    Parameters
-    ----------
-    problem : Problem
-    points : Tensor, shape (N, D)
-    resolution : int
-
-    Returns
-    -------
-    Tensor, shape ((N − 1)·resolution + 1,)
-        Use :func:`segment_view` for the (N − 1, resolution + 1) view, one row per segment.
-    """
-    if resolution < 1:
-        raise LandscapeError(f"resolution must be >= 1, got {resolution}")
-    n, d = points.shape
-    block = _segments_per_block(problem, points, resolution)
-    s = torch.arange(resolution, dtype=points.dtype, device=points.device) / resolution
-    out = []
-    for i in range(0, n - 1, block):
-        j = min(i + block, n - 1)
-        a, b = points[i:j], points[i + 1:j + 1]
-        dense = (a[:, None, :] + s[None, :, None] * (b - a)[:, None, :]).reshape(-1, d)
-        if j == n - 1:  # the last knot closes the last block: a short path is one batched call
-            dense = torch.cat([dense, points[-1:]])
-        out.append(problem.loss(dense))
-    return torch.cat(out)
-
-
-def segment_losses(problem: Problem, a: torch.Tensor, b: torch.Tensor, resolution: int = DEFAULT_RESOLUTION
-                   ) -> torch.Tensor:
-    """Loss at ``resolution`` + 1 evenly spaced points of each segment ``a[i] → b[i]``, both ends included:
-    segments that need not be consecutive (a chain's changed segments), blocked as :func:`dense_losses`.
-
-    Returns
-    -------
-    Tensor, shape (M, resolution + 1)
-    """
-    m, d = a.shape
-    block = _segments_per_block(problem, a, resolution + 1)
-    s = torch.arange(resolution + 1, dtype=a.dtype, device=a.device) / resolution
-    out = []
-    for i in range(0, m, block):
-        u, v = a[i:i + block], b[i:i + block]
-        out.append(problem.loss((u[:, None, :] + s[None, :, None] * (v - u)[:, None, :]).reshape(-1, d)))
-    return torch.cat(out).view(m, resolution + 1)
-
-
-def _segments_per_block(problem, points: torch.Tensor, per_segment: int) -> int:
-    """Segments of ``per_segment`` points each that one block holds: at most :data:`DENSE_BLOCK_BYTES` of
-    points, and about ``problem.max_points`` points when a memory budget set it (its K)."""
-    block = max(1, DENSE_BLOCK_BYTES // max(per_segment * points.shape[1] * points.element_size(), 1))
-    cap = getattr(problem, "max_points", None)
-    return block if cap is None else max(1, min(block, cap // per_segment))
-
-
-def segment_view(values: torch.Tensor, resolution: int) -> torch.Tensor:
-    """The dense losses of :func:`dense_losses` as one row per segment, both knots included.
-
-    Returns
-    -------
-    Tensor, shape (N − 1, resolution + 1)
-        Row i holds the losses from knot i to knot i + 1 (a view; knots shared by two rows).
-    """
-    return values.unfold(0, resolution + 1, resolution)
-
 
 #: Zoom passes of :func:`certify` around the highest local maxima of the dense grid, the candidates
 #: followed, and the sub-points per side in each pass. Each pass shrinks the uncertainty on the
@@ -352,7 +272,7 @@ def float64_losses(problem: Problem, knots: torch.Tensor, where: torch.Tensor) -
     where = where.to(device=k64.device, dtype=torch.float64)
     seg = where.floor().long().clamp(0, k64.shape[0] - 2)
     frac = (where - seg)[:, None]
-    block = _segments_per_block(problem, k64, 1)
+    block = segments_per_block(problem, k64, 1)
     out = [problem.loss(k64[s] + f * (k64[s + 1] - k64[s])) for s, f in zip(seg.split(block), frac.split(block))]
     return torch.cat(out).to(torch.float64).cpu() if out else torch.empty(0, dtype=torch.float64)
 
