@@ -312,6 +312,28 @@ def certificate_text(r: dict) -> str:
     return "not recorded (a file written before certificates)"
 
 
+def claim_text(r: dict) -> str | None:
+    """What a path file claimed beside what reading it re-checked (:func:`landscape.load_path`); None for a
+    path made here."""
+    info = r["info"]
+    if info.get("rechecked") is False:
+        return "claimed by the file, not re-checked"
+    claim = info.get("file_claim")
+    if not isinstance(claim, dict):
+        return None
+    proof = claim["certificate"] == "bound" and claim["status"] == "connected" and claim["bound"] is not None
+    said = claim["status"] + (f" with a proof (loss <= {claim['bound']:.6g} on every point)" if proof
+                              else f" (certificate {claim['certificate']})" if claim["certificate"] else "")
+    again = "the knot losses and the dense check, re-run on reading it"
+    if claim["status"] == "unchecked":
+        return f"no status; the one above is from {again}"
+    if info.get("recheck", {}).get("agrees") is False:
+        return f"the file claims {said}: not so by {again}"
+    if proof:
+        return f"the file claims {said}; the proof is claimed by the file, not re-checked; {again}, agree"
+    return f"the file claims {said}; {again}, agree"
+
+
 #: ``--quiet``: no progress line on stderr (commands that take a while show one by default).
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr while it works.")
 def capture_lines(c: dict) -> list[str]:

@@ -10,10 +10,9 @@ from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, 
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._index import CONTEXT, HELP, store_problems
-from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, count,
-                      device_option, echo_json, echo_raw_names, json_text, file_problem_option, json_option, memory_option,
-                      memory_text, parse_params, parse_seeds, problem_options, quiet_option,
-                      table)
+from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, claim_text,
+                      count, device_option, echo_json, echo_raw_names, json_text, file_problem_option, json_option,
+                      memory_option, memory_text, parse_params, parse_seeds, problem_options, quiet_option, table)
 
 
 @click.group(cls=Group, help=HELP, context_settings=CONTEXT)
@@ -125,11 +124,15 @@ def _describe_minimum(d: dict) -> str:
 
 
 def _stationarity(d: dict) -> str:
-    """The recorded gradient norm and whether it makes the point a minimum (older files: not recorded)."""
-    if d.get("grad_norm") is None:
-        return "|grad L| not recorded (a file written before it was); converged unknown"
+    """The gradient norm evaluated here and whether it makes the point a minimum, beside what the file claims."""
     verdict = "yes" if d["converged"] else "NO: not a minimum"
-    return f"|grad L| {d['grad_norm']:.3g}  converged {verdict} ({criterion_text()})"
+    text = f"|grad L| {d['grad_norm']:.3g} (re-evaluated)  converged {verdict} ({criterion_text()})"
+    claimed = d.get("recorded_converged")
+    if claimed is None:
+        return text + "; the file records no convergence (written before it was)"
+    if claimed != d["converged"]:
+        return text + f"; the file claims converged {'yes' if claimed else 'NO'}: not so"
+    return text
 
 
 def _describe_path(d: dict) -> str:
@@ -140,6 +143,9 @@ def _describe_path(d: dict) -> str:
              f"    max loss {d['max_loss']:.6g}  barrier {d['barrier']:.6g}  normalized length "
              f"{d['normalized_length']:.4f}  {d['n_beads']} beads  {d['evaluations']:,} evaluations"]
     lines.append(f"    certificate {certificate_text(d)}")
+    claim = claim_text(d)
+    if claim:
+        lines.append(f"    file's claim: {claim}")
     if "linear_max_loss" in d["info"]:
         lines.append(f"    straight segment: max loss {d['info']['linear_max_loss']:.6g}")
     if ends:

@@ -85,7 +85,11 @@ def test_path_file_round_trip(tmp_path):
     back, prob, meta = landscape.load_path(tmp_path / "p.pt")
     assert prob.spec == problem.spec and meta == {"endpoints": ["a.pt", "b.pt"]}
     assert torch.equal(back.points, path.points) and back.status == path.status
-    assert back.summary() == path.summary()
+    rechecked = ("file_claim", "recheck", "rechecked")
+    assert {k: v for k, v in back.summary().items() if k != "info"} == \
+        {k: v for k, v in path.summary().items() if k != "info"}  # the re-checked claim is the one made
+    assert {k: v for k, v in back.info.items() if k not in rechecked} == path.info
+    assert back.info["recheck"]["agrees"] and back.info["file_claim"]["status"] == path.status
     with pytest.raises(LandscapeError, match="not a checkpoint of a minimum"):
         landscape.load_checkpoint(tmp_path / "p.pt")
 

@@ -253,15 +253,27 @@ def _check_finite(path, theta):
 
 
 def describe_checkpoint(ckpt: Checkpoint) -> dict:
-    """What ``landscape info`` shows: the problem, D, losses re-evaluated on every split, norms."""
+    """What ``landscape info`` shows: the problem, D, losses re-evaluated on every split, norms, and whether the
+    point is a minimum, re-evaluated (a file's ``converged`` is a claim anyone can edit; it is shown beside).
+
+    Returns
+    -------
+    dict
+        ``losses`` by split, ``grad_norm`` and ``converged`` evaluated here (the training loss's gradient,
+        :func:`~landscape.problems.stationarity.is_stationary`), ``recorded_loss``, ``recorded_grad_norm`` and
+        ``recorded_converged`` as the file says (None for files written before they were recorded), norms, ...
+    """
     problem, theta = ckpt.problem, ckpt.theta
     losses = {split: float(problem.loss(theta, split=split)) for split in problem.splits} or {
         "loss": float(problem.loss(theta))}
     norms = {name: float(t.norm()) for name, t in problem.layout.unflatten(theta).items()}
+    loss, grad = problem.loss_and_grad(theta[None])
+    grad_norm = grad[0].norm().reshape(1)
     out = {
         "file": str(ckpt.path), "kind": "minimum", "problem": problem.spec, "dim": problem.dim,
         "recorded_loss": ckpt.loss, "losses": losses, "norm": float(theta.norm()), "norms": norms,
-        "grad_norm": ckpt.grad_norm, "converged": ckpt.converged,
+        "grad_norm": float(grad_norm[0]), "converged": bool(is_stationary(loss.reshape(1), grad_norm)[0]),
+        "recorded_grad_norm": ckpt.grad_norm, "recorded_converged": ckpt.converged,
         "seed": ckpt.seed, "versions": ckpt.versions, "meta": ckpt.meta,
     }
     if ckpt.trajectory is not None:
