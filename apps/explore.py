@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import click
 import torch
 
@@ -12,13 +10,6 @@ import landscape.viz
 from landscape.views import BIASES, NORMALIZATIONS, SCENE_PLANES, default_cache_dir
 
 from ._common import FINITE, SEED, Real, UserError, build_problem, count, device_option, problem_options
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @click.command()
@@ -63,6 +54,9 @@ def explore(files, path_files, valleys_file, problem_name, width, params, plane,
     The page shows the loss surface on a plane with the sublevel set {L <= u} shaded, the minima
     coloured by valley at u, the valley and spurious-valley counts (those landscape valleys reports)
     and the merge tree. Ctrl-C stops the server.
+
+    The server listens on 127.0.0.1 only and answers only the page of the address it prints (that
+    address carries a random key of this launch).
     """
     problem = build_problem(problem_name, width, params) if problem_name else None
     if not files and problem is None:
@@ -70,22 +64,26 @@ def explore(files, path_files, valleys_file, problem_name, width, params, plane,
     if not files and not hasattr(problem, "minima"):
         raise UserError(f"--problem {problem_name}: without checkpoints only an analytic problem (himmelblau, ring, "
                         "double_well) has known minima; give checkpoint files")
-    click.echo(f"landscape explore: surface and valleys of {len(files) or 'the known'} minima "
-               f"({'read from ' + valleys_file if valleys_file else 'the merge tree, as landscape valleys computes it'})"
-               " ...", err=True)
-    app = landscape.viz.explore(
-        files, paths=path_files, problem=problem, valleys=valleys_file, level=level, log=log,
-        trajectories=not no_trajectory, tol=tol, seed=seed, device=landscape.resolve_device(device),
-        plane=plane, plane_options={"normalization": normalization, "biases": biases}, grid=grid,
-        generator=torch.Generator().manual_seed(seed), cache=None if no_cache else (cache or default_cache_dir()),
-        progress=True)
-    port = port or free_port()
-    click.echo(f"landscape explore: {app.state.counts}; serving http://127.0.0.1:{port}/ (Ctrl-C stops)", err=True)
-    click.echo(f"http://127.0.0.1:{port}/")
+    sock = landscape.viz.listen(port, "127.0.0.1")  # before the surface: a port in use is refused at once
     try:
-        app.start(port=port, open_browser=not no_browser)
-    except KeyboardInterrupt:
-        pass
+        source = f"read from {valleys_file}" if valleys_file else "the merge tree, as landscape valleys computes it"
+        click.echo(f"landscape explore: surface and valleys of {len(files) or 'the known'} minima ({source}) ...",
+                   err=True)
+        app = landscape.viz.explore(
+            files, paths=path_files, problem=problem, valleys=valleys_file, level=level, log=log,
+            trajectories=not no_trajectory, tol=tol, seed=seed, device=landscape.resolve_device(device),
+            plane=plane, plane_options={"normalization": normalization, "biases": biases}, grid=grid,
+            generator=torch.Generator().manual_seed(seed),
+            cache=None if no_cache else (cache or default_cache_dir()), progress=True)
+
+        def ready(url):
+            click.echo(f"landscape explore: {app.state.counts}; serving {url} (Ctrl-C stops)", err=True)
+            click.echo(url)
+
+        try:
+            app.start(sock=sock, ready=ready, open_browser=not no_browser)
+        finally:
+            app.close()
+        click.echo("landscape explore: stopped", err=True)
     finally:
-        app.close()
-    click.echo("landscape explore: stopped", err=True)
+        sock.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
+import numbers
 from pathlib import Path as FilePath
 
 import torch
@@ -54,6 +55,8 @@ class Explorer:
         self.scene, self.levels, self.details = scene, levels, details
         self._curvature = curvature
         merges = levels.merges()
+        if level is not None:
+            level = _finite(level, "level")
         if level is None:
             level = merges[0]["level"] if merges else levels.graph.global_loss
         self.view = LevelView(scene, levels, level, log=log, window_size=window_size)
@@ -62,6 +65,7 @@ class Explorer:
         self.state, ctrl = self.server.state, self.server.controller
         self.labels = [m.label for m in self.view.minima]
         self._pinned = level
+        self._log_scale = bool(log)
         self.state.update({"position": levels.position(level, log=log), "log_scale": bool(log),
                            "show_trajectories": True, "counts": "", "tree_src": "", "selected": "",
                            "minimum_colors": [""] * len(self.labels), "path_rows": [], "level_text": "",
@@ -82,20 +86,27 @@ class Explorer:
         return self.view.level
 
     def goto(self, level: float) -> None:
-        """Move u to ``level`` exactly (the slider goes to the nearest position)."""
-        level = float(level)
+        """Move u to ``level`` exactly (the slider goes to the nearest position); a finite number."""
+        level = _finite(level, "level")
         self._pinned = level
         with self.state:
             self.state.position = self.levels.position(level, log=self.state.log_scale)
         self._update(level)
 
     def _on_position(self, position, log_scale, **_):
+        if not _is_int(position) or not 0 <= position <= STEPS or not isinstance(log_scale, bool):
+            shown = self.levels.position(self.level, log=bool(self._log_scale))
+            with self.state:
+                self.state.update({"position": shown, "log_scale": self._log_scale})
+            raise LandscapeError(f"the page sent position {_short(position)} and log scale {_short(log_scale)}: the "
+                                 f"position is a whole number from 0 to {STEPS}, the log scale true or false")
+        self._log_scale = log_scale
         pinned = self._pinned
         self._pinned = None
         if pinned is not None and self.levels.position(pinned, log=log_scale) == int(position):
             level = pinned  # set exactly (a merge's level, a click on the tree): keep it exact
         else:
-            level = self.levels.level(position, log=log_scale)
+            level = self.levels.level(int(position), log=log_scale)
         self._update(level)
 
     def _update(self, level: float) -> None:
@@ -117,7 +128,9 @@ class Explorer:
         self.server.controller.view_update()
 
     def _on_tree_click(self, x, y, width, height):
-        if self._tree is None or not width or not height:
+        if not all(_is_number(v) and math.isfinite(v) for v in (x, y, width, height)):
+            raise LandscapeError(f"a click on the merge tree at {_short([x, y, width, height])}: four finite numbers")
+        if self._tree is None or width <= 0 or height <= 0:
             return
         w, h = self._tree.size
         level = self._tree.level_at(float(x) * w / float(width), float(y) * h / float(height))
@@ -125,13 +138,20 @@ class Explorer:
             self.goto(level)
 
     def _on_trajectories(self, show_trajectories, **_):
+        if not isinstance(show_trajectories, bool):
+            with self.state:
+                self.state.show_trajectories = True
+            raise LandscapeError(f"show_trajectories {_short(show_trajectories)}: true or false")
         self.view.show_trajectories(show_trajectories)
         self.server.controller.view_update()
 
     # ------------------------------------------------------------- minima
     def select(self, index: int) -> None:
         """Show what is known of minimum ``index``: file, loss, gradient norm, curvature."""
-        d = dict(self.details[int(index)])
+        if not _is_int(index) or not 0 <= index < len(self.labels):
+            raise LandscapeError(f"minimum {_short(index)}: a whole number from 0 to {len(self.labels) - 1}")
+        index = int(index)
+        d = dict(self.details[index])
         if "hessian_top" not in d and self._curvature is not None:
             d.update(self._curvature(int(index)))
             self.details[int(index)] = d
@@ -200,16 +220,56 @@ class Explorer:
         return layout
 
     # ------------------------------------------------------------- serving
-    def start(self, *, port: int = 0, host: str = "127.0.0.1", open_browser: bool = True, **options) -> None:
-        """Serve the page on ``host``:``port`` (0: a free port) until interrupted (Ctrl-C)."""
-        self.server.start(port=port, host=host, open_browser=open_browser, show_connection_info=False,
-                          disable_logging=True, **options)
+    def start(self, *, port: int = 0, host: str = "127.0.0.1", open_browser: bool = True, sock=None,
+              ready=None) -> None:
+        """Serve the page until interrupted (Ctrl-C, SIGTERM), to this machine's browser only.
+
+        Parameters
+        ----------
+        port, host : int, str
+            Where to listen (0: a free port), unless ``sock`` is given; see :func:`listen`.
+        open_browser : bool
+            Open the page in the default browser once it is served.
+        sock : socket, optional
+            A socket from :func:`listen` (bound before the surface is computed, so that a port in use
+            is refused at once).
+        ready : callable, optional
+            ``ready(url)`` once the page can be opened; the url carries this launch's random secret,
+            without which the server answers nothing.
+
+        Raises
+        ------
+        LandscapeError
+            The port is in use or not allowed.
+        """
+        from ._serve import listen, serve
+
+        serve(self.server, sock if sock is not None else listen(port, host), ready=ready, open_browser=open_browser)
 
     def _ipython_display_(self):  # in a notebook, the page in an output cell
         self.ui._ipython_display_()
 
     def close(self) -> None:
         self.view.close()
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:  # a whole number, as a page's JavaScript may send it (137 or 137.0)
+    return _is_number(value) and math.isfinite(value) and float(value).is_integer()
+
+
+def _finite(value, name: str) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise LandscapeError(f"{name} {_short(value)}: give a finite number")
+    return float(value)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _num(value) -> str:
