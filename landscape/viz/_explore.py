@@ -95,7 +95,8 @@ class Explorer:
 
     def _on_position(self, position, log_scale, **_):
         if not _is_int(position) or not 0 <= position <= STEPS or not isinstance(log_scale, bool):
-            shown = self.levels.position(self.level, log=bool(self._log_scale))
+            shown = self.levels.position(self.level, log=self._log_scale)
+            self._pinned = self.level  # put back as it was: the slider, and u exactly
             with self.state:
                 self.state.update({"position": shown, "log_scale": self._log_scale})
             raise LandscapeError(f"the page sent position {_short(position)} and log scale {_short(log_scale)}: the "

@@ -21,7 +21,7 @@ import msgpack
 
 #: Bytes one message from the page may hold (its largest, a mouse event of the view, is under 1 KiB).
 MAX_MESSAGE = 64 * 1024
-#: Nesting of lists and dicts in one message (the page's deepest is 4).
+#: Lists and dicts one in another in a message, the message itself included (the page's deepest: 4).
 MAX_DEPTH = 16
 #: The chunk header: message id, offset of this chunk, total size of the message.
 HEADER = struct.Struct("<III")
@@ -83,8 +83,9 @@ def check_call(call) -> None:
     """Refuse (:class:`Refused`) a message that is not a remote call of plain, finite values.
 
     A call is a dict with ``id`` and ``method`` strings, ``args`` a list and ``kwargs`` a dict where
-    present. Values are None, booleans, integers, finite floats, strings, bytes, lists and dicts,
-    nested at most :data:`MAX_DEPTH` deep: ``inf``, ``nan``, extension types and timestamps are refused.
+    present. Values are None, booleans, integers, finite floats, strings, bytes, lists and dicts, at
+    most :data:`MAX_DEPTH` of them one in another (the call included): ``inf``, ``nan``, extension types
+    and timestamps are refused.
     """
     if not isinstance(call, dict):
         raise Refused(f"a message that is a {type(call).__name__}, not a call", BAD_DATA)
