@@ -279,6 +279,64 @@ class KeywordsAndPool(nn.Module):
         return self.out(input=self.pool(torch.relu(self.fc(input=x))))
 
 
+class NegativeDivisor(nn.Module):
+    """Average pooling with a negative ``divisor_override``: its weights are negative, not an average."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(2, divisor_override=-1), \
+            nn.Linear(18, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x) + 5.0)).flatten(1))
+
+
+class AugmentedAlias(nn.Module):
+    """``h += v`` while ``out`` holds the same tensor: forward returns the changed h, the trace a new value."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        out = h
+        h += torch.relu(self.fc2(x) - 1.0)
+        return out
+
+
+class IdentityInPlace(nn.Module):
+    """An in-place ReLU reaching its input through ``nn.Identity``, which returns the input itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.proj, self.act, self.fc2 = nn.Linear(4, 3), nn.Identity(), nn.ReLU(inplace=True), \
+            nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc1(x) + 1.0
+        return self.fc2(self.act(self.proj(h))) + h
+
+
+class IntegerDivisor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.register_buffer("k", torch.tensor(49))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x))) * 30.0 / self.k
+
+
+class Concatenated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w2 = nn.Parameter(torch.randn(2, 4)), nn.Parameter(torch.randn(1, 4))
+
+    def forward(self, x):
+        return F.linear(x, torch.cat([self.w1, self.w2], 0))
+
+
 def reused_relu():
     act = nn.ReLU()
     return nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 6), act, nn.Linear(6, 3))
@@ -295,7 +353,7 @@ ZOO = {
     "vgg_view": (VGGish, (1, 6, 6), True),
     "functional": (Functional, (4,), True),
     "inplace_aliased": (InPlaceAliased, (4,), "in-place"),
-    "iadd_aliased": (IAddAliased, (4,), "not the module's function"),
+    "iadd_aliased": (IAddAliased, (4,), "in-place operator"),
     "dropout_identity": (lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.ReLU(inplace=True),
                                                nn.Identity(), nn.Linear(6, 3)), (4,), True),
     "tied": (TiedModule, (4,), True),
@@ -306,6 +364,11 @@ ZOO = {
     "context_broadcast": (Context, (1, 4, 4), True),
     "broadcasts": (Broadcasts, (4,), True),
     "keywords_and_pool": (KeywordsAndPool, (4,), True),
+    "negative_divisor": (NegativeDivisor, (1, 6, 6), "divisor_override"),
+    "augmented_alias": (AugmentedAlias, (4,), "in-place operator"),
+    "identity_in_place": (IdentityInPlace, (4,), "in-place"),
+    "integer_divisor": (IntegerDivisor, (4,), True),
+    "concatenated_parameters": (Concatenated, (4,), "concatenation"),
     "basic_block_resnet": (lambda: ResNet(BasicBlock), (1, 6, 6), True),
     "bottleneck_resnet": (lambda: ResNet(Bottleneck, (2, 3)), (1, 6, 6), True),
 }
@@ -404,10 +467,28 @@ def test_the_four_reported_cases_give_the_modules_loss():
     assert build("subclass_linear")[1].evaluator == "vmap"
 
 
+class Doubled(nn.Module):
+    """``__call__`` overridden: the module's own call doubles what ``forward`` (all torch.fx reads) returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+    def __call__(self, x):
+        return 2.0 * super().__call__(x)
+
+
 def test_the_check_catches_what_reading_forward_does_not():
-    _, problem = build("iadd_aliased")
-    assert any("bound graph" in note for note in problem.capture["notes"])
-    assert problem.capture["loss"] <= 1 and problem.capture["grad"] <= 1
+    model = Doubled()
+    problem = landscape.from_module(model, data((4,)), "cross_entropy")
+    assert any("bound graph is not the module's function" in note for note in problem.capture["notes"])
+    assert "not the module's function" in problem.bounds_unavailable()
+    x, y = problem.data("train")
+    theta = points(problem, 1)[0]
+    assert float(problem.loss(theta)) == pytest.approx(torch_loss(model, theta, x, y), rel=1e-12)
 
 
 def test_a_wrong_fast_path_is_dropped_at_the_next_checked_points():

@@ -189,9 +189,9 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
         raise
     except Exception as err:  # noqa: BLE001 - the module's own call failing in float64: said in one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise LandscapeError(f"problem {problem.name!r}: the model does not run in float64 ({type(err).__name__}: "
-                             f"{first}); landscape checks and proves in float64: let forward follow the dtype of "
-                             "its parameters and inputs") from None
+        raise LandscapeError(f"problem {problem.name!r}: the model's own forward and backward fail in float64 "
+                             f"({type(err).__name__}: {first[:160]}); landscape checks and proves in float64 with "
+                             "gradients: make forward run there") from None
     finite = torch.isfinite(ref)
     if not bool(finite.all()):
         report["not_finite"] = int((~finite).sum())
@@ -215,7 +215,10 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
         report["grad"] = "not compared (recomputed BatchNorm statistics)"
     else:
         g = problem.loss_and_grad(thetas)[1]
-        err = (g - ref_grad).abs().amax(1) / (RTOL * ref_grad.abs().amax(1) + 100 * ATOL * scale)
+        both = torch.isfinite(g) & torch.isfinite(ref_grad)  # the same non-finite entry in both agrees
+        same = both | (g.isnan() & ref_grad.isnan()) | (g == ref_grad)
+        diff = torch.where(both, g - ref_grad, torch.where(same, 0.0, math.inf)).abs()
+        err = diff.amax(1) / (RTOL * torch.where(both, ref_grad, 0.0).abs().amax(1) + 100 * ATOL * scale)
         report["grad"] = float(torch.nan_to_num(err[finite], nan=math.inf).max())
         if report["grad"] > 1 and "loss" not in failed:
             failed["grad"] = (f"its gradient differs from autograd through the module's own forward by "

@@ -274,6 +274,9 @@ class NetworkProblem(Problem):
         except Unsupported as err:  # found only while running: no proof from now on, and why
             self._traced = (None, f"{err} has no bound propagation")
             return None
+        except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as err:  # no proof, not a crash
+            self._traced = (None, f"the bound propagation failed ({type(err).__name__}: {str(err)[:80]})")
+            return None
 
     def bounds_unavailable(self) -> str | None:
         """Why :meth:`segment_bounds` cannot bound this problem's loss, or None when it can."""
@@ -287,7 +290,7 @@ class NetworkProblem(Problem):
         if self._mlp is not None:
             return None if bounds.supported(self._mlp, self.loss_name) else "an activation of the MLP has no bound"
         if self._traced is None:
-            self._traced = graph_plan(self.module_)
+            self._traced = graph_plan(self.module_, self._splits["train"][0][:2])
         return self._traced[1]
 
     def check_capture(self, points: torch.Tensor, *, generator: torch.Generator | None = None) -> dict:

@@ -132,7 +132,13 @@ def _mul(w, a, k):
 def _div(w, a, k):
     if k.get("rounding_mode") is not None or not isinstance(a[0], Model) or isinstance(a[1], (Model, Param)):
         raise Unsupported("a quotient that is not a value divided by a constant")
-    return rx.scale(a[0], 1.0 / a[1] if isinstance(a[1], (int, float)) else torch.reciprocal(a[1]))
+    if isinstance(a[1], (int, float)):
+        if a[1] == 0:
+            raise Unsupported("a division by zero")
+        return rx.scale(a[0], 1.0 / a[1])
+    if not isinstance(a[1], torch.Tensor):
+        raise Unsupported(f"a division by a {type(a[1]).__name__}")
+    return rx.scale(a[0], torch.reciprocal(a[1].to(a[0].c.dtype)))  # integers too, in float64
 
 
 def _neg(w, a, k):
@@ -142,6 +148,8 @@ def _neg(w, a, k):
 def _linear(w, a, k):
     weight, bias = _arg(a, k, 1, "weight", None), _arg(a, k, 2, "bias", None)
     x = w.model(a[0])
+    if w.pair(weight)[0].dim() != 3:
+        raise Unsupported("F.linear with a weight that is not a matrix")
     z = rx.product(x, *w.pair(weight), lambda t, m: torch.bmm(t.reshape(t.shape[0], -1, t.shape[-1]),
                                                               m.transpose(1, 2)).reshape(*t.shape[:-1], m.shape[1]),
                    w.n)
@@ -177,8 +185,14 @@ def _matmul(w, a, k):
 
 
 def _positive(fn):
-    """A pooling function or ``flatten``: a linear map with non-negative weights on every part."""
-    return lambda w, a, k: w.reshaped(w.model(a[0]), lambda t: fn(t, *a[1:], **k))
+    """A pooling function or ``flatten``: a linear map with non-negative weights on every part (an average's
+    ``divisor_override`` must be positive: a negative one flips the weights' sign)."""
+    def handler(w, a, k):
+        divisor = _arg(a, k, 6, "divisor_override", None) if fn in AVERAGE_POOLS else None
+        if divisor is not None and not (isinstance(divisor, (int, float)) and divisor > 0):
+            raise Unsupported(f"average pooling with divisor_override={divisor!r}")
+        return w.reshaped(w.model(a[0]), lambda t: fn(t, *a[1:], **k))
+    return handler
 
 
 def _mean(w, a, k):
@@ -201,9 +215,9 @@ def _max_pool(fn, adaptive=False):
 
 def _cat(w, a, k):
     parts, dim = a[0], _arg(a, k, 1, "dim", 0)
-    like = next(p for p in parts if isinstance(p, Model)).c
-    if dim % like.dim() == 0 or any(isinstance(p, Param) for p in parts):
-        raise Unsupported("a concatenation along the batch dimension")
+    like = next((p.c for p in parts if isinstance(p, Model)), None)
+    if like is None or dim % like.dim() == 0 or any(isinstance(p, Param) for p in parts):
+        raise Unsupported("a concatenation of parameters, or along the batch dimension")
     return rx.concat(parts, dim)
 
 
@@ -219,6 +233,7 @@ def _describe(w, a, k):
     return getattr(w.model(a[0]).c, name)
 
 
+AVERAGE_POOLS = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
 #: Functions (as called in ``forward``) that are bounded, and how.
 FUNCTIONS = {
     torch.relu: _rule(_act(RELU), 1), torch.relu_: _rule(_act(RELU), 1), F.relu: _rule(_act(RELU), 2, "inplace"),
@@ -237,7 +252,7 @@ FUNCTIONS = {
     torch.reshape: _rule(_positive(torch.reshape), 2, "shape"),
     **{fn: _rule(_conv(fn), 7, "weight", "bias", "stride", "padding", "dilation", "groups") for fn in CONVS.values()},
     **{fn: _rule(_positive(fn), 7, "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                 "divisor_override") for fn in (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)},
+                 "divisor_override") for fn in AVERAGE_POOLS},
     **{fn: _rule(_positive(fn), 2, "output_size") for fn in
        (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)},
     **{fn: _rule(_max_pool(fn), 7, "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")

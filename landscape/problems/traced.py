@@ -51,7 +51,10 @@ def _module_reason(m: nn.Module) -> str | None:
     if kind is nn.Linear or activation(m) is not None:
         return None
     if kind in POSITIVE:
-        return f"{kind.__name__} in training mode" if kind.__name__.startswith("Dropout") and m.training else None
+        if kind.__name__.startswith("Dropout") and m.training:
+            return f"{kind.__name__} in training mode"
+        divisor = getattr(m, "divisor_override", None)  # a negative one flips the average's weights
+        return None if divisor is None or divisor > 0 else f"{kind.__name__} with divisor_override={divisor}"
     if kind in CONVS:
         return None if m.padding_mode == "zeros" else f"{kind.__name__} with padding_mode={m.padding_mode!r}"
     if kind in NORMS:
@@ -72,11 +75,8 @@ class Plan:
 
 def _node_reason(gm, node) -> str | None:
     if node.op == "call_module":
-        m = gm.get_submodule(node.target)
-        reason = _module_reason(m)
-        if reason is None and getattr(m, "inplace", False):
-            reason = _aliasing(node)
-        return reason
+        reason = _module_reason(gm.get_submodule(node.target))
+        return reason if reason is not None or not _in_place(gm, node) else _aliasing(gm, node)
     if node.op in ("call_function", "call_method"):
         rules = FUNCTIONS if node.op == "call_function" else METHODS
         name = getattr(node.target, "__name__", node.target) if node.op == "call_function" else f".{node.target}()"
@@ -88,27 +88,77 @@ def _node_reason(gm, node) -> str | None:
         extra = set(node.kwargs) - rule.keywords
         if len(node.args) > rule.positional or extra:
             return f"{name} with arguments {sorted(extra) or len(node.args)}"
-        if node.target in IN_PLACE or node.kwargs.get("inplace") or (node.target is F.relu and len(node.args) > 1
-                                                                     and node.args[1]):
-            return _aliasing(node)
+        if _in_place(gm, node):
+            return _aliasing(gm, node)
     return None
 
 
-def _aliasing(node) -> str | None:
+#: Modules that may return their input itself (or a view of it).
+_IDENTITIES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+#: Functions whose ``inplace`` flag (keyword, or the positional argument at this index) makes them in place.
+_INPLACE_AT = {F.relu: 1, F.leaky_relu: 2, F.dropout: 3}
+
+
+def _in_place(gm, node) -> bool:
+    """Whether the operation changes its input in place (and returns it)."""
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
+    if node.target in IN_PLACE:
+        return True
+    at = _INPLACE_AT.get(node.target) if node.op == "call_function" else None
+    return at is not None and bool(node.args[at] if len(node.args) > at else node.kwargs.get("inplace", False))
+
+
+def _shares_input(gm, node) -> bool:
+    """Whether the result may share memory with the operation's first argument (a view, the input itself)."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) in _IDENTITIES or _in_place(gm, node)
+    return node.target in VIEWS or node.target is F.dropout or node.target == "contiguous" or _in_place(gm, node)
+
+
+def _aliasing(gm, node) -> str | None:
     """An in-place operation is bounded as the plain one only if nothing else reads its input (or what shares its
-    memory): follow the input back through views and require one user at every step."""
-    source = node.args[0] if node.args else None
+    memory): follow the input back through views, identities and in-place operations, one user at every step."""
+    source = node.args[0] if node.args else node.kwargs.get("input")
     while isinstance(source, torch.fx.Node):
         if len(source.users) > 1:
             return f"an in-place {getattr(node.target, '__name__', node.target)} on a value used elsewhere"
-        if source.target not in VIEWS or not source.args:
+        if source.op not in ("call_module", "call_function", "call_method") or not _shares_input(gm, source):
             return None
-        source = source.args[0]
+        source = source.args[0] if source.args else source.kwargs.get("input")
     return None
 
 
-def graph_plan(module: nn.Module):
-    """``(Plan, None)`` if every operation ``module.forward`` runs can be bounded, else ``(None, reason)``."""
+#: Binary operators that a Python in-place operator (``+=``, ``*=``) is traced as: ``torch.fx`` records
+#: ``h += v`` as ``h + v``, a new value, while forward changes ``h`` itself.
+_AUGMENTED = (operator.add, operator.sub, operator.mul, operator.truediv, operator.matmul)
+
+
+def _mutations(module: nn.Module, x: torch.Tensor) -> int:
+    """The operations that change a tensor in place in one call of ``module`` on ``x`` (counted by torch's
+    dispatcher: the trace cannot see Python's ``+=``)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += bool(func._schema.is_mutable)
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with torch.no_grad(), Count():
+            module(x)
+    except Exception:  # noqa: BLE001 - the model's own failure is reported where it is evaluated
+        return 0
+    return Count.n
+
+
+def graph_plan(module: nn.Module, x: torch.Tensor | None = None):
+    """``(Plan, None)`` if every operation ``module.forward`` runs can be bounded, else ``(None, reason)``.
+
+    ``x``, a few inputs: where one call of the module changes more tensors in place than the trace shows (a
+    Python ``+=``), every binary operation of the trace must act on a value nothing else reads."""
     from torch import fx
 
     for name, m in module.named_modules():
@@ -122,6 +172,13 @@ def graph_plan(module: nn.Module):
         reason = _node_reason(gm, node)
         if reason is not None:
             return None, f"{reason} has no bound propagation"
+    known = sum(1 for node in gm.graph.nodes if node.op != "placeholder" and node.op != "output"
+                and node.op != "get_attr" and _in_place(gm, node))
+    if x is not None and _mutations(module, x) > known:
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and node.target in _AUGMENTED and _aliasing(gm, node) is not None:
+                return None, ("an in-place operator (+=, *=, ...) on a value used elsewhere (forward changes it in "
+                              "place, the trace records a new value) has no bound propagation")
     return Plan(gm, {id(p): name for name, p in module.named_parameters()}), None
 
 
