@@ -94,6 +94,8 @@ def parse_params(items, flag: str = "--param") -> dict:
             raise UserError(f"{flag} {item!r} must look like key=value")
         try:
             parsed = json.loads(value)
+        except RecursionError:
+            raise UserError(f"{flag} {key}=...: the value is nested too deeply; flatten it") from None
         except json.JSONDecodeError:
             if not _BARE.fullmatch(value):
                 raise UserError(f"{flag} {item!r}: {value!r} is neither JSON nor a plain word; quote a string "

@@ -41,6 +41,7 @@ from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
 from ..io import read_text
+from .limits import MAX_DEPTH, MAX_TASKS, check_size, check_values
 
 _SECTIONS = {"study", "problem", "grid", "task", "report"}
 
@@ -203,6 +204,9 @@ def load_study(source) -> Study:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise LandscapeError(f"{path}: not valid TOML ({err}); fix the file") from None
+    except RecursionError:
+        raise LandscapeError(f"{path}: values nested too deeply to read; a study nests at most {MAX_DEPTH} "
+                             "levels") from None
     return _from_dict(data, str(path), text)
 
 
@@ -210,7 +214,7 @@ def study_from_json(text: str, source: str) -> Study:
     """Rebuild a study from the JSON of :meth:`Study.to_dict` (as kept in a results store)."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, RecursionError):
         raise LandscapeError(f"{source}: the study kept in the store is unreadable; run the study file again "
                              "with --store to refresh it") from None
     if not isinstance(data, dict):
@@ -220,6 +224,7 @@ def study_from_json(text: str, source: str) -> Study:
 
 def _from_dict(data: dict, source: str, text: str) -> Study:
     where = source
+    check_values(data, where)
     unknown = sorted(set(data) - _SECTIONS)
     if unknown:
         raise LandscapeError(f"{where}: unknown section(s) {unknown}; a study has {sorted(_SECTIONS)}")
@@ -249,6 +254,7 @@ def _from_dict(data: dict, source: str, text: str) -> Study:
     if not isinstance(report, dict):
         raise LandscapeError(f"{where}: [report] must be a table")
     study = Study(name, task, str(head.get("description", "")), problem, fixed, grids, report, source, text)
+    check_size(study, where)
     _validate(study, where)
     return study
 
@@ -260,9 +266,13 @@ def _axes(grid: dict, where: str, prefix: str = "") -> dict:
         axis = f"{prefix}{key}"
         if isinstance(value, dict) and {"start", "stop"} <= set(value) and set(value) <= {"start", "stop", "step"}:
             try:
-                value = list(range(value["start"], value["stop"], value.get("step", 1)))
+                values = range(value["start"], value["stop"], value.get("step", 1))
             except (TypeError, ValueError) as err:
                 raise LandscapeError(f"{where}.{axis}: a range needs integers start, stop[, step] ({err})") from None
+            if len(values) > MAX_TASKS:  # refused before it is built
+                raise LandscapeError(f"{where}.{axis}: the range holds {len(values):,} values; a study runs at most "
+                                     f"{MAX_TASKS:,} tasks: sweep fewer values")
+            value = list(values)
         elif isinstance(value, dict):
             out.update(_axes(value, where, f"{axis}."))
             continue
@@ -284,6 +294,7 @@ def _validate(study: Study, where: str) -> None:
     """Check the task name, the task parameters, the problem names and the report before anything runs."""
     from ..problems.embedded import PROBLEMS
     from ..problems.params import check_params
+    from .checks import check_task_params
     from .tasks import TASKS, task_options
 
     TASKS.lookup(study.task, where=where)
@@ -292,7 +303,8 @@ def _validate(study: Study, where: str) -> None:
         raise LandscapeError(f"{where}: the grid is empty")
     checked = set()
     for t in tasks:
-        task_options(study.task, t.params, where=where)
+        at = f"{where}: task {', '.join(f'{k}={v!r}' for k, v in t.point.items())}" if t.point else where
+        check_task_params(task_options(study.task, t.params, where=where), where=at)
         spec = t.params.get("problem")
         if spec is None:
             continue

@@ -30,3 +30,4 @@ def task_problem(spec):
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise LandscapeError(f"task parameter 'problem' must be a problem spec {{name, params}}, got {spec!r}")
     return make_problem(spec["name"], **spec.get("params", {}))
+
