@@ -256,6 +256,7 @@ def test_claims_past_what_the_page_sends_are_refused_without_growth(served):
     assert page.reply("never")[1][0] == 1009
     page.close()
     grown = _rss_kib(pid) - before
+    print(f"server RSS after the oversized claims and frames: {grown:+d} KiB")
     assert grown < 32 * 1024, f"the server grew by {grown} KiB"  # wslink alone allocated 1 GiB here
 
 

@@ -147,8 +147,8 @@ class PageServer:
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception as err:  # a bad request must not print a trace: one line, and a plain answer
-            log.warning("%s %s failed: %s: %s", request.method, one_line(request.path, 80), type(err).__name__,
-                        one_line(err))
+            why = err.strerror if isinstance(err, OSError) and err.strerror else one_line(err)
+            log.warning("%s %s failed: %s: %s", request.method, one_line(request.path, 80), type(err).__name__, why)
             return web.Response(status=404 if isinstance(err, OSError) else 500, text="not served\n")
 
     def _has_secret(self, request) -> bool:
@@ -263,8 +263,9 @@ async def _serve(server, sock, address, ready, open_browser):
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_one_line_exception)
+    stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread: Ctrl-C only
-        loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     bound = []
     server.controller.on_server_bind.add(bound.append)
     trame_arguments(server, address)
@@ -284,7 +285,10 @@ async def _serve(server, sock, address, ready, open_browser):
             ready(address.url)
         if open_browser:
             webbrowser.open(address.url)
-        await running  # until the page asks trame to exit, or a signal cancels this task
+        stopped = asyncio.ensure_future(stop.wait())
+        # until SIGTERM, the page asking trame to exit, or Ctrl-C (which cancels this task)
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
     finally:
         await pages.close()
         with contextlib.suppress(Exception):
