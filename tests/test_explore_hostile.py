@@ -306,6 +306,13 @@ def test_bad_requests_are_one_log_line_each_at_most(served):
             s.sendall(("\r\n".join(ln for ln in lines if not ln.startswith(drop)) + "\r\n\r\n").encode())
             assert s.recv(64).split(b" ")[1] in (b"400", b"426")
         bad += 1
+    for raw in (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n", b"GARBAGE\r\n\r\n", b"\x16\x03\x01\x02\x00" + bytes(64),
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil\r\n\r\n".encode(),
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nBad Header\r\n\r\n".encode()):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:  # not HTTP, or broken HTTP
+            s.sendall(raw)
+            assert s.recv(64).split(b" ")[1] == b"400"
+        bad += 1
     assert _http(port, "/" + "a" * 8000) in (414, 431, 400)
     assert _http(port, "/" + "b" * 1000) == 404  # a long name: not a 500 with ENAMETOOLONG
     assert _http(port, "/..%2f..%2fetc/passwd") in (403, 404)

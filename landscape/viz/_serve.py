@@ -29,7 +29,7 @@ import webbrowser
 from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
-from ._guard import HEADER, MAX_MESSAGE, POLICY, TOO_BIG, UNSUPPORTED, Refused, check_hello, log, one_line, \
+from ._guard import HEADER, MAX_MESSAGE, POLICY, UNSUPPORTED, Refused, check_hello, log, one_line, \
     read_frame, scrub_reply
 
 #: The longest request target served (the page's own are under 200 characters).
@@ -144,8 +144,8 @@ class PageServer:
             return await handler(request)
         except web.HTTPException:
             raise
-        except (asyncio.CancelledError, ConnectionError):
-            raise
+        except ConnectionError:  # the client left: nobody to answer
+            return web.Response(status=400)
         except Exception as err:  # a bad request must not print a trace: one line, and a plain answer
             why = err.strerror if isinstance(err, OSError) and err.strerror else one_line(err)
             log.warning("%s %s failed: %s: %s", request.method, one_line(request.path, 80), type(err).__name__, why)
@@ -206,12 +206,14 @@ class PageServer:
                     raise Refused("the hello was not accepted")
         except Refused as refused:
             log.warning("closed a websocket: %s", refused.reason)
-            await ws.close(code=refused.code, message=refused.reason[:120].encode())
-        except (ConnectionError, asyncio.CancelledError):
+            with contextlib.suppress(ConnectionError):
+                await ws.close(code=refused.code, message=refused.reason[:120].encode())
+        except ConnectionError:  # the tab went away
             pass
         except Exception as err:  # a call that broke the protocol: one line, the page is closed
             log.warning("closed a websocket: %s: %s", type(err).__name__, one_line(err))
-            await ws.close(code=POLICY if not isinstance(err, MemoryError) else TOO_BIG)
+            with contextlib.suppress(ConnectionError):
+                await ws.close(code=POLICY)
         finally:
             self.pages.discard(ws)
             await conn.close()
@@ -308,8 +310,9 @@ class _OneLine(logging.Filter):
         message = record.getMessage()
         if message.startswith("Traceback (most recent call last)") or message == "Exception raised":
             return False
-        if record.exc_info and record.exc_info[1] is not None:
-            message = f"{message}: {type(record.exc_info[1]).__name__}: {one_line(record.exc_info[1])}"
+        if record.exc_info and record.exc_info[1] is not None:  # aiohttp's parser errors span lines: joined
+            err = record.exc_info[1]
+            message = f"{message}: {type(err).__name__}: {' '.join(str(err).split())}"
         record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = one_line(message, 300), (), \
             None, None, None
         return True
