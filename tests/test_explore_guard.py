@@ -4,6 +4,7 @@ The hostile client against a running server is ``tests/test_explore_hostile.py``
 called directly, and the ``Explorer`` refuses what a page (or a caller) should never send.
 """
 
+import asyncio
 import math
 import socket
 import subprocess
@@ -137,6 +138,9 @@ def test_a_port_in_use_is_refused_in_one_line():
             listen(port)
         with pytest.raises(landscape.LandscapeError, match="give an IP address"):
             listen(0, "example.com")
+        for everywhere in ("0.0.0.0", "::"):
+            with pytest.raises(landscape.LandscapeError, match="every interface"):
+                listen(0, everywhere)
         sock = listen(0, "localhost")
         assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] != port
         sock.close()
@@ -176,3 +180,11 @@ def test_the_explorer_refuses_what_no_page_sends(explorer):
     assert explorer.level == level + 0.25 and explorer.state.level_text == f"u = {level + 0.25:.6g}"
     explorer.select(1.0)
     assert "loss" in explorer.state.selected
+
+
+def test_start_says_it_cannot_serve_inside_a_running_loop(explorer):
+    async def in_a_notebook():
+        explorer.start(port=0, open_browser=False)
+
+    with pytest.raises(landscape.LandscapeError, match="running event loop"):
+        asyncio.run(in_a_notebook())

@@ -245,7 +245,13 @@ class Explorer:
         """
         from ._serve import listen, serve
 
-        serve(self.server, sock if sock is not None else listen(port, host), ready=ready, open_browser=open_browser)
+        own = sock is None
+        sock = listen(port, host) if own else sock
+        try:
+            serve(self.server, sock, ready=ready, open_browser=open_browser)
+        finally:
+            if own:
+                sock.close()
 
     def _ipython_display_(self):  # in a notebook, the page in an output cell
         self.ui._ipython_display_()

@@ -17,8 +17,6 @@ import logging
 import math
 import struct
 
-import msgpack
-
 #: Bytes one message from the page may hold (its largest, a mouse event of the view, is under 1 KiB).
 MAX_MESSAGE = 64 * 1024
 #: Lists and dicts one in another in a message, the message itself included (the page's deepest: 4).
@@ -71,6 +69,8 @@ def read_frame(frame: bytes, *, limit: int = MAX_MESSAGE) -> dict:
     if offset != 0 or total != body:
         raise Refused(f"a chunk at offset {offset} of a {total}-byte message carrying {body} bytes (the page "
                       "sends each message whole, in one frame)", BAD_DATA)
+    import msgpack  # wslink's, with the viz extra
+
     try:
         call = msgpack.unpackb(memoryview(frame)[HEADER.size:], raw=False)
     except Exception as err:  # msgpack raises several types: bad bytes, extra data, nesting too deep
@@ -128,6 +128,7 @@ def scrub_reply(chunk: bytes) -> bytes:
     """
     if b"error" not in chunk or len(chunk) < HEADER.size:
         return chunk
+    import msgpack
     ident, offset, total = HEADER.unpack_from(chunk)
     if offset != 0 or total != len(chunk) - HEADER.size:
         return chunk  # a part of a long reply: results are long, error replies are not

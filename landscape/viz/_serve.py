@@ -46,7 +46,8 @@ def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
     port : int
         0 to 65535; 0 lets the system choose a free one.
     host : str
-        An IP address (``127.0.0.1``, ``::1``) or ``localhost`` (127.0.0.1). Nothing else is bound.
+        An IP address of one interface (``127.0.0.1``, ``::1``) or ``localhost`` (127.0.0.1); not
+        ``0.0.0.0`` nor ``::`` (every interface).
 
     Raises
     ------
@@ -58,6 +59,9 @@ def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
     except ValueError:
         raise LandscapeError(f"host {host!r}: give an IP address of this machine (127.0.0.1, ::1) or "
                              "localhost") from None
+    if ip.is_unspecified:
+        raise LandscapeError(f"host {host}: that is every interface of the machine; give the address of one "
+                             "(127.0.0.1 for this machine only)")
     sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT; never a listened one
     try:
@@ -252,6 +256,13 @@ def serve(server, sock: socket.socket, *, ready=None, open_browser: bool = False
 
     ``ready(url)`` is called once the page can be opened (the url carries this launch's secret).
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # none: the usual case
+        pass
+    else:
+        raise LandscapeError("Explorer.start serves until Ctrl-C and cannot run inside a running event loop (a "
+                             "notebook): display the explorer there instead")
     address = Address(sock, secret)
     with one_line_logs():
         try:
