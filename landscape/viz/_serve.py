@@ -35,7 +35,9 @@ from ._guard import HEADER, MAX_MESSAGE, POLICY, UNSUPPORTED, Refused, check_hel
 #: The longest request target served (the page's own are under 200 characters).
 MAX_URL = 2048
 #: Pages (websockets) open at once.
-MAX_PAGES = 32
+MAX_PAGES = 256
+#: Seconds a new websocket has to send its hello.
+HELLO_S = 30.0
 
 
 def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
@@ -195,7 +197,13 @@ class PageServer:
         conn.on_message(lambda _binary, data: self._send(ws, data))
         authenticated = False
         try:
-            async for msg in ws:
+            while True:
+                try:
+                    msg = await ws.receive(timeout=None if authenticated else HELLO_S)
+                except asyncio.TimeoutError:
+                    raise Refused(f"no hello in {HELLO_S:g} s") from None
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
                 if msg.type == WSMsgType.ERROR:  # aiohttp closed it (a frame over the size limit, bad framing)
                     log.warning("closed a websocket: %s", one_line(ws.exception() or "bad frame"))
                     break
