@@ -259,7 +259,7 @@ def trame_arguments(server, address: Address) -> list[str]:
     return argv
 
 
-def serve(server, sock: socket.socket, *, ready=None, open_browser: bool = False, secret: str | None = None) -> None:
+def serve(server, sock: socket.socket, *, ready=None, open_browser: bool = False) -> None:
     """Serve trame ``server`` on the listening ``sock`` until Ctrl-C (SIGINT) or SIGTERM.
 
     ``ready(url)`` is called once the page can be opened (the url carries this launch's secret).
@@ -271,7 +271,7 @@ def serve(server, sock: socket.socket, *, ready=None, open_browser: bool = False
     else:
         raise LandscapeError("Explorer.start serves until Ctrl-C and cannot run inside a running event loop (a "
                              "notebook): display the explorer there instead")
-    address = Address(sock, secret)
+    address = Address(sock)
     with one_line_logs():
         try:
             asyncio.run(_serve(server, sock, address, ready, open_browser))
@@ -290,8 +290,11 @@ async def _serve(server, sock, address, ready, open_browser):
     bound = []
     server.controller.on_server_bind.add(bound.append)
     trame_arguments(server, address)
-    running = asyncio.ensure_future(server.start(exec_mode="coroutine", backend="generic", open_browser=False,
-                                                 show_connection_info=False, disable_logging=True, timeout=0))
+    started = server.start(exec_mode="coroutine", backend="generic", open_browser=False, show_connection_info=False,
+                           disable_logging=True, timeout=0)
+    if not asyncio.iscoroutine(started):
+        raise LandscapeError("this explorer is being served already; stop it (Ctrl-C) before starting it again")
+    running = asyncio.ensure_future(started)
     await asyncio.sleep(0)
     if len(bound) != 1 or bound[0]["ws"] is None or getattr(server.protocol, "secret", None) != address.secret:
         running.cancel()
