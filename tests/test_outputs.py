@@ -1,8 +1,7 @@
-"""Outputs never lose a user's finished work: a failed write leaves the old file, special files stay special,
-and temporaries left by a killed run are cleaned up."""
+"""Outputs never lose a user's finished work: a failed write leaves the old file, special files stay special.
+(A killed run's temporaries and their cleanup: tests/test_data_loss.py.)"""
 
 import errno
-import math
 import os
 import stat
 import threading
@@ -77,22 +76,6 @@ def test_special_files_are_written_through_never_replaced(ring_files, tmp_path):
     folder.mkdir()
     result = invoke("connect", *ring_files, "--level", "0.3", "-o", folder)
     assert one_line_error(result) and "it is a folder" in result.stderr and folder.is_dir()
-
-
-def test_temporaries_of_a_killed_run_are_removed_by_the_next_write(ring_files, tmp_path):
-    dead = 2**22 + 12345  # above the default pid_max: no process has it
-    stale = tmp_path / f".path.{dead}.abc123.pt"
-    stale.write_bytes(b"half")
-    stale_dir = tmp_path / f".view.{dead}.xyz"
-    stale_dir.mkdir()
-    alive = tmp_path / f".path.{os.getppid()}.live.pt"  # a writer still running: left alone
-    alive.write_bytes(b"busy")
-    assert invoke("connect", *ring_files, "--level", "0.3", "-o", tmp_path / "path.pt").exit_code == 0
-    assert not stale.exists() and alive.exists()
-    assert invoke("render", *ring_files, "--size", "160x120", "--grid", "21x21", "--no-cache",
-                  "-o", tmp_path / "view.vtm").exit_code == 0
-    assert not stale_dir.exists()
-    assert math.isfinite(landscape.load_path(tmp_path / "path.pt")[0].max_loss)
 
 
 def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -83,16 +83,16 @@ class Store:
                                  "(landscape study run)")
         if not fresh:
             self._check_header()
-        if lock:
-            self._take_lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            if not fresh and not self._tables():  # created on a full disk or killed before its first commit
+            if not fresh and not self._probe():  # created on a full disk or killed before its first commit
                 if study is None:
                     raise LandscapeError(f"{self.path}: an empty study store (no study has run in it); run the "
                                          "study first (landscape study run)")
                 fresh = True
+            if lock:
+                self._take_lock()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             if fresh:
@@ -119,12 +119,37 @@ class Store:
         if head != b"SQLite format 3\x00":
             raise LandscapeError(f"{self.path}: not a study store (not an SQLite file); pass another --store")
 
+    def _probe(self) -> bool:
+        """Whether the file holds tables, read through a read-only connection: the file of another program is
+        refused before anything writes to it (a read-write open turns on WAL mode, changing its header).
+
+        Raises
+        ------
+        LandscapeError
+            An SQLite file with tables that are not a study store's.
+        """
+        uri = FilePath(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            try:
+                ours = {"meta", "tasks"} <= tables and dict(db.execute(
+                    "SELECT key, value FROM meta WHERE key = 'format'")).get("format") == FORMAT
+            except sqlite3.OperationalError:  # a table named meta without our columns
+                ours = False
+        finally:
+            db.close()
+        if tables and not ours:
+            raise LandscapeError(f"{self.path}: an SQLite file of another program, not a study store; "
+                                 "pass another --store")
+        return bool(tables)
+
     def _take_lock(self):
         try:
             import fcntl
         except ImportError:  # pragma: no cover - no advisory locks on this platform
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path = _lock_path(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(lock_path, "a+")
@@ -311,7 +336,7 @@ def is_running(path) -> str | None:
         import fcntl
     except ImportError:  # pragma: no cover
         return None
-    lock_path = FilePath(path).with_name(FilePath(path).name + ".lock")
+    lock_path = _lock_path(path)
     if not lock_path.exists():
         return None
     with open(lock_path, "a+") as fh:
@@ -322,3 +347,10 @@ def is_running(path) -> str | None:
             return fh.read().strip() or "another process"
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
+
+
+def _lock_path(path) -> FilePath:
+    """The writer's lock of a store: beside the file itself, so that every name of it (a symbolic link, a
+    path through a linked folder) takes the same lock."""
+    real = FilePath(os.path.realpath(path))
+    return real.with_name(real.name + ".lock")

@@ -1,55 +1,157 @@
-"""Atomic writes of rendered files: a temporary name beside the target, then a rename."""
+"""Atomic writes of rendered files: a temporary name beside the target, then a rename.
+
+A ``.vtm`` is two things, an index file and a folder of block files, and no rename replaces both at
+once. So the new blocks go into the folder under new names (``x/x_0.TAG.vts``) beside the old ones,
+the new index is written beside the old, read back whole, and renamed over it: that rename is the one
+step that switches from the old render to the new. Only then are the old blocks removed. Whenever the
+writer stops (an error, a full disk, a SIGKILL), the index and the folder read as the old render or as
+the new one; what a killed writer left (new blocks not yet indexed, or old blocks not yet removed) is
+recorded, and the next write removes it (:func:`landscape.io.remove_stale`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
 import warnings
 from pathlib import Path
 
 from .._errors import LandscapeError
-from ..io import remove_stale, umask, write_error
+from ..io import CLEANUPS, forget, remove_stale, temporary, umask, write_error
 
 
 def write_multiblock(path, blocks) -> Path:
-    """Write a ``.vtm`` (an index file plus a folder of block files) so that neither is ever half written.
+    """Write a ``.vtm`` (an index file plus a folder of block files) so that it always reads whole.
 
-    The blocks go to a temporary folder first; the finished folder replaces the old one, then the
-    index is renamed into place. A folder of the index's name that is not the block folder of an
-    earlier ``.vtm`` is never touched: the write is refused instead.
+    A folder of the index's name that is not the block folder of an earlier ``.vtm`` is never touched:
+    the write is refused instead.
+
+    Raises
+    ------
+    LandscapeError
+        When the folder beside ``path`` holds other files, or the write fails (the old render is kept).
     """
     path = Path(path)
     folder = path.with_suffix("")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale()  # a killed writer's blocks first: they are not files of the user's
+    except OSError as err:
+        raise write_error(path, err) from None
     if folder.exists() and not _is_block_folder(path, folder):
         raise LandscapeError(f"-o {path}: the folder {folder}/ beside it holds other files, and a .vtm writes its "
                              f"blocks there; choose another name")
+    work = index = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(path)
-        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}."))
+        work = temporary(path.parent, path.stem, "", kind="folder")
+        with quiet_vtk():
+            blocks.save(work / path.name)
+        written = sorted(p.name for p in (work / path.stem).iterdir()) if (work / path.stem).is_dir() else []
+        tag = secrets.token_hex(4)
+        renamed = {name: _tagged(name, tag) for name in written}
+        text = _retarget((work / path.name).read_bytes(), tag)
+        details = {"index": os.path.abspath(path), "folder": os.path.abspath(folder), "new": sorted(renamed.values()),
+                   "old": sorted(p.name for p in folder.iterdir()) if folder.is_dir() else [],
+                   "made": not folder.exists(), "digest": hashlib.sha256(text).hexdigest()}
+        # recorded before the folder changes: a kill from here on is finished or undone by the next write
+        index = temporary(path.parent, path.stem, path.suffix, kind="blocks", details=details)
+        if details["made"]:
+            folder.mkdir(mode=0o777 & ~umask())
+        for name, new in renamed.items():
+            _sync(work / path.stem / name, 0o666)
+            os.replace(work / path.stem / name, folder / new)
+        _sync_folder(folder)
+        with open(index, "wb") as fh:
+            fh.write(text)
+        _sync(index, 0o666)
+        _check_blocks(blocks, index)
+        os.replace(index, path)  # the one step from the old render to the new
+        _sync_folder(path.parent)
+        undo_blocks(index, details)  # the old blocks
     except OSError as err:
-        raise write_error(path, err) from None
-    try:
-        blocks.save(work / path.name)
-        _check_blocks(blocks, work / path.name)
-        os.chmod(work / path.name, 0o666 & ~umask())
-        if (work / path.stem).exists():
-            os.chmod(work / path.stem, 0o777 & ~umask())
-        if folder.exists():
-            os.replace(folder, work / "old")  # removed with the work folder once the new one is in place
-        if (work / path.stem).exists():
-            os.replace(work / path.stem, folder)
-        os.replace(work / path.name, path)
-    except OSError as err:
+        if index is not None:
+            with contextlib.suppress(OSError):
+                undo_blocks(index, details)
         raise write_error(path, err) from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if index is not None:
+            forget(index)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+            forget(work)
     return path
+
+
+def undo_blocks(index: Path, details: dict) -> None:
+    """Finish or undo a ``.vtm`` write stopped at any step: remove the blocks its index does not name.
+
+    When the index in place is the one the write made (its digest), the old blocks go; otherwise the
+    write's new blocks go, with its unrenamed index and the folder it made if that is empty. Only regular
+    files named in ``details`` are ever removed.
+    """
+    path, folder = Path(details["index"]), Path(details["folder"])
+    try:
+        current = path.read_bytes()
+    except OSError:
+        current = b""
+    named = _named(current)
+    done = hashlib.sha256(current).hexdigest() == details["digest"]
+    for name in set(details["old" if done else "new"]) - named:
+        _remove_regular(folder / name)
+    if not done:
+        _remove_regular(index)
+        if details["made"]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+
+
+CLEANUPS["blocks"] = undo_blocks
+
+
+def _tagged(name: str, tag: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{tag}.{ext}" if dot else f"{name}.{tag}"
+
+
+def _retarget(index: bytes, tag: str) -> bytes:
+    """The index text with every block file renamed as :func:`_tagged` renames it on disk."""
+    def rename(m):
+        return b'file="' + os.fsencode(_tagged(os.fsdecode(m[1]), tag)) + b'"'
+    return re.sub(rb'file="([^"]+)"', rename, index)
+
+
+def _named(index: bytes) -> set[str]:
+    """The names of the block files an index refers to."""
+    return {Path(os.fsdecode(f)).name for f in re.findall(rb'file="([^"]+)"', index)}
+
+
+def _remove_regular(file: Path) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(file).st_mode):
+            os.unlink(file)
+
+
+def _sync(file: Path, mode: int) -> None:
+    os.chmod(file, mode & ~umask())
+    with open(file, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable (where the platform allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _is_block_folder(index: Path, folder: Path) -> bool:
@@ -59,7 +161,7 @@ def _is_block_folder(index: Path, folder: Path) -> bool:
     if not folder.is_dir() or folder.is_symlink() or not index.is_file():
         return False
     try:
-        named = {Path(f).name for f in re.findall(r'file="([^"]+)"', index.read_text(errors="replace"))}
+        named = _named(index.read_bytes())
         present = {p.name for p in folder.iterdir()}
     except OSError:
         return False
@@ -85,15 +187,18 @@ def _check_blocks(blocks, index: Path) -> None:
 
 @contextlib.contextmanager
 def quiet_vtk():
-    """Silence VTK's and pyvista's reports while a file is read back to check it: a broken file is
-    expected there, and its error is reported once, in one line, by the caller."""
+    """Silence VTK's and pyvista's reports while a file is written or read back to check it: on a full
+    disk VTK prints dozens of lines and goes on, and the caller reports the failure once, in one line."""
     import pyvista
+    from vtkmodules.vtkCommonCore import vtkObject
 
-    previous = logging.root.manager.disable
+    previous, shown = logging.root.manager.disable, vtkObject.GetGlobalWarningDisplay()
     logging.disable(logging.CRITICAL)
+    vtkObject.GlobalWarningDisplayOff()
     try:
         with warnings.catch_warnings(), pyvista.vtk_verbosity("off"):
             warnings.simplefilter("ignore")
             yield
     finally:
+        vtkObject.SetGlobalWarningDisplay(shown)
         logging.disable(previous)

@@ -357,10 +357,12 @@ def _screenshot_checked(plotter, tmp: FilePath) -> None:
 
 def save_checked(data, tmp: FilePath) -> None:
     """Save a VTK dataset and read it back: VTK's writers report a full disk on stderr and leave a
-    truncated file, so a file that does not read back whole is an error (its target is left intact)."""
+    truncated file, so a file that does not read back whole is an error (its target is left intact); VTK's
+    own reports of the failure are silenced, the caller gives one line."""
     import pyvista
 
-    data.save(str(tmp))
+    with quiet_vtk():
+        data.save(str(tmp))
     try:
         with quiet_vtk():
             back = pyvista.read(str(tmp))
