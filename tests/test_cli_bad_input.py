@@ -2,6 +2,7 @@
 exactly one line on stderr, no traceback, and no file that existed before is changed."""
 
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import landscape
+from landscape.paths.certify import dense_losses
 from landscape_cli._common import Real
 from landscape_cli.cli import main
 
@@ -131,3 +133,130 @@ def test_a_bad_input_file_is_one_line_and_changes_nothing(command, bad, first, w
     assert one_line(result), (command, files, result.output)
     assert snapshot(workdir) == before
     assert not os.path.exists(workdir / "out.png")
+
+
+# ---------------------------------------------------------------- forged files
+def _json_value():
+    return st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=12),
+                     st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+def _tensor_forgery(tensor):
+    """Ways a path's tensor can be forged: other dtypes, values that are not finite, other shapes, not a tensor."""
+    return st.sampled_from([
+        tensor.to(torch.int64), tensor.to(torch.complex64), tensor.to(torch.float16), tensor > 0,
+        torch.where(torch.arange(tensor.shape[0]).view(-1, *[1] * (tensor.dim() - 1)) == 1, math.nan, tensor),
+        tensor * math.inf, tensor[:1], tensor.flip(0), tensor.unsqueeze(0), tensor.tolist(), tensor * 1e30])
+
+
+@st.composite
+def forged_path(draw, record):
+    """A path record with one to three of its fields forged: claims, levels, tensors, info and meta."""
+    out = dict(record)
+    fields = draw(st.lists(st.sampled_from(["method", "level", "status", "dense_max_loss", "dense_argmax",
+                                             "resolution", "certificate", "bound", "spacing", "evaluations",
+                                             "seconds", "info", "meta", "points", "losses", "t", "version"]),
+                           min_size=1, max_size=3, unique=True))
+    for key in fields:
+        if key in ("points", "losses", "t"):
+            out[key] = draw(_tensor_forgery(record[key]))
+        elif key == "status":
+            out[key] = draw(st.one_of(st.sampled_from(["connected", "not_found", "unchecked"]), _json_value()))
+        elif key == "certificate":
+            out[key] = draw(st.one_of(st.sampled_from(["bound", "grid", "magic"]), _json_value()))
+        elif key == "info":
+            witness = {"segment": draw(st.integers(-2, 10)), "t": draw(st.floats()), "loss": 9.0}
+            out[key] = {**record["info"], "proof": {"status": "refuted", "witness": witness}}
+        else:
+            out[key] = draw(_json_value())
+    return out
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_forged_path_file_is_refused_in_one_line_or_its_claim_rechecked(data, workdir, monkeypatch):
+    """Whatever a path file says, ``info`` prints the status the file's own points earn at its level, never a proof
+    it did not re-run, or refuses the file in one line."""
+    monkeypatch.chdir(workdir)
+    record = torch.load(workdir / "arc.pt", weights_only=True)
+    forged = data.draw(forged_path(record))
+    torch.save(forged, workdir / "forged.pt")
+    before = snapshot(workdir)
+    result = CliRunner().invoke(main, ["info", "--json", "forged.pt"])
+    assert snapshot(workdir) == before
+    if result.exit_code != 0:
+        assert one_line(result), result.output
+        return
+    shown = json.loads(result.stdout)
+    ring = landscape.make_problem("ring")
+    points = forged["points"]
+    dense = dense_losses(ring, points, shown["resolution"])
+    if shown["status"] == "connected":
+        assert float(dense.max()) <= shown["level"] and shown["certificate"] == "grid" and shown["bound"] is None
+    elif shown["status"] == "not_found":
+        assert float(shown["dense_max_loss"]) > shown["level"]  # "inf" where the loss is not finite
+    assert shown["info"]["file_claim"]["status"] == (forged.get("status") or "unchecked")
+    text = CliRunner().invoke(main, ["info", "forged.pt"])
+    assert text.exit_code == 0 and "proven" not in text.output
+
+
+@st.composite
+def study_text(draw):
+    """A study file a careless or hostile user might write: any task, parameters of any value, huge ranges, deep
+    nesting, values that are not finite."""
+    from landscape.studies.tasks import TASKS
+
+    task = draw(st.sampled_from(sorted(TASKS)))
+    params = sorted(set(TASKS.options(task)) - {"problem"})
+    lines = ["[study]", 'name = "forged"', f'task = "{task}"', "[problem]", 'name = "double_well"', "[grid]"]
+    axis = draw(st.sampled_from(params))
+    shape = draw(st.sampled_from(["list", "range", "deep", "product"]))
+    if shape == "list":
+        lines.append(f"{axis} = [{_toml(draw(_json_value()))}]")
+    elif shape == "range":
+        lines.append(f"{axis} = {{ start = {draw(st.integers(-5, 5))}, stop = {draw(st.integers(-5, 10**12))} }}")
+    elif shape == "deep":
+        depth = draw(st.integers(30, 3000))
+        lines.append(f"{axis} = " + "[" * depth + "]" * depth)
+    else:
+        lines += [f"{p} = {{ start = 0, stop = {draw(st.integers(1, 10**4))} }}" for p in params[:3]]
+    lines.append("[task]")
+    for key in draw(st.lists(st.sampled_from(params), max_size=3, unique=True)):
+        if key != axis:
+            lines.append(f"{key} = {_toml(draw(st.one_of(_json_value(), st.sampled_from(['nan', 'inf', '-inf']))))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value) -> str:
+    """A value as TOML (json's text is TOML for numbers, strings and arrays; tables inline)."""
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return '"none"'
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=study_text(), command=st.sampled_from(["status", "report", "run"]))
+def test_a_forged_study_file_is_one_line_quickly_and_runs_nothing(text, command, workdir, monkeypatch):
+    """Checked whole when read: a bad value, a huge grid or deep nesting is one line within seconds; a study that
+    passes is not run (no store is made: status and report refuse a missing store, run gets no workers' time)."""
+    import time
+
+    monkeypatch.chdir(workdir)
+    (workdir / "forged.toml").write_text(text)
+    before = snapshot(workdir)
+    args = ["study", command, "forged.toml"] + (["--workers", "0", "--set", "steps=0"] if command == "run" else [])
+    clock = time.perf_counter()
+    result = CliRunner().invoke(main, args)
+    assert time.perf_counter() - clock < 60
+    assert one_line(result), (text[:300], result.output)
+    assert snapshot(workdir) == before

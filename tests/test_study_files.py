@@ -165,3 +165,20 @@ def _escaped(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+@pytest.mark.xfail(strict=True, reason="Store.rows (landscape/studies/store.py, being changed elsewhere) must decode "
+                                       "each JSON column in a try naming the row: see the change described for it")
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_store_row_whose_figures_are_not_json_is_one_line_naming_it(tmp_path, monkeypatch, command):
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, grid="seed = [0, 1]", fixed='optimizer = "gd"\nlr = 0.1\nsteps = 20\nfloat64 = true')
+    assert CliRunner().invoke(main, ["study", "run", str(path), "--workers", "0", "--no-report", "-q"]).exit_code == 0
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        (tid,) = db.execute("SELECT id FROM tasks WHERE idx = 1").fetchone()
+        db.execute("UPDATE tasks SET figures = '{not json' WHERE idx = 1")
+    result = CliRunner().invoke(main, ["study", command, str(path)])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert tid in result.stderr and "figures" in result.stderr and "Traceback" not in result.output

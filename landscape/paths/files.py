@@ -169,11 +169,11 @@ _NAME = re.compile(r"[A-Za-z_][\w.:-]{0,63}")
 _FIELDS = {
     "method": (lambda v: isinstance(v, str) and _NAME.fullmatch(v) is not None, "a method name"),
     "level": (lambda v: _real(v) and math.isfinite(v), "a finite number"),
-    "status": (lambda v: v in STATUSES, f"one of {sorted(STATUSES)}"),
+    "status": (lambda v: isinstance(v, str) and v in STATUSES, f"one of {sorted(STATUSES)}"),
     "dense_max_loss": (lambda v: _real(v) and not math.isnan(v) and v != -math.inf, "a number, or inf"),
     "dense_argmax": (lambda v: _real(v) and 0 <= v <= 1, "a position in [0, 1]"),
     "resolution": (lambda v: _whole(v) and 1 <= v <= MAX_RESOLUTION, f"a whole number in [1, {MAX_RESOLUTION}]"),
-    "certificate": (lambda v: v in ("bound", "grid"), "'bound' or 'grid'"),
+    "certificate": (lambda v: isinstance(v, str) and v in ("bound", "grid"), "'bound' or 'grid'"),
     "bound": (lambda v: _real(v) and math.isfinite(v), "a finite number"),
     "spacing": (lambda v: _real(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "evaluations": (lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
