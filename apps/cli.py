@@ -129,7 +129,7 @@ def _stationarity(d: dict) -> str:
     text = f"|grad L| {d['grad_norm']:.3g} (re-evaluated)  converged {verdict} ({criterion_text()})"
     claimed = d.get("recorded_converged")
     if claimed is None:
-        return text + "; the file records no convergence (written before it was)"
+        return text + "; the file records no convergence"
     if claimed != d["converged"]:
         return text + f"; the file claims converged {'yes' if claimed else 'NO'}: not so"
     return text
