@@ -200,7 +200,7 @@ def test_a_kill_at_any_step_of_a_vtm_replacement_leaves_a_whole_render(tmp_path)
     _clean(out)
 
 
-def test_a_failed_vtm_replacement_keeps_the_old_render_and_its_folder(tmp_path, monkeypatch):
+def test_a_failed_or_interrupted_vtm_replacement_keeps_the_old_render_and_its_folder(tmp_path, monkeypatch):
     pyvista = pytest.importorskip("pyvista")
     from landscape.viz._output import write_multiblock
 
@@ -212,6 +212,15 @@ def test_a_failed_vtm_replacement_keeps_the_old_render_and_its_folder(tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(pyvista.MultiBlock, "save", full)
     with pytest.raises(landscape.LandscapeError, match="free some disk space"):
+        write_multiblock(out, _blocks(2, 30))
+    assert ({p.name: p.read_bytes() for p in out.with_suffix("").iterdir()}, out.read_bytes()) == before
+    _clean(out)
+    monkeypatch.undo()
+
+    def interrupted(*args, **kwargs):  # Ctrl-C once the new blocks are beside the old
+        raise KeyboardInterrupt
+    monkeypatch.setattr("landscape.viz._output._check_blocks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
         write_multiblock(out, _blocks(2, 30))
     assert ({p.name: p.read_bytes() for p in out.with_suffix("").iterdir()}, out.read_bytes()) == before
     _clean(out)

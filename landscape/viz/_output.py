@@ -75,11 +75,13 @@ def write_multiblock(path, blocks) -> Path:
         os.replace(index, path)  # the one step from the old render to the new
         _sync_folder(path.parent)
         undo_blocks(index, details)  # the old blocks
-    except OSError as err:
+    except BaseException as err:  # Ctrl-C too: the new blocks must not stay beside the old
         if index is not None:
             with contextlib.suppress(OSError):
                 undo_blocks(index, details)
-        raise write_error(path, err) from None
+        if isinstance(err, OSError):
+            raise write_error(path, err) from None
+        raise
     finally:
         if index is not None:
             forget(index)
