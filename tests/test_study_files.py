@@ -167,8 +167,6 @@ def _escaped(text: str) -> str:
     return re.escape(text)
 
 
-@pytest.mark.xfail(strict=True, reason="Store.rows (landscape/studies/store.py, being changed elsewhere) must decode "
-                                       "each JSON column in a try naming the row: see the change described for it")
 @pytest.mark.parametrize("command", ["status", "report"])
 def test_a_store_row_whose_figures_are_not_json_is_one_line_naming_it(tmp_path, monkeypatch, command):
     import sqlite3

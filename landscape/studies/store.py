@@ -268,9 +268,20 @@ class Store:
             if keep is not None and row["id"] not in keep:
                 continue
             for key in ("params", "figures", "versions"):
-                row[key] = json.loads(row[key]) if row[key] is not None else None
+                row[key] = self._decode(row, key)
             out.append(row)
         return out
+
+    def _decode(self, row: dict, key: str):
+        """A JSON column of a row; text that is not JSON (a store edited or damaged) is a one-line error naming
+        the task and the column."""
+        if row[key] is None:
+            return None
+        try:
+            return json.loads(row[key])
+        except (TypeError, ValueError) as err:
+            raise LandscapeError(f"{self.path}: the {key} of task {row['id']} are not JSON ({err}); move the store "
+                                 "aside to start afresh, or restore a copy") from None
 
     def counts(self, ids=None) -> dict[str, int]:
         """How many tasks are pending, done and failed (among ``ids`` when given)."""
