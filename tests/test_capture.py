@@ -716,3 +716,41 @@ def test_an_alignment_that_changes_the_function_is_refused():
     plain = landscape.from_module(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), (x, y), "cross_entropy")
     aligned = landscape.align(plain, a, b)  # a true symmetry passes the same check
     assert float(plain.loss(aligned.theta.double())) == pytest.approx(float(plain.loss(b.double())), rel=1e-5)
+
+
+def test_a_state_dict_brings_its_own_batchnorm_statistics(tmp_path):
+    """A plain state_dict holds the running statistics its network was saved with: frozen BatchNorm evaluates
+    with them (not the factory's fresh ones), and two files with different statistics refuse the frozen policy."""
+    x, y = data((4,))
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+
+    trained = []
+    for k in range(2):
+        m = net()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.3 * (k + 1) * torch.randn(p.shape, generator=torch.Generator().manual_seed(k)))
+            m[1].running_mean.copy_(torch.linspace(-1, 1, 6) * (k + 1))
+            m[1].running_var.copy_(torch.linspace(0.5, 2, 6) * (k + 1))
+        torch.save(m.state_dict(), tmp_path / f"m{k}.pt")
+        trained.append(m.eval())
+    same = trained[0].state_dict()
+    same = {**trained[1].state_dict(), **{k: v for k, v in same.items() if "running" in k}}
+    torch.save(same, tmp_path / "m1_same_stats.pt")
+    problem, a, b = landscape.load_endpoints(tmp_path / "m0.pt", tmp_path / "m1_same_stats.pt",
+                                             problem=landscape.from_module(net(), (x, y), "cross_entropy", bn="frozen"))
+    with torch.no_grad():
+        own = F.cross_entropy(trained[0].double()(x.double()), y).item()
+    assert float(problem.loss(a.double())) == pytest.approx(own, rel=1e-6)
+    with pytest.raises(landscape.LandscapeError, match="different BatchNorm running statistics") as err:
+        landscape.load_endpoints(tmp_path / "m0.pt", tmp_path / "m1.pt",
+                                 problem=landscape.from_module(net(), (x, y), "cross_entropy", bn="frozen"))
+    assert "\n" not in str(err.value) and "--bn recompute" in str(err.value)
+    problem, a, b = landscape.load_endpoints(tmp_path / "m0.pt", tmp_path / "m1.pt",
+                                             problem=landscape.from_module(net(), (x, y), "cross_entropy"))
+    assert problem.bn == "recompute"
+    with pytest.raises(landscape.LandscapeError, match="different BatchNorm running statistics"):
+        problem.bn = "frozen"

@@ -192,10 +192,13 @@ def test_foreign_hosts_and_origins_get_nothing(served):
     assert _http(port, f"/index.html?secret={secret}") == 200
     assert _http(port, f"/index.html?secret={secret}", host=f"localhost:{port}") == 200
     assert _http(port, "/index.html") == 403  # without the secret: the page says where to find the address
+    for spelling in ("/index.html/", "/./index.html", "/index.html%2F", "/a/../index.html"):  # the file, however named
+        assert _http(port, spelling) == 403, spelling
     for host in ("evil.example.com", f"evil.example.com:{port}", f"127.0.0.1:{port + 1}"):  # DNS rebinding
         assert _http(port, f"/index.html?secret={secret}", host=host) == 403
     assert _http(port, f"/index.html?secret={secret}", origin="http://evil.example.com") == 403
-    assert _http(port, "/etc/secret.txt") == 404  # TRAME_ARGS' --fs-endpoints: not served
+    assert _http(port, f"/etc/secret.txt?secret={secret}") == 404  # TRAME_ARGS' --fs-endpoints: not served
+    assert _http(port, "/etc/secret.txt") == 403  # and nothing at all without the key
     page = Page(port)
     assert page.status == 101  # the page itself
     page.close()
@@ -314,7 +317,7 @@ def test_bad_requests_are_one_log_line_each_at_most(served):
             assert s.recv(64).split(b" ")[1] == b"400"
         bad += 1
     assert _http(port, "/" + "a" * 8000) in (414, 431, 400)
-    assert _http(port, "/" + "b" * 1000) == 404  # a long name: not a 500 with ENAMETOOLONG
+    assert _http(port, f"/{'b' * 1000}?secret={secret}") == 404  # a long name: not a 500 with ENAMETOOLONG
     assert _http(port, "/..%2f..%2fetc/passwd") in (403, 404)
     bad += 3
     for _ in range(8):  # tabs closed while the server writes to them

@@ -119,6 +119,7 @@ BAD_FIELDS = [
     ("level", float("nan"), "field 'level' is nan, not a finite number"),
     ("level", -math.inf, "field 'level' is -inf, not a finite number"),
     ("level", True, "field 'level' is True"),
+    ("level", 10**400, "field 'level' is 1000000"),  # an int no float holds
     ("certificate", "magic", "field 'certificate' is 'magic', not 'bound' or 'grid'"),
     ("status", "proven", "field 'status' is 'proven'"),
     ("bound", math.inf, "field 'bound' is inf"),

@@ -114,6 +114,7 @@ def test_the_built_in_studies_pass_their_checks():
 
 @pytest.mark.parametrize("grid,message", [
     ("seed = { start = 0, stop = 1000000000 }", "grid.seed: the range holds 1,000,000,000 values"),
+    ("seed = { start = 0, stop = 99999999999999999999 }", "grid.seed: the range holds more than 2**63 values"),
     ("seed = { start = 0, stop = 1000 }\nlr = { start = 1, stop = 1001 }\nsteps = { start = 1, stop = 1001 }",
      "the grid makes 1,000,000,000 tasks (seed 1,000 x lr 1,000 x steps 1,000); a study runs at most 10,000"),
 ])

@@ -181,7 +181,14 @@ _FIELDS = {
 }
 
 def _real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A number that is a float (an int too large for one is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def _whole(v) -> bool:

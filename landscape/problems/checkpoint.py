@@ -180,7 +180,50 @@ def load_checkpoint(path, *, problem: Problem | None = None) -> Checkpoint:
                              "check --problem and its parameters")
     theta = problem.layout.flatten({n: state[n].float() for n in problem.layout.names})
     _check_finite(path, theta)
-    return Checkpoint(path, problem, theta, float(problem.loss(theta)), meta={"source": "state_dict"})
+    adopted = adopt_buffers(path, problem, state)
+    return Checkpoint(path, problem, theta, float(problem.loss(theta)),
+                      meta={"source": "state_dict", **({"buffers": adopted} if adopted else {})})
+
+
+def adopt_buffers(path, problem: Problem, state: dict) -> list[str]:
+    """Take a state_dict's floating buffers (BatchNorm running statistics, a user's constants) into the problem's
+    module: they are part of the function the file holds. The first file's are taken; a later file whose values
+    differ is a one-line error, except BatchNorm statistics, which only ``bn="frozen"`` reads: then the problem
+    refuses that policy (one loss needs one set of statistics; ``recompute`` takes them from the data).
+
+    Returns the names of the buffers taken or matched."""
+    module = getattr(problem, "module_", None)
+    if module is None:
+        return []
+    own = dict(module.named_buffers())
+    found = {n: v for n, v in state.items() if n in own and isinstance(v, torch.Tensor) and own[n].is_floating_point()}
+    for name, value in found.items():
+        if value.shape != own[name].shape or not value.is_floating_point():
+            raise LandscapeError(f"{path}: buffer {name} is {tuple(value.shape)} {value.dtype}, the module's "
+                                 f"{tuple(own[name].shape)} {own[name].dtype}; check --problem and its parameters")
+    if not found:
+        return []
+    first = getattr(problem, "_buffer_source", None)
+    if first is None:
+        with torch.no_grad():
+            for name, value in found.items():
+                own[name].copy_(value)
+        problem._buffer_source = path
+        problem._checked.clear()  # the function changed: its points are checked again
+        return sorted(found)
+    differ = [n for n, v in found.items() if not torch.equal(v.to(own[n].dtype), own[n])]
+    if not differ:
+        return sorted(found)
+    norms = set(getattr(problem, "_bn_layers", []))
+    if any(n.rpartition(".")[0] not in norms for n in differ):
+        raise LandscapeError(f"{first} and {path} hold different values of the buffer {differ[0]}: the loss is one "
+                             "module's function; give files of one model")
+    problem._buffer_conflict = (f"{first} and {path} hold different BatchNorm running statistics ({differ[0]}"
+                                f"{', ...' if len(differ) > 1 else ''})")
+    if problem.bn == "frozen":
+        raise LandscapeError(f"{problem._buffer_conflict}: frozen statistics define the loss of one of them only; "
+                             "use --bn recompute (statistics recomputed at every point from the data)")
+    return sorted(found)
 
 
 def _from_record(path, obj, problem) -> Checkpoint:

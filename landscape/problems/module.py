@@ -125,6 +125,10 @@ class NetworkProblem(Problem):
             raise LandscapeError(f"problem {self.name!r} has BatchNorm layers; choose a policy in {list(BN_POLICIES)}")
         if policy is not None:
             BN_POLICIES.lookup(policy)
+        conflict = getattr(self, "_buffer_conflict", None)  # set when two state_dicts' statistics differ
+        if policy == "frozen" and conflict:
+            raise LandscapeError(f"{conflict}: frozen statistics define the loss of one of them only; use --bn "
+                                 "recompute (statistics recomputed at every point from the data)")
         again = [f"{name} ({k} calls)" for name, k in self._bn_calls.items() if k > 1]
         if policy == "recompute" and again:
             raise LandscapeError(f"problem {self.name!r}: BatchNorm layer {', '.join(again)} is called more than once "

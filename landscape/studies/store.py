@@ -193,7 +193,7 @@ class Store:
             raise LandscapeError(f"{self.path}: an SQLite file of another program, not a study store; "
                                  "pass another --store")
         schema = self.meta.get("schema", "")
-        if not schema.isdigit() or int(schema) > SCHEMA:
+        if not (schema.isascii() and schema.isdigit()) or int(schema) > SCHEMA:
             raise LandscapeError(f"{self.path}: store schema {schema!r} is newer than this landscape reads "
                                  f"({SCHEMA}); upgrade landscape")
         if study is not None and (self.meta.get("study"), self.meta.get("task")) != (study.name, study.task):

@@ -35,6 +35,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -269,8 +270,13 @@ def _axes(grid: dict, where: str, prefix: str = "") -> dict:
                 values = range(value["start"], value["stop"], value.get("step", 1))
             except (TypeError, ValueError) as err:
                 raise LandscapeError(f"{where}.{axis}: a range needs integers start, stop[, step] ({err})") from None
-            if len(values) > MAX_TASKS:  # refused before it is built
-                raise LandscapeError(f"{where}.{axis}: the range holds {len(values):,} values; a study runs at most "
+            try:
+                size = len(values)
+            except OverflowError:  # more values than an index can count
+                size = math.inf
+            if size > MAX_TASKS:  # refused before it is built
+                held = f"{size:,}" if size != math.inf else "more than 2**63"
+                raise LandscapeError(f"{where}.{axis}: the range holds {held} values; a study runs at most "
                                      f"{MAX_TASKS:,} tasks: sweep fewer values")
             value = list(values)
         elif isinstance(value, dict):

@@ -146,6 +146,10 @@ class PageServer:
         if len(request.raw_path) > MAX_URL:
             log.warning("refused a request for a %d-character address (at most %d)", len(request.raw_path), MAX_URL)
             return web.Response(status=414, text="address too long\n")
+        if request.path not in ("/", "/ws") and not self._has_secret(request):  # every file, however spelled
+            log.warning("refused %s %s: no key of this launch", request.method, one_line(request.path, 80))
+            return web.Response(status=403, text="open the address that landscape explore printed: it carries "
+                                                 "this launch's key\n")
         try:
             return await handler(request)
         except web.HTTPException:
