@@ -242,6 +242,18 @@ def test_the_study_lock_holds_through_a_symbolic_link(tmp_path):
     assert landscape.study_status(study, store=store)["done"] == 2
 
 
+def test_a_store_that_is_a_fifo_or_a_loop_of_links_is_one_line_and_leaves_nothing(tmp_path):
+    study = landscape.load_study(wells(tmp_path, seeds=1))
+    os.mkfifo(tmp_path / "fifo.sqlite")
+    (tmp_path / "loop.sqlite").symlink_to(tmp_path / "loop.sqlite")
+    before = sorted(os.listdir(tmp_path))
+    for name, says in (("fifo.sqlite", "not a regular file"), ("loop.sqlite", "a link to nothing")):
+        with pytest.raises(landscape.LandscapeError, match=says) as err:
+            landscape.run_study(study, store=tmp_path / name, workers=0, progress=False)
+        assert "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == before  # no lock file, no journal
+
+
 def test_another_programs_sqlite_file_is_refused_unchanged(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     foreign = tmp_path / "foreign.sqlite"

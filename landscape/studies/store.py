@@ -77,6 +77,12 @@ class Store:
             raise LandscapeError(f"{self.path}: no such study store; run the study first (landscape study run)")
         if self.path.is_dir():
             raise LandscapeError(f"{self.path} is a folder; name a file for the study store")
+        if self.path.is_symlink() and not self.path.exists():
+            raise LandscapeError(f"{self.path} is a link to nothing (or a loop of links); name a file for the study "
+                                 "store")
+        if self.path.exists() and not self.path.is_file():
+            raise LandscapeError(f"{self.path} is not a regular file (a FIFO or a device); name a file for the study "
+                                 "store")
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         if fresh and study is None:  # reading must not write: an empty file stays as it is
             raise LandscapeError(f"{self.path}: an empty study store (no study has run in it); run the study first "
