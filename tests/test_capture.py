@@ -754,3 +754,15 @@ def test_a_state_dict_brings_its_own_batchnorm_statistics(tmp_path):
     assert problem.bn == "recompute"
     with pytest.raises(landscape.LandscapeError, match="different BatchNorm running statistics"):
         problem.bn = "frozen"
+
+
+def test_rounding_amplified_by_an_ill_conditioned_model_is_accepted_with_a_note():
+    """Unix timestamps (mean 1.7e9, spread 1 s) into a recomputed BatchNorm: torch's batch statistics and the
+    problem's differ by float64 rounding times ~1e9; the model is a function, accepted, and the note says why."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([1.7e9 + torch.rand(64, 1, generator=g, dtype=torch.float64),
+                   torch.randn(64, 3, generator=g, dtype=torch.float64)], 1)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    problem = landscape.from_module(model, (x, torch.randint(0, 3, (64,), generator=g)), "cross_entropy")
+    assert problem.capture["loss"] > 1  # beyond plain float64 rounding ...
+    assert any("conditioning" in note for note in problem.capture["notes"])  # ... and said to be the model's

@@ -39,6 +39,10 @@ from .bounds import ROUNDING
 #: Relative and absolute (times 1 + the largest |output|) tolerances of the loss; the gradient's are 100× wider
 #: in absolute terms (a sum over samples of products). Float64 gives ~1e-15; a different function ≫ 1e-8.
 RTOL, ATOL = 1e-10, 1e-12
+#: A difference between ``functional_call`` of the module and its own call (the same computation, batched
+#: differently) up to this relative size is float64 rounding amplified by an ill-conditioned model (inputs of
+#: mean 1e9 and spread 10 before a BatchNorm reach 1e-10), accepted with a note; more is another function.
+CONDITIONING = 1e-7
 #: Points near each checked point: θ + NEAR·rms(θ)·z, z standard normal; and farther along the same z (FAR), the
 #: ends of the longer pieces whose bound is checked too.
 NEAR, FAR = 1e-2, 0.3
@@ -223,6 +227,11 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
         if report["grad"] > 1 and "loss" not in failed:
             failed["grad"] = (f"its gradient differs from autograd through the module's own forward by "
                               f"{float((g - ref_grad).abs().max()):.3g}")
+    rel = ((fast - ref).abs() / (ref.abs() + ATOL * scale))[finite]
+    if ref_grad is not None:
+        rel = torch.cat([rel, (diff.amax(1) / (torch.where(both, ref_grad, 0.0).abs().amax(1)
+                                               + 100 * ATOL * scale))[finite]])
+    report["relative"] = float(torch.nan_to_num(rel, nan=math.inf).max()) if rel.numel() else 0.0
     report["bound"] = _check_bounds(problem, base, near, ref, scale, failed)
     report["failed"], report["seconds"] = failed, time.perf_counter() - began
     return report
@@ -292,6 +301,11 @@ def check_and_settle(problem, points: torch.Tensor, generator=None) -> dict:
                                                      problem.data("train")[0][:1])
             notes.append(f"the hand-batched MLP evaluator is not the module's function: {why}; "
                          "functional_call runs instead")
+        elif report.get("relative", math.inf) <= CONDITIONING:  # functional_call itself: rounding, amplified
+            notes.append(f"functional_call of the module differs from its own call by {report['relative']:.2g} "
+                         "relative (float64 rounding amplified by the model's conditioning); accepted")
+            del report["failed"][part]
+            continue
         else:
             raise LandscapeError(f"problem {problem.name!r}: {why}, with torch.func.functional_call of the module "
                                  "itself: forward uses a tensor functional_call does not replace (a parameter kept "
