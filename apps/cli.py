@@ -115,9 +115,14 @@ def info(files, given, as_json):
 
 def _describe_minimum(d: dict) -> str:
     losses = "  ".join(f"{k} {v:.6g}" for k, v in d["losses"].items())
-    lines = [f"{d['file']}: {d['problem']['name']} D={d['dim']} seed={d['seed']}",
-             f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}",
-             "    " + _stationarity(d)]
+    if d.get("source") == "state_dict":
+        lines = [f"{d['file']}: a plain state_dict of {d['problem']['name']} D={d['dim']} "
+                 "(no seed, loss or convergence recorded: evaluated here)",
+                 f"    {losses}  |  |theta| {d['norm']:.4g}", "    " + _stationarity(d)]
+    else:
+        lines = [f"{d['file']}: {d['problem']['name']} D={d['dim']} seed={d['seed']}",
+                 f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}",
+                 "    " + _stationarity(d)]
     if "trajectory_points" in d:
         lines.append(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps")
     return "\n".join(lines)
@@ -128,6 +133,8 @@ def _stationarity(d: dict) -> str:
     verdict = "yes" if d["converged"] else "NO: not a minimum"
     text = f"|grad L| {d['grad_norm']:.3g} (re-evaluated)  converged {verdict} ({criterion_text()})"
     claimed = d.get("recorded_converged")
+    if d.get("source") == "state_dict":
+        return text
     if claimed is None:
         return text + "; the file records no convergence"
     if claimed != d["converged"]:

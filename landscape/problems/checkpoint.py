@@ -304,7 +304,8 @@ def describe_checkpoint(ckpt: Checkpoint) -> dict:
     dict
         ``losses`` by split, ``grad_norm`` and ``converged`` evaluated here (the training loss's gradient,
         :func:`~landscape.problems.stationarity.is_stationary`), ``recorded_loss``, ``recorded_grad_norm`` and
-        ``recorded_converged`` as the file says (None for files written before they were recorded), norms, ...
+        ``recorded_converged`` as the file says (None for files written before they were recorded, and for a plain
+        ``state_dict``, whose ``source`` is ``"state_dict"`` rather than ``"checkpoint"``), norms, ...
     """
     problem, theta = ckpt.problem, ckpt.theta
     losses = {split: float(problem.loss(theta, split=split)) for split in problem.splits} or {
@@ -312,9 +313,11 @@ def describe_checkpoint(ckpt: Checkpoint) -> dict:
     norms = {name: float(t.norm()) for name, t in problem.layout.unflatten(theta).items()}
     loss, grad = problem.loss_and_grad(theta[None])
     grad_norm = grad[0].norm().reshape(1)
+    plain = ckpt.meta.get("source") == "state_dict"  # its loss was computed on loading, not recorded
     out = {
         "file": str(ckpt.path), "kind": "minimum", "problem": problem.spec, "dim": problem.dim,
-        "recorded_loss": ckpt.loss, "losses": losses, "norm": float(theta.norm()), "norms": norms,
+        "source": "state_dict" if plain else "checkpoint",
+        "recorded_loss": None if plain else ckpt.loss, "losses": losses, "norm": float(theta.norm()), "norms": norms,
         "grad_norm": float(grad_norm[0]), "converged": bool(is_stationary(loss.reshape(1), grad_norm)[0]),
         "recorded_grad_norm": ckpt.grad_norm, "recorded_converged": ckpt.converged,
         "seed": ckpt.seed, "versions": ckpt.versions, "meta": ckpt.meta,

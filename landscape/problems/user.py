@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -39,6 +40,7 @@ def load_user_problem(ref: str, **kwargs) -> Problem:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise LandscapeError(f"{module_name!r} has no callable {attr!r} for --problem {ref}")
+    _check_accepts(factory, ref, kwargs)
     made = factory(**kwargs)
     if isinstance(made, Problem):
         problem = made
@@ -50,6 +52,24 @@ def load_user_problem(ref: str, **kwargs) -> Problem:
         problem.name = "user"
         problem.params = {"factory": ref, **problem.params, **kwargs}
     return problem
+
+
+def _check_accepts(factory, ref: str, kwargs: Mapping) -> None:
+    """Refuse, in one line, parameters (``-w``, ``-p key=value``) that the factory does not take."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
+        return
+    params = sig.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in kwargs if k not in named]
+    if unknown:
+        given = ", ".join("-w" if k == "width" else f"-p {k}=..." for k in unknown)
+        accepts = ", ".join(named) if named else "no parameters"
+        raise LandscapeError(f"--problem {ref}: the factory takes {accepts}, not {', '.join(unknown)} "
+                             f"(given by {given}); drop them or add them to {ref.partition(':')[2]}'s signature")
 
 
 def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_decay: float = 0.0,
