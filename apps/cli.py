@@ -6,7 +6,8 @@ import click
 import torch
 
 import landscape
-from landscape.bench import dss_round_speed, evaluator_throughput, matmul_peak, plane_speed, real_cnn, real_size
+from landscape.bench import (BenchRows, dss_round_speed, evaluator_throughput, label, matmul_peak, plane_speed,
+                             real_cnn, real_size)
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._index import CONTEXT, HELP, store_problems
@@ -177,31 +178,46 @@ _DESCRIBE = {"minimum": _describe_minimum, "path": _describe_path}
                                           "batched vs a plain nn.Module loop, peak memory, one connect.")
 @click.option("--real-images", type=count(16, 5391), default=5000, show_default=True, help="Images of --real.")
 @memory_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr naming the row being measured.")
 @device_option
 @json_option
-def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, device, as_json):
+def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet, device, as_json):
     """Throughput of the batched evaluator: K points batched vs a loop vs the torch.mm peak;
     and one path-refinement (DSS) round, its beads batched vs one at a time."""
     dev = landscape.resolve_device(device)
     if real:
-        _bench_real(4 if k is None else k, real_images, memory, dev, as_json)
+        with BenchRows(not quiet, 1) as shown:
+            shown(f"a CNN of ~1M parameters on {real_images} images: batched vs nn.Module loop, one connect")
+            r = real_size(real_cnn(real_images), 4 if k is None else k, device=dev, memory=memory)
+        _bench_real(r, dev, as_json)
         return
     k = 64 if k is None else k
     cases = [("quadratic_regression", {}), ("digits_mlp", {}), ("digits_mlp", {"width": 512})]
     for item in extra:
         name, _, kv = item.partition(":")
         cases.append((name, parse_params([p for p in kv.split(",") if p])))
-    peak = matmul_peak(device=dev, min_seconds=seconds)
-    rows = []
-    for name, kw in cases:
-        problem = landscape.make_problem(name, **kw)
+    problems = [landscape.make_problem(name, **kw) for name, kw in cases]
+    for name, problem in zip((c[0] for c in cases), problems):
         if not hasattr(problem, "flops_per_point"):
             raise UserError(f"bench measures network problems; {name} is analytic")
-        rows.append(evaluator_throughput(problem, k, device=dev, min_seconds=seconds))
-    rounds = [dss_round_speed(landscape.make_problem(name, **kw), beads, steps=bead_steps, device=dev,
-                              min_seconds=seconds) for name, kw in cases[:2]]
-    planes = [plane_speed(landscape.make_problem(name, **kw), device=dev, min_seconds=seconds)
-              for name, kw in (("quadratic_regression", {"n_train": 10000}), ("digits_mlp", {}))]
+    plane_cases = (("quadratic_regression", {"n_train": 10000}), ("digits_mlp", {}))
+    with BenchRows(not quiet, 1 + len(cases) + 2 + len(plane_cases)) as shown:
+        shown("torch.mm 2048x2048 peak")
+        peak = matmul_peak(device=dev, min_seconds=seconds)
+        rows = []
+        for problem in problems:
+            shown(f"{label(problem)} K={k} batched loss+grad")
+            rows.append(evaluator_throughput(problem, k, device=dev, min_seconds=seconds))
+        rounds = []
+        for name, kw in cases[:2]:
+            problem = landscape.make_problem(name, **kw)
+            shown(f"{label(problem)} one DSS round of {beads} beads")
+            rounds.append(dss_round_speed(problem, beads, steps=bead_steps, device=dev, min_seconds=seconds))
+        planes = []
+        for name, kw in plane_cases:
+            problem = landscape.make_problem(name, **kw)
+            shown(f"{label(problem)} 51x51 plane")
+            planes.append(plane_speed(problem, device=dev, min_seconds=seconds))
     if as_json:
         echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows,
                    "path_refinement": rounds, "planes": planes})
@@ -233,8 +249,7 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, devic
                      ["problem", "beads", "evaluations", "batched s", "bead-by-bead s", "speedup"]))
 
 
-def _bench_real(k, images, memory, dev, as_json):
-    r = real_size(real_cnn(images), k, device=dev, memory=memory)
+def _bench_real(r, dev, as_json):
     if as_json:
         echo_json({**r, "threads": torch.get_num_threads()})
         return

@@ -83,6 +83,8 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
         click.echo(f"polished {_short(row['name'])}: loss {row['loss_before']:.6g} -> {row['loss']:.6g}, |grad L| "
                    f"{row['grad_norm_before']:.3g} -> {row['grad_norm']:.3g}, moved {row['distance']:.3g} "
                    f"in {row['steps']} steps")
+    if report["alignment"]:
+        click.echo(_aligned(report["alignment"]))
     click.echo(table([[f"{r['level']:.6g}", f"{r['n_valleys']} at most" if r["count_is_upper_bound"] else r["n_valleys"],
                        r["n_spurious"], " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])]
                       for r in report["levels"]], ["level", "valleys", "spurious", "members"]))
@@ -118,6 +120,13 @@ def _known(row: dict) -> str:
     if n > 1:
         return f"{n} valleys, separation proven{joined}"
     return f"{_plural(n, 'valley')}{joined}"
+
+
+def _aligned(a: dict) -> str:
+    """What the alignment did: the method, the minima moved onto which reference, their distance to it."""
+    moved = f"{len(a['moved'])} of {a['aligned']} moved" if a["aligned"] else "nothing else to align"
+    return (f"aligned by {a['method']} onto {_short(a['reference'])} (the lowest): {moved}; mean distance to it "
+            f"{a['mean_distance_before']:.4g} -> {a['mean_distance_after']:.4g}, {a['seconds']:.1f} s")
 
 
 def _plural(n: int, word: str) -> str:

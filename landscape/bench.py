@@ -8,7 +8,26 @@ import time
 
 import torch
 
+from ._progress import Progress
 from .problems.problem import Problem
+
+
+class BenchRows:
+    """A line on stderr naming the row measured now, ``bench: digits_mlp (D=…) K=64 batched loss+grad (row 3/9)``,
+    gone when the ``with`` block ends; disabled, it prints nothing. Call it with each row's name as it starts."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.shown, self.total, self.done = Progress(enabled, "bench", evaluations=False), total, 0
+
+    def __call__(self, row: str) -> None:
+        self.done += 1
+        self.shown.stage(f"{row} (row {self.done}/{self.total})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shown.close()
 
 
 def timeit(fn, *, min_seconds: float = 0.5, min_repeats: int = 2) -> float:

@@ -25,38 +25,34 @@ from ..paths.linear import straight_paths
 from ..paths.path import Path
 from ..problems.memory import budgeted, plan_memory
 from ..problems.problem import Problem
+from .alignment import align_minima
 from .graph import ValleyGraph, event_levels
 from .sampling import add_extents
 from .separation import proven_separations
 
 
-def straight_segments(graph: ValleyGraph, pairs, resolution: int = DEFAULT_RESOLUTION) -> list[Path]:
+def straight_segments(graph: ValleyGraph, pairs, resolution: int = DEFAULT_RESOLUTION, *,
+                      of: tuple[int, int] | None = None) -> list[Path]:
     """The certified straight segments between pairs of minima, each measured once per graph and resolution.
 
     Pairs not measured yet are checked together (:func:`landscape.paths.straight_paths`, the minima's
-    known losses reused); ``stats["straight_checks"]`` and ``stats["evaluations"]`` count them.
-
-    Parameters
-    ----------
-    graph : ValleyGraph
-    pairs : sequence of (int, int)
-        With i < j.
-    resolution : int
-
-    Returns
-    -------
-    list of Path
-        One two-knot path per pair, in order.
+    known losses reused); ``stats["straight_checks"]`` and ``stats["evaluations"]`` count them. Returns one
+    two-knot path per pair (i < j), in order; the progress line shows ``straight segments k/n`` (``of=(done,
+    total)``: these pairs are a batch of ``total``, ``done`` before them).
     """
     pairs = list(pairs)
     new = [(i, j) for i, j in pairs if (i, j, resolution) not in graph.straight]
-    if new:
-        first, second = [i for i, _ in new], [j for _, j in new]
+    shown, step = _shown(graph), max(graph.n, -(-len(new) // 20))  # about 20 steps of progress, each ≥ N pairs
+    done, total = of or (0, len(new))
+    for start in range(0, len(new), step):
+        shown.stage("straight segments", done + start, total)
+        chunk = new[start:start + step]
+        first, second = [i for i, _ in chunk], [j for _, j in chunk]
         losses = torch.stack([graph.losses[first], graph.losses[second]], 1)
         measured = straight_paths(graph.problem, graph.thetas[first], graph.thetas[second], losses=losses,
                                   resolution=resolution)
-        graph.straight.update({(i, j, resolution): p for (i, j), p in zip(new, measured)})
-        graph.stats["straight_checks"] += len(new)
+        graph.straight.update({(i, j, resolution): p for (i, j), p in zip(chunk, measured)})
+        graph.stats["straight_checks"] += len(chunk)
         graph.stats["evaluations"] += sum(p.evaluations for p in measured)
     return [graph.straight[(i, j, resolution)] for i, j in pairs]
 
@@ -71,14 +67,11 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
        a segment whose dense max is ≤ u joins its ends. At most N·neighbours checks, not N².
     2. While several components remain: path refinement (``method``) between the closest pair of
        minima of two different components that has not been tried; success joins them; at most
-       ``attempts`` pairs are tried for each pair of components.
-
-    Refinements on N minima that all connect: at most N − 1 plus the failed attempts.
+       ``attempts`` pairs are tried for each pair of components. Refinements on N minima that all
+       connect: at most N − 1 plus the failed attempts.
 
     Parameters
     ----------
-    graph : ValleyGraph
-    level : float
     method : str
         A key of ``landscape.METHODS``.
     attempts : int
@@ -111,7 +104,7 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
     batch = max(1, len(nodes))
     cursor = 0
     while cursor < len(near) and _components(uf, nodes) > 1:
-        todo = []
+        todo, first = [], cursor
         while cursor < len(near) and len(todo) < batch:
             _, i, j = near[cursor]
             cursor += 1
@@ -119,8 +112,9 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
                 todo.append((i, j))
         if not todo:
             break
-        for (i, j), path in zip(todo, straight_segments(graph, todo, resolution)):
+        for (i, j), path in zip(todo, straight_segments(graph, todo, resolution, of=(first, len(near)))):
             if path.max_loss <= level and uf[i] != uf[j]:
+                _shown(graph).stage(f"level {level:.4g}: proving straight segment {i}~{j}")
                 measured = path.evaluations
                 path = settle(problem, replace(path, level=level, status="connected"))  # prove it where possible
                 graph.stats["evaluations"] += path.evaluations - measured
@@ -130,6 +124,7 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
     # 2. refinement between components, closest untried pair first
     tried: dict[tuple[int, int], int] = {}
     options = dict(connect_options or {})
+    refined = 0
     for _, i, j in pairs:
         if _components(uf, nodes) == 1:
             break
@@ -141,6 +136,9 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
             continue
         tried[key] = tried.get(key, 0) + 1
         graph.stats["refinements"] += 1
+        roots, refined = sorted({uf[n] for n in nodes}), refined + 1  # to do at most: `attempts` a pair of valleys
+        todo = refined + sum(attempts - tried.get((a, b), 0) for k, a in enumerate(roots) for b in roots[k + 1:])
+        _shown(graph).stage(f"level {level:.4g}: connecting pair {refined}/{todo} at most ({len(roots)} valleys left)")
         try:
             path = connect(problem, thetas[i], thetas[j], method=method, level=level, generator=generator,
                            resolution=resolution, straight=graph.straight.get((i, j, resolution)), **options)
@@ -209,10 +207,13 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
     heapq.heapify(heap)
     uf = UnionFind(range(n))
     options = dict(connect_options or {})
+    merged = 0
     while heap and graph.graph.number_of_edges() < n - 1:
         w, i, j, refined = heapq.heappop(heap)
         if uf[i] == uf[j]:
             continue
+        _shown(graph).stage(f"merge tree ({method}): {merged}/{n - 1} merged, connecting pair",
+                            graph.stats["refinements"] + 1, len(cand))
         budget_left = max_refinements is None or graph.stats["refinements"] < max_refinements
         floor = max(graph.losses[i].item(), graph.losses[j].item())  # no path between i and j goes lower
         if not refined and method != "linear" and budget_left and w > floor:
@@ -227,10 +228,13 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
         if not graph.graph.has_edge(i, j):
             graph.add_path(i, j, straight[(i, j)])
         uf.union(i, j)
+        merged += 1
     # keep only the spanning-tree edges used by the merges
     keep = {(m.i, m.j) for m in graph.merges()}
     graph.graph.remove_edges_from([e for e in list(graph.graph.edges) if e not in keep and e[::-1] not in keep])
-    for merge in graph.merges() if bisect > 0 else []:
+    merges = graph.merges() if bisect > 0 else []
+    for done, merge in enumerate(merges):
+        _shown(graph).stage(f"proving merge levels ({probe})", done, len(merges))
         i, j = merge.i, merge.j
         low = max(graph.losses[i].item(), graph.losses[j].item())
         high = graph.graph.edges[i, j]["max_loss"]
@@ -264,6 +268,11 @@ def _candidate_pairs(thetas: torch.Tensor, neighbours: int) -> list[tuple[int, i
     tree = nx.minimum_spanning_tree(nx.from_numpy_array(dist.double().cpu().numpy()))
     pairs.update((min(i, j), max(i, j)) for i, j in tree.edges)
     return sorted(pairs)
+
+
+def _shown(graph: ValleyGraph) -> Progress:
+    """The progress line the search's tallies feed (:class:`ShownTally`), or a silent one."""
+    return getattr(graph.stats, "shown", None) or Progress(False, "")
 
 
 def _components(uf: UnionFind, nodes) -> int:
@@ -315,9 +324,9 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         10⁻³·max(|L|, 0.1)): one that is not is refused with an error naming it, or, with ``polish``,
         descended there first (:func:`landscape.minima.polish`, all such points in one batch, at most
         ``polish_steps`` steps) and listed in ``report["polished"]``. A point on a slope is never counted.
+        ``report["alignment"]`` says what ``align`` did (:func:`landscape.valleys.alignment.align_minima`).
     progress : bool
-        Show on stderr, while it runs, the level or merge search under way, the pairs refined and the
-        loss evaluations so far.
+        Show on stderr the stage (aligning, straight segments, connecting, proving), pairs done/to do, evaluations.
     memory : int or str, optional
         Memory budget in bytes (or ``"2GiB"``) for the points evaluated at once, default half the free
         memory (see :func:`landscape.connect`); ``report["memory"]`` has the budget, bytes a point and K.
@@ -331,7 +340,6 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         (``count_is_upper_bound``) unless the problem proves its valleys apart (``separation_proven``,
         :mod:`landscape.valleys.separation`); pairs no method joined are not proven to be in different valleys.
     """
-    given = names
     names = list(names) if names is not None else [f"m{i}" for i in range(thetas.shape[0])]
     if thetas.dim() != 2 or thetas.shape[1] != problem.dim or thetas.shape[0] < 1:
         raise LandscapeError(f"minima must have shape (N >= 1, {problem.dim}), got {tuple(thetas.shape)}")
@@ -339,24 +347,20 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
     connect_options = {**(connect_options or {}), "memory": plan.budget}  # every path under the one budget
     with budgeted(problem, plan):
         thetas, polished = require_minima(problem, thetas, names, polish_points=polish, steps=polish_steps)
-        alignment = None
-        if align != "none":
-            from ..symmetries.align import align as align_points
-
-            best = int(problem.loss(thetas).argmin())
-            result = align_points(problem, thetas[best], thetas, method=align, generator=generator)
-            thetas = result.theta.to(thetas)
-            alignment = {"method": align, "reference": best if given is None else names[best]}
-        graph = ValleyGraph.of(problem, thetas, names)
-        graph.separations = proven_separations(problem, thetas)
         shown = Progress(progress, f"valleys of {len(names)} minima")
-        graph.stats = ShownTally(graph.stats, shown)
         try:
+            alignment = None
+            if align != "none":
+                thetas, alignment = align_minima(problem, thetas, names, align, shown=shown, generator=generator)
+            graph = ValleyGraph.of(problem, thetas, names)
+            shown.stage("proving separations")
+            graph.separations = proven_separations(problem, thetas)
+            graph.stats = ShownTally(graph.stats, shown)
             report_levels = _search(graph, levels, method, merge_method, bisect, attempts, resolution, generator,
                                     connect_options, metrics, tol, shown)
         finally:
             shown.close()
-            graph.stats = dict(graph.stats)
+        graph.stats = dict(graph.stats)
         report = graph.report(report_levels, tol=tol)
         if extent:
             add_extents(graph, report, extent, generator)
