@@ -30,7 +30,7 @@ def permuted_minima(tmp_path_factory):
 
 def test_valleys_with_alignment_shows_each_stage_and_says_what_it_aligned(permuted_minima):
     files = [str(f) for f in permuted_minima]
-    args = ["valleys", *files, "--align", "weight", "--merge-method", "linear", "--bisect", "0", "--polish"]
+    args = ["valleys", *files, "--align", "weight", "--merge-method", "linear", "--polish"]  # copies: no probes
     loud = CliRunner().invoke(main, args)
     assert loud.exit_code == 0, loud.output
     err = loud.stderr

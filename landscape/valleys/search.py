@@ -216,7 +216,7 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
                             graph.stats["refinements"] + 1, len(cand))
         budget_left = max_refinements is None or graph.stats["refinements"] < max_refinements
         floor = max(graph.losses[i].item(), graph.losses[j].item())  # no path between i and j goes lower
-        if not refined and method != "linear" and budget_left and w > floor:
+        if not refined and method != "linear" and budget_left and w > floor and not torch.equal(thetas[i], thetas[j]):
             path = connect(problem, thetas[i], thetas[j], method=method, level=None, generator=generator,
                            resolution=resolution, straight=straight[(i, j)], **_to_saddle(method, options))
             graph.stats["refinements"] += 1
@@ -238,7 +238,7 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
         i, j = merge.i, merge.j
         low = max(graph.losses[i].item(), graph.losses[j].item())
         high = graph.graph.edges[i, j]["max_loss"]
-        for _ in range(bisect):
+        for _ in range(bisect if not torch.equal(thetas[i], thetas[j]) else 0):
             level = low + 0.25 * (high - low)  # merges often sit close to their endpoints: probe low first
             if not level < high:
                 break
