@@ -305,7 +305,8 @@ def certificate_text(r: dict) -> str:
         return f"bound: loss {proof['witness']['loss']:.6g} found above the level inside a segment ({pieces})"
     if r["certificate"] == "grid" and r["status"] == "connected":
         note = "" if not proof else f"; no proof: {proof.get('reason')}" if proof["status"] == "unsupported" \
-            else f"; proof {proof['status']} after {pieces}"
+            else f"; proof undecided ({proof['reason']}; --proof-seconds allows more)" \
+            if proof["status"] == "undecided" and proof.get("reason") else f"; proof {proof['status']} after {pieces}"
         return f"grid: dense check, largest gap between checked points {r['spacing']:.3g}{note}"
     if r["certificate"] == "grid":
         return f"grid: a checked point is above the level (loss {r['max_loss']:.6g})"

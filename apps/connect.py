@@ -24,6 +24,10 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, cou
 @click.option("--certificate", type=click.Choice(list(landscape.paths.CERTIFICATES)), default="auto",
               show_default=True, help="What backs 'connected': a proof by bounds over whole segments (plain MLPs), "
                                       "the dense grid, or the proof where possible (auto).")
+@click.option("--proof-seconds", type=click.FloatRange(min=0), default=None,
+              help="Seconds the proof of the method's path may spend before, if its bounds are not closing on the "
+                   "level, it stops undecided and the dense check stands (default: as long as the search took, at "
+                   "least 2; inf: no limit).")
 @click.option("--shorten", is_flag=True, help="Shorten the method's path while it stays under the level (shortcuts, "
                                              "beads pulled straight), then certify the shorter one.")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
@@ -46,7 +50,7 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, cou
 @quiet_option
 @device_option
 @json_option
-def connect(start_file, end_file, method, level, resolution, certificate, shorten, options, align, seed, bn,
+def connect(start_file, end_file, method, level, resolution, certificate, proof_seconds, shorten, options, align, seed, bn,
             search_samples, sample_chunk, memory, given, float64, out, quiet, device, as_json):
     """Connect the minima in A.pt and B.pt by a path certified to stay under a loss level.
 
@@ -69,7 +73,7 @@ def connect(start_file, end_file, method, level, resolution, certificate, shorte
     path = landscape.connect(problem, start.to(dev, dtype), end.to(dev, dtype), method=method, level=level,
                              generator=torch.Generator().manual_seed(seed), resolution=resolution, align=align,
                              certificate=certificate, shorten=shorten, search_samples=search_samples,
-                             memory=memory, progress=not quiet, **parse_params(options, "-O"))
+                             memory=memory, progress=not quiet, proof_seconds=proof_seconds, **parse_params(options, "-O"))
     if out:
         landscape.save_path(out, problem, path, meta={"endpoints": [str(start_file), str(end_file)], "seed": seed,
                                                       "options": list(options), "align": align,

@@ -47,7 +47,8 @@ ZOOM_PASSES, ZOOM_CANDIDATES, ZOOM_POINTS = 2, 4, 8
 
 def certify(problem: Problem, path: Path, level: float | None = None, *, resolution: int = DEFAULT_RESOLUTION,
             zoom: int = ZOOM_PASSES, certificate: str = "auto", budget: int | None = None,
-            values: torch.Tensor | None = None, zoomed: tuple[float, float] | None = None) -> Path:
+            values: torch.Tensor | None = None, zoomed: tuple[float, float] | None = None,
+            seconds: float | None = None, on_round=None) -> Path:
     """State a path's claim at a level: dense evaluation of every segment, then a proof where possible.
 
     The grid of ``resolution`` sub-intervals per segment is evaluated first (batched); then, ``zoom``
@@ -73,6 +74,10 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
     budget : int, optional
         Pieces the proof may bound before it gives up and the dense check stands; default
         :func:`landscape.paths.proof.default_budget` (20,000, fewer where one point is costly).
+    seconds : float, optional
+        The proof's time budget (see :func:`landscape.paths.proof.prove_below`); None: pieces alone limit it.
+    on_round : callable, optional
+        Told the proof's progress after every round (``on_round(rounds, settled, open, worst)``).
     values : Tensor, shape ((N − 1)·resolution + 1,), optional
         The grid's losses when the caller has just evaluated them on this very path and problem (a
         method's last check, :meth:`Counted.dense_of`): they are used, not evaluated (nor counted) again.
@@ -117,11 +122,13 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
     checked = replace(path, losses=values[::resolution].clone(), level=level, status=verdict(peak, level),
                       dense_max_loss=peak, dense_argmax=argmax_t, resolution=resolution,
                       evaluations=path.evaluations + spent, info=info)
-    return settle(problem, checked, certificate=certificate, budget=budget, values=values, samples=samples)
+    return settle(problem, checked, certificate=certificate, budget=budget, values=values, samples=samples,
+                  seconds=seconds, on_round=on_round)
 
 
 def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: int | None = None,
-           values: torch.Tensor | None = None, samples: list | None = None) -> Path:
+           values: torch.Tensor | None = None, samples: list | None = None, seconds: float | None = None,
+           on_round=None) -> Path:
     """Back the claim of a densely checked path: prove it where the problem can, else keep the dense check.
 
     A dense maximum within rounding of the level is first decided in float64 (:func:`recheck`).
@@ -132,7 +139,7 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
     path : Path
         With ``dense_max_loss``, ``resolution``, ``level`` and ``status`` from the dense check.
     certificate : {"auto", "bound", "grid"}
-    budget : int, optional
+    budget, seconds, on_round : optional
         See :func:`certify`.
     values, samples : optional
         The dense check's grid and zoom, for :func:`recheck` (evaluated again there, only when needed, if not
@@ -152,7 +159,7 @@ def settle(problem: Problem, path: Path, *, certificate: str = "auto", budget: i
     info = {k: v for k, v in path.info.items() if k != "proof"}  # a proof of another level says nothing here
     used, bound, spent = "grid", None, 0
     if status == "connected" and certificate != "grid":
-        proof = prove_below(problem, path.points, path.level, budget=budget)
+        proof = prove_below(problem, path.points, path.level, budget=budget, seconds=seconds, on_round=on_round)
         spent = proof.evaluations
         if proof.status == "unsupported" and certificate == "bound":
             raise LandscapeError(f"problem {problem.name!r} cannot bound its loss over segments ({proof.reason}); "

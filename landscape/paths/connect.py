@@ -7,6 +7,7 @@ endpoints and evaluates their losses once, resolves the level, hands them to one
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -26,6 +27,7 @@ from .curves import bezier, polychain
 from .linear import linear, straight_path
 from .neb import neb
 from .path import Path
+from .proof import against, time_budget
 from .shorten import shorten as shorten_path
 from .string import string
 
@@ -46,7 +48,8 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
             level: float | None = None, generator: torch.Generator | None = None,
             resolution: int = DEFAULT_RESOLUTION, align: str = "none", straight: Path | None = None,
             certificate: str = "auto", shorten: bool = False, search_samples: int | None = None,
-            progress: bool = False, memory: int | str | None = None, **options) -> Path:
+            progress: bool = False, memory: int | str | None = None, proof_seconds: float | None = None,
+            **options) -> Path:
     """A path from ``start`` to ``end``, certified at level u: ``connected`` only if it stays ≤ u.
 
     Parameters
@@ -97,6 +100,11 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         straight segment's and the certificate's points): budget // bytes a point needs
         (:func:`landscape.problems.memory.plan_memory`); a budget below one point is an error.
         ``info["memory"]`` has the budget, the bytes a point and K.
+    proof_seconds : float, optional
+        The time the proof of the method's path may spend (see :func:`landscape.paths.proof.prove_below`):
+        by default as long as the search took (at least :data:`~landscape.paths.proof.MIN_PROOF_SECONDS`),
+        after which a proof whose worst bound is not closing on u fast enough stops ``"undecided"`` (the
+        reason in ``info["proof"]``) and the dense check stands; ``math.inf``: no time limit.
     **options
         The method's own options (see :func:`method_options`); an unknown one is an error.
 
@@ -135,7 +143,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
         problem.check_capture(torch.stack([start, end]))
         with budgeted(problem, plan):
             path = _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate,
-                            shorten, search_samples, options, shown)
+                            shorten, search_samples, options, shown, proof_seconds)
     finally:
         shown.close()
     capture = getattr(problem, "capture", None)
@@ -144,7 +152,7 @@ def connect(problem: Problem, start: torch.Tensor, end: torch.Tensor, *, method:
 
 
 def _connect(problem, start, end, method, level, generator, resolution, align, straight, certificate, shorten,
-             search_samples, options, shown) -> Path:
+             search_samples, options, shown, proof_seconds=None) -> Path:
     """:func:`connect` once the endpoints are checked and the memory budget is set."""
     counted = Counted(problem, on_count=shown.count)
     shown.stage("endpoints")
@@ -186,18 +194,24 @@ def _connect(problem, start, end, method, level, generator, resolution, align, s
     else:
         shown.stage(f"search ({method})")
         searcher = counted if search_samples is None else Counted(problem.subset(search_samples), shown.count)
+        searching = time.perf_counter()
         found = METHODS[method](Endpoints(searcher, start, end, la, lb, level), generator=generator, **options)
+        searched = time.perf_counter() - searching
+        seconds = time_budget(searched) if proof_seconds is None else float(proof_seconds)
+        proof = {"seconds": None if math.isinf(seconds) else seconds}
         if searcher is not counted:  # the method's losses were on the subset: the certificate re-evaluates them
             spent += searcher.evaluations
             found = replace(found, losses=counted.loss(found.points))
         if shorten and found.n_points > 2:
             shown.stage("shortening and certificate")
-            path, extra = _shortened(problem, counted, found, max(la, lb), resolution, certificate)
+            proof["on_round"] = _proof_shown(shown, "shortening and certificate", found.level)
+            path, extra = _shortened(problem, counted, found, max(la, lb), resolution, certificate, proof)
         else:
             shown.stage(f"certificate ({certificate})")
+            proof["on_round"] = _proof_shown(shown, f"certificate ({certificate})", level)
             path = certify(problem, found, level, resolution=resolution, certificate=certificate,
                            values=counted.dense_of(found.points, resolution),  # the method's last check, if any
-                           zoomed=counted.zoom_of(found.points, resolution))
+                           zoomed=counted.zoom_of(found.points, resolution), **proof)
             extra = path.evaluations - found.evaluations
         spent += extra
         shown.count(extra)
@@ -225,15 +239,24 @@ def _measured(straight: Path, start: torch.Tensor, end: torch.Tensor, resolution
 __all__ = ["DEFAULT_METHOD", "METHODS", "connect", "method_options"]
 
 
+def _proof_shown(shown: Progress, stage: str, level: float):
+    """A proof's ``on_round`` that names its round, pieces settled and open, and worst open bound on ``shown``."""
+    def on_round(rounds: int, settled: int, opened: int, worst: float) -> None:
+        shown.stage(f"{stage}: proof round {rounds}, {settled:,} settled, {opened:,} open, "
+                    f"worst {against(worst, level)}")
+    return on_round
+
+
 def _shortened(problem: Problem, counted: Counted, found: Path, floor: float, resolution: int,
-               certificate: str) -> tuple[Path, int]:
+               certificate: str, proof: dict | None = None) -> tuple[Path, int]:
     """Shorten a method's path below its level and certify it; the path as found if the shorter one fails."""
     points, figures = shorten_path(counted, found.points, found.level, floor)
     short = replace(found, points=points, losses=counted.loss(points), t=None, info=dict(found.info))
-    path = certify(problem, short, found.level, resolution=resolution, certificate=certificate)
+    proof = proof or {}
+    path = certify(problem, short, found.level, resolution=resolution, certificate=certificate, **proof)
     spent = path.evaluations - found.evaluations
     figures["kept"] = path.status == "connected"
     if not figures["kept"]:  # the shorter path did not pass: the one found stands (it is certified on its own)
-        path = certify(problem, found, found.level, resolution=resolution, certificate=certificate)
+        path = certify(problem, found, found.level, resolution=resolution, certificate=certificate, **proof)
         spent += path.evaluations - found.evaluations
     return replace(path, info={**path.info, "shorten": figures}), spent

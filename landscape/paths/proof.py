@@ -15,6 +15,7 @@ path or lets its piece be halved, so a refutation holds in float64 (the witness 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -73,9 +74,14 @@ class Proof:
     rechecked : int
         Midpoints within rounding of the level evaluated again in float64 (counted in ``evaluations`` too).
     reason : str or None
-        Unsupported: why the problem has no bounds (:meth:`Problem.bounds_unavailable`).
+        Unsupported: why the problem has no bounds (:meth:`Problem.bounds_unavailable`). Undecided: which
+        budget ran out, the worst open bound against the level, and the cost so far.
     budget : int or None
         The most pieces it was allowed.
+    settled : int
+        Pieces whose bound is ≤ the level, all rounds together.
+    open : int
+        Pieces still open when it stopped (0 unless undecided).
     """
 
     status: str
@@ -89,16 +95,20 @@ class Proof:
     reason: str | None = None
     budget: int | None = None
     rechecked: int = 0
+    settled: int = 0
+    open: int = 0
 
     def summary(self) -> dict:
         """JSON-able figures."""
         return {"status": self.status, "level": self.level, "bound": self.bound, "pieces": self.pieces,
                 "evaluations": self.evaluations, "rounds": self.rounds, "seconds": self.seconds,
-                "witness": self.witness, "reason": self.reason, "budget": self.budget, "rechecked": self.rechecked}
+                "witness": self.witness, "reason": self.reason, "budget": self.budget, "rechecked": self.rechecked,
+                "settled": self.settled, "open": self.open}
 
 
 def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget: int | None = None,
-                start: int = DEFAULT_START) -> Proof:
+                start: int = DEFAULT_START, seconds: float | None = None, on_round=None,
+                clock=time.perf_counter) -> Proof:
     """Prove or refute that the loss stays ≤ ``level`` on every segment of a polygonal path.
 
     Parameters
@@ -113,12 +123,22 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
         Most pieces bounded in all; default :func:`default_budget` (20,000, fewer for costly problems).
     start : int
         Pieces each segment is cut into at first.
+    seconds : float, optional
+        A time budget (:func:`landscape.connect` gives the seconds its search took, see
+        :func:`time_budget`): once the proof has spent it, it stops ``"undecided"`` unless the worst open
+        bound is closing on the level fast enough to finish within as long again (:func:`_hopeless`); it
+        never runs past twice ``seconds``. None: pieces alone limit it.
+    on_round : callable, optional
+        ``on_round(rounds, settled, open, worst)`` after every round: the pieces settled so far, those
+        still open and the largest open bound (inf when none is finite).
+    clock : callable
+        Seconds now (``time.perf_counter``); a test may pass its own.
 
     Returns
     -------
     Proof
     """
-    clock = time.perf_counter()
+    began = clock()
     budget = default_budget(problem) if budget is None else budget
     points = points.detach()
     p64 = points.to(torch.float64)
@@ -130,26 +150,42 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
     margin = rounding_margin(level, points.dtype)  # 0 for float64 points: nothing to evaluate again
     per = max(1, PIECE_BYTES // (8 * 3 * p64.shape[1]))  # pieces whose ends are held at once (big networks)
     worst = float("inf")  # the largest bound still open
+    history = []  # (seconds so far, worst open bound, pieces open) after each round
     while seg.numel():
+        why = None
         if out.pieces + seg.numel() > budget:
-            out.status, out.bound = "undecided", worst
+            why = f"the budget of {budget:,} pieces would be exceeded"
+        elif seconds is not None and history and _hopeless(history, level, seconds):
+            why = "bounds not converging"
+        if why is not None:
+            spent = clock() - began
+            search = f" (the search took {seconds:.3g} s)" if seconds is not None else ""
+            out.status, out.bound, out.open = "undecided", worst, int(seg.numel())
+            out.reason = (f"{why}: worst {against(worst, level)} after {out.pieces:,} pieces, "
+                          f"{spent:.3g} s{search}")
             break
         parts = [problem.segment_bounds(_at(p64, seg[i:i + per], t0[i:i + per]), _at(p64, seg[i:i + per], t1[i:i + per]))
                  for i in range(0, seg.numel(), per)]
         bounds = None if any(part is None for part in parts) else torch.cat(parts)
         if bounds is None:
-            return Proof("unsupported", float(level), float("inf"), seconds=time.perf_counter() - clock,
+            return Proof("unsupported", float(level), float("inf"), seconds=clock() - began,
                          reason=problem.bounds_unavailable() or "no bounds")
         out.pieces += seg.numel()
         out.rounds += 1
         settled = torch.isfinite(bounds) & (bounds <= level)
+        out.settled += int(settled.sum())
         if settled.any():
             out.bound = max(out.bound, float(bounds[settled].max()))
         open_ = ~settled
         if not open_.any():
+            if on_round is not None:
+                on_round(out.rounds, out.settled, 0, level)
             break
         seg, t0, t1 = seg[open_], t0[open_], t1[open_]
         worst = float(torch.nan_to_num(bounds[open_], nan=float("inf")).max())
+        history.append((clock() - began, worst, int(seg.numel())))
+        if on_round is not None:
+            on_round(out.rounds, out.settled, int(seg.numel()), worst)
         mid = (t0 + t1) / 2
         losses = torch.cat([problem.loss(_at(p64, seg[i:i + per], mid[i:i + per]).to(points.dtype)).to(torch.float64)
                             for i in range(0, seg.numel(), per)])
@@ -169,8 +205,45 @@ def prove_below(problem: Problem, points: torch.Tensor, level: float, *, budget:
                            "decided_in": "float64" if near[k] else precision(points.dtype)}
             break
         seg, t0, t1 = seg.repeat(2), torch.cat([t0, mid]), torch.cat([mid, t1])
-    out.seconds = time.perf_counter() - clock
+    out.seconds = clock() - began
     return out
+
+
+#: The least time budget :func:`time_budget` gives a proof, however quick the search was (seconds).
+MIN_PROOF_SECONDS = 2.0
+
+
+def time_budget(search_seconds: float | None) -> float | None:
+    """The seconds a proof may spend by default after a search that took ``search_seconds``: as long as the
+    search, at least :data:`MIN_PROOF_SECONDS` (None: no time budget)."""
+    return None if search_seconds is None else max(float(search_seconds), MIN_PROOF_SECONDS)
+
+
+def _hopeless(history: list, level: float, seconds: float) -> bool:
+    """Whether a proof that has run ``history`` (seconds, worst open bound, pieces open after each round) should
+    stop: past ``seconds``, unless the worst bound's gap to the level, closing as it did over the last round
+    while the open pieces grow as they did, would reach 0 within ``seconds`` more; past twice ``seconds``
+    always."""
+    spent, worst, opened = history[-1]
+    if spent < seconds:
+        return False
+    if spent >= 2 * seconds or len(history) < 2 or not math.isfinite(worst):
+        return True
+    before, was, opened_before = history[-2]
+    closed = was - worst  # gap closed by the last round
+    if not (closed > 0 and math.isfinite(was)):
+        return True
+    rounds = math.ceil((worst - level) / closed)
+    grow, step = max(opened / max(opened_before, 1), 1.0), max(spent - before, 1e-9)
+    need = sum(step * grow ** k for k in range(1, min(rounds, 60) + 1))
+    return spent + need > 2 * seconds
+
+
+def against(worst: float, level: float) -> str:
+    """The worst open bound beside the level: ``"3.1x u"`` for a positive level, else both values."""
+    if level > 0 and math.isfinite(worst):
+        return f"bound {worst / level:.3g}x u"
+    return f"bound {worst:.6g} (u {level:.6g})"
 
 
 def _at(points: torch.Tensor, seg: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
