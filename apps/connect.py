@@ -9,7 +9,7 @@ import landscape
 
 from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, count, device_option, echo_json,
                       capture_lines, file_problem_option, json_option, memory_option, memory_text, parse_params,
-                      quiet_option)
+                      quiet_option, Real)
 
 
 @click.command()
@@ -24,10 +24,10 @@ from ._common import (FINITE, RESOLUTION, SEED, UserError, certificate_text, cou
 @click.option("--certificate", type=click.Choice(list(landscape.paths.CERTIFICATES)), default="auto",
               show_default=True, help="What backs 'connected': a proof by bounds over whole segments (plain MLPs), "
                                       "the dense grid, or the proof where possible (auto).")
-@click.option("--proof-seconds", type=click.FloatRange(min=0), default=None,
+@click.option("--proof-seconds", type=Real(min=0, max=1e7), default=None,
               help="Seconds the proof of the method's path may spend before, if its bounds are not closing on the "
                    "level, it stops undecided and the dense check stands (default: as long as the search took, at "
-                   "least 2; inf: no limit).")
+                   "least 2; up to 1e7, practically no limit).")
 @click.option("--shorten", is_flag=True, help="Shorten the method's path while it stays under the level (shortcuts, "
                                              "beads pulled straight), then certify the shorter one.")
 @click.option("--opt", "-O", "options", multiple=True, metavar="KEY=VALUE",
