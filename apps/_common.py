@@ -339,6 +339,8 @@ def claim_text(r: dict) -> str | None:
 
 #: ``--quiet``: no progress line on stderr (commands that take a while show one by default).
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr while it works.")
+
+
 def capture_lines(c: dict) -> list[str]:
     """The differential check of a model's evaluation (:meth:`landscape.NetworkProblem.check_capture`), in words."""
     worst = [c[k] for k in ("loss", "grad", "bound") if isinstance(c.get(k), float)]
