@@ -1,7 +1,7 @@
 """Minima: batched training of many seeds at once, curvature at minima, and implicit bias of the dynamics.
 
 - :mod:`.train` — :func:`train`: all seeds descend as one [S, D] problem (``OPTIMIZERS``), resumable to files.
-- :mod:`.stationary` — when a point is a minimum (‖∇L‖ ≤ 10⁻³·max(|L|, 0.1)) and :func:`polish`, a batched
+- :mod:`.stationary` — when a point is a minimum (``‖∇L‖ ≤ 10⁻³·max(|L|, 0.1)``) and :func:`polish`, a batched
   descent to it (Barzilai & Borwein 1988, Armijo backtracking).
 - :mod:`.curvature` — batched Hessian-vector products, top eigenvalue, Hutchinson trace, :func:`minimum_metrics`.
 - :mod:`.margin` — the max-margin direction of separable data and the dynamics that approach it (``DYNAMICS``;

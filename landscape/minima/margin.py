@@ -46,8 +46,8 @@ class MaxMargin:
         Indices of the support vectors (α_i > 0).
     kkt : dict
         Residuals of the optimality conditions: ``primal`` (max violation of y_i w·x_i ≥ 1),
-        ``dual`` (max −α_i), ``slackness`` (max |α_i (y_i w·x_i − 1)|), ``stationarity``
-        (‖w − Σ α_i y_i x_i‖ / ‖w‖), ``support_margin`` (max |y_i w·x_i − 1| over support vectors).
+        ``dual`` (max −α_i), ``slackness`` (max ``|α_i (y_i w·x_i − 1)|``), ``stationarity``
+        (‖w − Σ α_i y_i x_i‖ / ‖w‖), ``support_margin`` (max ``|y_i w·x_i − 1|`` over support vectors).
     """
 
     w: np.ndarray

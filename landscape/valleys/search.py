@@ -321,7 +321,7 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
 
     polish : bool
         Every input must be a minimum by :func:`landscape.minima.is_stationary` (‖∇L‖ ≤
-        10⁻³·max(|L|, 0.1)): one that is not is refused with an error naming it, or, with ``polish``,
+        ``10⁻³·max(|L|, 0.1)``): one that is not is refused with an error naming it, or, with ``polish``,
         descended there first (:func:`landscape.minima.polish`, all such points in one batch, at most
         ``polish_steps`` steps) and listed in ``report["polished"]``. A point on a slope is never counted.
         ``report["alignment"]`` says what ``align`` did (:func:`landscape.valleys.alignment.align_minima`).
