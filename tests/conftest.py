@@ -22,6 +22,7 @@ SMALL = {
     "exp_linear": {"dim": 10, "n_train": 40, "n_test": 20},
     "digits_cnn": {"width": 2, "n_train": 64},
     "digits_resnet": {"width": 2, "n_train": 64},
+    "modadd_transformer": {"p": 5, "d_model": 8, "heads": 2, "d_mlp": 16},
 }
 
 

@@ -25,7 +25,7 @@ def reference_loss(problem, theta, split="train"):
     if isinstance(problem, AnalyticProblem):
         return FORMULAS[problem.name](theta[0], theta[1], problem.params)
     x, y = problem.data(split)
-    x = x.to(theta.dtype)
+    x = x.to(theta.dtype) if x.is_floating_point() else x  # token inputs stay integers
     y = y.to(theta.dtype) if y.is_floating_point() else y
     params = problem.layout.unflatten(theta)
     if getattr(problem, "bn", None) == "recompute":  # torch's own: one training-mode pass sets the statistics
@@ -94,7 +94,8 @@ def problem(request):
 
 def test_registry_is_complete():
     expected = {"himmelblau", "double_well", "ring", "quadratic_regression", "digits_mlp", "moons_mlp",
-                "teacher_student", "deep_linear", "venturi_relu", "exp_linear", "digits_cnn", "digits_resnet"}
+                "teacher_student", "deep_linear", "venturi_relu", "exp_linear", "digits_cnn", "digits_resnet",
+                "modadd_transformer"}
     assert set(landscape.PROBLEMS) == expected
     assert all(name == f.__name__ for name, f in landscape.PROBLEMS.items())
     assert all(f.__doc__ for f in landscape.PROBLEMS.values())

@@ -12,11 +12,13 @@ from .problem import Problem
 from .analytic import double_well, himmelblau, ring
 from .convnets import digits_cnn, digits_resnet
 from .networks import deep_linear, digits_mlp, exp_linear, moons_mlp, quadratic_regression, teacher_student
+from .transformer import modadd_transformer
 from .venturi import venturi_relu
 from .user import load_user_problem
 
 PROBLEMS = Registry("problem", (himmelblau, double_well, ring, quadratic_regression, digits_mlp, moons_mlp,
-                                teacher_student, deep_linear, venturi_relu, exp_linear, digits_cnn, digits_resnet),
+                                teacher_student, deep_linear, venturi_relu, exp_linear, digits_cnn, digits_resnet,
+                                modadd_transformer),
                     word="parameter", hint="package.module:factory")
 
 _BUILT: dict[str, Problem] = {}

@@ -20,6 +20,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "data_seed": (0, 2**63 - 1), "test_fraction": (0.01, 0.99), "weight_decay": (0, math.inf),
     "noise": (0, math.inf), "margin": (0, math.inf), "alpha": (0, math.inf), "beta": (0, math.inf),
     "radius": (1e-6, 1e6), "bump": (0, 1e6), "tilt": (-1e6, 1e6), "stiffness": (0, 1e6),
+    "p": (2, 1 << 12), "d_model": (1, 1 << 14), "heads": (1, 1 << 10), "layers": (1, 64), "d_mlp": (1, 1 << 16),
+    "train_fraction": (0.01, 0.99),
 }
 
 _DIGITS = (1797, 64, 10)  # scikit-learn's digits: samples, pixels, classes

@@ -44,6 +44,8 @@ def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter
     info : dict
         ``sweeps``, ``objective`` before and after (⟨θ_a, π(θ_b)⟩ over the permuted tensors).
     """
+    if hasattr(sym, "weight_matching"):  # groups that move together (a transformer's heads) are matched jointly
+        return sym.weight_matching(theta_a, theta_b, generator=generator, max_iter=max_iter)
     generator = resolve_generator(generator)
     k = theta_b.shape[0]
     a = theta_a.detach().to(torch.float64)

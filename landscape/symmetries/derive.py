@@ -12,6 +12,7 @@ from .._errors import LandscapeError
 from .groups import Symmetry
 from .residual import walk_graph
 from .trace import is_chain, traced, walk_chain
+from .transformer import transformer_symmetry
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -54,8 +55,10 @@ def symmetry(problem) -> Symmetry:
         raise LandscapeError(f"problem {problem.name!r} is not a network; permutation alignment needs a network "
                              "problem (an embedded MLP or landscape.from_module)")
     module = module()
-    gm = traced(module, problem.data("train")[0][:2])
-    walk = walk_chain if is_chain(gm) else walk_graph
-    built = walk(gm, problem.layout, type(module).__name__, frozen_statistics=frozen)
+    built = transformer_symmetry(problem, module)  # the built-in transformer: heads couple two groups
+    if built is None:
+        gm = traced(module, problem.data("train")[0][:2])
+        walk = walk_chain if is_chain(gm) else walk_graph
+        built = walk(gm, problem.layout, type(module).__name__, frozen_statistics=frozen)
     _CACHE.setdefault(problem, {})[frozen] = built
     return built
