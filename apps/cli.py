@@ -7,7 +7,7 @@ import torch
 
 import landscape
 from landscape.bench import (BenchRows, dss_round_speed, evaluator_throughput, label, matmul_peak, plane_speed,
-                             real_cnn, real_size)
+                             real_cnn, real_size, transformer_speed)
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._index import CONTEXT, HELP, store_problems
@@ -201,7 +201,7 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
         if not hasattr(problem, "flops_per_point"):
             raise UserError(f"bench measures network problems; {name} is analytic")
     plane_cases = (("quadratic_regression", {"n_train": 10000}), ("digits_mlp", {}))
-    with BenchRows(not quiet, 1 + len(cases) + 2 + len(plane_cases)) as shown:
+    with BenchRows(not quiet, 1 + len(cases) + 2 + len(plane_cases) + 1) as shown:
         shown("torch.mm 2048x2048 peak")
         peak = matmul_peak(device=dev, min_seconds=seconds)
         rows = []
@@ -218,9 +218,11 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
             problem = landscape.make_problem(name, **kw)
             shown(f"{label(problem)} 51x51 plane")
             planes.append(plane_speed(problem, device=dev, min_seconds=seconds))
+        shown("modadd_transformer K=1, 16, 64: batched vs module loop vs torch.func")
+        attn = transformer_speed(device=dev, min_seconds=seconds)
     if as_json:
         echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows,
-                   "path_refinement": rounds, "planes": planes})
+                   "path_refinement": rounds, "planes": planes, "transformer": attn})
         return
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
     click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
@@ -247,6 +249,11 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
     click.echo(table([[r["label"], r["beads"], r["evaluations"], f"{r['batched_s']:.3f}",
                        f"{r['bead_by_bead_s']:.3f}", f"{r['speedup']:.2f}x"] for r in rounds],
                      ["problem", "beads", "evaluations", "batched s", "bead-by-bead s", "speedup"]))
+    ways = ("batched", "module loop", "torch.func")
+    click.echo(f"loss+gradient of K transformers, {attn['label']}, {attn['samples']} pairs "
+               "(wall / CPU microseconds a point):")
+    click.echo(table([[r["k"], *[f"{r[w]['us']:.0f} / {r[w]['cpu_us']:.0f}" for w in ways], r["fastest"]]
+                      for r in attn["rows"]], ["K", *ways, "fastest"]))
 
 
 def _bench_real(r, dev, as_json):

@@ -10,6 +10,7 @@ import torch
 
 from ._progress import Progress
 from .problems.problem import Problem
+from .bench_transformer import transformer_speed  # noqa: F401  (landscape bench's transformer rows)
 
 
 class BenchRows:

@@ -1,0 +1,105 @@
+"""The symmetry of the built-in transformer: its groups, its elements keep the function, weight matching recovers a
+permuted copy of a trained transformer exactly.
+
+Ground truths: the group sizes (d_model, H·d_head twice, d_mlp per block); a permuted (and, without weight decay,
+rescaled) copy computes the same outputs in float64; the inverse element; the same head permutation on queries
+and keys but not on values moves a head's pattern onto another head's values: another function (the coupling is
+needed); aligning the copy back gives the original parameters and a straight path of no barrier.
+"""
+
+import copy
+
+import pytest
+import torch
+
+import landscape
+from landscape import LandscapeError
+
+SMALL = {"p": 7, "d_model": 8, "heads": 2, "d_mlp": 16}
+
+
+def outputs(problem, theta):
+    """The module's own outputs at θ, in float64."""
+    module = copy.deepcopy(problem.module()).double()
+    with torch.no_grad():
+        for name, value in problem.layout.unflatten(theta.double()).items():
+            module.get_parameter(name).copy_(value)
+        return module(problem.data("train")[0])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    problem = landscape.make_problem("modadd_transformer", **SMALL, layers=2, layer_norm=True, train_fraction=0.6)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        thetas = landscape.train(problem, seeds=[0, 1], steps=300, lr=0.01, polish_steps=0).thetas
+    finally:
+        torch.set_num_threads(threads)
+    return problem, thetas.double()
+
+
+@pytest.mark.parametrize("params, degrees", [({}, [1.0, 1.0, 1.0, 1.0]),
+                                             ({"layer_norm": True, "activation": "gelu"}, [None, 1.0, 1.0, None])])
+def test_groups(params, degrees):
+    sym = landscape.symmetry(landscape.make_problem("modadd_transformer", **SMALL, **params))
+    assert [(g.name, g.size) for g in sym.groups] == [("resid", 8), ("blocks.0.attn.qk", 8), ("blocks.0.attn.vo", 8),
+                                                      ("blocks.0.mlp", 16)]
+    assert [g.degree for g in sym.groups] == degrees  # LayerNorm: no rescaling of the stream; GELU: none of the MLP
+    shapes = dict(zip(sym.layout.names, sym.layout.shapes))
+    assert all(shapes[a.name][a.axis] == g.size for g in sym.groups for a in g.axes)
+    resid = {a.name for a in sym.groups[0].axes}
+    assert {"embed.weight", "pos", "blocks.0.attn.q.weight", "blocks.0.fc2.bias", "unembed.weight"} <= resid
+    assert ("ln_f.weight" in resid) == bool(params)
+
+
+@pytest.mark.parametrize("params", [{"weight_decay": 0.0}, {"layer_norm": True, "layers": 2, "activation": "gelu"}])
+def test_every_element_keeps_the_function(params):
+    problem = landscape.make_problem("modadd_transformer", **SMALL, **params)
+    sym = landscape.symmetry(problem)
+    theta = problem.init(torch.Generator().manual_seed(5), dtype=torch.float64)
+    for seed in range(3):
+        perms, scales = sym.random(generator=torch.Generator().manual_seed(seed), rescale=problem.weight_decay == 0)
+        assert all(sym.head_permutation(perms[g.name]) is not None for g in sym.groups if ".attn." in g.name)
+        moved = sym.transform(theta, perms, scales)
+        assert float((moved - theta).norm()) > 1
+        torch.testing.assert_close(outputs(problem, moved), outputs(problem, theta), rtol=1e-10, atol=1e-10)
+        assert float(problem.loss(moved)) == pytest.approx(float(problem.loss(theta)), rel=1e-12)
+        torch.testing.assert_close(sym.transform(moved, *sym.inverse(perms, scales)), theta, rtol=1e-12, atol=1e-12)
+
+
+def test_moving_a_head_on_queries_and_keys_alone_changes_the_function():
+    problem = landscape.make_problem("modadd_transformer", **SMALL)
+    sym = landscape.symmetry(problem)
+    theta = problem.init(torch.Generator().manual_seed(5), dtype=torch.float64)
+    swap = torch.cat([torch.arange(4, 8), torch.arange(4)])  # head 0 <-> head 1
+    assert sym.head_permutation(swap).tolist() == [1, 0]
+    both = sym.permute(theta, {"blocks.0.attn.qk": swap, "blocks.0.attn.vo": swap})
+    torch.testing.assert_close(outputs(problem, both), outputs(problem, theta), rtol=1e-10, atol=1e-10)
+    alone = sym.permute(theta, {"blocks.0.attn.qk": swap})
+    assert float((outputs(problem, alone) - outputs(problem, theta)).abs().max()) > 1e-3
+    assert sym.head_permutation(torch.tensor([0, 4, 1, 2, 3, 5, 6, 7])) is None  # a head's dims split: not coupled
+
+
+def test_a_permuted_copy_of_a_trained_transformer_comes_back_exactly(trained):
+    problem, thetas = trained
+    a = thetas[0]
+    sym = landscape.symmetry(problem)
+    perms, _ = sym.random(generator=torch.Generator().manual_seed(11))
+    b = sym.transform(a, perms)
+    assert float((b - a).norm()) > 0.5 * float(a.norm())
+    result = landscape.align(problem, a, b)
+    torch.testing.assert_close(result.theta, a, rtol=0, atol=1e-12)
+    assert landscape.barrier(problem, a, result.theta) == pytest.approx(0.0, abs=1e-9)
+    assert landscape.barrier(problem, a, b) > 1e-2  # the copy, unaligned, sits across a barrier
+    # two different seeds: matching moves b toward a, never away (the identity is a candidate)
+    other = landscape.align(problem, a, thetas[1])
+    assert other.distance_after <= other.distance_before
+    torch.testing.assert_close(outputs(problem, other.theta), outputs(problem, thetas[1]), rtol=1e-9, atol=1e-9)
+
+
+def test_activation_matching_is_a_one_line_error():
+    problem = landscape.make_problem("modadd_transformer", **SMALL)
+    theta = problem.init(torch.Generator().manual_seed(0))
+    with pytest.raises(LandscapeError, match="weight matching"):
+        landscape.align(problem, theta, theta, method="activation")
