@@ -273,6 +273,7 @@ METHODS = {
 #: In-place operations: their input must be used nowhere else (its other users would see the changed value).
 IN_PLACE = {"relu_", "tanh_", "sigmoid_", "add_", "sub_", "mul_", "div_", torch.relu_}
 #: Operations whose result may share memory with their input (an in-place change reaches through them).
-VIEWS = SHAPES | {"expand", "transpose", "permute", "t", operator.getitem, torch.flatten, torch.reshape}
+VIEWS = SHAPES | {"expand", "transpose", "permute", "t", "unbind", "split", "chunk", operator.getitem, torch.flatten,
+                  torch.reshape, torch.transpose, torch.permute, torch.unbind, torch.split, torch.chunk}
 
 

@@ -45,9 +45,11 @@ class Model:
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter of the flat layout used directly in ``forward`` (``F.linear(x, self.w)``, ``x * self.scale``)."""
+    """A parameter of the flat layout used directly in ``forward`` (``F.linear(x, self.w)``, ``x * self.scale``),
+    or the part ``index`` of it (``self.pos[:n]``: basic indexing, applied to each piece's copy)."""
 
     name: str
+    index: tuple = ()
 
 
 def add(a, b):

@@ -22,9 +22,15 @@ arithmetic it would be P·N, not N, and the call is refused. Shape operations mu
 - Max pooling (any, adaptive too), as modules or functions (see :func:`.relaxed.max_pool`).
 - Sums and differences of values, scaling by numbers and by tensor constants (buffers), negation.
 
-Not bounded (the dense check, with the reason): LayerNorm, softmax and attention (a product of two values),
-other activations, in-place operations on a value used elsewhere, forward hooks (``fx`` would not run them),
-indexing, reductions over the batch. Losses as in :mod:`.bounds`, all float64, inflated by its ``ROUNDING``.
+- Attention (:mod:`.attention_ops`, :mod:`.attention_modules`): products of two values (``q @ k.transpose(-2,
+  -1)``, ``attn @ v``, ``bmm``, ``einsum``), softmax, LayerNorm, embeddings, ``masked_fill`` with a constant
+  mask, ``F.scaled_dot_product_attention``, head shuffles (``transpose``/``permute``/``unbind``/``split``),
+  basic indexing that keeps the rows, ``nn.MultiheadAttention`` and ``nn.TransformerEncoder(Layer)`` (batch
+  first, evaluation mode).
+
+Not bounded (the dense check, with the reason): other activations, in-place operations on a value used
+elsewhere, forward hooks (``fx`` would not run them), indexing along the batch or by tensors, reductions over
+the batch. Losses as in :mod:`.bounds`, all float64, inflated by its ``ROUNDING``.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from . import bounds
 from . import relaxed as rx
 from .layout import Layout
 from .mlp import hooked
-from .operations import (ADAPTIVE_MAX, CONVS, DESCRIBE, FUNCTIONS, IN_PLACE, MAX_POOLS, METHODS, NORMS, POSITIVE,
-                         SHAPES, VIEWS, _describe, activation)
+from .attention_modules import MODULES
+from .attention_ops import FUNCTIONS, METHODS
+from .operations import (ADAPTIVE_MAX, CONVS, DESCRIBE, IN_PLACE, MAX_POOLS, NORMS, POSITIVE, SHAPES, VIEWS,
+                         _describe, activation)
 from .relaxed import Model, Param, Unsupported
 
 def _module_reason(m: nn.Module) -> str | None:
@@ -61,7 +69,7 @@ def _module_reason(m: nn.Module) -> str | None:
         return None if m.running_mean is not None and not m.training else f"{kind.__name__} without frozen statistics"
     if kind in MAX_POOLS or kind in ADAPTIVE_MAX:
         return None if not m.return_indices else f"{kind.__name__} returning indices"
-    return f"layer {kind.__name__}"
+    return MODULES[kind][0](m) if kind in MODULES else f"layer {kind.__name__}"
 
 
 @dataclass
@@ -200,7 +208,8 @@ class _Walk:
     def pair(self, value):
         """(centre, half), each [P, ...], of a parameter or of a constant tensor (half zero)."""
         if isinstance(value, Param):
-            return self.centre[value.name], self.half[value.name]
+            at = (slice(None), *value.index)
+            return self.centre[value.name][at], self.half[value.name][at]
         if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
             c = value.to(next(iter(self.centre.values()))).unsqueeze(0).expand(self.p, *value.shape)
             return c, torch.zeros_like(c)
@@ -337,7 +346,10 @@ def propagate(plan: Plan, params: tuple[dict, dict], x: torch.Tensor) -> Model:
             node.op == "call_function" and node.target is torch.reshape
         if from_batch and not shape_only:
             raise Unsupported("the batch size (x.size(0), x.shape[0]) used in arithmetic")
-        if node.op == "call_module":
+        if node.op == "call_module" and type(gm.get_submodule(node.target)) in MODULES:
+            layer = gm.get_submodule(node.target)
+            env[node.name] = MODULES[type(layer)][1](walk, layer, args, kwargs)
+        elif node.op == "call_module":
             given = args[0] if len(args) == 1 and not kwargs else kwargs.get("input") if not args and \
                 set(kwargs) == {"input"} else None
             env[node.name] = walk.module(gm.get_submodule(node.target), walk.model(given))
