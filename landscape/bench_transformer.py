@@ -8,8 +8,8 @@ transformer.modadd_transformer`) three ways, at K = 1, 16, 64.
 - **torch.func**: ``vmap(grad_and_value(loss))`` of ``functional_call`` on the module, the generic batched way.
 
 All three compute one thing (the figures carry the largest difference of their gradients at K points); the
-timings are wall and CPU seconds a point (one warm-up call, then repeats for at least ``min_seconds``, as
-:func:`landscape.bench.clocks`, which re-exports :func:`transformer_speed`).
+timings are wall and CPU seconds a point (after a warm-up call, which gives the gradients compared: repeats for
+at least ``min_seconds``, as :func:`landscape.bench.clocks`; ``landscape.bench`` re-exports :func:`transformer_speed`).
 """
 
 from __future__ import annotations
@@ -65,12 +65,11 @@ def _ways(problem, thetas):
 
 
 def _clocks(fn, min_seconds):
-    """(wall, CPU) seconds a call: one warm-up, then at least two calls and ``min_seconds`` of wall time."""
+    """(wall, CPU) seconds a call, after a warm-up call (the caller's): repeats for ``min_seconds`` of wall time."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
     sync()
     n, start, cpu = 0, time.perf_counter(), time.process_time()
-    while n < 2 or time.perf_counter() - start < min_seconds:
+    while n < 1 or time.perf_counter() - start < min_seconds:
         fn()
         sync()
         n += 1
@@ -101,7 +100,7 @@ def transformer_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float =
     for k in ks:
         thetas = problem.init(torch.Generator().manual_seed(0), n=k, device=device)
         ways = _ways(problem, thetas)
-        grads = {name: fn()[1] for name, fn in ways.items()}
+        grads = {name: fn()[1] for name, fn in ways.items()}  # the warm-up calls
         ref = grads["module loop"]
         diff = max(float((g - ref).abs().max() / ref.abs().max()) for g in grads.values())
         row = {"k": k, "difference": diff}

@@ -91,7 +91,7 @@ def test_bench_shows_each_row_on_stderr_and_quiet_silences_it():
     args = ["bench", "-k", "2", "--seconds", "0.001", "--beads", "2", "--bead-steps", "1", "--json"]
     loud = CliRunner().invoke(main, args)
     assert loud.exit_code == 0, loud.output
-    assert "(row 1/8)" in loud.stderr and "(row 8/8)" in loud.stderr and "batched loss+grad" in loud.stderr
+    assert "(row 1/9)" in loud.stderr and "(row 9/9)" in loud.stderr and "batched loss+grad" in loud.stderr
     assert set(json.loads(loud.stdout)) >= {"evaluator", "path_refinement", "planes"}
     quiet = CliRunner().invoke(main, [*args, "-q"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
