@@ -71,7 +71,8 @@ class TransformerSymmetry(Symmetry):
 
     def weight_matching(self, theta_a, theta_b, *, generator=None, max_iter=100):
         """Weight matching (the ``"weight"`` aligner) over every group: coordinate descent maximising
-        ⟨θ_a, π(θ_b)⟩, one step per ``resid``, per block's ``mlp`` and per block's attention (heads and their dimensions jointly).
+        ⟨θ_a, π(θ_b)⟩, one step per ``resid``, per block's ``mlp`` and per block's attention (its heads and the
+        dimensions inside them jointly).
 
         Parameters
         ----------
