@@ -172,9 +172,13 @@ def test_the_explorer_refuses_what_no_page_sends(explorer):
     for bad in ((math.nan, 1, 10, 10), (1, 2, "3", 4), (1, 2, math.inf, 4)):
         with pytest.raises(landscape.LandscapeError, match="four finite numbers"):
             explorer._on_tree_click(*bad)
-    for bad in ((math.nan, False), ("abc", False), (10 ** 9, False), (-1, False), (3, "yes")):
+    for bad in (math.nan, "abc", 10 ** 9, -1, 2.5, True):
         with pytest.raises(landscape.LandscapeError, match="whole number from 0 to 1000"):
-            explorer._on_position(*bad)
+            explorer.slide(bad)
+        assert (explorer.level, explorer.state.position, explorer.state.log_scale) == (level, position, False)
+    for bad in ("yes", 1, None):
+        with pytest.raises(landscape.LandscapeError, match="true or false"):
+            explorer.set_log_scale(bad)
         assert (explorer.level, explorer.state.position, explorer.state.log_scale) == (level, position, False)
     explorer.goto(level + 0.25)  # what a page does send still works
     assert explorer.level == level + 0.25 and explorer.state.level_text == f"u = {level + 0.25:.6g}"
@@ -188,3 +192,41 @@ def test_start_says_it_cannot_serve_inside_a_running_loop(explorer):
 
     with pytest.raises(landscape.LandscapeError, match="running event loop"):
         asyncio.run(in_a_notebook())
+
+
+def test_the_log_switch_keeps_u_exactly_and_recolours_the_surface(explorer):
+    import numpy as np
+
+    explorer.goto(0.7125)  # not a slider position on either scale
+    counts = explorer.state.counts
+    mapper = explorer.view.plotter.actors["surface"].GetMapper()
+    loss = np.asarray(explorer.view.meshes.surface.point_data["loss"], dtype=float)
+    floor = loss[loss > 0].min()
+    for log in (True, False, True, False):
+        explorer.set_log_scale(log)
+        assert explorer.level == 0.7125 and explorer.state.counts == counts  # u kept exactly, not re-read off the slider
+        assert explorer.state.log_scale is log and explorer.state.position == explorer.levels.position(0.7125, log=log)
+        assert explorer.state.range_low == f"{explorer.levels.range(log=log)[0]:.4g}"
+        colours = np.log10(np.maximum(loss, floor)) if log else loss
+        assert mapper.GetArrayName() == ("log10_loss" if log else "loss")
+        assert mapper.GetScalarRange() == pytest.approx((colours.min(), colours.max()), rel=1e-12, abs=1e-12)
+        assert mapper.GetLookupTable().GetRange() == pytest.approx(mapper.GetScalarRange())
+        titles = [bar.GetTitle() for bar in explorer.view.plotter.scalar_bars.values()]
+        assert titles == [("log10 " if log else "") + "loss"], titles
+    position = explorer.state.position + 1
+    explorer.slide(position)  # the slider, then, reads its own scale
+    assert explorer.level == explorer.levels.level(position)
+
+
+def test_each_page_gets_an_explorer_of_its_own_at_the_start(explorer):
+    start = explorer._origin[0]
+    explorer.goto(start + 0.5)
+    tab = explorer.tab()
+    try:
+        assert tab.level == start and tab.state is not explorer.state and tab.view.plotter is not explorer.view.plotter
+        assert tab.state.view_placeholder.startswith("data:image/jpeg;base64,")
+        tab.goto(start + 0.25)
+        tab.set_log_scale(True)
+        assert explorer.level == start + 0.5 and not explorer.log_scale  # one page's moves stay in it
+    finally:
+        tab.close()

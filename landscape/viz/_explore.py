@@ -20,7 +20,10 @@ from .._errors import LandscapeError
 from ..views.levels import STEPS, Levels
 from ..views.scene import Scene
 from ._level_view import LevelView, path_label, valley_color
-from ._tree import tree_image
+from ._tree_image import tree_image
+
+#: Pixels of the merge tree in the side panel (which is 440 pixels wide).
+TREE_SIZE = (420, 480)
 
 
 class Explorer:
@@ -49,11 +52,11 @@ class Explorer:
     """
 
     def __init__(self, scene: Scene, levels: Levels, details: list, *, level: float | None = None, log: bool = False,
-                 server=None, window_size=(900, 680), curvature=None):
+                 server=None, window_size=(900, 680), curvature=None, placeholder: str | None = None):
         from trame.app import get_server
 
         self.scene, self.levels, self.details = scene, levels, details
-        self._curvature = curvature
+        self._curvature, self._window_size = curvature, window_size
         merges = levels.merges()
         if level is not None:
             level = _finite(level, "level")
@@ -64,15 +67,22 @@ class Explorer:
         self.server = server or get_server(f"landscape-explore-{id(self)}", client_type="vue3")
         self.state, ctrl = self.server.state, self.server.controller
         self.labels = [m.label for m in self.view.minima]
-        self._pinned = level
         self._log_scale = bool(log)
-        self.state.update({"position": levels.position(level, log=log), "log_scale": bool(log),
+        self._origin = (level, self._log_scale)  # where each page starts (see tab)
+        if placeholder is None:
+            placeholder = self.view.snapshot()
+        self._shown = levels.position(level, log=log)  # the slider position the server last set or was sent
+        # the page's switches and slider reach the server as calls (see _layout), not as state: trame's client
+        # holds its state changes back while a call is pending, which made u follow the arrow keys late
+        self.state.update({"position": self._shown, "log_scale": bool(log),
                            "show_trajectories": True, "counts": "", "tree_src": "", "selected": "",
                            "minimum_colors": [""] * len(self.labels), "path_rows": [], "level_text": "",
-                           "range_low": "", "range_high": ""})
+                           "range_low": "", "range_high": "", "view_placeholder": placeholder or ""})
+        self.state.client_only("position", "log_scale", "show_trajectories")
         self._merges = merges
         self._tree = None
-        self.state.change("position", "log_scale")(self._on_position)
+        self.state.change("position")(self._on_position)
+        self.state.change("log_scale")(self._on_log_scale)
         self.state.change("show_trajectories")(self._on_trajectories)
         ctrl.goto_level = self.goto
         ctrl.select_minimum = self.select
@@ -80,45 +90,74 @@ class Explorer:
         self.ui = self._layout()
         self._update(level)
 
+    def tab(self) -> "Explorer":
+        """A new explorer of the same scene and valleys, at the u and scale this one started at (or was served
+        at): the state of one more page, its own."""
+        level, log = self._origin
+        return Explorer(self.scene, self.levels, self.details, level=level, log=log, window_size=self._window_size,
+                        curvature=self._curvature, placeholder=self.state.view_placeholder)
+
     # ------------------------------------------------------------- level
     @property
     def level(self) -> float:
         return self.view.level
 
+    @property
+    def log_scale(self) -> bool:
+        return self._log_scale
+
     def goto(self, level: float) -> None:
         """Move u to ``level`` exactly (the slider goes to the nearest position); a finite number."""
         level = _finite(level, "level")
-        self._pinned = level
-        with self.state:
-            self.state.position = self.levels.position(level, log=self.state.log_scale)
+        self._show_position(self.levels.position(level, log=self._log_scale))
         self._update(level)
 
-    def _on_position(self, position, log_scale, **_):
-        if not _is_int(position) or not 0 <= position <= STEPS or not isinstance(log_scale, bool):
-            shown = self.levels.position(self.level, log=self._log_scale)
-            self._pinned = self.level  # put back as it was: the slider, and u exactly
+    def slide(self, position) -> None:
+        """Move u to the slider's ``position`` (a whole number from 0 to ``STEPS``), on the current scale."""
+        if not _is_int(position) or not 0 <= position <= STEPS:
+            self._show_position(self._shown)  # put back as it was
+            raise LandscapeError(f"the page sent position {_short(position)}: a whole number from 0 to {STEPS}")
+        self._shown = int(position)
+        self._update(self.levels.level(int(position), log=self._log_scale))
+
+    def set_log_scale(self, log_scale) -> None:
+        """The slider (and the surface's colours) on a log scale or not; u stays exactly where it is."""
+        if not isinstance(log_scale, bool):
             with self.state:
-                self.state.update({"position": shown, "log_scale": self._log_scale})
-            raise LandscapeError(f"the page sent position {_short(position)} and log scale {_short(log_scale)}: the "
-                                 f"position is a whole number from 0 to {STEPS}, the log scale true or false")
+                self.state.log_scale = self._log_scale
+            raise LandscapeError(f"the page sent log scale {_short(log_scale)}: true or false")
+        if log_scale == self._log_scale:
+            return
         self._log_scale = log_scale
-        pinned = self._pinned
-        self._pinned = None
-        if pinned is not None and self.levels.position(pinned, log=log_scale) == int(position):
-            level = pinned  # set exactly (a merge's level, a click on the tree): keep it exact
-        else:
-            level = self.levels.level(int(position), log=log_scale)
-        self._update(level)
+        with self.state:
+            self.state.log_scale = log_scale
+        self.view.color_scale(log=log_scale)
+        self._show_position(self.levels.position(self.level, log=log_scale))
+        self._update(self.level)
+
+    def _show_position(self, position: int) -> None:
+        self._shown = position
+        with self.state:
+            self.state.position = position
+
+    def _on_position(self, position, **_):  # the state changed: by the server (no move), or by a raw client
+        if position != self._shown:
+            self.slide(position)
+
+    def _on_log_scale(self, log_scale, **_):
+        if log_scale is not self._log_scale:
+            self.set_log_scale(log_scale)
 
     def _update(self, level: float) -> None:
         at = self.view.set_level(level)
-        low, high = self.levels.range(log=self.state.log_scale)
+        log = self._log_scale
+        low, high = self.levels.range(log=log)
         minima = dict(zip(self.labels, self.levels.graph.losses.tolist()))
         merges = [(self.labels[m.i], self.labels[m.j], m.level) for m in self.levels.graph.merges()]
-        floor = self.levels.log_low if self.state.log_scale else None
+        floor = self.levels.log_low if log else None
         colors = dict(zip(self.labels, (valley_color(k) for k in at.valley_of)))
         self._tree = tree_image(minima, merges, level=level, tol=self.levels.tol, log_floor=floor, title="merge tree",
-                                size=(420, 380), colors=colors)
+                                size=TREE_SIZE, colors=colors)
         self.state.update({
             "counts": at.text(), "level_text": f"u = {level:.6g}",
             "range_low": f"{low:.4g}", "range_high": f"{high:.4g}",
@@ -126,6 +165,7 @@ class Explorer:
             "minimum_colors": [valley_color(k) for k in at.valley_of],
             "path_rows": [{"text": _path_row(c, below), "lit": below}
                           for c, below in zip(self.view.paths, self.view.path_below(level))]})
+        self.state.flush()  # u and the counts leave now, before the frame is rendered
         self.server.controller.view_update()
 
     def _on_tree_click(self, x, y, width, height):
@@ -177,9 +217,11 @@ class Explorer:
             with layout.toolbar:
                 v3.VSpacer()
                 v3.VSwitch(v_model=("log_scale",), label="log scale", hide_details=True, density="compact",
-                           classes="mx-2", style="max-width: 150px")
+                           classes="mx-2", style="max-width: 150px", id="log-scale",
+                           update_modelValue=(self.set_log_scale, "[$event]"))
                 v3.VSwitch(v_model=("show_trajectories",), label="trajectories", hide_details=True, density="compact",
-                           classes="mx-2", style="max-width: 170px", disabled=not self.view.trajectories)
+                           classes="mx-2", style="max-width: 170px", disabled=not self.view.trajectories,
+                           update_modelValue=(self._on_trajectories, "[$event]"))
             with layout.content:
                 with html.Div(style="display: flex; height: 100%; gap: 12px; padding: 8px"):
                     with html.Div(style="flex: 1 1 auto; display: flex; flex-direction: column; min-width: 0"):
@@ -187,16 +229,23 @@ class Explorer:
                             html.Span("{{ range_low }}", id="level-low", style="font-size: 13px")
                             with html.Div(id="level-slider", style="flex: 1 1 auto"):
                                 v3.VSlider(v_model=("position",), min=0, max=STEPS, step=1, hide_details=True,
-                                           color="primary")
+                                           color="primary", update_modelValue=(self.slide, "[$event]"))
                             html.Span("{{ range_high }}", id="level-high", style="font-size: 13px")
                         html.Div("{{ counts }}", id="valley-counts",
                                  style="font-size: 20px; font-weight: 600; margin: 2px 0 6px 4px")
                         with html.Div(style="flex: 1 1 auto; min-height: 420px; position: relative"):
-                            view = PyVistaRemoteView(self.view.plotter, interactive_ratio=1, still_ratio=1)
+                            # the scene as it was at the start, shown at once, until the server's first frame
+                            # (which covers it) arrives
+                            html.Img(src=("view_placeholder",), id="view-placeholder", v_show="view_placeholder",
+                                     style="position: absolute; inset: 0; width: 100%; height: 100%; "
+                                           "object-fit: contain; z-index: 0")
+                            with html.Div(id="view", style="position: absolute; inset: 0; z-index: 1"):
+                                view = PyVistaRemoteView(self.view.plotter, interactive_ratio=1, still_ratio=1)
                             self.server.controller.view_update = view.update
                     with html.Div(style="flex: 0 0 440px; overflow-y: auto; font-size: 14px"):
                         html.Div("Merge tree (click a merge to move u there)", style="font-weight: 600")
-                        html.Img(src=("tree_src",), id="merge-tree", style="width: 420px; cursor: pointer",
+                        html.Img(src=("tree_src",), id="merge-tree",
+                                 style=f"width: {TREE_SIZE[0]}px; height: {TREE_SIZE[1]}px; cursor: pointer",
                                  click=(self._on_tree_click, "[$event.offsetX, $event.offsetY, "
                                                              "$event.target.clientWidth, $event.target.clientHeight]"))
                         with html.Div(style="margin: 4px 0"):
@@ -245,10 +294,13 @@ class Explorer:
         """
         from ._serve import listen, serve
 
+        if self._origin != (self.level, self._log_scale):  # moved since it was made: the pages start here
+            self._origin = (self.level, self._log_scale)
+            self.state.view_placeholder = self.view.snapshot()
         own = sock is None
         sock = listen(port, host) if own else sock
         try:
-            serve(self.server, sock, ready=ready, open_browser=open_browser)
+            serve(self, sock, ready=ready, open_browser=open_browser)
         finally:
             if own:
                 sock.close()

@@ -25,7 +25,7 @@ MAX_DEPTH = 16
 HEADER = struct.Struct("<III")
 
 #: websocket close codes (RFC 6455, 7.4.1)
-POLICY, TOO_BIG, BAD_DATA, UNSUPPORTED = 1008, 1009, 1007, 1003
+POLICY, TOO_BIG, BAD_DATA, UNSUPPORTED, TRY_AGAIN = 1008, 1009, 1007, 1003, 1013
 
 log = logging.getLogger("landscape.explore")
 

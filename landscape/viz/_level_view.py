@@ -83,6 +83,7 @@ class LevelView:
         p.add_legend(legend, bcolor="white", border=True, loc="upper left",
                      size=(min(0.95, 0.5 * row * height / width * (longest + 4)), row * len(legend)))
         self.font = max(8, round(height / 55))
+        self.log, self._loss_title = log, scene.loss_name.split(" (")[0]
         self.level = None
         self.set_level(level)
 
@@ -128,6 +129,40 @@ class LevelView:
             actor.prop.opacity = 1.0 if below else 0.45
         self.level = level
         return at
+
+    def color_scale(self, *, log: bool) -> None:
+        """Colour the surface by log10 of the loss or by the loss (its colour bar too); heights stay as drawn."""
+        surface = self.meshes.surface
+        name = "log10_loss" if log else "loss"
+        if name not in surface.point_data:  # drawn linear: log10 of the loss, floored as the log view floors it
+            loss = np.asarray(surface.point_data["loss"], dtype=float)
+            positive = loss[np.isfinite(loss) & (loss > 0)]
+            floor = float(positive.min()) if positive.size else 1e-12
+            with np.errstate(invalid="ignore"):
+                surface.point_data[name] = np.log10(np.maximum(loss, floor))
+        values = np.asarray(surface.point_data[name], dtype=float)
+        values = values[np.isfinite(values)]
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        mapper = self.plotter.actors["surface"].GetMapper()
+        mapper.SetScalarModeToUsePointFieldData()
+        mapper.SelectColorArray(name)
+        mapper.SetScalarRange(low, high)
+        mapper.GetLookupTable().SetRange(low, high)
+        for title, bar in list(self.plotter.scalar_bars.items()):
+            if bar.GetLookupTable() is mapper.GetLookupTable() or title.removeprefix("log10 ") == self._loss_title:
+                bar.SetTitle(("log10 " if log else "") + self._loss_title)
+        self.log = log
+
+    def snapshot(self, quality: int = 80) -> str:
+        """The view as it is now, a JPEG ``data:`` URL (what a page shows before its first frame)."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(self.plotter.screenshot(return_img=True)).convert("RGB").save(buf, "JPEG", quality=quality)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
     def path_below(self, level: float) -> list[bool]:
         return [c.figures["max_loss"] <= level for c in self.paths]

@@ -12,6 +12,10 @@ server of its own); the web server here is aiohttp's, and it decides what reache
   the printed address, then in a same-site cookie so that a reload works); each later frame is read by
   :func:`~landscape.viz._guard.read_frame` (one whole message of at most 64 KiB, finite values);
 - error replies leave without Python traces, and every bad request is at most one log line.
+
+Each page (browser tab) has its own explorer: its own trame server, state and 3-D view, made for its
+websocket once the hello is accepted and dropped when the page goes (trame's state is one per server,
+shared by every page of it; see :class:`Tabs`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import webbrowser
 from pathlib import Path as FilePath
 
 from .._errors import LandscapeError
-from ._guard import HEADER, MAX_MESSAGE, POLICY, UNSUPPORTED, Refused, check_hello, log, one_line, \
+from ._guard import HEADER, MAX_MESSAGE, POLICY, TRY_AGAIN, UNSUPPORTED, Refused, check_hello, log, one_line, \
     read_frame, scrub_reply
 
 #: The longest request target served (the page's own are under 200 characters).
@@ -38,6 +42,10 @@ MAX_URL = 2048
 MAX_PAGES = 256
 #: Seconds a new websocket has to send its hello.
 HELLO_S = 30.0
+#: Pages served at once with their own explorer (each holds a 3-D view: about 20 MB).
+MAX_TABS = 32
+#: Seconds after a page took the spare explorer before the next spare is made (one page loads meanwhile).
+SPARE_AFTER_S = 2.0
 
 
 def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
@@ -120,10 +128,10 @@ class Frame:
 class PageServer:
     """The aiohttp application in front of one trame server (its wslink endpoint and static files)."""
 
-    def __init__(self, address: Address, endpoint, static: dict):
+    def __init__(self, address: Address, tabs: "Tabs", static: dict):
         from aiohttp import web
 
-        self.address, self.endpoint = address, endpoint
+        self.address, self.tabs = address, tabs
         self.pages = set()
         self.app = web.Application(middlewares=[web.middleware(lambda request, handler: self._guard(request, handler))],
                                    client_max_size=64 * 1024)
@@ -197,13 +205,11 @@ class PageServer:
             return web.Response(status=503, text="too many pages open\n")
         await ws.prepare(request)
         self.pages.add(ws)
-        conn = await self.endpoint.connect()
-        conn.on_message(lambda _binary, data: self._send(ws, data))
-        authenticated = False
+        tab = conn = None
         try:
             while True:
                 try:
-                    msg = await ws.receive(timeout=None if authenticated else HELLO_S)
+                    msg = await ws.receive(timeout=None if tab is not None else HELLO_S)
                 except asyncio.TimeoutError:
                     raise Refused(f"no hello in {HELLO_S:g} s") from None
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -214,11 +220,13 @@ class PageServer:
                 if msg.type != WSMsgType.BINARY:
                     raise Refused("a text frame (the page sends binary frames)", UNSUPPORTED)
                 call = read_frame(msg.data)
-                if not authenticated:
+                if tab is None:  # the hello: only then is this page given an explorer of its own
                     check_hello(call, self.address.secret)
+                    tab = await self.tabs.take()
+                    conn = await tab.endpoint.connect()
+                    conn.on_message(lambda _binary, data: self._send(ws, data))
                 await conn.send(True, Frame(msg.data))
-                authenticated = authenticated or self.endpoint.isClientAuthenticated(conn.client_id)
-                if not authenticated:
+                if not tab.endpoint.isClientAuthenticated(conn.client_id):
                     raise Refused("the hello was not accepted")
         except Refused as refused:
             log.warning("closed a websocket: %s", refused.reason)
@@ -232,9 +240,12 @@ class PageServer:
                 await ws.close(code=POLICY)
         finally:
             self.pages.discard(ws)
-            await conn.close()
-            await self.endpoint.onClose(conn.client_id)
-            getattr(self.endpoint, "authentified_client_ids", set()).discard(conn.client_id)
+            if conn is not None:
+                await conn.close()
+                await tab.endpoint.onClose(conn.client_id)
+                getattr(tab.endpoint, "authentified_client_ids", set()).discard(conn.client_id)
+            if tab is not None:
+                await self.tabs.drop(tab)
         return ws
 
     @staticmethod
@@ -252,6 +263,96 @@ class PageServer:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopped")
 
 
+class Tab:
+    """One page's explorer, served on its own trame server: ``explorer``, its wslink ``endpoint``, ``static``
+    routes, and the ``running`` task of its server."""
+
+    def __init__(self, explorer, endpoint, static: dict, running):
+        self.explorer, self.endpoint, self.static, self.running = explorer, endpoint, static, running
+
+    @classmethod
+    async def start(cls, explorer, address: Address) -> "Tab":
+        """Start ``explorer``'s trame server on wslink's generic backend, with this launch's arguments."""
+        server = explorer.server
+        bound = []
+        server.controller.on_server_bind.add(bound.append)
+        trame_arguments(server, address)
+        started = server.start(exec_mode="coroutine", backend="generic", open_browser=False,
+                               show_connection_info=False, disable_logging=True, timeout=0)
+        if not asyncio.iscoroutine(started):
+            raise LandscapeError("this explorer is being served already; stop it (Ctrl-C) before starting it again")
+        running = asyncio.ensure_future(started)
+        await asyncio.sleep(0)  # the server binds its protocol: CoreServer.server is a class attribute
+        if len(bound) != 1 or bound[0]["ws"] is None or getattr(server.protocol, "secret", None) != address.secret:
+            running.cancel()
+            raise LandscapeError("the installed trame/wslink did not start as expected (generic backend, this "
+                                 "launch's secret); the explorer does not serve without them")
+        return cls(explorer, bound[0]["ws"], bound[0].config.get("static", {}), running)
+
+    async def stop(self, *, close: bool = True) -> None:
+        """Stop its trame server, forget it, and (``close``) free its 3-D view."""
+        from trame.app.core import AVAILABLE_SERVERS
+
+        server = self.explorer.server
+        with contextlib.suppress(Exception):
+            await server.stop()
+        self.running.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.running
+        if AVAILABLE_SERVERS.get(server.name) is server:
+            del AVAILABLE_SERVERS[server.name]
+        if close:
+            self.explorer.close()
+
+
+class Tabs:
+    """The explorers of the open pages: each page takes one of its own, at the u the explorer started at.
+
+    ``first`` (the explorer that was started, already made) is the first spare; once a page takes the
+    spare, the next one is made :data:`SPARE_AFTER_S` later (a page that comes before gets one made at
+    once). At most :data:`MAX_TABS` pages are served at once.
+    """
+
+    def __init__(self, first: Tab, address: Address):
+        self.first, self.address = first, address
+        self.spare, self.open = first, set()
+        self._lock = asyncio.Lock()
+        self._filling = None
+
+    async def take(self) -> Tab:
+        async with self._lock:
+            if len(self.open) >= MAX_TABS:
+                raise Refused(f"{MAX_TABS} pages are open already: close one", TRY_AGAIN)
+            tab, self.spare = self.spare, None
+            if tab is None:
+                tab = await Tab.start(self.first.explorer.tab(), self.address)
+            self.open.add(tab)
+        if self._filling is None or self._filling.done():
+            self._filling = asyncio.ensure_future(self._fill())
+        return tab
+
+    async def _fill(self) -> None:
+        await asyncio.sleep(SPARE_AFTER_S)
+        async with self._lock:
+            if self.spare is None and len(self.open) < MAX_TABS:
+                self.spare = await Tab.start(self.first.explorer.tab(), self.address)
+
+    async def drop(self, tab: Tab) -> None:
+        """The page of ``tab`` went: its explorer goes with it (the first one is its owner's to close)."""
+        self.open.discard(tab)
+        await tab.stop(close=tab is not self.first)
+
+    async def close(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._filling
+        for tab in [*self.open, *([self.spare] if self.spare is not None else [])]:
+            await tab.stop(close=tab is not self.first)
+        if self.first not in self.open and self.first is not self.spare:
+            await self.first.stop(close=False)
+
+
 def trame_arguments(server, address: Address) -> list[str]:
     """Hand trame ``server`` this launch's arguments instead of ``sys.argv`` and ``TRAME_ARGS``."""
     argv = ["--server", "--host", address.host, "--port", str(address.port), "--timeout", "0",
@@ -263,8 +364,9 @@ def trame_arguments(server, address: Address) -> list[str]:
     return argv
 
 
-def serve(server, sock: socket.socket, *, ready=None, open_browser: bool = False) -> None:
-    """Serve trame ``server`` on the listening ``sock`` until Ctrl-C (SIGINT) or SIGTERM.
+def serve(explorer, sock: socket.socket, *, ready=None, open_browser: bool = False) -> None:
+    """Serve ``explorer`` (an :class:`~landscape.viz.Explorer`) on the listening ``sock`` until Ctrl-C (SIGINT)
+    or SIGTERM: each page gets its own explorer (:meth:`Explorer.tab`), the first page this one.
 
     ``ready(url)`` is called once the page can be opened (the url carries this launch's secret).
     """
@@ -278,12 +380,12 @@ def serve(server, sock: socket.socket, *, ready=None, open_browser: bool = False
     address = Address(sock)
     with one_line_logs():
         try:
-            asyncio.run(_serve(server, sock, address, ready, open_browser))
+            asyncio.run(_serve(explorer, sock, address, ready, open_browser))
         except KeyboardInterrupt:
             pass
 
 
-async def _serve(server, sock, address, ready, open_browser):
+async def _serve(explorer, sock, address, ready, open_browser):
     from aiohttp import web
 
     loop = asyncio.get_running_loop()
@@ -291,20 +393,9 @@ async def _serve(server, sock, address, ready, open_browser):
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread: Ctrl-C only
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-    bound = []
-    server.controller.on_server_bind.add(bound.append)
-    trame_arguments(server, address)
-    started = server.start(exec_mode="coroutine", backend="generic", open_browser=False, show_connection_info=False,
-                           disable_logging=True, timeout=0)
-    if not asyncio.iscoroutine(started):
-        raise LandscapeError("this explorer is being served already; stop it (Ctrl-C) before starting it again")
-    running = asyncio.ensure_future(started)
-    await asyncio.sleep(0)
-    if len(bound) != 1 or bound[0]["ws"] is None or getattr(server.protocol, "secret", None) != address.secret:
-        running.cancel()
-        raise LandscapeError("the installed trame/wslink did not start as expected (generic backend, this launch's "
-                             "secret); the explorer does not serve without them")
-    pages = PageServer(address, bound[0]["ws"], bound[0].config.get("static", {}))
+    first = await Tab.start(explorer, address)
+    tabs = Tabs(first, address)
+    pages = PageServer(address, tabs, first.static)
     runner = web.AppRunner(pages.app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -314,13 +405,11 @@ async def _serve(server, sock, address, ready, open_browser):
         if open_browser:
             webbrowser.open(address.url)
         stopped = asyncio.ensure_future(stop.wait())
-        # until SIGTERM, the page asking trame to exit, or Ctrl-C (which cancels this task)
-        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+        # until SIGTERM, or Ctrl-C (which cancels this task)
+        await stopped
     finally:
         await pages.close()
-        with contextlib.suppress(Exception):
-            await server.stop()
+        await tabs.close()
         await runner.cleanup()
 
 
