@@ -344,7 +344,8 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress lin
 def capture_lines(c: dict) -> list[str]:
     """The differential check of a model's evaluation (:meth:`landscape.NetworkProblem.check_capture`), in words."""
     worst = [c[k] for k in ("loss", "grad", "bound") if isinstance(c.get(k), float)]
-    lines = [f"model       evaluated by {'the hand-batched MLP' if c['evaluator'] == 'bmm' else 'functional_call'}, "
+    by = {"bmm": "the hand-batched MLP", "attention": "the batched transformer"}.get(c["evaluator"], "functional_call")
+    lines = [f"model       evaluated by {by}, "
              f"checked against its own forward at {c['points']} points in float64"
              + (f" (worst difference {max(worst):.2g} of the rounding tolerance)" if worst else "")
              + f", {c['seconds']:.2f} s"]
