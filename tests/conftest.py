@@ -8,6 +8,20 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 # The tests keep their caches (surfaces, the `problems` listing) to themselves, out of the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="landscape-tests-cache-")
 
+
+def _threads_per_worker():
+    """CPU threads for each of pytest-xdist's workers: the cores this process may use, shared out among them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+# Under pytest-xdist (-n N) N workers share the cores: each computes on its share (1 thread with 2 workers on 2
+# cores) instead of every worker's torch starting a thread per core and stalling the others; the CLI
+# subprocesses the tests start inherit the same. A thread count the caller set (OMP_NUM_THREADS) is kept.
+if "PYTEST_XDIST_WORKER" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 #: Small instances of every registered problem, so the whole registry is tested in seconds.
 SMALL = {
     "himmelblau": {},
