@@ -121,6 +121,24 @@ class RecomputedNorm(nn.Module):
         return y
 
 
+def recomputed_loss(problem, thetas, x, y):
+    """Two passes per point: statistics over the training split, then the loss with them (vmapped over
+    ``thetas`` [K, D] and the data x [K, N, ...], y [K, N, ...])."""
+    module = problem._recompute_module()
+    stats_x = problem._device_data("train", thetas.device, thetas.dtype)[0]
+
+    def one(theta, xi, yi):
+        params = problem.layout.unflatten(theta)
+        tape = Tape(collecting=True)
+        with tape.active(module):
+            functional_call(module, params, (stats_x,))
+            tape.collecting = False
+            out = functional_call(module, params, (xi,))
+        return problem._one_loss(out, yi)
+
+    return vmap(one)(thetas, x, y)
+
+
 def recomputing_copy(module: nn.Module, layers: list[str]) -> nn.Module:
     """A deep copy of ``module`` whose BatchNorm layers (named ``layers``) are :class:`RecomputedNorm`."""
     import copy

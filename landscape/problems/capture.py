@@ -301,6 +301,9 @@ def check_and_settle(problem, points: torch.Tensor, generator=None) -> dict:
                                                      problem.data("train")[0][:1])
             notes.append(f"the hand-batched MLP evaluator is not the module's function: {why}; "
                          "functional_call runs instead")
+        elif getattr(problem, "_wide", None) is not None:
+            problem._wide = None
+            notes.append(f"the wide evaluator is not the module's function: {why}; functional_call runs instead")
         elif report.get("relative", math.inf) <= CONDITIONING:  # functional_call itself: rounding, amplified
             notes.append(f"functional_call of the module differs from its own call by {report['relative']:.2g} "
                          "relative (float64 rounding amplified by the model's conditioning); accepted")

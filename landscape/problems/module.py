@@ -1,9 +1,10 @@
 """Problems built from an ``nn.Module``, a dataset and a loss.
 
-Two evaluators, one contract. A plain ``nn.Sequential`` of ``Linear`` layers and elementwise
+Three evaluators, one contract. A plain ``nn.Sequential`` of ``Linear`` layers and elementwise
 activations runs on a hand-batched path: every layer of K networks is one batched product, and with a
-named loss its gradient is written out by hand (:func:`.mlp.mlp_loss_and_grad`). Anything else runs
-``torch.func.functional_call`` under ``torch.func.vmap``. Both are cut into chunks by
+named loss its gradient is written out by hand (:func:`.mlp.mlp_loss_and_grad`). A module whose parameters
+all sit in convolutions, linear and BatchNorm layers runs K networks in one forward (:mod:`.grouped`).
+Anything else runs ``torch.func.functional_call`` under ``torch.func.vmap``. All are cut into chunks by
 :meth:`Problem.chunk_size`; a chunk of one point is the plain loop, so the batched evaluator is never
 slower than the loop by more than the chunk heuristic misses.
 """
@@ -22,12 +23,13 @@ from torch.func import functional_call, vmap
 from . import bounds
 from .losses import LOSSES, check_targets
 from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
-from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputing_copy
+from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputed_loss, recomputing_copy
 from .footprint import measure_activations, saved_values
+from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, wide_loss, wide_plan
 from .._errors import LandscapeError
 from .._registry import Registry
 from .layout import Layout
-from .problem import Problem
+from .problem import CHUNK_BYTES, Problem
 from .traced import Unsupported, graph_plan, traced_segment_bounds
 
 
@@ -95,6 +97,8 @@ class NetworkProblem(Problem):
         self._mlp = mlp_plan(module) if self._splits["train"][0].dim() == 2 else None
         # a plain MLP with a named loss: its loss and gradient are computed by hand (mlp.mlp_loss_and_grad)
         self._by_hand = self._mlp is not None and isinstance(loss, str) and by_hand(self._mlp, loss)
+        # other modules of conv, linear and BatchNorm layers: K networks in one forward (grouped.WidePlan)
+        self._wide, self._wide_refused = wide_plan(module, self.layout) if self._mlp is None else (None, "an MLP")
         self._traced = None  # (traced plan, reason): traced when first asked for bounds
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
@@ -138,8 +142,8 @@ class NetworkProblem(Problem):
 
     @property
     def evaluator(self) -> str:
-        """``"bmm"`` (hand-batched MLP) or ``"vmap"`` (generic functional_call)."""
-        return "bmm" if self._mlp is not None else "vmap"
+        """``"bmm"`` (hand-batched MLP), ``"wide"`` (:mod:`.grouped`) or ``"vmap"`` (generic functional_call)."""
+        return "bmm" if self._mlp is not None else "wide" if self._wide is not None else "vmap"
 
     def module(self) -> nn.Module:
         """The architecture as an ``nn.Module`` (a shared instance; load θ with :meth:`to_module`)."""
@@ -225,6 +229,8 @@ class NetworkProblem(Problem):
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
             return n_samples * max(self._widths)
+        if self._wide is not None:  # its chunks take grouped.CHUNK_BYTES
+            return n_samples * self._act_numel * CHUNK_BYTES["cpu"] // WIDE_CHUNK_BYTES
         if self._bn == "recompute":  # each point also runs the statistics pass over the training split
             return (n_samples + min(self.n_samples("train"), self.sample_chunk or n_samples)) * self._act_numel
         return n_samples * self._act_numel
@@ -236,10 +242,12 @@ class NetworkProblem(Problem):
         elif self._mlp is not None:
             out = mlp_forward(self._mlp, self.layout.unflatten(thetas), x)
             value = self._batched_loss(out, y)
-        elif self._bn == "recompute":
-            value = self._recomputed_loss(thetas, x, y)
-        else:
-            value = self._vmap_loss(thetas, x, y)
+        else:  # K networks in one forward (grouped.wide_loss), else functional_call under vmap
+            value = wide_loss(self, thetas, x, y)
+            if value is None and self._bn == "recompute":
+                value = recomputed_loss(self, thetas, x, y)
+            elif value is None:
+                value = self._vmap_loss(thetas, x, y)
         if self.weight_decay:
             mask = self._decay.to(thetas.device)
             value = value + 0.5 * self.weight_decay * thetas[:, mask].pow(2).sum(-1)
@@ -356,22 +364,6 @@ class NetworkProblem(Problem):
         if not isinstance(self._loss_ref, str):
             return self._loss_ref(out, y)
         return self._batched_loss(out.unsqueeze(0), y.unsqueeze(0))[0]
-
-    def _recomputed_loss(self, thetas, x, y):
-        """Two passes per point: statistics over the training split, then the loss with them (vmapped)."""
-        module = self._recompute_module()
-        stats_x = self._device_data("train", thetas.device, thetas.dtype)[0]
-
-        def one(theta, xi, yi):
-            params = self.layout.unflatten(theta)
-            tape = Tape(collecting=True)
-            with tape.active(module):
-                functional_call(module, params, (stats_x,))
-                tape.collecting = False
-                out = functional_call(module, params, (xi,))
-            return self._one_loss(out, yi)
-
-        return vmap(one)(thetas, x, y)
 
     def _recompute_module(self) -> nn.Module:
         """A copy of the module whose BatchNorm layers normalize with statistics taken from a :class:`Tape`."""

@@ -1,0 +1,365 @@
+"""K networks in one forward pass of the module's own ``forward``: the wide evaluator of conv nets and other modules
+whose parameters all sit in convolutions, linear layers and BatchNorm layers.
+
+A copy of the module has each such layer replaced by a :class:`_Wide` layer that holds no parameters: it reads the
+K networks' weights from the :class:`WidePlan` (views of the flat θ, shape [K, ...]) and runs on values of K·N rows,
+network k's N samples at rows k·N … k·N + N − 1 (the layout of :mod:`.traced`). Everything in between — ReLU,
+pooling, flatten, residual additions, ``view(x.size(0), -1)`` — runs unchanged on the K·N rows. The input (N rows,
+shared by the K networks) meets its first layer as it is: a convolution or linear layer of K·C outputs, no copy of
+the data per network.
+
+- Convolutions of per-network values: one call per network on its rows (contiguous) on the CPU, measured faster
+  there than one grouped convolution (``groups = K``) of the networks' channels stacked; on CUDA the grouped one.
+- BatchNorm: per network over its N rows. Recomputed statistics (``bn="recompute"``) as torch defines them — one
+  training-mode pass over the training split (normalizing with the biased variance, recording the mean and the
+  unbiased variance), then evaluation mode: the statistics pass stops at the last BatchNorm layer, and the layers
+  it ran on the very same input (the first convolution of the training split) are not run again by the loss pass.
+  Frozen statistics (``bn="frozen"``): the module's buffers, one multiply-add.
+
+The differential check (:mod:`.capture`) compares it with the module's own call in float64 when the problem is
+built; a difference, or a forward it cannot run (values of N and K·N rows mixed), drops it for ``functional_call``
+under ``vmap``, with a note.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mlp import hooked
+from .operations import CONVS, NORMS
+
+#: Layer types whose parameters the wide evaluator takes from θ (exactly these types: a subclass may compute
+#: something else).
+WIDE_LAYERS = (*CONVS, nn.Linear, *NORMS)
+
+
+#: Activation bytes a chunk of points may produce per layer on the CPU (:meth:`Problem.chunk_size`): measured on
+#: digits_cnn, K = 16, one thread, 4 points a call ran 1.2-2x faster than 1 and as fast as 16.
+CHUNK_BYTES = 12 << 20
+#: Largest patches of the data (the first convolution's input, im2col) kept between evaluations.
+KEEP_PATCHES = 256 << 20
+
+
+class _Done(Exception):
+    """Raised by the last BatchNorm layer of a statistics pass: nothing after it is needed."""
+
+
+class WidePlan:
+    """The wide copy of a module and the state of one evaluation (see the module's docstring).
+
+    Build with :func:`wide_plan`; evaluate with :meth:`loss`.
+    """
+
+    def __init__(self, module: nn.Module, layers: dict[str, nn.Module], grouped_convs: bool | None = None):
+        self.module, self.layers = module, layers
+        self.norms = [name for name, m in layers.items() if isinstance(m, NORMS)]
+        self.copies: dict[tuple, nn.Module] = {}
+        #: None: grouped convolutions on CUDA, a call per network on the CPU; True / False force one.
+        self.grouped_convs = grouped_convs
+        self.k = self.n = 0
+        self.params: dict[str, torch.Tensor] = {}
+        self.mode = "frozen"  # "frozen", "collect" (statistics pass) or "apply" (recorded statistics)
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.buffers: dict[str, torch.Tensor] = {}  # the problem's module's buffers, read at every evaluation
+        self.inputs: tuple = ()  # the data of the evaluation under way (its patches are kept)
+        #: Convolution or linear layer -> the BatchNorm layer that alone takes its output (found by torch.fx):
+        #: outside the statistics pass, the BatchNorm is taken into the layer's weights.
+        self.folds: dict[str, str] = {}
+        self.folded: dict[str, torch.Tensor] = {}
+        self._layers: dict[str, nn.Module] = {}
+        self.kept: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # patches of the data (:meth:`patches`)
+        self.patch_sizes: dict[str, tuple[int, int]] = {}
+
+    def patches(self, layer: "_Wide", x: torch.Tensor) -> torch.Tensor:
+        """The patches of a 2D convolution ``layer`` of the input ``x`` shared by the K networks, as rows
+        [N·H'·W', C·kh·kw] (channels last): made once and kept while ``x`` is the same tensor."""
+        key = layer.name
+        kept = self.kept.get(key)
+        if kept is not None and _same(kept[0], x):
+            return kept[1]
+        s, kernel = layer.settings, layer.kernel_size
+        cols = F.unfold(x, kernel, s["dilation"], s["padding"], s["stride"])  # [N, C·kh·kw, L]
+        height = (x.shape[2] + 2 * s["padding"][0] - s["dilation"][0] * (kernel[0] - 1) - 1) // s["stride"][0] + 1
+        self.patch_sizes[key] = (height, cols.shape[2] // height)
+        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        if cols.numel() * cols.element_size() <= KEEP_PATCHES:
+            self.kept[key] = (x, cols)
+        return cols
+
+    def layer(self, name: str) -> "_Wide":
+        """The wide layer ``name`` of the copy being evaluated."""
+        return self._layers[name]
+
+    def _copy(self, device, dtype) -> nn.Module:
+        key = (str(device), dtype)
+        if key not in self.copies:
+            self.copies[key] = copy.deepcopy(self.module).to(device=device, dtype=dtype)
+            for m in self.copies[key].modules():
+                if isinstance(m, _Wide):
+                    m.plan = self
+        self._layers = {m.name: m for m in self.copies[key].modules() if isinstance(m, _Wide)}
+        return self.copies[key]
+
+    def loss(self, thetas, x, y, loss_fn, *, recompute: bool, stats_x=None):
+        """The loss of K networks θ [K, D] on (x [N, ...], y [N, ...]) shared by all, ``loss_fn(out [K, N, ...],
+        y [K, N, ...]) -> [K]``; with ``recompute``, BatchNorm statistics of each θ from ``stats_x``."""
+        module = self._copy(thetas.device, thetas.dtype)
+        with torch.no_grad():  # the problem's buffers now (a state_dict's statistics are copied into them)
+            for name, buf in module.named_buffers():
+                if name in self.buffers:
+                    buf.copy_(self.buffers[name])
+        self.k, self.memo, self.stats, self.inputs = thetas.shape[0], {}, {}, (x, stats_x)
+        self.params = self._unflatten(thetas)
+        try:
+            if recompute:
+                self.mode, self.n = "collect", stats_x.shape[0]
+                try:
+                    module(stats_x)
+                except _Done:
+                    pass
+                missing = [name for name in self.norms if name not in self.stats]
+                if missing:
+                    raise RuntimeError(f"BatchNorm layers {missing} did not run on the training data")
+                self.mode = "apply"
+            else:
+                self.mode = "frozen"
+            self.n = x.shape[0]
+            out = module(x)
+            if not isinstance(out, torch.Tensor) or out.shape[0] != self.k * self.n:
+                raise RuntimeError("the module's output is not one tensor of K·N rows")
+            out = out.reshape(self.k, self.n, *out.shape[1:])
+            return loss_fn(out, y.expand(self.k, *y.shape))
+        finally:
+            self.params, self.memo, self.stats, self.folded, self.inputs = {}, {}, {}, {}, ()
+
+    _unflatten = None  # set by wide_plan: the problem's Layout.unflatten
+
+
+class _Wide(nn.Module):
+    """A layer of K networks (see :class:`WidePlan`): the original layer's settings, no parameters of its own."""
+
+    def __init__(self, name: str, layer: nn.Module):
+        super().__init__()
+        self.name, self.kind, self.plan = name, type(layer), None
+        self.settings = {k: getattr(layer, k) for k in ("stride", "padding", "dilation", "groups", "eps")
+                         if hasattr(layer, k)}
+        self.kernel_size = getattr(layer, "kernel_size", None)
+        self.has_bias = getattr(layer, "bias", None) is not None
+        self.affine = getattr(layer, "weight", None) is not None
+        if isinstance(layer, NORMS):
+            self.register_buffer("running_mean", layer.running_mean.detach().clone())
+            self.register_buffer("running_var", layer.running_var.detach().clone())
+
+    def forward(self, x):
+        plan = self.plan
+        weight, bias = plan.params.get(f"{self.name}.weight"), plan.params.get(f"{self.name}.bias")
+        if self.kind in NORMS:
+            return x if plan.folded.get(self.name) is x else self._norm(x, weight, bias)
+        k, n = plan.k, plan.n
+        shared = x.shape[0] == n and (k == 1 or x.shape[0] != k * n)
+        memo = plan.memo.get(self.name) if shared else None
+        if memo is not None and _same(memo[0], x):  # the statistics pass ran it on this input: the same output
+            return memo[1]
+        if x.shape[0] != k * n and not shared:
+            raise RuntimeError(f"layer {self.name} got {x.shape[0]} rows, expected {n} or {k * n}")
+        fold = plan.folds.get(self.name) if plan.mode != "collect" else None
+        if fold is not None:  # the BatchNorm layer after it, one multiply-add, taken into its weights
+            weight, bias = plan.layer(fold).folded(weight, bias)
+        out = self._shared(x, weight, bias) if shared else self._each(x, weight, bias)
+        if fold is not None:
+            plan.folded[fold] = out
+        elif shared:
+            plan.memo[self.name] = (x, out)
+        return out
+
+    def folded(self, weight, bias):
+        """This BatchNorm layer (frozen or recorded statistics) taken into the weights and bias of the layer before."""
+        plan = self.plan
+        mean, var = self._statistics()
+        scale = torch.rsqrt(var + self.settings["eps"])
+        w, b = plan.params.get(f"{self.name}.weight"), plan.params.get(f"{self.name}.bias")
+        if w is not None:
+            scale = scale * w
+        shift = -mean * scale if b is None else b - mean * scale
+        if bias is not None:
+            shift = shift + bias * scale
+        return weight * scale.reshape(*scale.shape, *[1] * (weight.dim() - 2)), shift
+
+    def _statistics(self):
+        plan = self.plan
+        if plan.mode == "apply":
+            return plan.stats[self.name]
+        return self.running_mean.expand(plan.k, -1), self.running_var.expand(plan.k, -1)
+
+    def _each(self, x, weight, bias):
+        """The K networks' layer on their own rows (K·N)."""
+        plan = self.plan
+        k, n = plan.k, plan.n
+        if self.kind is nn.Linear:
+            xs = x.reshape(k, -1, x.shape[-1])
+            out = torch.bmm(xs, weight.transpose(1, 2)) if bias is None else \
+                torch.baddbmm(bias.unsqueeze(1), xs, weight.transpose(1, 2))
+            return out.reshape(*x.shape[:-1], weight.shape[1])
+        conv, s = CONVS[self.kind], self.settings
+        grouped = plan.grouped_convs if plan.grouped_convs is not None else x.is_cuda
+        if grouped and k > 1:
+            xs = x.reshape(k, n, *x.shape[1:]).transpose(0, 1).reshape(n, k * x.shape[1], *x.shape[2:])
+            out = conv(xs, weight.reshape(-1, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
+                       s["stride"], s["padding"], s["dilation"], s["groups"] * k)
+            return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:])
+        # split: its backward is one concatenation (slices would each make a zero gradient of all K·N rows)
+        return torch.cat([conv(part, weight[i], None if bias is None else bias[i], s["stride"], s["padding"],
+                               s["dilation"], s["groups"]) for i, part in enumerate(x.split(n))])
+
+    def _shared(self, x, weight, bias):
+        """The K networks' layer on one input shared by all (N rows): one call with K times the outputs."""
+        k, n = self.plan.k, x.shape[0]
+        w = weight.reshape(-1, *weight.shape[2:])
+        b = None if bias is None else bias.reshape(-1)
+        if self.kind is nn.Linear:
+            out = F.linear(x, w, b)  # [N, ..., K·O]
+            out = out.reshape(*x.shape[:-1], k, weight.shape[1]).movedim(-2, 0)
+            return out.reshape(k * n, *out.shape[2:])
+        s = self.settings
+        if self.kind is nn.Conv2d and s["groups"] == 1 and not isinstance(s["padding"], str) \
+                and any(_same(x, data) for data in self.plan.inputs):  # the input's patches (kept) times the K networks' weights
+            cols = self.plan.patches(self, x)  # [N·H'·W', C·kh·kw]
+            out = _DataProduct.apply(cols, w.reshape(w.shape[0], -1).t(), b)  # [N·H'·W', K·C'], channels last
+            size = self.plan.patch_sizes[self.name]
+            out = out.reshape(n * size[0] * size[1], k, -1).transpose(0, 1)
+            return out.reshape(k * n, *size, -1).movedim(-1, 1)
+        out = CONVS[self.kind](x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
+        return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:])
+
+    def _norm(self, x, weight, bias):
+        plan = self.plan
+        k, n, c = plan.k, plan.n, x.shape[1]
+        if x.shape[0] != k * n:
+            raise RuntimeError(f"BatchNorm layer {self.name} got {x.shape[0]} rows, expected {k * n}")
+        last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        # per network, positions × channels: [K, N·H·W, C] (channels last) or [K, N, C, H·W]
+        v = x.permute(0, 2, 3, 1).reshape(k, -1, c) if last else x.reshape(k, n, c, -1)
+        dims, shape = ((1,), (k, 1, c)) if last else ((1, 3), (k, 1, c, 1))
+        eps = self.settings["eps"]
+        if plan.mode == "collect":  # two passes (mean, then squared deviations): var_mean is 10x slower on a CPU
+            count = v.numel() // (k * c)
+            mean = v.sum(dims) / count
+            centred = v - mean.reshape(shape)
+            var = (centred * centred).sum(dims) / count
+            plan.stats[self.name] = (mean, var * count / max(count - 1, 1))
+        else:
+            mean, var = self._statistics()
+            centred = None
+        scale = torch.rsqrt(var + eps)
+        if self.affine:
+            scale = scale * weight
+        if centred is not None:
+            out = centred * scale.reshape(shape) if bias is None else \
+                torch.addcmul(bias.reshape(shape), centred, scale.reshape(shape))
+        else:
+            shift = -mean * scale if bias is None else bias - mean * scale
+            out = torch.addcmul(shift.reshape(shape), v, scale.reshape(shape))
+        out = out.reshape(k * n, *x.shape[2:], c).movedim(-1, 1) if last else out.reshape(x.shape)
+        if plan.mode == "collect" and len(plan.stats) == len(plan.norms):
+            raise _Done
+        return out
+
+
+class _DataProduct(torch.autograd.Function):
+    """``data @ weight + bias`` for data that needs no gradient; the weight's gradient as ``dataᵀ @ grad`` (autograd
+    takes ``(gradᵀ @ data)ᵀ``, 10x slower on a CPU for a long, thin ``data``)."""
+
+    @staticmethod
+    def forward(ctx, data, weight, bias):
+        ctx.save_for_backward(data)
+        return torch.mm(data, weight) if bias is None else torch.addmm(bias, data, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (data,) = ctx.saved_tensors
+        return (None, torch.mm(data.t(), grad) if ctx.needs_input_grad[1] else None,
+                grad.sum(0) if ctx.needs_input_grad[2] else None)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+                      and a.dtype == b.dtype and a.device == b.device)
+
+
+def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
+    """The wide evaluator of ``module`` (see the module's docstring), or None and the reason it does not apply."""
+    names = set(layout.names)
+    layers, owned = {}, set()
+    for name, m in module.named_modules():
+        if hooked(m):
+            return None, f"a forward hook on {name or 'the module'}"
+        direct = [p for p, _ in m.named_parameters(recurse=False)]
+        if type(m) in WIDE_LAYERS:
+            if isinstance(m, tuple(CONVS)) and m.padding_mode != "zeros":
+                return None, f"{name} pads with {m.padding_mode!r}"
+            if isinstance(m, NORMS) and m.running_mean is None:
+                return None, f"{name} keeps no running statistics"
+            full = [f"{name}.{p}" for p in direct]
+            if not all(p in names for p in full):
+                return None, f"{name} shares a parameter with another layer"
+            layers[name] = m
+            owned.update(full)
+        elif direct:
+            return None, f"{name or 'the module'} ({type(m).__name__}) holds parameters of its own"
+    if not layers or owned != names:
+        return None, "parameters outside convolutions, linear and BatchNorm layers"
+    if "" in layers:
+        return None, "the module is a single layer"
+    wide = copy.deepcopy(module)
+    for name, m in layers.items():
+        parent, _, child = name.rpartition(".")
+        setattr(wide.get_submodule(parent), child, _Wide(name, m))
+    plan = WidePlan(wide, layers)
+    plan._unflatten, plan.buffers = layout.unflatten, dict(module.named_buffers())
+    plan.folds = _folds(module, layers)
+    return plan, None
+
+
+def _folds(module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, str]:
+    """Convolution or linear layer -> the BatchNorm layer that is the only user of its output, from a ``torch.fx``
+    trace of ``module`` (none when it does not trace)."""
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception:  # noqa: BLE001 - control flow fx cannot trace: nothing folded, the same function
+        return {}
+    folds = {}
+    for node in graph.nodes:
+        users = list(node.users)
+        if node.op != "call_module" or node.target not in layers or isinstance(layers[node.target], NORMS) \
+                or len(users) != 1:
+            continue
+        user = users[0]
+        if user.op == "call_module" and isinstance(layers.get(user.target), NORMS) and user.args == (node,) \
+                and not user.kwargs and layers[user.target].num_features == getattr(
+                    layers[node.target], "out_channels", getattr(layers[node.target], "out_features", None)):
+            folds[node.target] = user.target
+    return folds
+
+
+def wide_loss(problem, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """The loss of a chunk of K points by ``problem._wide`` (:meth:`NetworkProblem._evaluate`'s data: x [K, N, ...]),
+    or None where it does not apply: data differing between points (a minibatch per point), or a forward it cannot
+    run, which drops it for good with a note in ``problem.capture``."""
+    plan = problem._wide
+    if plan is None or not (x.shape[0] == 1 or x.stride(0) == 0):
+        return None
+    recompute = problem.bn == "recompute"
+    stats_x = problem._device_data("train", thetas.device, thetas.dtype)[0] if recompute else None
+    try:
+        return plan.loss(thetas, x[0], y[0], problem._batched_loss, recompute=recompute, stats_x=stats_x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        problem._wide = None
+        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        problem.capture.setdefault("notes", []).append(
+            f"the wide evaluator cannot run the module ({first}); functional_call runs instead")
+        return None
