@@ -93,6 +93,8 @@ def test_path_profiles_are_dense_true_losses(tmp_path):
     ax = fig.axes[0]
     assert len([ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]) == 2
     assert any("level u = 0.3" in t.get_text() for t in ax.get_legend().get_texts())
+    assert ax.get_title() == "ring: loss along arc and line"  # the problem and what is drawn
+    assert viz.plot_path_losses({"arc": arc}, log=True).axes[0].get_title() == "loss along arc (log scale)"
     viz.save_figure(fig, tmp_path / "p.svg")
     assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(LandscapeError, match="unknown x axis"):

@@ -194,7 +194,7 @@ def test_html_page_has_a_title_a_legend_and_a_z_axis_in_loss_units(ring_scene, t
     plotter, meshes = viz.plot_scene(ring_scene, window_size=(W, H))
     plotter.close()
     scale = meshes.heights.scale
-    assert "<title>ring: identity plane</title>" in page and 'id="landscape-legend"' in page
+    assert "<title>ring: loss on the (x, y) plane</title>" in page and 'id="landscape-legend"' in page
     assert f"z axis: loss \u00d7 {scale:g}" in page and "length/chord" in page
     assert scale == round_scale(scale) and meshes.heights.offset == 0.0
     # the viewer's z ticks are drawn heights: with offset 0 they read loss × scale exactly

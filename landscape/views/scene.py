@@ -21,10 +21,14 @@ from .._registry import Registry
 from ..paths.path import Path, interpolate
 from .planes import PLANES, Plane, make_plane
 from ..problems.problem import Problem
+from .spans import default_span
 from .surface import Surface, evaluate_plane
 
 #: Plane kinds a scene accepts: the ``PLANES`` keys and ``"auto"``.
 SCENE_PLANES = Registry("plane", {"auto": None, **PLANES}, shared=PLANES.shared)
+#: A point is on the plane of a view when it lies within this fraction of the plane's wider side of it
+#: (the views say how far off the plane anything farther is).
+ON_PLANE = 1e-3
 
 
 @dataclass
@@ -141,7 +145,7 @@ def build_scene(problem: Problem, *, minima: Mapping[str, torch.Tensor] | None =
     span : ((float, float), (float, float)), optional
         Plane coordinates to cover. By default: the problem's box for analytic problems, else the
         bounding box of everything drawn, widened by ``margin`` (and at least [−1, 1]² for a
-        random plane, the range of Li et al.).
+        random plane, the range of Li et al.) and then to round ends (``views.spans.default_span``).
     split : str
     generator : torch.Generator, optional
         For random planes.
@@ -222,9 +226,12 @@ def build_scene(problem: Problem, *, minima: Mapping[str, torch.Tensor] | None =
                        "end_loss": float(l[-1]), "max_loss": float(l.max())}
             curves.append(Curve(name, "trajectory", c, l, r, arc, steps, figures))
 
-    span = _default_span(problem, plane, coords, margin) if span is None else span
+    span = default_span(problem, plane, coords, margin) if span is None else span
+    # the grid passes through every marker on the plane: the surface meets a minimum at its loss
+    side = max(float(hi) - float(lo) for lo, hi in span)
+    through = [m.coords.tolist() for m in markers if m.residual <= ON_PLANE * side]
     surface = evaluate_plane(problem, plane, grid=grid, span=span, split=split, device=device, dtype=dtype,
-                             cache=cache, progress=progress)
+                             cache=cache, progress=progress, through=through)
     return Scene(problem, surface, curves, markers, split)
 
 
@@ -304,18 +311,25 @@ def _choose_plane(problem, kind, minima, paths, traj, generator, options) -> Pla
         label, point = third
         plane = make_plane("points", problem, torch.stack([minima[names[0]], minima[names[1]], point]))
         plane.names = (f"{names[0]} -> {names[1]}", f"towards {label}")
+        plane.info["anchors"] = [names[0], names[1], label]
         return plane
     if kind == "pca":
         cloud = [t["theta"].detach().cpu().double() for t in traj.values()] or \
                 [p.points.detach().cpu().double() for p in paths.values()]
         if not cloud:
             raise LandscapeError("the PCA plane needs trajectories (train with them) or paths")
+        origin = None
         if names and "origin" not in options:
-            options["origin"] = minima[names[0]]
-        return make_plane("pca", problem, torch.cat(cloud), **options)
-    anchors = [minima[n] for n in names] or [p.points[0].double() for p in paths.values()] or \
-              [t["theta"][-1].double() for t in traj.values()]
-    return make_plane("random", problem, torch.stack(anchors), generator=generator, **options)
+            options["origin"], origin = minima[names[0]], names[0]
+        plane = make_plane("pca", problem, torch.cat(cloud), **options)
+        plane.info["cloud"] = f"{len(cloud)} {'trajectories' if traj else 'paths'}"
+        plane.info["anchors"] = [origin] if origin else []
+        return plane
+    anchors = [(n, minima[n]) for n in names] or [(f"{n} start", p.points[0].double()) for n, p in paths.items()] \
+        or [(f"{n} end", t["theta"][-1].double()) for n, t in traj.items()]
+    plane = make_plane("random", problem, torch.stack([a[1] for a in anchors]), generator=generator, **options)
+    plane.info["anchors"] = [anchors[0][0]]
+    return plane
 
 
 def _third_point(minima, paths):
@@ -339,26 +353,6 @@ def _third_point(minima, paths):
         if float(d[i]) > best_d:
             best, best_d = (f"{name} bead {i}", path.points[i].detach().cpu().double()), float(d[i])
     return best
-
-
-def _default_span(problem, plane, coords, margin):
-    if plane.kind == "identity" and hasattr(problem, "box"):
-        (x0, x1), (y0, y1) = problem.box
-        lo = torch.minimum(coords.min(0).values, torch.tensor([x0, y0], dtype=torch.float64))
-        hi = torch.maximum(coords.max(0).values, torch.tensor([x1, y1], dtype=torch.float64))
-        return ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
-    lo, hi = coords.min(0).values, coords.max(0).values
-    if plane.kind == "random":
-        lo, hi = torch.minimum(lo, -torch.ones(2, dtype=lo.dtype)), torch.maximum(hi, torch.ones(2, dtype=hi.dtype))
-    extent = hi - lo
-    big = float(extent.max())
-    if big == 0:
-        big = 1.0
-    extent = torch.clamp(extent, min=0.5 * big)  # never a sliver: each side at least half the other
-    center = (lo + hi) / 2
-    half = extent * (0.5 + margin)
-    return ((float(center[0] - half[0]), float(center[0] + half[0])),
-            (float(center[1] - half[1]), float(center[1] + half[1])))
 
 
 # ---------------------------------------------------------------- helpers

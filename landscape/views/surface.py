@@ -2,7 +2,9 @@
 
 The grid's points are evaluated by ``problem.loss_on_plane`` in blocks of many points (the
 problem cuts each block into cache-sized chunks), so a 51×51 plane is a few dozen batched calls,
-never a loop over points. A finished surface is stored under a SHA-256 of everything that
+never a loop over points. The grid is even, except that it can be made to pass exactly through
+given points (the minima a view draws): the line nearest each such coordinate is moved onto it, so
+the drawn surface meets a minimum at its own loss instead of missing it by up to half a cell. A finished surface is stored under a SHA-256 of everything that
 decides its values (problem spec, the plane's exact bytes, grid, span, split, dtype): a cache
 file is reused only for the very same inputs, never for stale ones.
 """
@@ -24,7 +26,7 @@ from .planes import Plane
 from ..problems.problem import Problem
 
 #: Version of the cached surface record; bump when what a key covers changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Bytes of parameter vectors one block of the sweep may build (the problem chunks it further).
 BLOCK_BYTES = 256 << 20
 
@@ -116,19 +118,61 @@ def parse_grid(grid) -> tuple[int, int]:
     return grid
 
 
-def surface_key(problem: Problem, plane: Plane, grid, span, split: str, dtype: torch.dtype) -> str:
-    """SHA-256 of everything that decides a surface's values."""
+def surface_key(problem: Problem, plane: Plane, grid, span, split: str, dtype: torch.dtype, lines=None) -> str:
+    """SHA-256 of everything that decides a surface's values (``lines``: the grid's coordinates, (a, b))."""
     header = {"version": CACHE_VERSION, "problem": problem.spec, "grid": list(grid),
               "span": [[float(v) for v in s] for s in span], "split": split, "dtype": str(dtype),
               "dim": problem.dim}
     h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     h.update(plane.fingerprint().encode())
+    for line in lines or ():
+        h.update(line.to(torch.float64).numpy().tobytes())
     return h.hexdigest()
+
+
+#: Least spacing of two grid lines after one is moved onto a point, as a fraction of the even spacing:
+#: no cell becomes a sliver (a quad 4× longer than wide at worst).
+MIN_GAP = 0.25
+
+
+def grid_lines(lo: float, hi: float, n: int, through=()) -> tuple[torch.Tensor, list[int]]:
+    """``n`` coordinates from ``lo`` to ``hi``, evenly spaced but for the lines moved onto ``through``.
+
+    For each value of ``through`` inside (lo, hi), the nearest interior line not already moved is put
+    exactly on it, unless that would bring two lines closer than ``MIN_GAP`` of the even spacing (two
+    values closer than that share no line; a value that is one already keeps it).
+
+    Returns
+    -------
+    coords : Tensor, shape (n,), float64
+    moved : list of int
+        Indices of the lines that lie on a value of ``through``.
+    """
+    x = torch.linspace(lo, hi, n, dtype=torch.float64)
+    h = (hi - lo) / (n - 1)
+    on = set()
+    for t in sorted({float(v) for v in through}):
+        if not lo <= t <= hi:
+            continue
+        k = int((x - t).abs().argmin())
+        if abs(float(x[k]) - t) <= 1e-12 * max(abs(t), h):  # already on it (up to the rounding of linspace)
+            if 0 < k < n - 1 and k not in on:
+                x[k] = t
+            on.add(k)
+            continue
+        if k in on or k in (0, n - 1):  # taken: the line on the other side of t, if free
+            k = k + 1 if t > float(x[k]) else k - 1
+            if k in on or not 0 < k < n - 1:
+                continue
+        if t - float(x[k - 1]) >= MIN_GAP * h and float(x[k + 1]) - t >= MIN_GAP * h:
+            x[k] = t
+            on.add(k)
+    return x, sorted(on)
 
 
 def evaluate_plane(problem: Problem, plane: Plane, *, grid=(51, 51), span=((-1.0, 1.0), (-1.0, 1.0)),
                    split: str = "train", device="cpu", dtype: torch.dtype = torch.float32, cache=None,
-                   progress: bool = False) -> Surface:
+                   progress: bool = False, through=()) -> Surface:
     """The loss over an A×B grid of a plane, as one batched sweep.
 
     Parameters
@@ -149,6 +193,9 @@ def evaluate_plane(problem: Problem, plane: Plane, *, grid=(51, 51), span=((-1.0
         and written to it (atomically) otherwise.
     progress : bool
         A tqdm bar on stderr.
+    through : sequence of (float, float)
+        Plane coordinates the grid should pass through exactly (see :func:`grid_lines`); those it
+        does pass through are listed in ``info["through"]``.
 
     Returns
     -------
@@ -161,14 +208,14 @@ def evaluate_plane(problem: Problem, plane: Plane, *, grid=(51, 51), span=((-1.0
     if problem.splits and split not in problem.splits:
         raise LandscapeError(f"problem {problem.name!r} has no data split {split!r}; it has {list(problem.splits)}")
     device = torch.device(device)
-    key = surface_key(problem, plane, grid, span, split, dtype)
+    through = [(float(p[0]), float(p[1])) for p in through]
+    (a, on_a), (b, on_b) = (grid_lines(*span[i], grid[i], [p[i] for p in through]) for i in (0, 1))
+    key = surface_key(problem, plane, grid, span, split, dtype, (a, b) if through else None)
     file = None if cache is None else FilePath(cache) / f"surface-{key[:32]}.pt"
     if file is not None and file.exists():
         found = _read_cached(file, key, plane, grid)
         if found is not None:
             return found
-    a = torch.linspace(span[0][0], span[0][1], grid[0], dtype=torch.float64)
-    b = torch.linspace(span[1][0], span[1][1], grid[1], dtype=torch.float64)
     aa, bb = torch.meshgrid(a, b, indexing="ij")
     coords = torch.stack([aa.reshape(-1), bb.reshape(-1)], 1)
     start = time.perf_counter()
@@ -177,6 +224,9 @@ def evaluate_plane(problem: Problem, plane: Plane, *, grid=(51, 51), span=((-1.0
     losses = losses.reshape(grid).to(torch.float64)
     info = {"points_per_s": coords.shape[0] / seconds if seconds > 0 else float("inf"), "device": str(device),
             "dtype": str(dtype), "nonfinite": int((~torch.isfinite(losses)).sum())}
+    if through:  # the grid's points on them (equal, or within 1e-12 of the spacing where two coincide)
+        nodes = [(int((a - x).abs().argmin()), int((b - y).abs().argmin())) for x, y in through]
+        info["through"] = [[float(a[i]), float(b[j])] for i, j in dict.fromkeys(nodes) if i in on_a and j in on_b]
     surface = Surface(plane, a, b, losses, split, problem.spec, key, seconds, False, info)
     if file is not None:
         _write_cached(file, surface)

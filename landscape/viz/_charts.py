@@ -102,6 +102,8 @@ def plot_path_losses(paths: Mapping[str, Path], problem=None, *, level: float | 
         the normalized geodesic length).
     log : bool
         Log-scale loss axis.
+    title : str, optional
+        By default the problem and what is drawn ("ring: loss along a and b"); "" for none.
 
     Returns
     -------
@@ -125,13 +127,20 @@ def plot_path_losses(paths: Mapping[str, Path], problem=None, *, level: float | 
         ax.axhline(level, ls="--", color="black", lw=1, label=f"level u = {level:.4g}")
     ax.set_xlabel({"t": "position along the path, t", "distance": "distance along the path (parameter space)",
                    "arc_over_chord": "arc length / chord"}[x])
-    ax.set_ylabel(f"{split} loss" if problem is not None and problem.splits else "loss")
+    what = f"{split} loss" if problem is not None and problem.splits else "loss"
+    ax.set_ylabel(what)
     if log:
         ax.set_yscale("log")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    if title is None:  # the problem, and what is drawn
+        names = list(paths)
+        along = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) if len(names) <= 3 \
+            else f"{len(names)} paths"
+        title = (f"{problem.name}: " if problem is not None else "") + f"{what} along {along}" + \
+            (" (log scale)" if log else "")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
     return fig
 
 

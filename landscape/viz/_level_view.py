@@ -63,11 +63,12 @@ class LevelView:
         self.paths = [c for c in scene.curves if c.kind == "path"]
         self.trajectories = [c for c in scene.curves if c.kind == "trajectory"]
         self.plotter, self.meshes = plot_scene(scene, log=log, level=level, window_size=window_size, labels=False,
-                                               **style)
+                                               shade=False, **style)  # set_level shades it
         self.pv = pyvista()
         p = self.plotter
         p.remove_actor("minima")
         p.remove_legend()
+        p.remove_actor("title")  # plot_scene's title: this view's legend holds it
         r_sphere = self.meshes.radii["sphere"]
         self.sphere = self.pv.Sphere(radius=1.15 * r_sphere)
         self.centers = np.vstack([self.meshes.markers[block_name("minimum", m.label)].points for m in self.minima])

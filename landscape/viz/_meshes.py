@@ -77,6 +77,8 @@ class SceneMeshes:
     radii: dict = field(default_factory=dict)
     #: (text, colour, symbol) rows of the view's legend, the first its title (set when it is drawn)
     legend: list = field(default_factory=list)
+    #: Grid points and markers below the log view's floor (drawn at it); 0 on a linear view
+    below_floor: int = 0
 
     def multiblock(self):
         """Everything as one ``pyvista.MultiBlock`` (blocks named surface, contours, paths/…, …)."""
@@ -148,9 +150,13 @@ def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int 
     finite = losses[np.isfinite(losses)]
     if finite.size == 0:
         raise LandscapeError("the loss is NaN or infinite everywhere on the plane; choose a smaller span")
-    positive = finite[finite > 0]
-    # log heights: a point at (or near) loss 0 would sink without bound; the view's floor is
-    # the lowest loss on the grid, and anything lower (an exact minimum) is drawn at the floor
+    # log heights: a point at (or near) loss 0 would sink without bound. The view's floor is the lowest
+    # loss the grid resolves: its lowest, leaving out the points it has on the minima themselves (their
+    # loss is often 0 or rounding, which would set the depth of the whole view); lower is drawn at it
+    resolved = np.isfinite(losses) & (losses > 0)
+    for i, j in marker_nodes(scene):
+        resolved[i, j] = False
+    positive = losses[resolved] if resolved.any() else finite[finite > 0]
     floor = float(positive.min()) if positive.size else 1e-12
     heights = Heights(log, floor, 1.0, 0.0, None)
     if zmax is not None:
@@ -178,13 +184,11 @@ def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int 
 
     levels = auto_levels(losses, n_levels, log=log) if levels is None else [float(v) for v in levels]
     lift = 0.002 * height_ratio * width
-    contours = _contour(grid, levels, lift)
+    contours = _contour(grid, levels, lift, log)
     sublevel = level_line = None
-    if level is not None:
+    if level is not None:  # {L <= u} as its own dataset for the VTK files; views colour it on the surface
         sublevel = grid.clip_scalar(scalars="loss", value=float(level), invert=True)
-        if sublevel.n_points:
-            sublevel.points[:, 2] += lift
-        level_line = _contour(grid, [float(level)], 2 * lift)
+        level_line = _contour(grid, [float(level)], 2 * lift, log)
 
     curves = {}
     for curve in scene.curves:
@@ -202,14 +206,37 @@ def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int 
         point.point_data["loss"] = np.array([m.loss])
         point.point_data["residual"] = np.array([m.residual])
         markers[block_name(m.kind, m.label)] = point
+    below = int((losses < floor).sum()) + sum(m.loss < floor for m in scene.markers) if log else 0
     return SceneMeshes(heights, grid, contours, sublevel, level_line, curves, markers, levels,
-                       {"tube": tube * width, "sphere": sphere * width})
+                       {"tube": tube * width, "sphere": sphere * width}, below_floor=below)
 
 
-def _contour(grid, levels, lift):
+def marker_nodes(scene: Scene) -> list[tuple[int, int]]:
+    """Grid indices (i, j) of the surface's points that lie on a marker (a minimum or saddle it passes
+    through, see ``evaluate_plane(through=...)``)."""
+    a, b = scene.surface.a.numpy(), scene.surface.b.numpy()
+    tol = 1e-9 * max(a[-1] - a[0], b[-1] - b[0])
+    nodes = []
+    for m in scene.markers:
+        x, y = (float(c) for c in m.coords)
+        i, j = int(np.abs(a - x).argmin()), int(np.abs(b - y).argmin())
+        if abs(a[i] - x) <= tol and abs(b[j] - y) <= tol:
+            nodes.append((i, j))
+    return nodes
+
+
+def _contour(grid, levels, lift, log):
+    """Contour lines at ``levels`` of the drawn surface: of log10(loss) on a log view (so that they follow
+    the colours, which interpolate log10(loss) between grid points), with their ``loss`` exactly the level."""
+    levels = [float(v) for v in levels if not log or v > 0]
     if not levels:
         return None
-    lines = grid.contour(isosurfaces=list(levels), scalars="loss")
+    if log:
+        lines = grid.contour(isosurfaces=list(np.log10(levels)), scalars="log10_loss")
+        if lines.n_points:
+            lines.point_data["loss"] = 10.0 ** lines.point_data["log10_loss"]
+    else:
+        lines = grid.contour(isosurfaces=levels, scalars="loss")
     if lines.n_points:
         lines.points[:, 2] += lift
     return lines

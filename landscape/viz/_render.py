@@ -22,6 +22,7 @@ from .._registry import Registry
 from ..views.scene import Scene
 from ._meshes import SceneMeshes, block_name, scene_meshes
 from ..io import atomic_write_file as write_atomic
+from ._axes import default_title, draw_axes, place_title_and_legend
 from ._output import quiet_vtk, write_multiblock
 
 #: What each output suffix holds.
@@ -119,22 +120,33 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
     p = pv.Plotter(off_screen=off_screen, window_size=(width, height))
     p.set_background("white")
     font = max(8, round(height / 55))
-    # log colours map log10(loss) linearly (not a log lookup table): the HTML viewer draws them the same
+    # log colours map log10(loss) linearly (not a log lookup table): the HTML viewer draws them the same.
+    # The sublevel set {L <= u} is lighter in the surface's own colours (a colour map with a step at u,
+    # mapped before interpolation so the step is sharp inside cells), not a second surface laid over it
     scalars = "log10_loss" if log else "loss"
-    p.add_mesh(meshes.surface, scalars=scalars, cmap=cmap, opacity=opacity, smooth_shading=True,
-               nan_color="lightgrey", name="surface",
+    clim = _clim(meshes.surface[scalars])
+    cut = None
+    if shade and level is not None and (level > 0 or not log):
+        cut = float(meshes.heights.height(level)) if log else float(level)
+    p.add_mesh(meshes.surface, scalars=scalars, cmap=shaded_cmap(cmap, clim, cut), clim=clim, opacity=opacity,
+               smooth_shading=True, interpolate_before_map=True, n_colors=1024, nan_color="lightgrey", name="surface",
                scalar_bar_args={"title": ("log10 " if log else "") + scene.loss_name.split(" (")[0], "color": "black",
                                 "vertical": True,
                                 "position_x": 0.88, "position_y": 0.2, "height": 0.6, "width": 0.05,
                                 "title_font_size": font + 2, "label_font_size": font, "fmt": "%.3g"})
     if meshes.contours is not None and meshes.contours.n_points:
         p.add_mesh(meshes.contours, color="black", line_width=1.2, name="contours", show_scalar_bar=False)
-    if shade and meshes.sublevel is not None and meshes.sublevel.n_points:
-        p.add_mesh(meshes.sublevel, color="white", opacity=0.45, name="sublevel", show_scalar_bar=False)
     if meshes.level_line is not None and meshes.level_line.n_points:
         p.add_mesh(meshes.level_line, color="white", line_width=3.5, name="level", show_scalar_bar=False)
 
-    legend = [[title if title is not None else default_title(scene), "black", "none"]]
+    legend = [[title if title is not None else default_title(scene, log), "black", "none"]]
+    if meshes.level_line is not None and meshes.level_line.n_points:
+        legend.append([f"level u = {level:.4g}: white line" + (", lighter below" if cut is not None else ""),
+                       "#9a9a9a", "rectangle"])
+    if meshes.below_floor:
+        floor = meshes.heights.floor
+        legend.append([f"log scale: losses below {floor:.3g} (the grid's lowest off the minima) drawn at it",
+                       "#606060", "none"])
     r_tube, r_sphere = meshes.radii["tube"], meshes.radii["sphere"]
     paths = [c for c in scene.curves if c.kind == "path"]
     for i, curve in enumerate(paths):
@@ -178,22 +190,51 @@ def plot_scene(scene: Scene, *, log: bool = False, levels=None, n_levels: int = 
         off = max(m.residual for m in group)
         legend.append([f"{name} ({len(group)})" + (f", off-plane <= {off:.3g}" if off > 1e-3 * side else ""),
                        color, "circle"])
-    # the legend's text scales with its box: size the box to the text (characters are ~0.55 em wide)
-    longest = max(len(row[0]) for row in legend)
-    row = min(0.03, 0.4 / len(legend))
     meshes.legend = [(str(row[0]), row[1], row[2]) for row in legend]  # for viewers that draw their own (HTML)
-    p.add_legend(legend, bcolor="white", border=True, loc="upper left",
-                 size=(min(0.9, 0.5 * row * height / width * (longest + 4)), row * len(legend)))
-    names = scene.plane.names
-    ztitle = ("log10 " if log else "") + scene.loss_name
-    zs, heights = meshes.surface.points[:, 2], meshes.heights
-    lo, hi = (float(z / heights.scale + heights.offset) for z in (zs.min(), zs.max()))
-    p.show_bounds(xtitle=names[0], ytitle=names[1], ztitle=ztitle, color="black", font_size=font, location="outer",
-                  ticks="outside", n_xlabels=5, n_ylabels=5, n_zlabels=4, fmt="%.3g",
-                  axes_ranges=[float(surf.a[0]), float(surf.a[-1]), float(surf.b[0]), float(surf.b[-1]), lo, hi])
-    _inner_z_labels(p.renderer.cube_axes_actor, lo, hi, 4)
+    place_title_and_legend(p, str(legend[0][0]), legend[1:], width, height, font)
+    draw_axes(p, scene, meshes, log=log, font=font)
     _camera(p, view, azimuth, elevation)
     return p, meshes
+
+
+def _clim(values) -> list[float]:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    return [lo, hi if hi > lo else lo + 1.0]
+
+
+#: How much lighter the sublevel set {L <= u} is drawn: its colours mixed this much with white.
+SHADE = 0.45
+
+
+def shaded_cmap(cmap: str, clim, cut: float | None, n: int = 1024):
+    """``cmap`` as a colour table over ``clim``, its entries at or below ``cut`` mixed with white (``SHADE``)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    colors = colormaps[cmap](np.linspace(0.0, 1.0, n))
+    if cut is not None:
+        centres = clim[0] + (np.arange(n) + 0.5) / n * (clim[1] - clim[0])
+        below = centres <= cut
+        colors[below, :3] = (1 - SHADE) * colors[below, :3] + SHADE
+    return ListedColormap(colors)
+
+
+def shade_level(plotter, meshes: SceneMeshes, level: float | None, *, log: bool = False,
+                cmap: str = "viridis") -> None:
+    """Colour the drawn surface (actor ``"surface"`` of :func:`plot_scene`) for another level u: {L <= u}
+    lighter, nothing evaluated and no surface laid over it (a view whose u moves calls this)."""
+    actor = plotter.actors.get("surface")
+    if actor is None:
+        return
+    scalars = "log10_loss" if log else "loss"
+    clim = _clim(meshes.surface[scalars])
+    cut = None if level is None or (log and level <= 0) else float(meshes.heights.height(level)) if log else level
+    table = shaded_cmap(cmap, clim, cut)(np.linspace(0.0, 1.0, 1024))
+    lut = actor.mapper.lookup_table
+    lut.values = np.round(255 * table).astype(np.uint8)
+    lut.scalar_range = tuple(clim)
 
 
 def _resting(tube, radius):
@@ -216,27 +257,6 @@ def path_text(curve) -> str:
     if chord > 0 and res > 1e-6 * chord:
         text += f", off-plane <= {res:.3g} ({100 * res / chord:.0f}% of chord)"
     return text
-
-
-def default_title(scene: Scene) -> str:
-    plane = scene.plane
-    extra = ""
-    if plane.kind == "pca":
-        extra = f", {100 * sum(plane.info['explained_variance_ratio']):.1f}% of the variance"
-    return f"{scene.problem.name}: {plane.kind} plane{extra}"
-
-
-def _inner_z_labels(axes, lo: float, hi: float, n: int) -> None:
-    """Label the z axis at its inner ticks only: its end labels sit on the box's corners, on top of the
-    first x and y labels (the colour bar gives the ends)."""
-    if axes is None:
-        return
-    from vtkmodules.vtkCommonCore import vtkStringArray
-
-    labels = vtkStringArray()
-    for k, v in enumerate(np.linspace(lo, hi, n)):
-        labels.InsertNextValue("" if k in (0, n - 1) else f"{v:.3g}")
-    axes.SetAxisLabels(2, labels)
 
 
 def _camera(p, view, azimuth, elevation):
