@@ -258,8 +258,12 @@ def _sdpa(w, a, k):
     return attention(w, q, key, v, mask, bool(causal), scale)
 
 
+def _integer(w, a, k):
+    raise Unsupported("integer arithmetic (//, %) on a value of the network")
+
+
 FUNCTIONS = {
-    **ops.FUNCTIONS,
+    **ops.FUNCTIONS, operator.floordiv: _rule(_integer, 2), operator.mod: _rule(_integer, 2),
     operator.getitem: _rule(_getitem, 2), operator.mul: _rule(_mul, 2), torch.mul: _rule(_mul, 2),
     operator.matmul: _rule(_matmul, 2), torch.matmul: _rule(_matmul, 2), torch.bmm: _rule(_bmm, 2),
     torch.einsum: _rule(_einsum, 3), torch.softmax: _rule(_softmax, 2, "dim", "dtype"),

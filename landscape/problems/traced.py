@@ -47,7 +47,7 @@ from . import relaxed as rx
 from .layout import Layout
 from .mlp import hooked
 from .attention_modules import MODULES
-from .attention_ops import FUNCTIONS, METHODS
+from .attention_ops import FUNCTIONS, METHODS, Moved
 from .operations import (ADAPTIVE_MAX, CONVS, DESCRIBE, IN_PLACE, MAX_POOLS, NORMS, POSITIVE, SHAPES, VIEWS,
                          _describe, activation)
 from .relaxed import Model, Param, Unsupported
@@ -315,7 +315,7 @@ def propagate(plan: Plan, params: tuple[dict, dict], x: torch.Tensor) -> Model:
                 attr.to(x.device, torch.float64) if isinstance(attr, torch.Tensor) and attr.is_floating_point() else attr
             continue
         leaves = _leaves((args, kwargs))
-        networked = any(isinstance(v, (Model, Param)) for v in leaves)
+        networked = any(isinstance(v, (Model, Param, Moved)) for v in leaves)
         if node.op == "call_method" and node.target in DESCRIBE and isinstance(args[0], Model):
             out = getattr(args[0].c, node.target)(*args[1:], **kwargs)
             if node.target == "size" and (not args[1:] or args[1] % args[0].c.dim() == 0):
