@@ -610,7 +610,7 @@ def test_models_beyond_the_bound_get_the_modules_loss_or_one_line():
     assert frozen.capture["loss"] <= 1 and frozen.bounds_unavailable() is None
     wide = landscape.from_module(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)),
                                  (torch.randn(N, 5, 3), torch.randn(N, 5, 2)), "mse")
-    assert wide.evaluator == "vmap" and wide.capture["loss"] <= 1  # the hand-batched MLP takes (N, features)
+    assert wide.evaluator == "wide" and wide.capture["loss"] <= 1  # the hand-batched MLP takes (N, features)
 
 
 def test_checked_points_are_checked_once():

@@ -113,8 +113,10 @@ class WidePlan:
             for name, buf in module.named_buffers():
                 if name in self.buffers:
                     buf.copy_(self.buffers[name])
-        self.k, self.memo, self.stats, self.inputs = thetas.shape[0], {}, {}, (x, stats_x)
+        self.k, self.memo, self.stats = thetas.shape[0], {}, {}
+        self.inputs = (x,) if stats_x is None else (x, stats_x)
         self.params = self._unflatten(thetas)
+        rng = torch.get_rng_state()
         try:
             if recompute:
                 self.mode, self.n = "collect", stats_x.shape[0]
@@ -132,6 +134,8 @@ class WidePlan:
             out = module(x)
             if not isinstance(out, torch.Tensor) or out.shape[0] != self.k * self.n:
                 raise RuntimeError("the module's output is not one tensor of K·N rows")
+            if not torch.equal(rng, torch.get_rng_state()):
+                raise RuntimeError("forward draws random numbers")
             out = out.reshape(self.k, self.n, *out.shape[1:])
             return loss_fn(out, y.expand(self.k, *y.shape))
         finally:
@@ -357,7 +361,7 @@ def wide_loss(problem, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
     stats_x = problem._device_data("train", thetas.device, thetas.dtype)[0] if recompute else None
     try:
         return plan.loss(thetas, x[0], y[0], problem._batched_loss, recompute=recompute, stats_x=stats_x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError, KeyError) as err:
         problem._wide = None
         first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         problem.capture.setdefault("notes", []).append(
