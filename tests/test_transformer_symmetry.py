@@ -53,7 +53,7 @@ def test_groups(params, degrees):
     assert ("ln_f.weight" in resid) == bool(params)
 
 
-@pytest.mark.parametrize("params", [{"weight_decay": 0.0}, {"layer_norm": True, "layers": 2, "activation": "gelu"}])
+@pytest.mark.parametrize("params", [{}, {"layer_norm": True, "layers": 2, "activation": "gelu", "weight_decay": 1e-3}])
 def test_every_element_keeps_the_function(params):
     problem = landscape.make_problem("modadd_transformer", **SMALL, **params)
     sym = landscape.symmetry(problem)
@@ -81,12 +81,14 @@ def test_moving_a_head_on_queries_and_keys_alone_changes_the_function():
     assert sym.head_permutation(torch.tensor([0, 4, 1, 2, 3, 5, 6, 7])) is None  # a head's dims split: not coupled
 
 
-def test_a_permuted_copy_of_a_trained_transformer_comes_back_exactly(trained):
+def test_a_permuted_and_rescaled_copy_of_a_trained_transformer_comes_back_exactly(trained):
     problem, thetas = trained
     a = thetas[0]
     sym = landscape.symmetry(problem)
-    perms, _ = sym.random(generator=torch.Generator().manual_seed(11))
-    b = sym.transform(a, perms)
+    perms, scales = sym.random(generator=torch.Generator().manual_seed(11), rescale=True)  # no weight decay
+    assert set(scales) == {"blocks.0.attn.qk", "blocks.0.attn.vo", "blocks.0.mlp", "blocks.1.attn.qk",
+                           "blocks.1.attn.vo", "blocks.1.mlp"}  # LayerNorm: the stream is not rescaled
+    b = sym.transform(a, perms, scales)
     assert float((b - a).norm()) > 0.5 * float(a.norm())
     result = landscape.align(problem, a, b)
     torch.testing.assert_close(result.theta, a, rtol=0, atol=1e-12)
