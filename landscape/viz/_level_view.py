@@ -97,13 +97,15 @@ class LevelView:
         sub = m.surface.clip_scalar(scalars="loss", value=level, invert=True)
         if sub.n_points:
             sub.points[:, 2] += lift
-            p.add_mesh(sub, color="white", opacity=0.45, name="sublevel", show_scalar_bar=False, reset_camera=False)
+            p.add_mesh(sub, color="white", opacity=0.45, name="sublevel", show_scalar_bar=False, reset_camera=False,
+                       render=False)  # the page's frame renders it
         else:
             p.remove_actor("sublevel")
         line = m.surface.contour(isosurfaces=[level], scalars="loss")
         if line.n_points:
             line.points[:, 2] += 2 * lift
-            p.add_mesh(line, color="white", line_width=3.5, name="level", show_scalar_bar=False, reset_camera=False)
+            p.add_mesh(line, color="white", line_width=3.5, name="level", show_scalar_bar=False, reset_camera=False,
+                       render=False)
         else:
             p.remove_actor("level")
         # minima: one sphere each, coloured by its valley at u
@@ -112,7 +114,7 @@ class LevelView:
         spheres.point_data["rgb"] = colors
         glyphs = spheres.glyph(geom=self.sphere, scale=False, orient=False)
         p.add_mesh(glyphs, scalars="rgb", rgb=True, name="minima", smooth_shading=True, show_scalar_bar=False,
-                   reset_camera=False)
+                   reset_camera=False, render=False)
         spurious = [i for k, v in enumerate(at.valleys) if at.spurious[k] for i in v[:1]]
         if spurious:
             p.add_point_labels(self.centers[spurious], ["spurious"] * len(spurious), font_size=self.font,

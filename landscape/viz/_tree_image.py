@@ -120,7 +120,7 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
         ax.set_ylim(min(min(tree.losses.values()), 0.0), max(ax.get_ylim()[1], 2.0 * top if top > 0 else top))
     fig.legend(handles, [textwrap.fill(r.replace("\n", " "), int(width / (EM * 8))) for r in rows],
                loc="outside lower center", fontsize=8, frameon=False, handlelength=1.8)
-    fig.canvas.draw()
+    fig.draw_without_rendering()  # lays it out: where every text goes, without drawing a pixel
     fig.set_layout_engine("none")  # the layout as drawn: what is left out below keeps the rest in place
     renderer = fig.canvas.get_renderer()
     for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
