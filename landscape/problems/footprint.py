@@ -6,6 +6,8 @@ needs under a memory budget (:mod:`.memory`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.func import functional_call
 
@@ -43,3 +45,27 @@ def saved_values(module, params, buffers, x) -> int:
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = functional_call(module, (params, buffers), (x.to(next(iter(params.values())).dtype),))
     return sum(seen.values()) + out.numel()
+
+
+def forward_flops(module, params, buffers, x1) -> float:
+    """Multiply-add FLOPs (2 a multiply-add) of the convolutions and linear layers of one forward pass on one
+    sample ``x1`` (shape (1, ...)): 2 × outputs × inputs per output (``in_channels / groups × kernel``)."""
+    from torch import nn
+
+    total = [0.0]
+
+    def hook(m, _, out):
+        if isinstance(m, nn.Linear):
+            total[0] += 2.0 * out.numel() * m.in_features
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            total[0] += 2.0 * out.numel() * m.in_channels // m.groups * math.prod(m.kernel_size)
+
+    layers = (nn.Linear, nn.modules.conv._ConvNd)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad():
+            functional_call(module, ({k: v.detach() for k, v in params.items()}, buffers), (x1,))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]

@@ -24,7 +24,7 @@ from . import bounds
 from .losses import LOSSES, check_targets
 from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
 from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputed_loss, recomputing_copy
-from .footprint import measure_activations, saved_values
+from .footprint import forward_flops, measure_activations, saved_values
 from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, wide_loss, wide_plan
 from .._errors import LandscapeError
 from .._registry import Registry
@@ -181,8 +181,12 @@ class NetworkProblem(Problem):
         return dict(tape.stats)
 
     def flops_per_point(self, n_samples: int | None = None) -> float:
-        """Multiply-add FLOPs of one forward pass over a split, 2·N·Σ(weights), for throughput figures."""
+        """Multiply-add FLOPs of one forward pass over a split, for throughput figures: 2·N·Σ(weights) for an MLP,
+        else the convolutions' and linear layers' (:func:`.footprint.forward_flops`, each weight at every position)."""
         n = self.n_samples("train") if n_samples is None else n_samples
+        if self._mlp is None:
+            return n * forward_flops(self.module_, dict(self.module_.named_parameters()), self._buffers,
+                                     self._splits["train"][0][:1])
         weights = sum(s for name, s in zip(self.layout.names, self.layout.sizes) if name.endswith("weight"))
         return 2.0 * n * weights
 

@@ -1,0 +1,102 @@
+"""``landscape bench``'s conv rows: the loss and gradient of K conv nets (:func:`landscape.problems.convnets.
+digits_cnn` at its defaults) three ways, at K = 1, 16, 64, with recomputed and with frozen BatchNorm statistics.
+
+- **batched**: the problem's own ``loss_and_grad`` (the wide evaluator, :mod:`landscape.problems.grouped`: K
+  networks in one forward of the module's code, in chunks of :data:`landscape.problems.grouped.CHUNK_BYTES`);
+- **module loop**: the ``nn.Module`` itself, one point at a time (θ copied in, forward, loss, ``backward``), as a
+  user's loop runs it: in training mode for recomputed statistics (one pass, batch statistics, biased variance:
+  the cost of the nearest thing torch has, not the same function), in evaluation mode for frozen ones (the same
+  function);
+- **torch.func**: the generic batched evaluator the problem falls back to (``functional_call`` under ``vmap``).
+
+Useful FLOPs are the forward's convolutions and linear layers (:meth:`NetworkProblem.flops_per_point`) × 3 for
+forward and backward, per CPU second: recomputed statistics do about 1.8× that work (a statistics pass and a loss
+pass), which the figure does not count.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ._timing import clocks, label
+from .problems.embedded import make_problem
+
+#: The K of the rows.
+KS = (1, 16, 64)
+
+
+def _loop(problem, thetas, train: bool):
+    module = copy.deepcopy(problem.module_).to(thetas.device, thetas.dtype).train(train)
+    x, y = (t.to(thetas.device) for t in problem.data("train"))
+    x = x.to(thetas.dtype)
+    params = [module.get_parameter(n) for n in problem.layout.names]
+
+    def run():
+        for theta in thetas:
+            with torch.no_grad():
+                for p, value in zip(params, problem.layout.unflatten(theta).values()):
+                    p.copy_(value)
+            module.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(module(x), y).backward()
+
+    return run
+
+
+def _generic(problem, thetas):
+    def run():
+        wide, problem._wide = problem._wide, None
+        try:
+            problem.loss_and_grad(thetas)
+        finally:
+            problem._wide = wide
+
+    return run
+
+
+def conv_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float = 0.5, peak: float | None = None) -> dict:
+    """Loss and gradient of K conv nets: batched, a loop over the module, torch.func; per K in ``ks`` and per
+    BatchNorm policy (recompute, frozen).
+
+    Parameters
+    ----------
+    problem : NetworkProblem, optional
+        Default: ``digits_cnn`` at its defaults.
+    ks : sequence of int
+    device : str or torch.device
+    min_seconds : float
+        Least wall time of each timing (:func:`landscape.bench.clocks`).
+    peak : float, optional
+        GFLOP/s of ``torch.mm`` on this device: the rows then carry the batched evaluator's fraction of it.
+
+    Returns
+    -------
+    dict
+        ``label``, ``dim``, ``samples``, ``flops`` (useful FLOPs of a point's loss and gradient, 3 × forward);
+        ``rows``: per policy and K, ``us`` and ``cpu_us`` (wall and CPU µs a point) of each way, ``fastest`` (least
+        CPU time), ``gflops`` (useful GFLOP/s of the batched way, CPU time) and ``of_peak``.
+    """
+    problem = make_problem("digits_cnn") if problem is None else problem
+    flops = 3 * problem.flops_per_point()
+    before, rows = problem.bn, []
+    try:
+        for policy in ("recompute", "frozen"):
+            problem.bn = policy
+            for k in ks:
+                thetas = problem.init(torch.Generator().manual_seed(0), n=k, device=device)
+                ways = {"batched": lambda: problem.loss_and_grad(thetas),
+                        "module loop": _loop(problem, thetas, train=policy == "recompute"),
+                        "torch.func": _generic(problem, thetas)}
+                row = {"bn": policy, "k": k}
+                for name, fn in ways.items():
+                    wall, cpu = clocks(fn, min_seconds=min_seconds, min_repeats=1)
+                    row[name] = {"us": wall / k * 1e6, "cpu_us": cpu / k * 1e6}
+                row["fastest"] = min(ways, key=lambda n: row[n]["cpu_us"])
+                row["gflops"] = flops / row["batched"]["cpu_us"] / 1e3
+                row["of_peak"] = row["gflops"] / peak if peak else None
+                rows.append(row)
+    finally:
+        problem.bn = before
+    return {"label": label(problem), "dim": problem.dim, "samples": problem.n_samples(), "flops": flops,
+            "evaluator": problem.evaluator, "rows": rows}
