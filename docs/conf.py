@@ -43,6 +43,7 @@ extensions = [
     "myst_parser",
 ]
 
+smartquotes = False  # -- and "..." in commands stay as typed
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.ipynb", "auto_examples/*.py",
                     "auto_examples/*.zip", "auto_examples/*.json", "auto_examples/*.md5", "auto_examples/*.codeobj.json"]
@@ -119,6 +120,7 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "show_memory": False,
     "write_computation_times": True,
+    "capture_repr": (),  # the printed lines only, not the repr of a block's last value
 }
 
 html_theme = "pydata_sphinx_theme"
@@ -136,7 +138,7 @@ html_show_sourcelink = False
 
 # The commands' help is terminal text (``|grad L| <= 1e-3*max(|L|, 0.1)``); in the CLI reference it must not
 # be read as reStructuredText markup (substitutions, emphasis): escape those characters in the help lines.
-def _escape_help(ctx, lines):
+def _escape_help(app, ctx, lines):
     for i, line in enumerate(lines):
         if line.lstrip().startswith((".. ", ":")):  # sphinx-click's own directives and fields
             continue
