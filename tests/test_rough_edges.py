@@ -1,5 +1,6 @@
 """Rough edges a new user meets first: a factory given parameters it does not take, `info` on a plain state_dict,
-the README's own-model snippet run as written, and the figures the README quotes for the main job."""
+the documentation's own-model snippet run as written, and the figures the README and the docs quote for the main
+job (the text is read wherever it lives: README.md or the Sphinx site's pages under docs/)."""
 
 import json
 import re
@@ -17,6 +18,13 @@ from landscape_cli.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+#: The README and every Markdown page of the docs site, by path: the figures and snippets live in one of them.
+PAGES = {p.relative_to(ROOT).as_posix(): p.read_text()
+         for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+         if "_build" not in p.parts and "auto_examples" not in p.parts}
+TEXT = "\n".join(PAGES.values())
+#: The command-line overview (the usage list that moved from the README to the docs).
+COMMANDS_PAGE = PAGES["docs/guide/commands.md"]
 
 
 @pytest.fixture
@@ -69,16 +77,18 @@ def test_the_refusal_names_the_parameters_the_factory_accepts(user_module):
     assert load_user_problem("noargs_b:widened", width=2, depth=3).dim == 10  # accepted ones still pass
 
 
-def readme_own_model_block() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    found = [b for b in blocks if "class MyNet" in b and "def factory" in b]
-    assert len(found) == 1, "the README's own-model snippet (section Problems) is missing"
+def own_model_block() -> tuple[str, str]:
+    """The own-model snippet (docs/guide/problems.md) and the page that shows it."""
+    found = [(b, page) for page, text in PAGES.items() for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+             if "class MyNet" in b and "def factory" in b]
+    assert len(found) == 1, f"the own-model snippet should be shown once (user guide, Problems): {len(found)} found"
     return found[0]
 
 
-def test_readme_own_model_snippet_runs_as_written(user_module):
-    folder = user_module("mymodule", readme_own_model_block())
-    assert "imported from the current folder" in README and "PYTHONPATH" in README
+def test_own_model_snippet_runs_as_written(user_module):
+    block, page = own_model_block()
+    folder = user_module("mymodule", block)
+    assert "imported from the current folder" in PAGES[page] and "PYTHONPATH" in PAGES[page]
     problem = load_user_problem("mymodule:factory")
     wide = load_user_problem("mymodule:factory", width=16)
     assert (problem.dim, wide.dim) == (4 * 8 + 8 + 8 * 3 + 3, 4 * 16 + 16 + 16 * 3 + 3)
@@ -107,19 +117,23 @@ def test_a_landscape_checkpoint_still_shows_its_recorded_loss(tmp_path):
     assert json.loads(run("info", rows[0]["file"], "--json").stdout)["source"] == "checkpoint"
 
 
-def test_readme_figures_for_the_main_job_match_the_code():
+def test_figures_for_the_main_job_match_the_code():
     problem = landscape.make_problem(landscape.problems.embedded.DEFAULT_PROBLEM)
-    quoted = {int(d.replace(",", "")) for d in re.findall(r"digits 64-100-100-10, D = ([\d,]+)", README)}
+    quoted = {int(d.replace(",", "")) for d in re.findall(r"digits 64-100-100-10, D = ([\d,]+)", TEXT)}
     assert quoted == {problem.dim} == {17_610}
-    # the file names the main job (`landscape train --seeds 0,1 -o minima/`) writes, as the README uses them
+    # the file names the main job (`landscape train --seeds 0,1 -o minima/`) writes, as the README and docs use them
     names = {checkpoint_name(problem, seed) for seed in (0, 1)}
-    quoted_names = set(re.findall(r"minima/(digits_mlp_\w+?\.pt)", README))
-    assert names <= quoted_names and quoted_names <= {checkpoint_name(problem, s) for s in range(10)}
-    usage = README[README.index("## Usage"):].split("```")[1]
-    assert "-w 64" not in usage and "w64" not in usage
+    for page, text in PAGES.items():
+        quoted_names = set(re.findall(r"minima/(digits_mlp_\w+?\.pt)", text))
+        assert quoted_names <= {checkpoint_name(problem, s) for s in range(10)}, page
+    assert names <= set(re.findall(r"minima/(digits_mlp_\w+?\.pt)", README))  # the main job's own command
+    usage = COMMANDS_PAGE.split("```")[1]  # the usage list: its width-64 aside is a comment, not a command
+    assert "landscape train" in usage and "-w 64" not in usage and "w64" not in usage
+    tour = [b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S) if "landscape train" in b]
+    assert tour and all("-w 64" not in b and "w64" not in b for b in tour)
 
 
 def test_quick_valleys_time_agrees_between_readme_and_study_list():
     description = landscape.load_study("quick_valleys").description  # as `landscape study list` shows it
-    claim = re.search(r"study run quick_valleys .*?2 tasks, (about \d+ s)", README).group(1)
+    claim = re.search(r"study run quick_valleys .*?2 tasks, (about \d+ s)", TEXT).group(1)
     assert description.startswith(claim + ":")
