@@ -137,6 +137,19 @@ def test_rsqrt_holds_down_to_zero_variance():
     assert_holds(ab.rsqrt(Model(c, v), 1e-5), (exact + 1e-5).rsqrt())
 
 
+@pytest.mark.parametrize("exponent", [-1.0, 0.5, -0.5])
+def test_powers_hold_everywhere_on_one_side_of_zero_and_give_no_bound_across_it(exponent):
+    c = torch.tensor([0.3, 2.0, 5.0, -1.0, 0.05], dtype=torch.float64)
+    v = torch.tensor([0.2, 1.5, 0.1, 0.5, 0.1], dtype=torch.float64)
+    out = ab.power(Model(c, v), exponent)
+    fine = slice(0, 3) if exponent != -1 else slice(0, 4)  # roots: positive pieces only; 1/x: either side
+    exact = (c + S[:, None] * v)[:, fine].pow(exponent)
+    assert_holds(Model(out.c[fine], out.s_[fine], out.r[fine]), exact)
+    assert bool(torch.isinf(out.r[-1]))  # the piece reaches 0: no bound
+    if exponent != -1:
+        assert bool(torch.isinf(out.r[3]))
+
+
 def test_an_embedding_lookup_is_exact():
     g = torch.Generator().manual_seed(1)
     wc, wh = torch.randn(2, 7, 3, generator=g, dtype=torch.float64), torch.randn(2, 7, 3, generator=g,

@@ -136,6 +136,24 @@ def rsqrt(x: Model, eps: float) -> Model:
     return Model((c + eps).rsqrt(), dc * s_, dc.abs() * r + change * rho)
 
 
+def power(x: Model, exponent: float) -> Model:
+    """x^k for k = −1, ±½ (a reciprocal, a square root, its reciprocal) in mean-value form where the piece stays on
+    one side of 0 (k = ±½: above it); the slope k·x^(k−1) is monotone there, its largest change from the centre's
+    at an end. Where the piece reaches 0 (or below, for a root) the remainder is infinite: no bound."""
+    c, s_, r = x.full()
+    rho = s_.abs() + r
+    lo, hi = c - rho, c + rho
+    ok = (lo > 0) | ((hi < 0) & (exponent == -1))
+
+    def slope(v):
+        return -1 / (v * v) if exponent == -1 else exponent * v.pow(exponent - 1)
+
+    dc = slope(c)
+    change = torch.maximum((slope(lo) - dc).abs(), (slope(hi) - dc).abs())
+    rem = torch.where(ok, dc.abs() * r + change * rho, torch.inf)
+    return Model(torch.where(ok, c.pow(exponent), 0.0), torch.where(ok, dc * s_, 0.0), rem)
+
+
 def layer_norm(x: Model, ndim: int, eps: float) -> Model:
     """(x − μ)/√(σ² + ε) over the last ``ndim`` dimensions (the gain and bias are applied by the caller)."""
     dims = tuple(range(x.c.dim() - ndim, x.c.dim()))

@@ -23,10 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from . import attention_bounds as ab
+from . import bounds
 from . import operations as ops
 from . import relaxed as rx
 from .operations import Rule, _arg, _rule
 from .relaxed import Model, Param, Unsupported
+
+
+SQUARE = bounds.RELAXATIONS[bounds.square]
 
 
 @dataclass
@@ -258,12 +262,62 @@ def _sdpa(w, a, k):
     return attention(w, q, key, v, mask, bool(causal), scale)
 
 
+# ---------------------------------------------------------------- LayerNorm written out: powers, roots, quotients
+def _power(w, a, k):
+    x, exponent = a[0], _arg(a, k, 1, "exponent", None)
+    if not isinstance(x, Model) or not isinstance(exponent, (int, float)):
+        raise Unsupported("a power other than of a value to a constant")
+    if exponent == 2:
+        return rx.activate(x, SQUARE)
+    if exponent == 1:
+        return x
+    if exponent not in (-1, 0.5, -0.5):
+        raise Unsupported(f"a power {exponent!r} (2, 1, −1, ±0.5 are bounded)")
+    return ab.power(x, float(exponent))
+
+
+def _root(exponent):
+    return lambda w, a, k: ab.power(w.model(a[0]), exponent)
+
+
+def _square(w, a, k):
+    return rx.activate(w.model(a[0]), SQUARE)
+
+
+def _var(w, a, k):
+    """``var(dim, keepdim, unbiased/correction)`` over non-batch dimensions: mean((x − μ)²)·D/(D − correction)."""
+    x, dims = w.model(a[0]), _arg(a, k, 1, "dim", None)
+    dims = [dims] if isinstance(dims, int) else dims
+    correction = k.get("correction", 1 if _arg(a, k, 2, "unbiased", True) else 0)
+    if dims is None or any(d % x.c.dim() == 0 for d in dims) or not isinstance(correction, (int, float)):
+        raise Unsupported("a variance over the batch, or with an unknown correction")
+    dims = tuple(d % x.c.dim() for d in dims)
+    count = math.prod(x.c.shape[d] for d in dims)
+    if count <= correction:
+        raise Unsupported("a variance of fewer values than its correction")
+    sq = rx.activate(ab._centred(x, dims), SQUARE)
+    keep = bool(_arg(a, k, 3, "keepdim", False))
+    return sq.map(lambda t: t.mean(dims, keepdim=keep) * (count / (count - correction)))
+
+
+def _div(w, a, k):
+    left, right = a
+    if isinstance(left, Model) and isinstance(right, Model) and k.get("rounding_mode") is None:
+        _same_rank(left, right, "a quotient")
+        return ab.bilinear(left, ab.power(right, -1.0), torch.mul)
+    return ops._div(w, a, k)
+
+
 def _integer(w, a, k):
     raise Unsupported("integer arithmetic (//, %) on a value of the network")
 
 
 FUNCTIONS = {
     **ops.FUNCTIONS, operator.floordiv: _rule(_integer, 2), operator.mod: _rule(_integer, 2),
+    operator.pow: _rule(_power, 2), torch.pow: _rule(_power, 2, "exponent"), torch.square: _rule(_square, 1),
+    torch.sqrt: _rule(_root(0.5), 1), torch.rsqrt: _rule(_root(-0.5), 1), torch.reciprocal: _rule(_root(-1.0), 1),
+    operator.truediv: _rule(_div, 2), torch.div: _rule(_div, 2, "rounding_mode"),
+    torch.var: _rule(_var, 4, "dim", "unbiased", "keepdim", "correction"),
     operator.getitem: _rule(_getitem, 2), operator.mul: _rule(_mul, 2), torch.mul: _rule(_mul, 2),
     operator.matmul: _rule(_matmul, 2), torch.matmul: _rule(_matmul, 2), torch.bmm: _rule(_bmm, 2),
     torch.einsum: _rule(_einsum, 3), torch.softmax: _rule(_softmax, 2, "dim", "dtype"),
@@ -278,6 +332,9 @@ FUNCTIONS = {
 METHODS = {
     **ops.METHODS,
     "mul": _rule(_mul, 2), "matmul": _rule(_matmul, 2), "softmax": _rule(_softmax, 2, "dim", "dtype"),
+    "pow": _rule(_power, 2, "exponent"), "square": _rule(_square, 1), "sqrt": _rule(_root(0.5), 1),
+    "rsqrt": _rule(_root(-0.5), 1), "reciprocal": _rule(_root(-1.0), 1), "div": _rule(_div, 2, "rounding_mode"),
+    "var": _rule(_var, 4, "dim", "unbiased", "keepdim", "correction"),
     "transpose": _rule(_transpose, 3, "dim0", "dim1"), "permute": _rule(_permute, 9, "dims"), "t": _rule(_t, 1),
     "unbind": _rule(_unbind, 2, "dim"), "split": _rule(_splitter("split"), 3, "dim"),
     "chunk": _rule(_splitter("chunk"), 3, "dim"), "masked_fill": _rule(_masked_fill, 3, "mask", "value"),
