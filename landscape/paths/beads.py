@@ -15,7 +15,7 @@ squares); with one cut it is Polyak's step. The loss is not convex, so the cuts 
 model with no point within a step's reach (cuts that contradict each other, as where the target lies
 below what the loss reaches nearby) is dropped down to its newest cut, and that bead takes Polyak's steps
 for the rest of its descent. On networks of a few dozen parameters the model's steps reach farther
-sideways than Polyak's and strings come out a few percent longer (README, "How beads descend").
+sideways than Polyak's and strings come out a few percent longer (docs/guide/connect.md, "How beads descend").
 """
 
 from __future__ import annotations

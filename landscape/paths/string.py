@@ -16,7 +16,7 @@ meets an aim ℓ below the bead's target, taken against the bead's last few line
 method of Lemaréchal, Nemirovskii & Nesterov, 1995), which stops the zigzag across a narrow valley. Each
 step goes no further than the loss asks, so a bead stops close to where it was inserted, at the rim of the
 set, where Adam's sign-like steps carry it deep and far; on the main job's pair that makes the string both
-cheaper and shorter (README, "Paths between minima"). Adam (``descent="adam"``) is the stochastic descent of
+cheaper and shorter (docs/benchmarks.md, "Paths"). Adam (``descent="adam"``) is the stochastic descent of
 the paper, and the one for minibatches.
 """
 
@@ -100,7 +100,7 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         (1: the quadratic through the segment's ends and the knot beyond each, averaged where there are
         two), or that fraction of the way from one to the other. The knots of earlier rounds predict
         where a bending valley goes, and a bead started nearer it descends in fewer steps; but the curve
-        overshoots the shortest way round, and the string comes out longer (README, "How beads descend").
+        overshoots the shortest way round, and the string comes out longer (docs/benchmarks.md, "Paths: where a new bead starts").
     batch_size : int, optional
         Descend on minibatches of this size (one per bead and step; the stop is judged on the full
         training loss), as the paper's stochastic gradient descent; Polyak steps then use the
