@@ -186,6 +186,10 @@ def test_axis_labels_are_whole_numbers_at_the_ticks_vtk_draws(ring_scene, points
                 for text, v in shown:  # each label is complete: it reads back as the value where it stands
                     assert text.strip() == text and float(text) == pytest.approx(v, rel=5e-3, abs=1e-9 * (
                         ranges[axis][1] - ranges[axis][0]))
+            # VTK's vector font at its default size drew a slanted "-11" as ".11": labels are larger
+            from landscape.viz._axes import LABEL_SIZE
+
+            assert axes.GetScreenSize() == LABEL_SIZE >= 12
             assert _labels(axes, 1)[0] == _labels(axes, 1)[-1] == ""  # corners are left to the x axis
             assert _labels(axes, 2)[0] == ""
             assert all(float(t) == round(float(t), 6) for t in _labels(axes, 0) if t)  # round: no "-0.428"

@@ -12,8 +12,9 @@ import math
 
 import torch
 
-#: Mantissas of round tick steps (× 10^k).
-ROUND_STEPS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+#: Mantissas of the round steps of a default span (× 10^k): the steps VTK's own ticks take, so that its
+#: cube axes place a label on every multiple.
+ROUND_STEPS = (1.0, 2.0, 2.5, 5.0)
 #: Mantissas a given span's ticks may step by (a span of 3.2 reads -1.6, -0.8, 0, 0.8, 1.6).
 TICK_STEPS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 
@@ -93,4 +94,4 @@ def default_span(problem, plane, coords: torch.Tensor, margin: float):
     extent = torch.clamp(extent, min=0.5 * big)  # never a sliver: each side at least half the other
     center = (lo + hi) / 2
     half = extent * (0.5 + margin)
-    return tuple(nice_span(float(center[i] - half[i]), float(center[i] + half[i]))[:2] for i in (0, 1))
+    return tuple(nice_span(float(center[i] - half[i]), float(center[i] + half[i]), most=7)[:2] for i in (0, 1))

@@ -81,11 +81,12 @@ LABEL_SIZE = 12.0
 def axis_labels(lo: float, hi: float, most: int, fmt: str = "%.3g") -> tuple[list[str], bool]:
     """Labels of an axis from ``lo`` to ``hi`` at VTK's ticks, and whether they are round values: round
     when the range allows (at most ``most`` of them), else five values as ``fmt``."""
-    ticks = nice_ticks(lo, hi, least=min(3, most), most=max(most, 2))
-    if ticks is not None:
-        at = vtk_ticks(lo, hi, len(ticks))
-        if len(at) == len(ticks) and np.allclose(at, ticks, rtol=0, atol=1e-9 * (hi - lo)):
-            return [tick_text(v, ticks[1] - ticks[0]) for v in ticks], True
+    for n in range(max(most, 2), 1, -1):
+        ticks = nice_ticks(lo, hi, least=n, most=n)
+        if ticks is not None:
+            at = vtk_ticks(lo, hi, n)
+            if len(at) == n and np.allclose(at, ticks, rtol=0, atol=1e-9 * (hi - lo)):
+                return [tick_text(v, ticks[1] - ticks[0]) for v in ticks], True
     return [fmt % v for v in vtk_ticks(lo, hi, max(2, min(5, most)))], False
 
 
@@ -122,7 +123,7 @@ def draw_axes(p, scene: Scene, meshes, *, log: bool, font: int) -> None:
         return
     axes.SetScreenSize(LABEL_SIZE)
     axes.SetTitleOffset((30.0, 30.0))
-    for axis, (a, b, most) in {0: (x0, x1, 6), 1: (y0, y1, 6), 2: (zlo, zhi, 5)}.items():
+    for axis, (a, b, most) in {0: (x0, x1, 6), 1: (y0, y1, 7), 2: (zlo, zhi, 4)}.items():
         labels, round_ = axis_labels(a, b, most)
         if axis == 1:  # its ends are corners shared with x (which of them, VTK decides by the view)
             labels[0] = labels[-1] = ""

@@ -274,7 +274,7 @@ def _camera(p, view, azimuth, elevation):
         p.camera_position = [tuple(center + 10 * max(x1 - x0, y1 - y0, z1 - z0) * direction), tuple(center),
                              (0.0, 0.0, 1.0)]
     p.reset_camera()
-    p.camera.zoom(0.8)
+    p.camera.zoom(0.75)
     if view not in ("top", "side"):  # the legend holds the top of the picture: move the box below it
         cam = p.camera
         pos, focal, up = (np.array(v, dtype=float) for v in (cam.position, cam.focal_point, cam.up))
