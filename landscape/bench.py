@@ -225,7 +225,7 @@ def real_size(problem: Problem, k: int = 4, *, device="cpu", resolution: int = 8
     figures["grad_difference"] = float((batched[-1] - looped).norm() / looped.norm())
     began = time.perf_counter()
     path = connect(problem, thetas[0], thetas[1], method="linear", resolution=resolution, memory=memory,
-                   certificate="grid")  # the evaluator's speed, not the proof's (see docs/guide/connect.md, certificates)
+                   certificate="grid")  # the evaluator's speed, not the proof's (docs/guide/connect.md)
     return {"problem": repr(problem), "label": label(problem), "dim": problem.dim, "samples": problem.n_samples(), "device": str(device),
             "k": k, **figures, "speedup": figures["batched_points_per_s"] / figures["loop_points_per_s"],
             "connect": {"method": "linear", "resolution": resolution, "certificate": path.certificate,

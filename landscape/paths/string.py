@@ -100,7 +100,8 @@ def string(ends: Endpoints, *, generator=None, alpha: float = 0.9, steps: int = 
         (1: the quadratic through the segment's ends and the knot beyond each, averaged where there are
         two), or that fraction of the way from one to the other. The knots of earlier rounds predict
         where a bending valley goes, and a bead started nearer it descends in fewer steps; but the curve
-        overshoots the shortest way round, and the string comes out longer (docs/benchmarks.md, "Paths: where a new bead starts").
+        overshoots the shortest way round, and the string comes out longer (docs/benchmarks.md, "Paths: where a
+        new bead starts").
     batch_size : int, optional
         Descend on minibatches of this size (one per bead and step; the stop is judged on the full
         training loss), as the paper's stochastic gradient descent; Polyak steps then use the
