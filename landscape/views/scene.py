@@ -142,6 +142,8 @@ def build_scene(problem: Problem, *, minima: Mapping[str, torch.Tensor] | None =
     plane_options : dict, optional
         Options of the plane constructor (``normalization``, ``biases``, ``origin``).
     grid : int, (int, int) or str
+        Points a side; the lines nearest each minimum and saddle on the plane are moved onto it
+        (``evaluate_plane(through=...)``), so the surface meets them at their losses.
     span : ((float, float), (float, float)), optional
         Plane coordinates to cover. By default: the problem's box for analytic problems, else the
         bounding box of everything drawn, widened by ``margin`` (and at least [−1, 1]² for a

@@ -129,7 +129,8 @@ def scene_meshes(scene: Scene, *, log: bool = False, levels=None, n_levels: int 
     ----------
     scene : Scene
     log : bool
-        Heights are log10 of the loss (losses at or below 0 are drawn at the smallest positive loss).
+        Heights are log10 of the loss; losses below the floor (the grid's lowest positive loss off the
+        markers it passes through, whose exact minima would set the depth) are drawn at the floor.
     levels : sequence of float, optional
         Contour levels; ``n_levels`` automatic ones when None.
     level : float, optional
