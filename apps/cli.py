@@ -7,7 +7,7 @@ import torch
 
 import landscape
 from landscape.bench import (BenchRows, dss_round_speed, evaluator_throughput, label, matmul_peak, plane_speed,
-                             real_cnn, real_size, transformer_speed)
+                             real_cnn, real_size, transformer_speed, conv_speed)
 from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 
 from ._index import CONTEXT, HELP, store_problems
@@ -201,7 +201,7 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
         if not hasattr(problem, "flops_per_point"):
             raise UserError(f"bench measures network problems; {name} is analytic")
     plane_cases = (("quadratic_regression", {"n_train": 10000}), ("digits_mlp", {}))
-    with BenchRows(not quiet, 1 + len(cases) + 2 + len(plane_cases) + 1) as shown:
+    with BenchRows(not quiet, 1 + len(cases) + 2 + len(plane_cases) + 2) as shown:
         shown("torch.mm 2048x2048 peak")
         peak = matmul_peak(device=dev, min_seconds=seconds)
         rows = []
@@ -220,9 +220,13 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
             planes.append(plane_speed(problem, device=dev, min_seconds=seconds))
         shown("modadd_transformer K=1, 16, 64: batched vs module loop vs torch.func")
         attn = transformer_speed(device=dev, min_seconds=seconds)
+        conv_ks = sorted({1, min(16, k), k})
+        shown(f"digits_cnn K={', '.join(map(str, conv_ks))}: batched vs module loop vs torch.func, BatchNorm "
+              "recomputed and frozen")
+        conv = conv_speed(ks=conv_ks, device=dev, min_seconds=seconds)
     if as_json:
         echo_json({"device": str(dev), "threads": torch.get_num_threads(), "mm_gflops": peak, "evaluator": rows,
-                   "path_refinement": rounds, "planes": planes, "transformer": attn})
+                   "path_refinement": rounds, "planes": planes, "transformer": attn, "conv": conv})
         return
     click.echo(f"device {dev}, {torch.get_num_threads()} threads; torch.mm 2048x2048: {peak:.1f} GFLOP/s")
     click.echo("loss+gradient of K points (GFLOP/s counts forward + backward as 3x forward):")
@@ -254,6 +258,13 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
                "(wall / CPU microseconds a point):")
     click.echo(table([[r["k"], *[f"{r[w]['us']:.0f} / {r[w]['cpu_us']:.0f}" for w in ways], r["fastest"]]
                       for r in attn["rows"]], ["K", *ways, "fastest"]))
+    click.echo(f"loss+gradient of K conv nets, {conv['label']}, {conv['samples']} images, {conv['evaluator']} evaluator "
+               "(wall / CPU microseconds a point; the loop runs the module in training mode for recomputed statistics, "
+               f"evaluation mode for frozen; useful GFLOP/s = 3 x forward FLOPs per CPU second, torch.mm "
+               f"{conv['mm_gflops']:.1f}):")
+    click.echo(table([[r["bn"], r["k"], *[f"{r[w]['us']:.0f} / {r[w]['cpu_us']:.0f}" for w in ways], r["fastest"],
+                       f"{r['gflops']:.1f} ({100 * r['of_peak']:.0f}% of mm)"] for r in conv["rows"]],
+                     ["BatchNorm", "K", *ways, "fastest", "batched useful GF/s"]))
 
 
 def _bench_real(r, dev, as_json):

@@ -55,7 +55,16 @@ def _generic(problem, thetas):
     return run
 
 
-def conv_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float = 0.5, peak: float | None = None) -> dict:
+def mm_rate(device="cpu", n: int = 2048, min_seconds: float = 0.5) -> float:
+    """GFLOP/s of ``torch.mm`` on two n×n matrices, per CPU second on a CPU (a busy machine's wall time is not the
+    process's), per wall second on CUDA."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    wall, cpu = clocks(lambda: torch.mm(a, b), min_seconds=min_seconds)
+    return 2.0 * n**3 / (cpu if torch.device(device).type == "cpu" else wall) / 1e9
+
+
+def conv_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float = 0.5) -> dict:
     """Loss and gradient of K conv nets: batched, a loop over the module, torch.func; per K in ``ks`` and per
     BatchNorm policy (recompute, frozen).
 
@@ -67,18 +76,18 @@ def conv_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float = 0.5, p
     device : str or torch.device
     min_seconds : float
         Least wall time of each timing (:func:`landscape.bench.clocks`).
-    peak : float, optional
-        GFLOP/s of ``torch.mm`` on this device: the rows then carry the batched evaluator's fraction of it.
 
     Returns
     -------
     dict
-        ``label``, ``dim``, ``samples``, ``flops`` (useful FLOPs of a point's loss and gradient, 3 × forward);
-        ``rows``: per policy and K, ``us`` and ``cpu_us`` (wall and CPU µs a point) of each way, ``fastest`` (least
-        CPU time), ``gflops`` (useful GFLOP/s of the batched way, CPU time) and ``of_peak``.
+        ``label``, ``dim``, ``samples``, ``flops`` (useful FLOPs of a point's loss and gradient, 3 × forward),
+        ``mm_gflops`` (:func:`mm_rate`); ``rows``: per policy and K, ``us`` and ``cpu_us`` (wall and CPU µs a point)
+        of each way, ``fastest`` (least CPU time), ``gflops`` (useful GFLOP/s of the batched way, per CPU second on
+        a CPU) and ``of_peak`` (its fraction of ``mm_gflops``).
     """
     problem = make_problem("digits_cnn") if problem is None else problem
     flops = 3 * problem.flops_per_point()
+    peak, on_cpu = mm_rate(device, min_seconds=min_seconds), torch.device(device).type == "cpu"
     before, rows = problem.bn, []
     try:
         for policy in ("recompute", "frozen"):
@@ -93,10 +102,11 @@ def conv_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float = 0.5, p
                     wall, cpu = clocks(fn, min_seconds=min_seconds, min_repeats=1)
                     row[name] = {"us": wall / k * 1e6, "cpu_us": cpu / k * 1e6}
                 row["fastest"] = min(ways, key=lambda n: row[n]["cpu_us"])
-                row["gflops"] = flops / row["batched"]["cpu_us"] / 1e3
-                row["of_peak"] = row["gflops"] / peak if peak else None
+                row["gflops"] = flops / row["batched"]["cpu_us" if on_cpu else "us"] / 1e3
+                row["of_peak"] = row["gflops"] / peak
                 rows.append(row)
     finally:
         problem.bn = before
     return {"label": label(problem), "dim": problem.dim, "samples": problem.n_samples(), "flops": flops,
+            "mm_gflops": peak,
             "evaluator": problem.evaluator, "rows": rows}
