@@ -82,3 +82,13 @@ def test_a_short_training_fits_the_training_pairs():
 def test_bad_parameters_are_one_line_errors(params, fix):
     with pytest.raises(LandscapeError, match=fix):
         landscape.make_problem("modadd_transformer", **params)
+
+
+def test_two_transformers_connect_through_the_whole_pipeline():
+    """connect plans its memory from the module's saved values (token inputs stay integers) and certifies densely."""
+    problem = landscape.make_problem("modadd_transformer", **SMALL)
+    a, b = problem.init(torch.Generator().manual_seed(0), n=2)
+    level = 1.05 * float(problem.loss(torch.stack([a, b])).max()) + 1.0
+    path = landscape.connect(problem, a, b, method="linear", level=level, certificate="grid")
+    assert path.status == "connected" and path.max_loss <= level
+    assert path.info["memory"]["point_bytes"] > 0

@@ -43,7 +43,8 @@ def saved_values(module, params, buffers, x) -> int:
         return t
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = functional_call(module, (params, buffers), (x.to(next(iter(params.values())).dtype),))
+        dtype = next(iter(params.values())).dtype
+        out = functional_call(module, (params, buffers), (x.to(dtype) if x.is_floating_point() else x,))  # tokens stay
     return sum(seen.values()) + out.numel()
 
 
