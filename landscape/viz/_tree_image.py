@@ -56,18 +56,26 @@ class TreeImage:
 
 
 def short_names(names) -> tuple[list[str], str]:
-    """Names with their common prefix cut at a separator (``["hb_s3", "hb_s7"]`` -> ``(["s3", "s7"], "hb_")``).
+    """Names with what they all share cut off at a separator, and the shared part with … for the names.
 
-    The prefix is cut only where every name keeps something, and only at a character that is not a
-    letter or a digit (so ``seed3``/``seed7`` keep their names).
+    ``["hb_s3", "hb_s7"]`` -> ``(["s3", "s7"], "hb_…")``; ``["run1_final", "run2_final"]`` ->
+    ``(["run1", "run2"], "…_final")``. A common start or end is cut only at a character that is not a letter
+    or a digit (``seed3``/``seed7`` keep their names), and only where every name keeps something.
     """
     names = [str(n) for n in names]
-    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
-    cut = max((i + 1 for i, c in enumerate(prefix) if not c.isalnum()), default=0)
-    cut = min(cut, min(len(n) for n in names) - 1) if names else 0
-    while cut > 0 and prefix[cut - 1].isalnum():  # never in the middle of a word
+    if len(names) < 2:
+        return names, "…"
+    shortest = min(len(n) for n in names)
+    start = os.path.commonprefix(names)
+    cut = max((i + 1 for i, c in enumerate(start) if not c.isalnum()), default=0)
+    while cut >= shortest or (cut > 0 and start[cut - 1].isalnum()):
         cut -= 1
-    return [n[cut:] for n in names], prefix[:cut]
+    end = os.path.commonprefix([n[cut:][::-1] for n in names])[::-1]
+    tail = max((len(end) - i for i, c in enumerate(end) if not c.isalnum()), default=0)
+    while tail > 0 and (tail >= shortest - cut or end[-tail].isalnum()):
+        tail -= 1
+    short = [n[cut:len(n) - tail] for n in names]
+    return short, names[0][:cut] + "…" + (names[0][len(names[0]) - tail:] if tail else "")
 
 
 def tree_image(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
@@ -102,12 +110,12 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
     legend.remove()
     ax.set_title(textwrap.fill(ax.get_title(), max(20, int(width / (EM * 9)))), fontsize=9)
     order = sorted(tree.x, key=tree.x.get)
-    labels, prefix = short_names([_label(m) for m in order])
+    labels, pattern = short_names([_label(m) for m in order])
     spacing = 0.8 * width / max(1, len(order))  # the axes take about 80% of the width
     upright = max(map(len, labels)) * EM * 8 <= 0.9 * spacing
     ax.set_xticks([tree.x[m] for m in order], labels, rotation=0 if upright else 90, ha="center", fontsize=8)
     ax.set_xlim(-0.6, len(order) - 0.4)  # the outer dots whole
-    ax.set_xlabel(f"minima ({prefix}…)" if prefix else "minima", fontsize=8)
+    ax.set_xlabel(f"minima ({pattern})" if pattern != "…" else "minima", fontsize=8)
     ax.yaxis.label.set_fontsize(8)
     ax.tick_params(axis="y", labelsize=8)
     if colors:
