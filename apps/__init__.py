@@ -26,6 +26,9 @@ def main() -> None:
             return
         except PackageNotFoundError:  # run from a source tree that is not installed: ask the package
             pass
+    from ._startup import set_thread_policy
+
+    set_thread_policy()  # waiting threads sleep instead of spinning: before torch is imported
     from landscape import keep_freed_memory
 
     keep_freed_memory()  # batched evaluations reuse their freed blocks instead of faulting them back in

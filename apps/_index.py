@@ -21,6 +21,10 @@ HELP = """Explore the loss landscapes of neural networks through their level set
 Train minima, connect them by certified low-loss paths, count valleys, render the surface:
   landscape train digits_mlp --seeds 0,1 -o minima/
   landscape info minima/*.pt
+
+\b
+Threads: waiting OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, set at start) unless
+OMP_WAIT_POLICY or GOMP_SPINCOUNT is set; OMP_NUM_THREADS sets how many (default: the cores).
 """
 
 #: Each command's first paragraph of help, by name.

@@ -69,6 +69,9 @@ def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps
     Without --until-loss the seeds are minima: after the optimiser's steps, seeds short of the
     stationarity criterion |grad L| <= 1e-3*max(|L|, 0.1) are polished; "converged" says which meet it.
     Seeds whose checkpoint already exists with the same options are kept: an interrupted run resumes.
+    Networks with BatchNorm train in training mode (batch statistics, one pass) and are polished and
+    checked on their recomputed loss; each file records BatchNorm's running statistics at its minimum
+    (so --bn frozen is the trained network). Trajectories beyond 16 MiB are stored subsampled.
     """
     prob = build_problem(problem, width, params)
     rows = train_checkpoints(
@@ -86,6 +89,12 @@ def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps
                        *([_yes(r["reached_target"])] if target else []), r["steps"], r["polish_steps"], r["status"]]
                       for r in rows],
                      ["file", "seed", "loss", "|grad L|", "converged", *target, "steps", "polish", "status"]))
+    bn = [r for r in rows if r.get("batchnorm_losses")]
+    if bn:
+        gap = max(abs(r["batchnorm_losses"]["train_mode"] - r["batchnorm_losses"]["recompute"]) for r in bn)
+        click.echo("BatchNorm: each file holds the running statistics of the training split at its minimum, so "
+                   "--bn frozen evaluates the trained network (frozen loss = loss above); a training-mode forward "
+                   f"(batch statistics, biased variance) differs by at most {gap:.2g}")
     missed = [r["seed"] for r in rows if r["reached_target"] is False]
     if missed:
         click.echo(f"landscape: warning: seeds {missed} did not reach --until-loss {until_loss} in {steps} steps; "

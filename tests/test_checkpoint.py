@@ -242,3 +242,41 @@ def test_gradient_norm_and_convergence_are_recorded_and_checked(saved, problem, 
     assert shown.exit_code == 0, shown.output
     assert f"|grad L| {ck.grad_norm:.3g} (re-evaluated)  converged NO: not a minimum" in shown.output
     assert "the file records no convergence" in shown.output
+
+
+def test_a_long_trajectory_is_stored_subsampled_within_its_budget(tmp_path, problem, gen):
+    """Evenly spaced records, the first and the last (the minimum) kept, as many as the byte budget holds; the file
+    says how many were recorded and kept. A trajectory within the budget is stored whole."""
+    theta = problem.init(gen)
+    t = 41
+    traj = {"step": torch.arange(t) * 10, "theta": theta + torch.arange(t, dtype=theta.dtype)[:, None],
+            "loss": torch.arange(t, dtype=torch.float32)}
+    budget = 7 * problem.dim * 4  # room for 7 points
+    path = save_checkpoint(tmp_path / "thin.pt", problem, theta, trajectory=traj, trajectory_bytes=budget)
+    ck = load_checkpoint(path)
+    kept = ck.trajectory
+    assert kept["step"].tolist() == [0, 70, 130, 200, 270, 330, 400]
+    torch.testing.assert_close(kept["theta"], traj["theta"][kept["step"] // 10], rtol=0, atol=0)
+    assert kept["loss"].tolist() == (kept["step"] // 10).float().tolist()
+    assert ck.meta["trajectory_thinned"] == {"recorded": 41, "kept": 7, "bytes": budget}
+    whole = load_checkpoint(save_checkpoint(tmp_path / "whole.pt", problem, theta, trajectory=traj))
+    assert torch.equal(whole.trajectory["theta"], traj["theta"]) and "trajectory_thinned" not in whole.meta
+    # a budget below three points still keeps three: what a PCA plane of the trajectory needs
+    three = load_checkpoint(save_checkpoint(tmp_path / "three.pt", problem, theta, trajectory=traj, trajectory_bytes=1))
+    assert three.trajectory["step"].tolist() == [0, 200, 400]
+
+
+def test_buffers_are_stored_checked_and_taken_into_the_module(tmp_path):
+    """A file's BatchNorm statistics become the module's (frozen evaluates them); malformed ones are refused."""
+    problem = landscape.make_problem("digits_cnn", width=2, n_train=40, data_seed=7)
+    theta = problem.init(torch.Generator().manual_seed(0))
+    stats = {"1.running_mean": torch.full((2,), 0.5), "1.running_var": torch.full((2,), 2.0)}
+    path = save_checkpoint(tmp_path / "bn.pt", problem, theta, buffers=stats)
+    ck = load_checkpoint(path)
+    assert torch.equal(ck.buffers["1.running_var"], stats["1.running_var"])
+    assert torch.equal(dict(ck.problem.module().named_buffers())["1.running_mean"], stats["1.running_mean"])
+    record = torch.load(path, weights_only=True)
+    record["buffers"]["1.running_var"] = torch.tensor([float("nan"), 1.0])
+    torch.save(record, tmp_path / "nan.pt")
+    with pytest.raises(LandscapeError, match="malformed buffers"):
+        load_checkpoint(tmp_path / "nan.pt")

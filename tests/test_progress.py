@@ -95,3 +95,15 @@ def test_bench_shows_each_row_on_stderr_and_quiet_silences_it():
     assert set(json.loads(loud.stdout)) >= {"evaluator", "path_refinement", "planes"}
     quiet = CliRunner().invoke(main, [*args, "-q"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_training_shows_the_polish_as_it_goes(capsys):
+    """The polish after the optimiser's steps says how far it is, how many seeds still move and how far the worst
+    is from the criterion; quiet training prints nothing."""
+    problem = landscape.make_problem("himmelblau")
+    result = landscape.train(problem, range(8), steps=50, progress=True)
+    err = capsys.readouterr().err
+    assert int(result.polish_steps.max()) > 0 and result.converged.all()
+    assert "train himmelblau: polish, 8 of 8 moving, worst |grad L|" in err and "x its tolerance, 0/2000" in err
+    landscape.train(problem, range(8), steps=50)
+    assert capsys.readouterr().err == ""

@@ -62,7 +62,7 @@ class Polished:
 
 
 def polish(problem: Problem, thetas: torch.Tensor, *, steps: int = POLISH_STEPS, rtol: float = GRAD_RTOL,
-           floor: float = LOSS_FLOOR) -> Polished:
+           floor: float = LOSS_FLOOR, shown=None) -> Polished:
     """Descend every row of ``thetas`` until ``‖∇L‖ ≤ rtol·max(|L|, floor)``, all rows in one batch.
 
     Gradient descent with Barzilai–Borwein steps s·s / s·y, backtracked (halved) until the Armijo
@@ -77,6 +77,8 @@ def polish(problem: Problem, thetas: torch.Tensor, *, steps: int = POLISH_STEPS,
         Loss-and-gradient evaluations at most (each one batched over the rows still moving).
     rtol, floor : float
         The criterion (see the module docstring).
+    shown : landscape._progress.Progress, optional
+        Shows the iterations, the rows still moving and the worst ratio ‖∇L‖ / tolerance as it goes.
 
     Returns
     -------
@@ -94,9 +96,13 @@ def polish(problem: Problem, thetas: torch.Tensor, *, steps: int = POLISH_STEPS,
     moving = ~is_stationary(loss, start_gn, rtol=rtol, floor=floor)
     eta = 1e-3 * (1 + x.norm(dim=1)) / start_gn.clamp_min(torch.finfo(x.dtype).tiny)  # first step: 0.1% of |θ|
     tiny = torch.finfo(x.dtype).eps
-    for _ in range(int(steps)):
+    for i in range(int(steps)):
         if not moving.any():
             break
+        if shown is not None:
+            worst = float((grad.norm(dim=1) / gradient_tolerance(loss, rtol=rtol, floor=floor))[moving].max())
+            shown.stage(f"polish, {int(moving.sum())} of {k} moving, worst |grad L| {worst:.3g}x its tolerance,",
+                        i, int(steps))
         rows = torch.nonzero(moving).flatten()
         g, e = grad[rows], eta[rows]
         trial = x[rows] - e[:, None] * g
@@ -112,6 +118,8 @@ def polish(problem: Problem, thetas: torch.Tensor, *, steps: int = POLISH_STEPS,
         ok = rows[accept]
         x[ok], loss[ok], grad[ok] = trial[accept], lt[accept], gt[accept]
         taken[ok] += 1
+        if shown is not None:
+            shown.count(len(rows))
         gn = grad[rows].norm(dim=1)
         # a row stops when it converges, or when its step no longer moves θ at this precision
         stuck = eta[rows] * gn <= tiny * (1 + x[rows].norm(dim=1))
@@ -121,7 +129,7 @@ def polish(problem: Problem, thetas: torch.Tensor, *, steps: int = POLISH_STEPS,
 
 
 def require_minima(problem: Problem, thetas: torch.Tensor, names, *, polish_points: bool = False,
-                   steps: int = POLISH_STEPS) -> tuple[torch.Tensor, list[dict]]:
+                   steps: int = POLISH_STEPS, shown=None) -> tuple[torch.Tensor, list[dict]]:
     """The input points of a valley count, checked to be minima (one batched ``loss_and_grad``).
 
     A point whose gradient fails the criterion lies on a slope: counted, it would make a spurious
@@ -137,6 +145,8 @@ def require_minima(problem: Problem, thetas: torch.Tensor, names, *, polish_poin
     polish_points : bool
     steps : int
         Budget of :func:`polish`.
+    shown : landscape._progress.Progress, optional
+        Where :func:`polish` shows its progress.
 
     Returns
     -------
@@ -161,7 +171,7 @@ def require_minima(problem: Problem, thetas: torch.Tensor, names, *, polish_poin
         return thetas, []
     if polish_points:
         start = thetas[off]
-        out = polish(problem, start, steps=steps)
+        out = polish(problem, start, steps=steps, shown=shown)
         thetas = thetas.clone()
         thetas[off] = out.thetas
         moved = (out.thetas - start).norm(dim=1)

@@ -5,6 +5,12 @@ S independent optimisers; a seed that reaches its target loss is frozen while th
 Without a target loss the seeds are minima: after the optimiser's steps every seed that does not yet
 meet the stationarity criterion of :mod:`.stationary` (‖∇L‖ ≤ 10⁻³·max(|L|, 0.1)) is polished,
 all together, until it does; ``converged`` and ``grad_norms`` say where each one ended.
+
+A network with BatchNorm (``bn="recompute"``: statistics of the training split at every point) trains with
+training-mode BatchNorm, full batch (:class:`landscape.problems.bn_stats.OnePass`: one pass computes the batch
+statistics and the loss, a third of the cost of a statistics pass and a loss pass); the polish then runs on it,
+and finally on the problem itself, so the criterion is checked on the problem's own loss. The two differ by the
+variance's n/(n−1) only (batch against population): the final polish takes few or no steps.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
+from .._progress import Progress
+from ..problems.bn_stats import one_pass
 from ..problems.problem import Problem
 from .optim import OPTIMIZERS, RowOptimizer
 from .stationary import POLISH_STEPS, polish
@@ -90,7 +98,8 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
         Starting points instead of the seeded initialisation.
     polish_steps : int
         Without ``until_loss``: at most this many batched descent steps (:func:`landscape.minima.polish`)
-        for the seeds that end the optimiser's steps short of the stationarity criterion (0: none).
+        for the seeds that end the optimiser's steps short of the stationarity criterion (0: none); with
+        BatchNorm, as many again on the problem's own loss after the training-mode polish.
 
     Returns
     -------
@@ -117,16 +126,17 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
     taken = torch.zeros(s_count, dtype=torch.long)
     state = RowOptimizer(theta, lr, method=optimizer, momentum=momentum)
     records = _Recorder(record_every, max_records)
+    fast = one_pass(problem)  # with recomputed BatchNorm: training mode, one pass
     bar = _progress(steps, problem.name if until_loss is None else f"{problem.name} (until loss <= {until_loss:g})",
                     progress)
     loss = None
     for step in range(steps + 1):
         if full:
-            loss, grad = problem.loss_and_grad(theta)
+            loss, grad = fast.loss_and_grad(theta)
         else:
             idx = torch.stack([torch.randint(n_train, (batch_size,), generator=g) for g in gens])
-            _, grad = problem.loss_and_grad(theta, batch=idx)
-            loss = problem.loss(theta) if step % record_every == 0 or until_loss is not None else loss
+            _, grad = fast.loss_and_grad(theta, batch=idx)
+            loss = fast.loss(theta) if step % record_every == 0 or until_loss is not None else loss
         if not torch.isfinite(loss[active]).all():
             bad = [seeds[i] for i in torch.nonzero(active & ~torch.isfinite(loss)).flatten().tolist()]
             raise LandscapeError(f"training {problem.name} diverged at step {step} for seed(s) {bad}; "
@@ -145,7 +155,7 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.min().item():.4g}..{loss.max().item():.4g}", active=int(active.sum()))
     bar.close()
-    polished = polish(problem, theta, steps=polish_steps if until_loss is None else 0)
+    polished = _polish(problem, fast, theta, polish_steps if until_loss is None else 0, progress)
     theta, final = polished.thetas, polished.losses
     reached = None if until_loss is None else (final <= until_loss).cpu()
     options = _recorded_options(optimizer=optimizer, lr=lr, steps=steps, until_loss=until_loss, momentum=momentum,
@@ -154,6 +164,19 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float = 1e-3,
     return TrainResult(seeds, theta.cpu(), final.cpu(), taken, polished.grad_norms.cpu(), polished.converged.cpu(),
                        reached, polished.steps.cpu(), records.per_seed(taken, theta.cpu(), final.cpu()), options,
                        time.perf_counter() - start)
+
+
+def _polish(problem, fast, theta, steps, progress):
+    """:func:`polish` on ``fast`` (training-mode BatchNorm), then on the problem itself; progress on stderr."""
+    shown = Progress(progress and steps > 0, f"train {problem.name}")
+    try:
+        first = polish(fast, theta, steps=steps, shown=shown) if fast is not problem else None
+        out = polish(problem, theta if first is None else first.thetas, steps=steps, shown=shown)
+    finally:
+        shown.close()
+    if first is not None:
+        out.steps += first.steps.to(out.steps.device)
+    return out
 
 
 class _Recorder:
@@ -223,6 +246,7 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
     """
     from pathlib import Path
 
+    from ..problems.bn_stats import mode_losses, running_statistics
     from ..problems.checkpoint import load_checkpoint, save_checkpoint
 
     out_dir = Path(out_dir)
@@ -250,9 +274,15 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
             meta = {"train": result.options, "steps": int(result.steps[i]), "polish_steps": int(result.polish_steps[i]),
                     "reached_target": reached, "seconds": result.seconds}
             grad_norm, converged = float(result.grad_norms[i]), bool(result.converged[i])
+            # BatchNorm's running statistics of the minimum: bn="frozen" is then the trained network
+            buffers = running_statistics(problem, result.thetas[i]) if getattr(problem, "bn", None) == "recompute" \
+                else {}
+            if buffers:
+                meta["batchnorm"] = {"statistics": "training split at theta (mean, unbiased variance)",
+                                     "losses": mode_losses(problem, result.thetas[i], buffers)}
             save_checkpoint(path, problem, result.thetas[i], loss=float(result.losses[i]), seed=seed,
                             trajectory=result.trajectories[i] if trajectory else None, meta=meta,
-                            grad_norm=grad_norm, converged=converged)
+                            grad_norm=grad_norm, converged=converged, buffers=buffers)
             rows.append(_row(path, seed, float(result.losses[i]), grad_norm, converged, meta, "trained"))
     return sorted(rows, key=lambda r: r["seed"])
 
@@ -260,7 +290,8 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
 def _row(path, seed, loss, grad_norm, converged, meta, status) -> dict:
     return {"file": str(path), "seed": seed, "loss": loss, "grad_norm": grad_norm, "converged": converged,
             "steps": meta.get("steps"), "polish_steps": meta.get("polish_steps", 0),
-            "reached_target": meta.get("reached_target"), "status": status}
+            "reached_target": meta.get("reached_target"), "status": status,
+            "batchnorm_losses": meta.get("batchnorm", {}).get("losses")}
 
 
 def _recorded_options(**options) -> dict:

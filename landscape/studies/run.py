@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 
-from .._device import DEVICES
+from .._device import DEVICES, passive_workers
 from .._errors import LandscapeError
 from .store import Store, read_study, store_path
 from .study import Study, load_study
@@ -212,6 +212,7 @@ class _LocalPool(_Executor):
         self.pool = None
 
     def _new_pool(self):
+        passive_workers()  # the workers' OpenMP threads sleep while they wait: they share the cores
         return cf.ProcessPoolExecutor(self.n, mp_context=self.ctx, initializer=_init_worker, initargs=(os.getpid(),))
 
     def run(self, study, tasks):
