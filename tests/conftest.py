@@ -59,3 +59,14 @@ def device(request):
     import landscape
 
     return landscape.resolve_device(name)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist's ``--dist loadgroup`` the tests that share a module-scoped fixture (trained minima, a
+    served explorer) run on one worker, so the fixture is made once rather than once on each worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
