@@ -38,6 +38,8 @@ def main(out: Path) -> None:
                 page.set_default_timeout(120_000)
                 page.goto(url)
                 page.wait_for_function("() => /^valleys: /.test(document.querySelector('#valley-counts')?.innerText)")
+                # the server's own frame (the page shows the scene's picture until it comes)
+                page.wait_for_function("() => [...document.querySelectorAll('#view img')].some(im => im.naturalWidth)")
                 page.click("#minimum-4")
                 page.wait_for_function("() => document.querySelector('#minimum-details').innerText.includes('loss')")
                 page.wait_for_timeout(2000)

@@ -108,6 +108,10 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
     legend = ax.get_legend()
     handles, rows = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
     legend.remove()
+    if colors and rows and rows[0] == "valley with a global minimum":  # the dots say the valley at u, not blue
+        from matplotlib.lines import Line2D
+
+        handles[0], rows[0] = Line2D([], [], color="black"), "valley with a global minimum (dots: valley at u)"
     ax.set_title(textwrap.fill(ax.get_title(), max(20, int(width / (EM * 9)))), fontsize=9)
     order = sorted(tree.x, key=tree.x.get)
     labels, pattern = short_names([_label(m) for m in order])
