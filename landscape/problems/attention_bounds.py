@@ -23,6 +23,8 @@ transformers", PLDI 2021 — here the perturbed quantity is the parameters along
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import bounds
@@ -108,11 +110,13 @@ def softmax(x: Model, dim: int, rows: int | None = None) -> Model:
     return Model(out_c, out_s, out_r)
 
 
+def _count(t: torch.Tensor, dims) -> int:
+    return math.prod(t.shape[d] for d in dims)
+
+
 def _centred(x: Model, dims) -> Model:
     """x − mean(x) over ``dims`` (linear, exact on c and s_; |e_i − mean(e)| ≤ (1 − 2/D)·r_i + mean(r))."""
-    count = 1
-    for d in dims:
-        count *= x.c.shape[d]
+    count = _count(x.c, dims)
 
     def centre(t):
         return t - t.mean(dims, keepdim=True)
@@ -121,12 +125,12 @@ def _centred(x: Model, dims) -> Model:
     return Model(centre(x.c), None if x.s_ is None else centre(x.s_), r)
 
 
-def rsqrt(x: Model, eps: float) -> Model:
-    """(v + ε)^{-1/2} of a value known to be ≥ 0 (a variance), in mean-value form on [max(l, 0), u]: its slope
-    −½(v + ε)^{-3/2} is increasing, so its largest change from the centre's is at an end."""
+def rsqrt(x: Model, eps: float, floor: torch.Tensor | None = None) -> Model:
+    """(v + ε)^{-1/2} of a value known to be ≥ ``floor`` ≥ 0 (a variance), in mean-value form on [max(l, floor), u]:
+    its slope −½(v + ε)^{-3/2} is increasing, so its largest change from the centre's is at an end."""
     c, s_, r = x.full()
     rho = s_.abs() + r
-    lo, hi = (c - rho).clamp_min(0), c + rho
+    lo, hi = torch.maximum(c - rho, torch.zeros_like(c) if floor is None else floor).clamp_min(0), c + rho
 
     def slope(v):
         return -0.5 * (v + eps).pow(-1.5)
@@ -160,10 +164,17 @@ def layer_norm(x: Model, ndim: int, eps: float) -> Model:
     if 0 in dims:
         raise Unsupported("a normalization over the batch")
     xc = _centred(x, dims)
-    var = Model(*bounds.RELAXATIONS[bounds.square](*xc.full())).map(lambda t: t.mean(dims, keepdim=True))
-    scale = rsqrt(var, eps)
+    c, s_, r = xc.full()
+    var = Model(*bounds.RELAXATIONS[bounds.square](c, s_, r)).map(lambda t: t.mean(dims, keepdim=True))
+    floor = ((c.abs() - s_.abs() - r).clamp_min(0) ** 2).mean(dims, keepdim=True)  # each x_i² ≥ (|c_i| − ρ_i)₊²
+    scale = rsqrt(var, eps, floor)
     scale = Model(*(t.expand_as(xc.c) for t in scale.full()))
-    return bilinear(xc, scale, torch.mul)
+    out = bilinear(xc, scale, torch.mul)
+    # |y_i| ≤ √(D − 1) always (Σ y = 0, Σ y² ≤ D): where the model is wider, that interval
+    cap = math.sqrt(max(_count(c, dims) - 1, 0)) * (1 + 1e-12)
+    wide = out.full()[2] > cap
+    return Model(out.c.masked_fill(wide, 0.0), None if out.s_ is None else out.s_.masked_fill(wide, 0.0),
+                 torch.where(wide, cap, out.full()[2]))
 
 
 def embedding(idx: Model, wc: torch.Tensor, wh: torch.Tensor, n: int) -> Model:
