@@ -28,7 +28,7 @@ KS = (1, 16, 64)
 
 def _ways(problem, thetas):
     """The three evaluations of (loss [K], grad [K, D]) at ``thetas`` [K, D], as functions of nothing."""
-    module = copy.deepcopy(problem.module_).to(thetas.dtype)
+    module = copy.deepcopy(problem.module_).to(device=thetas.device, dtype=thetas.dtype)
     x, y = (t.to(thetas.device) for t in problem.data("train"))
     mask = problem._decay.to(thetas.device)
     decay = problem.weight_decay
