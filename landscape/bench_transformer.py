@@ -1,5 +1,5 @@
-"""``landscape bench``'s transformer rows: the loss and gradient of K transformers (:func:`landscape.problems.
-transformer.modadd_transformer`) three ways, at K = 1, 16, 64.
+"""``landscape bench``'s transformer rows: the loss and gradient of K transformers
+(:func:`~landscape.problems.transformer.modadd_transformer`) three ways, at K = 1, 16, 64.
 
 - **batched**: the problem's own ``loss_and_grad`` (:func:`landscape.problems.attention.transformer_logits`: every
   layer of the K networks one batched product, attention one product over K·N·heads; autograd backward);

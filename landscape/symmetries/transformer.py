@@ -1,5 +1,5 @@
-"""The permutation (and rescaling) symmetry of the built-in transformer (:class:`landscape.problems.transformer.
-Transformer`), and weight matching over all of it.
+"""The permutation (and rescaling) symmetry of the built-in transformer
+(:class:`~landscape.problems.transformer.Transformer`), and weight matching over all of it.
 
 What keeps the function, per block i (``blocks.i.``):
 
