@@ -254,6 +254,22 @@ def test_a_sharp_softmax_switch_between_grid_points_is_inside_the_bound():
     assert proof.status != "proven"
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_the_built_in_modadd_transformer_bounds_hold_100k_points(layer_norm):
+    problem = landscape.make_problem("modadd_transformer", p=5, d_model=8, heads=2, d_mlp=16, layer_norm=layer_norm)
+    assert problem.bounds_unavailable() is None
+    x, y = problem.data("train")
+    a, b = problem.init(torch.Generator().manual_seed(7), n=2, dtype=torch.float64)
+    t = torch.linspace(0, 1, 100_001, dtype=torch.float64)
+    loss = dense_loss(problem.module_, a + t[:, None] * (b - a), x, y)
+    cuts = torch.tensor([0.0, 0.1, 0.5, 0.5001, 1.0], dtype=torch.float64)
+    bounds = problem.segment_bounds(a + cuts[:-1, None] * (b - a), a + cuts[1:, None] * (b - a))
+    for i in range(4):
+        inside = loss[(t >= cuts[i]) & (t <= cuts[i + 1])]
+        assert float(bounds[i]) >= float(inside.max()) or not math.isfinite(float(bounds[i]))
+    assert float(bounds[2]) < float(loss[(t >= 0.5) & (t <= 0.5001)].max()) * (1 + 1e-3)  # a piece of 1e-4
+
+
 @pytest.mark.slow
 def test_trained_transformers_the_linear_path_bounds_and_a_proof_above_its_peak():
     x, y = modadd()
