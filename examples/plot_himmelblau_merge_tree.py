@@ -18,7 +18,8 @@ import landscape
 quick = os.environ.get("LANDSCAPE_GALLERY_QUICK") == "1"
 problem = landscape.make_problem("himmelblau")
 minima = landscape.train(problem, seeds=range(8 if quick else 16))
-graph, report = landscape.find_valleys(problem, minima.thetas, generator=torch.Generator().manual_seed(0))
+graph, report = landscape.find_valleys(problem, minima.thetas, names=[f"seed {s}" for s in minima.seeds],
+                                       generator=torch.Generator().manual_seed(0))
 
 levels = [row["level"] for row in report["levels"]]
 for row, above in zip(report["levels"], levels[1:] + [1.1 * levels[-1]]):
