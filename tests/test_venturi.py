@@ -21,6 +21,12 @@ def merge(problem):
     return problem.merge()
 
 
+@pytest.fixture(scope="module")
+def minima(problem):
+    """Eight seeds trained in float64 (shared: the tests only read them)."""
+    return landscape.train(problem, range(8), steps=3000, lr=2e-2, dtype=torch.float64)
+
+
 def test_the_path_of_the_derivation_reaches_the_merge_level_and_stays_at_it(problem, merge):
     u_star = merge["level"]
     assert u_star == pytest.approx(BETA**2 / 4 + merge["g_star"], rel=1e-15)
@@ -71,15 +77,14 @@ def test_no_point_where_an_output_weight_first_reaches_zero_is_below_the_merge_l
     assert float(reached.min()) == pytest.approx(merge["level"], abs=1e-4)
 
 
-def test_search_methods_agree_with_the_derived_level(problem, merge):
+def test_search_methods_agree_with_the_derived_level(problem, merge, minima):
     """No method finds a path 0.01 below u*; NEB finds one 0.01 above it, whose maximum is ≥ u* (the lower
     bound holds for every path); valley counting sees the spurious valley below u* and one valley above, and
     its merge tree puts the merge just above u* (measured 2.55755 and 2.56134 against 2.557335).
     The global minimum is a trained one: at ``merge()["global"]`` the p-th unit's Gaussian weights are exactly 0,
     a kink where autograd's gradient is not the loss's, which the minimum check (rightly) does not accept."""
     u_star = merge["level"]
-    minima = landscape.train(problem, range(8), steps=3000, lr=2e-2, dtype=torch.float64)
-    best = minima.thetas[minima.losses.argmin()]
+    best = minima.thetas[minima.losses.argmin()].clone()
     spurious = problem.constructions()["spurious"].double()
     below, above = u_star - 0.01, u_star + 0.01
     for method in ("neb", "string"):
@@ -98,8 +103,7 @@ def test_search_methods_agree_with_the_derived_level(problem, merge):
     assert u_star - 1e-9 <= joined["level"] <= u_star + 5e-3
 
 
-def test_trained_minima_reach_g_star_and_no_lower(problem, merge):
-    minima = landscape.train(problem, range(8), steps=3000, lr=2e-2, dtype=torch.float64)
+def test_trained_minima_reach_g_star_and_no_lower(problem, merge, minima):
     assert float(minima.losses.min()) == pytest.approx(merge["g_star"], abs=1e-5)
     assert float(minima.losses.min()) >= merge["g_star"] - 1e-9
 
