@@ -42,7 +42,7 @@ class TransformerSymmetry(Symmetry):
     @property
     def graph(self):
         raise LandscapeError("activation matching reads a traced graph, which the built-in transformer's symmetry "
-                             "has none of; use weight matching (--align weight)")
+                             "has none of; use weight matching (align --method weight, connect/valleys --align weight)")
 
     @graph.setter
     def graph(self, value):
