@@ -49,18 +49,26 @@ class Tab:
 
     async def stop(self, *, close: bool = True) -> None:
         """Stop its trame server, forget it, and (``close``) free its 3-D view."""
-        from trame.app.core import AVAILABLE_SERVERS
-
         server = self.explorer.server
         with contextlib.suppress(Exception):
             await server.stop()
         self.running.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.running
-        if AVAILABLE_SERVERS.get(server.name) is server:
-            del AVAILABLE_SERVERS[server.name]
         if close:
             self.explorer.close()
+            _forget(server)
+
+
+def _forget(server) -> None:
+    """Drop the registries' references to a stopped trame ``server`` (they keep it, its page and its 3-D view
+    alive: each page opened would stay in memory)."""
+    from trame.app.core import AVAILABLE_SERVERS
+    from trame_vtk.modules import vtk
+
+    for registry in (AVAILABLE_SERVERS, vtk.HELPERS_PER_SERVER):
+        if registry.get(server.name) is not None:
+            del registry[server.name]
 
 
 class Tabs:
