@@ -15,8 +15,9 @@ import contextlib
 from .._errors import LandscapeError
 from ._guard import TRY_AGAIN, Refused
 
-#: Pages served at once with their own explorer (each holds a 3-D view: about 20 MB).
-MAX_TABS = 32
+#: Pages served at once with their own explorer (each holds a 3-D view and its frames: 60-100 MB measured
+#: with a 932x730 view, Himmelblau at 51x51; a page's memory is reused by the next one).
+MAX_TABS = 16
 #: Seconds after a page took the spare explorer before the next spare is made (one page loads meanwhile).
 SPARE_AFTER_S = 2.0
 
