@@ -53,7 +53,7 @@ def explore(files, path_files, valleys_file, problem_name, width, params, plane,
 
     The page shows the loss surface on a plane with the sublevel set {L <= u} shaded, the minima
     coloured by valley at u, the valley and spurious-valley counts (those landscape valleys reports)
-    and the merge tree. Ctrl-C stops the server.
+    and the merge tree; each browser tab has its own u. Ctrl-C stops the server.
 
     The server listens on 127.0.0.1 only and answers only the page of the address it prints (that
     address carries a random key of this launch).

@@ -43,6 +43,9 @@ class Explorer:
         A server to build on (a new one by default).
     window_size : (int, int)
         Pixels of the rendered view.
+    placeholder : str, optional
+        The picture a page shows until the server's first frame of the view (a ``data:`` URL; by default
+        a snapshot of the view as made).
 
     Attributes
     ----------
@@ -211,6 +214,9 @@ class Explorer:
     def start(self, *, port: int = 0, host: str = "127.0.0.1", open_browser: bool = True, sock=None,
               ready=None) -> None:
         """Serve the page until interrupted (Ctrl-C, SIGTERM), to this machine's browser only.
+
+        Each page (browser tab) gets an explorer of its own (:meth:`tab`: its own u, scale and 3-D view),
+        starting at this one's u and scale; the first page gets this one.
 
         Parameters
         ----------
