@@ -362,7 +362,7 @@ class Composed(nn.Module):
 
 
 @pytest.mark.slow
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=3), seed=st.integers(0, 2**16),
        scale=st.sampled_from([0.5, 1.0, 2.0]))
 def test_random_compositions_hold_100k_points_and_are_never_proven_below_their_peak(blocks, seed, scale):

@@ -15,14 +15,10 @@ from torch import nn
 
 from . import attention_bounds as ab
 from . import attention_ops as ao
-from . import relaxed as rx
-from .operations import RELU, activation
-from .relaxed import Model, Param, Unsupported
 from . import bounds
-
-
-def _arg(args, kwargs, i, name, default):
-    return args[i] if len(args) > i else kwargs.get(name, default)
+from . import relaxed as rx
+from .operations import RELU, _arg, activation
+from .relaxed import Model, Param, Unsupported
 
 
 def _param(walk, p):
@@ -131,6 +127,8 @@ def _act(fn):
 
 
 def _layer_reason(m):
+    if type(m.norm1) is not nn.LayerNorm or type(m.norm2) is not nn.LayerNorm:
+        return "TransformerEncoderLayer with norms other than LayerNorm"
     if _act(m.activation) is None:
         return f"TransformerEncoderLayer with the activation {m.activation!r}"
     return _mha_reason(m.self_attn) or _dropout_reason(m, m.dropout.p, m.dropout1.p, m.dropout2.p)
@@ -160,6 +158,8 @@ def _layer(walk, m, a, k):
 
 
 def _encoder_reason(m):
+    if m.norm is not None and type(m.norm) is not nn.LayerNorm:
+        return f"TransformerEncoder with a final {type(m.norm).__name__}"
     return next((why for layer in m.layers if (why := _layer_reason(layer)) is not None), None)
 
 
