@@ -10,7 +10,7 @@ CPU seconds, and the process's peak resident set.
 Policies (``keep_freed_memory`` arguments): ``none`` (glibc's defaults), ``small`` (freed blocks up to 32 MiB kept,
 what ``landscape`` did before: mmap threshold 32 MiB, trim threshold 256 MiB), ``nommap`` (no block is ``mmap``'d,
 glibc's trim threshold: ``MALLOC_MMAP_MAX_=0`` alone), ``nommap256`` (no ``mmap``, 256 MiB trim threshold) and
-``nommap1g`` (no ``mmap``, 1 GiB kept).
+``nommap1g`` (no ``mmap``, 1 GiB kept: what ``landscape`` does now, ``keep_freed_memory()``).
 """
 
 from __future__ import annotations
