@@ -160,3 +160,25 @@ def test_frozen_statistics_follow_the_problems_buffers():
     after = p.loss(theta)
     assert not torch.isclose(before, after)
     assert torch.isclose(after, reference(p, theta[None], grad=False)[0][0], rtol=1e-11)
+
+
+def test_blocks_of_samples_give_the_same_loss_and_gradient(monkeypatch):
+    """Without BatchNorm the wide evaluator takes a split in blocks of samples whose activations the allocator
+    reuses (grouped.SAMPLE_BLOCK_BYTES): the blocks' weighted sum is the module's loss and gradient, weight decay
+    included; with BatchNorm, or the user's own sample_chunk, the split is not cut by it."""
+    from landscape.problems import grouped
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3))
+    p = landscape.from_module(model, _data((1, 6, 6), n=23), "cross_entropy", weight_decay=0.01)
+    monkeypatch.setattr(grouped, "SAMPLE_BLOCK_BYTES", 4 * p._act_numel * 5)  # blocks of 5 samples
+    blocks = grouped.sample_blocks(p, "train", None)
+    assert [b[0].stop - b[0].start for b in blocks] == [5, 5, 5, 5, 3] and abs(sum(b[1] for b in blocks) - 1) < 1e-15
+    thetas = p.init(torch.Generator().manual_seed(0), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert torch.allclose(loss, ref, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
+    p.sample_chunk = 7
+    assert grouped.sample_blocks(p, "train", None) is None and len(p._sample_slices("train", None)) == 4
+    bn = _problem(landscape.problems.convnets.cnn(2, 1), _data((1, 8, 8), n=23), "frozen")
+    assert grouped.sample_blocks(bn, "train", None) is None

@@ -25,7 +25,7 @@ from .losses import LOSSES, check_targets
 from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
 from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputed_loss, recomputing_copy
 from .footprint import forward_flops, measure_activations, saved_values
-from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, wide_loss, wide_plan
+from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, sample_blocks, wide_loss, wide_plan
 from .._errors import LandscapeError
 from .._registry import Registry
 from .layout import Layout
@@ -229,6 +229,9 @@ class NetworkProblem(Problem):
             if grad:
                 g[:, mask] += self.weight_decay * thetas[:, mask]
         return (loss[0], None if g is None else g[0]) if single else (loss, g)
+
+    def _sample_slices(self, split, batch):  # the wide evaluator: blocks of samples the allocator reuses
+        return sample_blocks(self, split, batch) or super()._sample_slices(split, batch)
 
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
