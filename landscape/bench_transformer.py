@@ -8,18 +8,18 @@
 - **torch.func**: ``vmap(grad_and_value(loss))`` of ``functional_call`` on the module, the generic batched way.
 
 All three compute one thing (the figures carry the largest difference of their gradients at K points); the
-timings are wall and CPU seconds a point (after a warm-up call, which gives the gradients compared: repeats for
-at least ``min_seconds``, as :func:`landscape.bench.clocks`; ``landscape.bench`` re-exports :func:`transformer_speed`).
+timings are wall and CPU seconds a point (:func:`landscape.bench.clocks`; ``landscape.bench`` re-exports
+:func:`transformer_speed`).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
+from ._timing import clocks, label
 from .problems.embedded import make_problem
 
 #: The K of the rows.
@@ -64,18 +64,6 @@ def _ways(problem, thetas):
     return {"batched": lambda: problem.loss_and_grad(thetas), "module loop": loop, "torch.func": torch_func}
 
 
-def _clocks(fn, min_seconds):
-    """(wall, CPU) seconds a call, after a warm-up call (the caller's): repeats for ``min_seconds`` of wall time."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    sync()
-    n, start, cpu = 0, time.perf_counter(), time.process_time()
-    while n < 1 or time.perf_counter() - start < min_seconds:
-        fn()
-        sync()
-        n += 1
-    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
-
-
 def transformer_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float = 0.5) -> dict:
     """Loss and gradient of K transformers: batched, a loop over the module, torch.func; per K in ``ks``.
 
@@ -86,7 +74,7 @@ def transformer_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float =
     ks : sequence of int
     device : str or torch.device
     min_seconds : float
-        Least wall time of each timing (:func:`landscape.bench.clocks`).
+        Least wall time of each timing.
 
     Returns
     -------
@@ -100,15 +88,15 @@ def transformer_speed(problem=None, ks=KS, *, device="cpu", min_seconds: float =
     for k in ks:
         thetas = problem.init(torch.Generator().manual_seed(0), n=k, device=device)
         ways = _ways(problem, thetas)
-        grads = {name: fn()[1] for name, fn in ways.items()}  # the warm-up calls
+        grads = {name: fn()[1] for name, fn in ways.items()}
         ref = grads["module loop"]
         diff = max(float((g - ref).abs().max() / ref.abs().max()) for g in grads.values())
         row = {"k": k, "difference": diff}
         for name, fn in ways.items():
-            wall, cpu = _clocks(fn, min_seconds)
+            wall, cpu = clocks(fn, min_seconds=min_seconds, min_repeats=1)
             row[name] = {"us": wall / k * 1e6, "cpu_us": cpu / k * 1e6}
         row["fastest"] = min(ways, key=lambda n: row[n]["us"])
         rows.append(row)
-    return {"label": f"{problem.name} (D={problem.dim:,})", "dim": problem.dim, "samples": problem.n_samples(),
+    return {"label": label(problem), "dim": problem.dim, "samples": problem.n_samples(),
             "rows": rows}
 
