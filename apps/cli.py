@@ -135,7 +135,9 @@ def _describe_minimum(d: dict) -> str:
                  f"    recorded loss {d['recorded_loss']:.6g}  |  {losses}  |  |theta| {d['norm']:.4g}",
                  "    " + _stationarity(d)]
     if "trajectory_points" in d:
-        lines.append(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps")
+        thin = d.get("meta", {}).get("trajectory_thinned")
+        kept = f" (evenly spaced, {thin['recorded']} recorded)" if isinstance(thin, dict) and "recorded" in thin else ""
+        lines.append(f"    trajectory: {d['trajectory_points']} points over {d['trajectory_steps']} steps{kept}")
     return "\n".join(lines)
 
 

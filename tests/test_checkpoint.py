@@ -259,6 +259,11 @@ def test_a_long_trajectory_is_stored_subsampled_within_its_budget(tmp_path, prob
     torch.testing.assert_close(kept["theta"], traj["theta"][kept["step"] // 10], rtol=0, atol=0)
     assert kept["loss"].tolist() == (kept["step"] // 10).float().tolist()
     assert ck.meta["trajectory_thinned"] == {"recorded": 41, "kept": 7, "bytes": budget}
+    from click.testing import CliRunner
+    from landscape_cli.cli import main
+
+    shown = CliRunner().invoke(main, ["info", str(path)])
+    assert "trajectory: 7 points over 400 steps (evenly spaced, 41 recorded)" in shown.output, shown.output
     whole = load_checkpoint(save_checkpoint(tmp_path / "whole.pt", problem, theta, trajectory=traj))
     assert torch.equal(whole.trajectory["theta"], traj["theta"]) and "trajectory_thinned" not in whole.meta
     # a budget below three points still keeps three: what a PCA plane of the trajectory needs
