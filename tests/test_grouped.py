@@ -26,7 +26,8 @@ def odd_cnn():
     """Stride 2 without padding, a 2×3 kernel with dilation, groups, biases, a BatchNorm without affine
     parameters, max and average pooling, on 7×5 images of 2 channels; BatchNorm1d after a linear layer."""
     return nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=0, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 6, (2, 3), padding=(1, 2), dilation=(1, 2), groups=2), nn.BatchNorm2d(6, affine=False),
+                         nn.Conv2d(4, 6, (2, 3), padding=(1, 2), dilation=(1, 2), groups=2),
+                         nn.BatchNorm2d(6, affine=False),
                          nn.Tanh(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(6 * 2 * 1, 5),
                          nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
 

@@ -79,24 +79,27 @@ class WidePlan:
         self.folds: dict[str, str] = {}
         self.folded: dict[str, torch.Tensor] = {}
         self._layers: dict[str, nn.Module] = {}
-        self.kept: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # patches of the data (:meth:`patches`)
-        self.patch_sizes: dict[str, tuple[int, int]] = {}
+        self.kept: dict[tuple, tuple] = {}  # patches of the data (:meth:`patches`)
 
-    def patches(self, layer: "_Wide", x: torch.Tensor) -> torch.Tensor:
+    def patches(self, layer: "_Wide", x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The patches of a 2D convolution ``layer`` of the input ``x`` shared by the K networks, as rows
-        [N·H'·W', C·kh·kw] (channels last): made once and kept while ``x`` is the same tensor."""
-        key = layer.name
+        [N·H'·W', C·kh·kw] (channels last): made once for each input (each block of samples) and kept, up to
+        :data:`KEEP_PATCHES` bytes in all."""
+        key = (layer.name, x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, str(x.device))
         kept = self.kept.get(key)
-        if kept is not None and _same(kept[0], x):
-            return kept[1]
+        if kept is not None:
+            return kept[1], kept[2]
         s, kernel = layer.settings, layer.kernel_size
         cols = F.unfold(x, kernel, s["dilation"], s["padding"], s["stride"])  # [N, C·kh·kw, L]
         height = (x.shape[2] + 2 * s["padding"][0] - s["dilation"][0] * (kernel[0] - 1) - 1) // s["stride"][0] + 1
-        self.patch_sizes[key] = (height, cols.shape[2] // height)
+        shape = (height, cols.shape[2] // height)
         cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        if cols.numel() * cols.element_size() <= KEEP_PATCHES:
-            self.kept[key] = (x, cols)
-        return cols
+        size = cols.numel() * cols.element_size()
+        if sum(c.numel() * c.element_size() for _, c, _ in self.kept.values()) + size > KEEP_PATCHES:
+            self.kept.clear()  # other data (a subset, another dtype) took the room: start again
+        if size <= KEEP_PATCHES:
+            self.kept[key] = (x, cols, shape)  # x kept alive with its patches: its address is not reused meanwhile
+        return cols, shape
 
     def layer(self, name: str) -> "_Wide":
         """The wide layer ``name`` of the copy being evaluated."""
@@ -237,11 +240,11 @@ class _Wide(nn.Module):
             out = out.reshape(*x.shape[:-1], k, weight.shape[1]).movedim(-2, 0)
             return out.reshape(k * n, *out.shape[2:])
         s = self.settings
+        # the data's patches (kept) times the K networks' weights
         if self.kind is nn.Conv2d and s["groups"] == 1 and not isinstance(s["padding"], str) \
-                and any(_same(x, data) for data in self.plan.inputs):  # the input's patches (kept) times the K networks' weights
-            cols = self.plan.patches(self, x)  # [N·H'·W', C·kh·kw]
+                and any(_same(x, data) for data in self.plan.inputs):
+            cols, size = self.plan.patches(self, x)  # [N·H'·W', C·kh·kw], (H', W')
             out = _DataProduct.apply(cols, w.reshape(w.shape[0], -1).t(), b)  # [N·H'·W', K·C'], channels last
-            size = self.plan.patch_sizes[self.name]
             out = out.reshape(n * size[0] * size[1], k, -1).transpose(0, 1)
             return out.reshape(k * n, *size, -1).movedim(-1, 1)
         out = CONVS[self.kind](x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
