@@ -39,7 +39,7 @@ def checkpoints(tmp_path, monkeypatch):
 def test_a_user_resnet_connects_aligns_and_renders(checkpoints, tmp_path):
     a, b = checkpoints
     problem = landscape.make_problem("user_resnet:build", width=3, n_train=96)
-    assert problem.bn == "recompute" and problem.evaluator == "vmap"
+    assert problem.bn == "recompute" and problem.evaluator == "wide"
 
     report = json.loads(run("connect", a, b, *SIZE, "--method", "linear", "--json", "-o", tmp_path / "p.pt").stdout)
     path, _, _ = landscape.load_path(tmp_path / "p.pt", problem=problem)
