@@ -244,9 +244,8 @@ class _Wide(nn.Module):
         if self.kind is nn.Conv2d and s["groups"] == 1 and not isinstance(s["padding"], str) \
                 and any(_same(x, data) for data in self.plan.inputs):
             cols, size = self.plan.patches(self, x)  # [N·H'·W', C·kh·kw], (H', W')
-            out = _DataProduct.apply(cols, w.reshape(w.shape[0], -1).t(), b)  # [N·H'·W', K·C'], channels last
-            out = out.reshape(n * size[0] * size[1], k, -1).transpose(0, 1)
-            return out.reshape(k * n, *size, -1).movedim(-1, 1)
+            out = _DataProduct.apply(cols, weight.reshape(k, weight.shape[1], -1).transpose(1, 2), bias)
+            return out.reshape(k * n, *size, -1).movedim(-1, 1)  # [K, N·H'·W', C'] as K·N rows, channels last
         out = CONVS[self.kind](x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
         return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:])
 
@@ -285,19 +284,26 @@ class _Wide(nn.Module):
 
 
 class _DataProduct(torch.autograd.Function):
-    """``data @ weight + bias`` for data that needs no gradient; the weight's gradient as ``dataᵀ @ grad`` (autograd
-    takes ``(gradᵀ @ data)ᵀ``, 10x slower on a CPU for a long, thin ``data``)."""
+    """``data @ weight[k] + bias[k]`` for each of K networks, [K, M, C], for data [M, F] that needs no gradient: the
+    products written into one [K, M, C] tensor (no permutation of a [M, K·C] product) and the weights' gradients
+    ``dataᵀ @ grad[k]`` (autograd takes ``(gradᵀ @ data)ᵀ``, 10x slower on a CPU for a long, thin ``data``)."""
 
     @staticmethod
     def forward(ctx, data, weight, bias):
         ctx.save_for_backward(data)
-        return torch.mm(data, weight) if bias is None else torch.addmm(bias, data, weight)
+        out = data.new_empty(weight.shape[0], data.shape[0], weight.shape[2])
+        for k in range(weight.shape[0]):
+            if bias is None:
+                torch.mm(data, weight[k], out=out[k])
+            else:
+                torch.addmm(bias[k], data, weight[k], out=out[k])
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         (data,) = ctx.saved_tensors
-        return (None, torch.mm(data.t(), grad) if ctx.needs_input_grad[1] else None,
-                grad.sum(0) if ctx.needs_input_grad[2] else None)
+        grad_weight = torch.stack([torch.mm(data.t(), g) for g in grad]) if ctx.needs_input_grad[1] else None
+        return None, grad_weight, grad.sum(1) if ctx.needs_input_grad[2] else None
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
