@@ -54,6 +54,9 @@ def served(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(30)
+        reader.join(10)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def _open(served, context=None):
