@@ -150,6 +150,17 @@ def test_powers_hold_everywhere_on_one_side_of_zero_and_give_no_bound_across_it(
         assert bool(torch.isinf(out.r[3]))
 
 
+@pytest.mark.parametrize("spread", [0.3, 3.0])
+def test_tanh_gelu_holds_everywhere_and_its_slope_peaks_where_its_derivative_vanishes(spread):
+    g = torch.Generator().manual_seed(int(spread * 10))
+    z, fz = model((4, 50), g, scale=3.0, slope=spread, rem=0.1)
+    assert_holds(Model(*ab.GELU_TANH(*z.full())), chunks(lambda t: F.gelu(t, approximate="tanh"), fz))
+    peak = torch.tensor(ab._PEAK, dtype=torch.float64)
+    grid = torch.linspace(-10, 10, 200_001, dtype=torch.float64)
+    assert float(ab._gelu_tanh_slope(grid).max()) <= float(ab._gelu_tanh_slope(peak)) + 1e-15
+    assert float(ab._gelu_tanh_slope(grid).min()) >= float(ab._gelu_tanh_slope(-peak)) - 1e-15
+
+
 def test_an_embedding_lookup_is_exact():
     g = torch.Generator().manual_seed(1)
     wc, wh = torch.randn(2, 7, 3, generator=g, dtype=torch.float64), torch.randn(2, 7, 3, generator=g,

@@ -130,7 +130,7 @@ class Net(nn.Module):
                      "mha": lambda: Torchs(d, heads), "layer": lambda: Torchs(d, heads, layer=True)}[attention]()
         self.ln1, self.ln2 = norm(), norm()
         self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
-        self.act = nn.ReLU() if act == "relu" else nn.GELU()
+        self.act = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}[act]()
         self.unembed = nn.Linear(d, p)
 
     def forward(self, tokens):
@@ -141,7 +141,8 @@ class Net(nn.Module):
 
 
 NETS = {"heads-ln-relu": dict(attention="heads"), "heads-gelu": dict(attention="heads", norm=False, act="gelu"),
-        "fused-ln-gelu": dict(attention="fused", act="gelu"), "causal-relu": dict(attention="causal", norm=False),
+        "fused-ln-gelu": dict(attention="fused", act="gelu"), "heads-gelu-tanh": dict(attention="heads",
+                                                                                      act="gelu_tanh"), "causal-relu": dict(attention="causal", norm=False),
         "sdpa-ln": dict(attention="sdpa"), "mha-ln": dict(attention="mha"),
         "heads-hand-norm": dict(attention="heads", norm="hand"), "fused-var-norm": dict(attention="fused", norm="var"),
         "encoder-layer": dict(attention="layer", norm=False)}

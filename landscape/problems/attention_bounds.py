@@ -40,6 +40,30 @@ def _abs_sum(*parts):
     return out
 
 
+def _gelu_tanh_slope(z):
+    """d/dz of torch's GELU(approximate='tanh'), ½z(1 + tanh(k(z + a z³))), k = √(2/π), a = 0.044715."""
+    k, a = math.sqrt(2 / math.pi), 0.044715
+    t = torch.tanh(k * (z + a * z ** 3))
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * k * (1 + 3 * a * z * z)
+
+
+def _gelu_tanh_critical() -> float:
+    """Where the slope peaks (its dip is at the opposite point: slope − ½ is odd), by bisection on its derivative
+    to float64's last bit; these two and the ends bound the slope on any interval (it is flat past |z| ≈ 7)."""
+    lo, hi = torch.tensor(1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    for _ in range(64):  # 2⁻⁶⁴ of the bracket: past float64's resolution
+        mid = ((lo + hi) / 2).requires_grad_()
+        (d,) = torch.autograd.grad(_gelu_tanh_slope(mid), mid)
+        lo, hi = (mid.detach(), hi) if d > 0 else (lo, mid.detach())
+    return float(lo)
+
+
+_PEAK = _gelu_tanh_critical()
+#: GELU with approximate='tanh' (GPT-2's "gelu_new"), in the mean-value form of :func:`.bounds.mean_value`.
+GELU_TANH = bounds.mean_value(lambda z: torch.nn.functional.gelu(z, approximate="tanh"), _gelu_tanh_slope,
+                              (_PEAK, -_PEAK))
+
+
 def bilinear(a: Model, b: Model, f) -> Model:
     """f(a, b) of two values, f bilinear with coefficients 0 or 1 (``torch.matmul``, ``torch.mul``, ``einsum``).
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import bounds
 from . import relaxed as rx
+from .attention_bounds import GELU_TANH
 from .mlp import Square
 from .relaxed import Model, Param, Unsupported
 
@@ -49,8 +50,8 @@ def activation(m: nn.Module):
         return TANH
     if kind is nn.Sigmoid:
         return SIGMOID
-    if kind is nn.GELU and m.approximate == "none":
-        return bounds.GELU
+    if kind is nn.GELU and m.approximate in ("none", "tanh"):
+        return bounds.GELU if m.approximate == "none" else GELU_TANH
     if kind is nn.Softplus and m.beta > 0:
         return bounds.softplus(float(m.beta), float(m.threshold))
     return bounds.RELAXATIONS[bounds.square] if kind is Square else None
@@ -87,9 +88,10 @@ def _leaky(w, a, k):
 
 
 def _gelu(w, a, k):
-    if k.get("approximate", "none") != "none":
-        raise Unsupported(f"gelu with approximate={k['approximate']!r}")
-    return rx.activate(w.model(a[0]), bounds.GELU)
+    approximate = k.get("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise Unsupported(f"gelu with approximate={approximate!r}")
+    return rx.activate(w.model(a[0]), bounds.GELU if approximate == "none" else GELU_TANH)
 
 
 def _softplus(w, a, k):

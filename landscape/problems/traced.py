@@ -14,7 +14,7 @@ arithmetic it would be P·N, not N, and the call is refused. Shape operations mu
   directly (tied weights: one parameter in two places): the weight W_c + s·W_h times the input (see
   :func:`.relaxed.product`); a parameter times or plus a value (a learned scale or shift), elementwise.
 - ``BatchNorm1d/2d/3d`` with frozen statistics (evaluation mode, running buffers).
-- ReLU (in place too), leaky ReLU (0 ≤ α ≤ 1), tanh, sigmoid, GELU (exact form), softplus (β > 0), square: the
+- ReLU (in place too), leaky ReLU (0 ≤ α ≤ 1), tanh, sigmoid, GELU (exact and tanh forms), softplus (β > 0), square: the
   relaxations of :mod:`.bounds`, as modules, functions or methods.
 - Average pooling (any, adaptive too), ``mean`` over non-batch dimensions, ``Flatten``/``flatten``, ``view``/
   ``reshape``/``squeeze``/``unsqueeze``, ``Identity``, ``Dropout`` (evaluation mode), ``torch.cat`` along a
