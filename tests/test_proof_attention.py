@@ -141,8 +141,8 @@ class Net(nn.Module):
 
 
 NETS = {"heads-ln-relu": dict(attention="heads"), "heads-gelu": dict(attention="heads", norm=False, act="gelu"),
-        "fused-ln-gelu": dict(attention="fused", act="gelu"), "heads-gelu-tanh": dict(attention="heads",
-                                                                                      act="gelu_tanh"), "causal-relu": dict(attention="causal", norm=False),
+        "heads-gelu-tanh": dict(attention="heads", act="gelu_tanh"), "fused-ln-gelu": dict(attention="fused", act="gelu"),
+        "causal-relu": dict(attention="causal", norm=False),
         "sdpa-ln": dict(attention="sdpa"), "mha-ln": dict(attention="mha"),
         "heads-hand-norm": dict(attention="heads", norm="hand"), "fused-var-norm": dict(attention="fused", norm="var"),
         "encoder-layer": dict(attention="layer", norm=False)}
