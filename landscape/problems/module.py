@@ -29,7 +29,7 @@ from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, sample_blocks, wide_loss, 
 from .._errors import LandscapeError
 from .._registry import Registry
 from .layout import Layout
-from .problem import CHUNK_BYTES, Problem
+from .problem import Problem
 from .traced import Unsupported, graph_plan, traced_segment_bounds
 
 
@@ -99,6 +99,7 @@ class NetworkProblem(Problem):
         self._by_hand = self._mlp is not None and isinstance(loss, str) and by_hand(self._mlp, loss)
         # other modules of conv, linear and BatchNorm layers: K networks in one forward (grouped.WidePlan)
         self._wide, self._wide_refused = wide_plan(module, self.layout) if self._mlp is None else (None, "an MLP")
+        self.chunk_bytes["cpu"] = WIDE_CHUNK_BYTES if self._wide is not None else self.chunk_bytes["cpu"]
         self._traced = None  # (traced plan, reason): traced when first asked for bounds
         self._widths = [p.shape[0] for n, p in named.items() if n.endswith("weight")]
         if self._mlp is None:
@@ -236,8 +237,8 @@ class NetworkProblem(Problem):
     def _activation_numel(self, n_samples):
         if self._mlp is not None:
             return n_samples * max(self._widths)
-        if self._wide is not None:  # its chunks take grouped.CHUNK_BYTES
-            return n_samples * self._act_numel * CHUNK_BYTES["cpu"] // WIDE_CHUNK_BYTES
+        if self._wide is not None:  # one pass at a time (the statistics pass ends before the loss pass)
+            return n_samples * self._act_numel
         if self._bn == "recompute":  # each point also runs the statistics pass over the training split
             return (n_samples + min(self.n_samples("train"), self.sample_chunk or n_samples)) * self._act_numel
         return n_samples * self._act_numel
