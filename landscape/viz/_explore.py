@@ -9,6 +9,7 @@ is the command's. Moving u re-shades the view and redraws the merge tree; nothin
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import numbers
@@ -73,6 +74,7 @@ class Explorer:
         if placeholder is None:
             placeholder = self.view.snapshot()
         self._shown = levels.position(level, log=log)  # the slider position the server last set or was sent
+        self._pending = None  # a level the slider moved to, not shown yet
         # the page's switches and slider reach the server as calls (see _layout), not as state: trame's client
         # holds its state changes back while a call is pending, which made u follow the arrow keys late
         self.state.update({"position": self._shown, "log_scale": bool(log),
@@ -110,6 +112,7 @@ class Explorer:
     def goto(self, level: float) -> None:
         """Move u to ``level`` exactly (the slider goes to the nearest position); a finite number."""
         level = _finite(level, "level")
+        self._pending = None  # a move of the slider not shown yet is overtaken
         self._show_position(self.levels.position(level, log=self._log_scale))
         self._update(level)
 
@@ -119,7 +122,21 @@ class Explorer:
             self._show_position(self._shown)  # put back as it was
             raise LandscapeError(f"the page sent position {_short(position)}: a whole number from 0 to {STEPS}")
         self._shown = int(position)
-        self._update(self.levels.level(int(position), log=self._log_scale))
+        level = self.levels.level(int(position), log=self._log_scale)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called from Python: at once
+            self._update(level)
+            return
+        # served: the moves of a drag that arrived together are one update (the last one), not one each
+        if self._pending is None:
+            loop.call_soon(self._catch_up)
+        self._pending = level
+
+    def _catch_up(self) -> None:
+        level, self._pending = self._pending, None
+        if level is not None:
+            self._update(level)
 
     def set_log_scale(self, log_scale) -> None:
         """The slider (and the surface's colours) on a log scale or not; u stays exactly where it is."""
@@ -129,6 +146,7 @@ class Explorer:
             raise LandscapeError(f"the page sent log scale {_short(log_scale)}: true or false")
         if log_scale == self._log_scale:
             return
+        self._catch_up()  # u as the slider last set it
         self._log_scale = log_scale
         with self.state:
             self.state.log_scale = log_scale
