@@ -105,3 +105,72 @@ def test_activation_matching_is_a_one_line_error():
     theta = problem.init(torch.Generator().manual_seed(0))
     with pytest.raises(LandscapeError, match="weight matching"):
         landscape.align(problem, theta, theta, method="activation")
+
+
+# ------------------------------------------------------------------ the continuous (orthogonal) groups
+@pytest.fixture(scope="module")
+def trained_plain():
+    """Two seeds of the transformer without LayerNorm (whose residual stream turns by any orthogonal map)."""
+    problem = landscape.make_problem("modadd_transformer", **SMALL, train_fraction=0.6)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        thetas = landscape.train(problem, seeds=[0, 1], steps=300, lr=0.01, polish_steps=0).thetas
+    finally:
+        torch.set_num_threads(threads)
+    return problem, thetas.double()
+
+
+def orthogonality(matrix):
+    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype)
+    return float((matrix @ matrix.T - eye).abs().max())
+
+
+@pytest.mark.parametrize("fixture", ["trained_plain", "trained"])
+def test_a_rotated_copy_comes_back_exactly(fixture, request):
+    """A copy moved by a random orthogonal map of the stream (a permutation with LayerNorm), random rotations inside
+    each head, permuted heads and MLP units, rescaled MLP units: the same function; aligned back to a to 1e-8."""
+    from landscape.symmetries import orthogonal
+
+    problem, thetas = request.getfixturevalue(fixture)
+    a, norm = thetas[0], fixture == "trained"
+    sym = landscape.symmetry(problem)
+    maps = orthogonal.random_element(sym, generator=torch.Generator().manual_seed(4))
+    assert orthogonal.is_matrix(maps["resid"]) != norm  # LayerNorm: only permutations of the stream are exact
+    assert orthogonality(maps["blocks.0.attn.qk"]) < 1e-12 and orthogonality(maps["blocks.0.attn.vo"]) < 1e-12
+    scales = {"blocks.0.mlp": torch.exp(torch.rand(16, generator=torch.Generator().manual_seed(1),
+                                                   dtype=torch.float64) * 2 - 1)}
+    b = sym.transform(a, maps, scales)
+    assert float((b - a).norm()) > 0.5 * float(a.norm())
+    torch.testing.assert_close(outputs(problem, b), outputs(problem, a), rtol=1e-10, atol=1e-10)
+    assert landscape.barrier(problem, a, b) > 1e-2
+    back = sym.transform(b, *sym.inverse(maps, scales))
+    torch.testing.assert_close(back, a, rtol=0, atol=1e-10)
+    result = landscape.align(problem, a, b)
+    torch.testing.assert_close(result.theta, a, rtol=0, atol=1e-8)
+    assert landscape.barrier(problem, a, result.theta) == pytest.approx(0.0, abs=1e-9)
+    groups = result.info["method"]["groups"]
+    assert groups["resid"].startswith("permutation" if norm else "orthogonal O(8)")
+    assert groups["blocks.0.attn.qk"] == "2 heads permuted, orthogonal O(4) inside each"
+    assert result.moved_units["resid"] > 0
+
+
+def test_orthogonal_alignment_of_two_seeds_keeps_the_function_and_moves_closer(trained_plain):
+    problem, thetas = trained_plain
+    sym = landscape.symmetry(problem)
+    for rescale in (False, True):  # True: both balanced under the invertible maps first, then matched
+        result = landscape.align(problem, thetas[0], thetas[1], rescale=rescale)
+        torch.testing.assert_close(outputs(problem, result.theta), outputs(problem, thetas[1]), rtol=1e-9, atol=1e-9)
+        objective = result.info["method"]["objective"]
+        assert objective["after"][0] >= objective["before"][0]  # coordinate ascent from the identity
+    plain = landscape.align(problem, thetas[0], thetas[1], rescale=False)
+    for name in ("resid", "blocks.0.attn.qk", "blocks.0.attn.vo"):
+        assert orthogonality(plain.permutations[name]) < 1e-9
+    assert plain.permutations["blocks.0.mlp"].dtype == torch.long
+    sym.matching = "permutation"
+    try:
+        permuted = landscape.align(problem, thetas[0], thetas[1], rescale=False)
+    finally:
+        sym.matching = "orthogonal"
+    assert permuted.info["method"]["groups"]["resid"].startswith("permutation")
+    assert plain.distance_after < permuted.distance_after <= permuted.distance_before  # a larger group

@@ -27,6 +27,7 @@ from .._random import resolve_generator
 from .._registry import Registry
 from .groups import Symmetry, units
 from .derive import symmetry
+from .orthogonal import moved_rows
 
 
 def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=100, samples=None, split="train"):
@@ -182,11 +183,7 @@ class Alignment:
     @property
     def moved_units(self) -> dict[str, int | list[int]]:
         """Per layer, how many units the permutation moves (0: the identity)."""
-        out = {}
-        for name, p in self.permutations.items():
-            moved = (p != torch.arange(p.shape[-1], device=p.device)).sum(-1)
-            out[name] = moved.tolist()
-        return out
+        return {name: moved_rows(p).tolist() for name, p in self.permutations.items()}
 
     def summary(self, *, permutations: bool = True) -> dict:
         """JSON-able figures (what ``landscape align --json`` prints and checkpoints record)."""
@@ -274,7 +271,10 @@ def align(problem, theta_a: torch.Tensor, theta_b: torch.Tensor, *, method: str 
     perms, info["method"] = aligner(problem, sym, ca, cb, generator=generator, max_iter=max_iter,
                                              samples=samples, split=split)
     # b's balanced unit perm[j], moved to slot j, then un-balanced with a's factor of slot j
-    scales = {g: sb[g].gather(-1, perms[g]) / sa[g] for g in sb}
+    if hasattr(sym, "compose"):  # the transformer's balancing maps may be matrices
+        perms, scales = sym.compose(perms, sa, sb)
+    else:
+        scales = {g: sb[g].gather(-1, perms[g]) / sa[g] for g in sb}
     aligned = sym.transform(b, perms, scales)
     if hasattr(problem, "module_") and method != "none":  # a symmetry is a claim: the module's outputs must agree
         from ..problems.capture import same_function

@@ -28,6 +28,8 @@ import torch
 
 from .._errors import LandscapeError
 from .._random import resolve_generator
+from . import orthogonal
+from .orthogonal import _lap
 from .groups import Axis, Symmetry, UnitGroup, units
 
 
@@ -35,9 +37,40 @@ class TransformerSymmetry(Symmetry):
     """:class:`Symmetry` of a :class:`~landscape.problems.transformer.Transformer`: coupled ``qk``/``vo`` groups
     (see the module docstring), weight matching of its own, no activation matching."""
 
-    def __init__(self, layout, groups, heads: int, d_head: int, blocks: int):
+    #: What weight matching aligns over: ``"orthogonal"`` (default: the continuous groups where they are exact,
+    #: :mod:`.orthogonal`) or ``"permutation"`` (permutations and rescalings only).
+    matching = "orthogonal"
+
+    def __init__(self, layout, groups, heads: int, d_head: int, blocks: int, layer_norm: bool = False):
         super().__init__(layout, groups, None, {})
-        self.heads, self.d_head, self.blocks = heads, d_head, blocks
+        self.heads, self.d_head, self.blocks, self.layer_norm = heads, d_head, blocks, layer_norm
+
+    def transform(self, theta, perms=None, scales=None):
+        """As :meth:`Symmetry.transform`; an element may also be a matrix (float (n, n) or (K, n, n)) of the
+        continuous group (:func:`.orthogonal.transform`)."""
+        return orthogonal.transform(self, theta, perms, scales)
+
+    def inverse(self, perms: dict, scales: dict | None = None):
+        """The inverse element; with matrices the scales are folded into them (diag(s)·T, inverted)."""
+        if not any(orthogonal.is_matrix(p) for p in perms.values()):
+            return super().inverse(perms, scales)
+        scales = scales or {}
+        maps = {n: orthogonal.as_matrix(p) if not orthogonal.is_matrix(p) else p for n, p in perms.items()}
+        maps = {n: (scales[n][..., :, None] * m if n in scales else m) for n, m in maps.items()}
+        return {n: torch.linalg.inv(m) for n, m in maps.items()}, {}
+
+    def balance(self, theta, **kwargs):
+        """:meth:`Symmetry.balance`; with orthogonal matching, the least-norm point under the invertible maps
+        (:func:`.orthogonal.gl_balance`), whose "scales" are matrices, composed by :meth:`compose`."""
+        if self.matching != "orthogonal":
+            return super().balance(theta, **kwargs)
+        return orthogonal.gl_balance(self, theta, **kwargs)
+
+    def compose(self, perms, scales_a, scales_b):
+        """The elements taking b to the aligned b, given b's and a's balancing (see :func:`align`)."""
+        if self.matching != "orthogonal":
+            return perms, {g: scales_b[g].gather(-1, perms[g]) / scales_a[g] for g in scales_b}
+        return orthogonal.compose(perms, scales_a, scales_b)
 
     @property
     def graph(self):
@@ -70,7 +103,9 @@ class TransformerSymmetry(Symmetry):
         return blocks[:, 0]
 
     def weight_matching(self, theta_a, theta_b, *, generator=None, max_iter=100):
-        """Weight matching (the ``"weight"`` aligner) over every group: coordinate descent maximising
+        """Weight matching (the ``"weight"`` aligner) over every group. With :attr:`matching` ``"orthogonal"``
+        (the default) over the continuous groups where they are exact (:func:`.orthogonal.orthogonal_matching`);
+        with ``"permutation"``, over permutations only, as follows: coordinate descent maximising
         ⟨θ_a, π(θ_b)⟩, one step per ``resid``, per block's ``mlp`` and per block's attention (its heads and the
         dimensions inside them jointly).
 
@@ -85,6 +120,8 @@ class TransformerSymmetry(Symmetry):
         info : dict
             ``sweeps``, ``objective`` before and after.
         """
+        if self.matching == "orthogonal":
+            return orthogonal.orthogonal_matching(self, theta_a, theta_b, generator=generator, max_iter=max_iter)
         generator = resolve_generator(generator)
         k = theta_b.shape[0]
         a = theta_a.detach().to(torch.float64)
@@ -116,7 +153,8 @@ class TransformerSymmetry(Symmetry):
             if not improved:
                 break
         after = self._objective(a, b, perms)
-        return perms, {"sweeps": sweeps, "objective": {"before": before.tolist(), "after": after.tolist()}}
+        return perms, {"groups": {g.name: "permutation" + (" with rescaling" if g.rescalable else "")
+                                  for g in self.groups}, "sweeps": sweeps, "objective": {"before": before.tolist(), "after": after.tolist()}}
 
     # -------------------------------------------------------------- helpers
     @staticmethod
@@ -148,15 +186,6 @@ class TransformerSymmetry(Symmetry):
         names = sorted({ax.name for g in self.groups for ax in g.axes})
         pa, pb = self.layout.unflatten(a), self.layout.unflatten(self.permute(b, perms))
         return sum((pa[n] * pb[n]).flatten(1).sum(1) for n in names)
-
-
-def _lap(cost: torch.Tensor):
-    """Maximising assignment of an (n, n) cost: (its value, the column of each row as a LongTensor)."""
-    from scipy.optimize import linear_sum_assignment
-
-    c = cost.detach().to("cpu", torch.float64)
-    rows, cols = linear_sum_assignment(c.numpy(), maximize=True)
-    return float(c[rows, cols].sum()), torch.as_tensor(cols, dtype=torch.long)
 
 
 def _assign(cost: torch.Tensor) -> torch.Tensor:
@@ -204,4 +233,4 @@ def transformer_symmetry(problem, module) -> TransformerSymmetry | None:
     resid += [("ln_f.weight", 0, "passive"), ("ln_f.bias", 0, "passive"), ("unembed.weight", 1, "tail")]
     d_model = module.unembed.in_features
     groups.insert(0, UnitGroup("resid", d_model, axes(*resid), None if norm else 1.0, "", -1))
-    return TransformerSymmetry(problem.layout, groups, cfg["heads"], cfg["d_head"], cfg["layers"])
+    return TransformerSymmetry(problem.layout, groups, cfg["heads"], cfg["d_head"], cfg["layers"], bool(norm))
