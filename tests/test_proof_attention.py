@@ -255,9 +255,8 @@ def test_a_sharp_softmax_switch_between_grid_points_is_inside_the_bound():
     assert proof.status != "proven"
 
 
-@pytest.mark.parametrize("layer_norm", [False, True])
-def test_the_built_in_modadd_transformer_bounds_hold_100k_points(layer_norm):
-    problem = landscape.make_problem("modadd_transformer", p=5, d_model=8, heads=2, d_mlp=16, layer_norm=layer_norm)
+def test_the_built_in_modadd_transformer_bounds_hold_100k_points():
+    problem = landscape.make_problem("modadd_transformer", p=5, d_model=8, heads=2, d_mlp=16, layer_norm=True)
     assert problem.bounds_unavailable() is None
     x, y = problem.data("train")
     a, b = problem.init(torch.Generator().manual_seed(7), n=2, dtype=torch.float64)
