@@ -29,7 +29,7 @@ print(f"D = {problem.dim}; losses {[round(v, 5) for v in minima.losses.tolist()]
 
 scene = landscape.build_scene(problem, minima={"seed 0": a, "seed 1": b}, paths={"string": path},
                               trajectories={f"seed {s}": t for s, t in zip(minima.seeds, minima.trajectories)},
-                              grid=(25, 25) if quick else (61, 61))
+                              grid=(25, 25) if quick else (41, 41))
 plotter, meshes = landscape.viz.plot_scene(scene, log=True, level=path.level, window_size=(900, 650))
 print("\n".join(text for text, _colour, _symbol in meshes.legend))  # the legend drawn in the view
 plotter.show()
