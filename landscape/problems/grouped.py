@@ -31,6 +31,7 @@ from torch import nn
 
 from .mlp import hooked
 from .operations import CONVS, NORMS
+from .wide_ops import BatchNorm, DataProduct
 
 #: Layer types whose parameters the wide evaluator takes from θ (exactly these types: a subclass may compute
 #: something else).
@@ -244,7 +245,7 @@ class _Wide(nn.Module):
         if self.kind is nn.Conv2d and s["groups"] == 1 and not isinstance(s["padding"], str) \
                 and any(_same(x, data) for data in self.plan.inputs):
             cols, size = self.plan.patches(self, x)  # [N·H'·W', C·kh·kw], (H', W')
-            out = _DataProduct.apply(cols, weight.reshape(k, weight.shape[1], -1).transpose(1, 2), bias)
+            out = DataProduct.apply(cols, weight.reshape(k, weight.shape[1], -1).transpose(1, 2), bias)
             return out.reshape(k * n, *size, -1).movedim(-1, 1)  # [K, N·H'·W', C'] as K·N rows, channels last
         out = CONVS[self.kind](x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
         return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:])
@@ -259,51 +260,21 @@ class _Wide(nn.Module):
         v = x.permute(0, 2, 3, 1).reshape(k, -1, c) if last else x.reshape(k, n, c, -1)
         dims, shape = ((1,), (k, 1, c)) if last else ((1, 3), (k, 1, c, 1))
         eps = self.settings["eps"]
-        if plan.mode == "collect":  # two passes (mean, then squared deviations): var_mean is 10x slower on a CPU
+        if plan.mode == "collect":  # batch statistics, their gradient written out (:class:`.wide_ops.BatchNorm`)
             count = v.numel() // (k * c)
-            mean = v.sum(dims) / count
-            centred = v - mean.reshape(shape)
-            var = (centred * centred).sum(dims) / count
+            out, mean, var = BatchNorm.apply(v, weight, bias, dims, shape, eps)
             plan.stats[self.name] = (mean, var * count / max(count - 1, 1))
         else:
             mean, var = self._statistics()
-            centred = None
-        scale = torch.rsqrt(var + eps)
-        if self.affine:
-            scale = scale * weight
-        if centred is not None:
-            out = centred * scale.reshape(shape) if bias is None else \
-                torch.addcmul(bias.reshape(shape), centred, scale.reshape(shape))
-        else:
+            scale = torch.rsqrt(var + eps)
+            if self.affine:
+                scale = scale * weight
             shift = -mean * scale if bias is None else bias - mean * scale
             out = torch.addcmul(shift.reshape(shape), v, scale.reshape(shape))
         out = out.reshape(k * n, *x.shape[2:], c).movedim(-1, 1) if last else out.reshape(x.shape)
         if plan.mode == "collect" and len(plan.stats) == len(plan.norms):
             raise _Done
         return out
-
-
-class _DataProduct(torch.autograd.Function):
-    """``data @ weight[k] + bias[k]`` for each of K networks, [K, M, C], for data [M, F] that needs no gradient: the
-    products written into one [K, M, C] tensor (no permutation of a [M, K·C] product) and the weights' gradients
-    ``dataᵀ @ grad[k]`` (autograd takes ``(gradᵀ @ data)ᵀ``, 10x slower on a CPU for a long, thin ``data``)."""
-
-    @staticmethod
-    def forward(ctx, data, weight, bias):
-        ctx.save_for_backward(data)
-        out = data.new_empty(weight.shape[0], data.shape[0], weight.shape[2])
-        for k in range(weight.shape[0]):
-            if bias is None:
-                torch.mm(data, weight[k], out=out[k])
-            else:
-                torch.addmm(bias[k], data, weight[k], out=out[k])
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (data,) = ctx.saved_tensors
-        grad_weight = torch.stack([torch.mm(data.t(), g) for g in grad]) if ctx.needs_input_grad[1] else None
-        return None, grad_weight, grad.sum(1) if ctx.needs_input_grad[2] else None
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
