@@ -123,14 +123,12 @@ class Explorer:
             raise LandscapeError(f"the page sent position {_short(position)}: a whole number from 0 to {STEPS}")
         self._shown = int(position)
         level = self.levels.level(int(position), log=self._log_scale)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # called from Python: at once
+        if not _serving():  # called from Python: at once
             self._update(level)
             return
         # served: the moves of a drag that arrived together are one update (the last one), not one each
         if self._pending is None:
-            loop.call_soon(self._catch_up)
+            asyncio.get_running_loop().call_soon(self._catch_up)
         self._pending = level
 
     def _catch_up(self) -> None:
@@ -150,7 +148,7 @@ class Explorer:
         self._log_scale = log_scale
         with self.state:
             self.state.log_scale = log_scale
-        self.view.color_scale(log=log_scale)
+        self.view.color_scale(log=log_scale, floor=self.levels.log_low)  # the slider's low end
         self._show_position(self.levels.position(self.level, log=log_scale))
         self._update(self.level)
 
@@ -168,7 +166,7 @@ class Explorer:
             self.set_log_scale(log_scale)
 
     def _update(self, level: float) -> None:
-        at = self.view.set_level(level)
+        at = self.view.set_level(level, render=not _serving())  # served, the page's frame renders it
         log = self._log_scale
         low, high = self.levels.range(log=log)
         minima = dict(zip(self.labels, self.levels.graph.losses.tolist()))
@@ -272,6 +270,15 @@ class Explorer:
 
     def close(self) -> None:
         self.view.close()
+
+
+def _serving() -> bool:
+    """Whether this runs in the server's event loop (a page's call), where the page's next frame renders."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _is_number(value) -> bool:

@@ -88,8 +88,9 @@ class LevelView:
         self.level = None
         self.set_level(level)
 
-    def set_level(self, level: float) -> LevelState:
-        """Re-shade the view at ``level`` and return the valleys there (no loss is evaluated)."""
+    def set_level(self, level: float, *, render: bool = True) -> LevelState:
+        """Re-shade the view at ``level`` and return the valleys there (no loss is evaluated); ``render``: draw
+        it now (a screenshot then shows it), else leave it to whoever shows it next (the page's next frame)."""
         level = float(level)
         at = self.levels.at(level)
         p, m = self.plotter, self.meshes
@@ -98,7 +99,7 @@ class LevelView:
         if sub.n_points:
             sub.points[:, 2] += lift
             p.add_mesh(sub, color="white", opacity=0.45, name="sublevel", show_scalar_bar=False, reset_camera=False,
-                       render=False)  # the page's frame renders it
+                       render=False)  # rendered once, below
         else:
             p.remove_actor("sublevel")
         line = m.surface.contour(isosurfaces=[level], scalars="loss")
@@ -131,16 +132,20 @@ class LevelView:
             actor.prop.color = PATH_COLORS[i % len(PATH_COLORS)] if below else DIM_COLOR
             actor.prop.opacity = 1.0 if below else 0.45
         self.level = level
+        if render:
+            self.plotter.render()  # once, after every change
         return at
 
-    def color_scale(self, *, log: bool) -> None:
-        """Colour the surface by log10 of the loss or by the loss (its colour bar too); heights stay as drawn."""
+    def color_scale(self, *, log: bool, floor: float | None = None) -> None:
+        """Colour the surface by log10 of the loss (losses below ``floor`` at the floor; by default the lowest
+        positive loss) or by the loss, its colour bar too; heights stay as drawn."""
         surface = self.meshes.surface
         name = "log10_loss" if log else "loss"
-        if name not in surface.point_data:  # drawn linear: log10 of the loss, floored as the log view floors it
+        if log:
             loss = np.asarray(surface.point_data["loss"], dtype=float)
-            positive = loss[np.isfinite(loss) & (loss > 0)]
-            floor = float(positive.min()) if positive.size else 1e-12
+            if floor is None:
+                positive = loss[np.isfinite(loss) & (loss > 0)]
+                floor = float(positive.min()) if positive.size else 1e-12
             with np.errstate(invalid="ignore"):
                 surface.point_data[name] = np.log10(np.maximum(loss, floor))
         values = np.asarray(surface.point_data[name], dtype=float)
@@ -155,6 +160,7 @@ class LevelView:
             if bar.GetLookupTable() is mapper.GetLookupTable() or title.removeprefix("log10 ") == self._loss_title:
                 bar.SetTitle(("log10 " if log else "") + self._loss_title)
         self.log = log
+        self.plotter.render()
 
     def snapshot(self, quality: int = 80) -> str:
         """The view as it is now, a JPEG ``data:`` URL (what a page shows before its first frame)."""
