@@ -159,8 +159,8 @@ def orthogonal_matching(sym, theta_a, theta_b, *, generator=None, max_iter=100, 
         ``groups`` (which symmetry group each was matched over), ``sweeps``, ``objective`` before and after.
     """
     generator = resolve_generator(generator)
-    a = theta_a.detach().to(torch.float64)
-    b = theta_b.detach().to(torch.float64)
+    a = theta_a.detach().to("cpu", torch.float64)  # small assignments and SVDs: on the CPU
+    b = theta_b.detach().to("cpu", torch.float64)
     steps = [["resid"]] + [[f"blocks.{i}.{g}" for g in parts] for i in range(sym.blocks)
                            for parts in (("attn.qk", "attn.vo"), ("mlp",))]
     order = [torch.randperm(len(steps), generator=generator).tolist() for _ in range(max_iter)]
@@ -186,15 +186,14 @@ def orthogonal_matching(sym, theta_a, theta_b, *, generator=None, max_iter=100, 
                 change = max(change, *(_change(maps[n], m) for n, m in zip(names, new)))
                 maps.update(zip(names, new))
             value = float(_objective(sym, pa, b[k], maps))
-            done = change <= tol
-            if done:
+            if change <= tol:
                 break
         for name, m in maps.items():
             all_maps.setdefault(name, []).append(m)
         sweeps_done.append(sweeps)
         before.append(before_k)
         after.append(value)
-    maps = {n: torch.stack(ms).to(b.device) for n, ms in all_maps.items()}
+    maps = {n: torch.stack(ms).to(theta_b.device) for n, ms in all_maps.items()}
     return maps, {"groups": orthogonal_groups(sym), "sweeps": sweeps_done,
                   "objective": {"before": before, "after": after}}
 

@@ -20,6 +20,11 @@ A permutation inside a head and a permutation of heads do not commute, so the he
 assignment of heads whose costs are the inner assignments of their dimensions), exactly, given the other groups
 (Ainsworth, Hayase & Srinivasa, ICLR 2023, Alg. 1, with the residual stream of their transformer appendix;
 Verma & Elbayad 2024 match heads as wholes).
+
+These permutations are a finite subgroup of the transformer's continuous symmetries (an orthogonal map of the
+stream without LayerNorm, a rotation inside each head); weight matching runs over those by default
+(:attr:`TransformerSymmetry.matching`, :mod:`.orthogonal`), the result's ``info["method"]["groups"]`` says which
+group each was matched over.
 """
 
 from __future__ import annotations
