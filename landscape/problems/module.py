@@ -25,6 +25,7 @@ from .losses import LOSSES, check_targets
 from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp_plan
 from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputed_loss, recomputing_copy
 from .footprint import forward_flops, measure_activations, saved_values
+from .fastpath import fused_attention_off
 from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, sample_blocks, wide_loss, wide_plan
 from .._errors import LandscapeError
 from .._registry import Registry
@@ -67,7 +68,7 @@ class NetworkProblem(Problem):
 
     def __init__(self, name, params, module: nn.Module, splits: Mapping[str, tuple], loss="mse",
                  weight_decay: float = 0.0, summary: str = "", bn: str | None = None):
-        module = module.eval()
+        module = fused_attention_off(module.eval())  # no fused kernel: it has no derivative
         named = dict(module.named_parameters())
         if not named:
             raise LandscapeError(f"module {type(module).__name__} has no parameters")
