@@ -47,7 +47,7 @@ def problems(as_json):
               help="Folder for the checkpoints (one file per seed).")
 @click.option("--optimizer", type=click.Choice(list(landscape.OPTIMIZERS)), default="adam", show_default=True)
 @click.option("--lr", type=POSITIVE, default=None, help="Learning rate [default: 1e-3; 1e-2 for networks with "
-                                                          "BatchNorm].")
+                                                          "BatchNorm; 3e-3 for modadd_transformer].")
 @click.option("--momentum", type=Real(0, 1, max_open=True), default=0.0, show_default=True,
               help="Heavy-ball momentum (gd).")
 @click.option("--steps", type=count(1), default=2000, show_default=True, help="Maximum optimiser steps.")

@@ -76,7 +76,10 @@ LEARNING_RATES = {"default": 1e-3, "batchnorm": 1e-2}
 
 
 def default_lr(problem: Problem) -> float:
-    """The learning rate :func:`train` uses when none is given (:data:`LEARNING_RATES`)."""
+    """The learning rate :func:`train` uses when none is given: the problem's own ``train_lr`` where it has one
+    (the built-in transformer's 3e-3), else :data:`LEARNING_RATES`."""
+    if getattr(problem, "train_lr", None) is not None:
+        return problem.train_lr
     return LEARNING_RATES["batchnorm" if getattr(problem, "bn", None) is not None else "default"]
 
 
