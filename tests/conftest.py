@@ -61,6 +61,7 @@ def device(request):
     return landscape.resolve_device(name)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist's ``--dist loadgroup`` the tests that share a module-scoped fixture (trained minima, a
     served explorer) run on one worker, so the fixture is made once rather than once on each worker."""
