@@ -99,8 +99,9 @@ def _pairwise(c, v, r, masked, dim):
 
 
 def softmax(x: Model, dim: int, rows: int | None = None) -> Model:
-    """``softmax(x, dim)`` (see the module's docstring); ``dim`` not the batch's. Entries that are exactly −inf
-    (a ``masked_fill`` with −inf) get probability 0 exactly and take no part; a row all −inf is NaN, as in torch.
+    """``softmax(x, dim)`` (see the module's docstring); ``dim`` not the batch's. Entries whose centre is −inf (a
+    ``masked_fill`` with −inf, or an additive −inf mask: c + s·v + e is −inf at every s) get probability 0 exactly and
+    take no part; a row all −inf is NaN, as in torch.
     ``rows``: how many leading rows to bound at once (the pairwise terms take L² per row)."""
     c, v, r = x.full()
     dim = dim % c.dim()
@@ -111,7 +112,7 @@ def softmax(x: Model, dim: int, rows: int | None = None) -> Model:
     if c.shape[0] > rows:
         parts = [softmax(Model(*p), dim, rows) for p in zip(c.split(rows), v.split(rows), r.split(rows))]
         return Model(*(torch.cat([p.full()[i] for p in parts]) for i in range(3)))
-    masked = torch.isneginf(c) & (v == 0) & (r == 0)
+    masked = torch.isneginf(c) & torch.isfinite(v) & torch.isfinite(r)  # −inf at every s
     cf = c.masked_fill(masked, 0.0)
     lo, hi, m = _pairwise(cf, v, r, masked, dim)
     upper = torch.exp(-torch.logsumexp(lo, -1)).movedim(-1, dim)  # p_i ≤ 1 / Σ_j exp(min (z_j − z_i))

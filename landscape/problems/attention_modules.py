@@ -66,9 +66,11 @@ def _mha_reason(m):
     return _dropout_reason(m, m.dropout)
 
 
-def _linear(walk, x, weight: Param, bias: Param | None, part=None):
+def _linear(walk, x, weight: Param, bias: Param | None, part=None, *, packed=True):
+    """A projection of ``x``; ``part``: its rows of the packed bias, and of the packed weight unless ``packed`` is
+    False (the separate q/k/v weights of attention with its own kdim/vdim are whole)."""
     if part is not None:
-        weight = Param(weight.name, (part,))
+        weight = Param(weight.name, (part,)) if packed else weight
         bias = None if bias is None else Param(bias.name, (part,))
     return ao.ops._linear(walk, (x, weight, bias), {})
 
@@ -88,8 +90,9 @@ def multi_head(walk, m: nn.MultiheadAttention, query, key, value, attn_mask=None
         q, k, v = (_linear(walk, x, w_in, b_in, slice(i * e, (i + 1) * e)) for i, x in
                    enumerate((query, key, value)))
     else:
-        q, k, v = (_linear(walk, x, _param(walk, w), b_in, slice(i * e, (i + 1) * e)) for i, (x, w) in
-                   enumerate(((query, m.q_proj_weight), (key, m.k_proj_weight), (value, m.v_proj_weight))))
+        q, k, v = (_linear(walk, x, _param(walk, w), b_in, slice(i * e, (i + 1) * e), packed=False)
+                   for i, (x, w) in enumerate(((query, m.q_proj_weight), (key, m.k_proj_weight),
+                                               (value, m.v_proj_weight))))
     q, k, v = (_heads(t, h) for t in (q, k, v))
     scores = rx.scale(ab.bilinear(q, k.map(lambda t: t.transpose(-2, -1)), torch.matmul), (e // h) ** -0.5)
     if attn_mask is not None:

@@ -321,9 +321,10 @@ FUNCTIONS = {
     operator.getitem: _rule(_getitem, 2), operator.mul: _rule(_mul, 2), torch.mul: _rule(_mul, 2),
     operator.matmul: _rule(_matmul, 2), torch.matmul: _rule(_matmul, 2), torch.bmm: _rule(_bmm, 2),
     torch.einsum: _rule(_einsum, 3), torch.softmax: _rule(_softmax, 2, "dim", "dtype"),
-    F.softmax: _rule(_softmax, 2, "dim", "dtype"), F.layer_norm: _rule(_layer_norm, 5, "normalized_shape",
-                                                                       "weight", "bias", "eps"),
-    F.embedding: _rule(_embedding, 3, "weight", "padding_idx", "max_norm"),
+    F.softmax: _rule(_softmax, 2, "dim", "_stacklevel", "dtype"),  # torch.fx records F.softmax's _stacklevel too
+    F.layer_norm: _rule(_layer_norm, 5, "normalized_shape", "weight", "bias", "eps"),
+    F.embedding: _rule(_embedding, 3, "weight", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq",
+                       "sparse"),  # torch.fx records every keyword; the last three change no value here
     torch.transpose: _rule(_transpose, 3, "dim0", "dim1"), torch.permute: _rule(_permute, 2, "dims"),
     torch.unbind: _rule(_unbind, 2, "dim"), torch.split: _rule(_splitter("split"), 3, "dim"),
     torch.chunk: _rule(_splitter("chunk"), 3, "dim"), torch.masked_fill: _rule(_masked_fill, 3, "mask", "value"),

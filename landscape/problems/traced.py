@@ -117,6 +117,14 @@ def _in_place(gm, node) -> bool:
     return at is not None and bool(node.args[at] if len(node.args) > at else node.kwargs.get("inplace", False))
 
 
+def _idle(gm, node) -> bool:
+    """An in-place dropout out of training mode: it returns its input unchanged and the dispatcher sees no mutation
+    (counted as one, it would hide a Python ``+=`` from :func:`graph_plan`'s count of mutations)."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+    return node.target is F.dropout and not (node.args[2] if len(node.args) > 2 else node.kwargs.get("training", True))
+
+
 def _shares_input(gm, node) -> bool:
     """Whether the result may share memory with the operation's first argument (a view, the input itself)."""
     if node.op == "call_module":
@@ -181,7 +189,7 @@ def graph_plan(module: nn.Module, x: torch.Tensor | None = None):
         if reason is not None:
             return None, f"{reason} has no bound propagation"
     known = sum(1 for node in gm.graph.nodes if node.op != "placeholder" and node.op != "output"
-                and node.op != "get_attr" and _in_place(gm, node))
+                and node.op != "get_attr" and _in_place(gm, node) and not _idle(gm, node))
     if x is not None and _mutations(module, x) > known:
         for node in gm.graph.nodes:
             if node.op == "call_function" and node.target in _AUGMENTED and _aliasing(gm, node) is not None:
