@@ -28,8 +28,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30,
-                      max_mmap_blocks: int | None = 0) -> bool:
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20,
+                      max_mmap_blocks: int | None = None) -> bool:
     """Ask glibc's ``malloc`` to keep freed blocks for reuse instead of handing them back to the system.
 
     A batched evaluation allocates and frees the same activation blocks chunk after chunk. By default glibc
@@ -39,18 +39,19 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     a gradient (``benchmarks/alloc_policy.py``). This sets (``mallopt``, as the environment variables
     ``MALLOC_MMAP_MAX_``, ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` would):
 
-    - ``M_MMAP_MAX`` to ``max_mmap_blocks``: 0, no block gets its own mapping, however large, so freed
-      activations of any size stay in the heap for the next chunk (None leaves glibc's default);
-    - ``M_MMAP_THRESHOLD`` to ``mmap_threshold`` (32 MiB, glibc's largest; what applies where ``mmap`` is allowed);
-    - ``M_TRIM_THRESHOLD`` to ``trim_threshold``: up to 1 GiB of freed memory at the top of the heap is kept.
+    - ``M_MMAP_THRESHOLD`` to ``mmap_threshold`` (32 MiB, glibc's largest): blocks below it come from the heap
+      and stay there when freed;
+    - ``M_TRIM_THRESHOLD`` to ``trim_threshold``: up to 256 MiB of freed memory at the top of the heap is kept;
+    - ``M_MMAP_MAX`` to ``max_mmap_blocks`` if given (0: no block gets its own mapping, however large).
 
-    Measured on that 1M-parameter gradient (one thread, interleaved processes, two rounds while the conv
-    evaluator was being rewritten beside it): faults 345,000 → 0 and 335,000 → 3,700; CPU 2.08 → 1.27 s and
-    2.08 → 1.49 s; peak resident 1,355 → 1,701 MiB and 1,356 → 814 MiB. The previous policy (32 MiB, 256 MiB
-    kept, ``mmap`` allowed) gave 310,000 and 0 faults, 1.83 and 1.40 s: it helps only while every block is under
-    32 MiB. The cost is resident memory: what the largest evaluation freed stays with the process (and glibc
-    reuses a freed block for torch's aligned requests only when the alignment padding fits, so a run of growing
-    blocks can grow the heap further). The ``landscape`` command calls
+    The evaluators keep their blocks under 32 MiB where they can (the wide evaluator takes a large split in
+    blocks of samples), so the default leaves larger blocks to ``mmap``. Measured on that 1M-parameter gradient
+    (one thread, interleaved processes, two rounds while the conv evaluator was being rewritten beside it):
+    this policy gave 310,000 and 0 faults, 1.83 and 1.40 CPU s (the second round with the evaluator's blocks);
+    ``max_mmap_blocks=0`` with 1 GiB kept gave 0 and 3,700 faults, 1.27 and 1.49 s, for a peak resident of 1,701
+    and 814 MiB against 1,355 — and one run peaked at 3,991 MiB: glibc reuses a freed block for torch's aligned
+    requests only when the alignment padding fits, so without ``mmap`` a run of growing blocks grows the heap.
+    No gain left for an unbounded cost: ``mmap`` stays allowed by default. The ``landscape`` command calls
     it at start; a library user may. Does nothing (returns False) off glibc, or where any of those variables is
     set (the user's choice stands).
     """
