@@ -230,3 +230,25 @@ def test_each_page_gets_an_explorer_of_its_own_at_the_start(explorer):
         assert explorer.level == start + 0.5 and not explorer.log_scale  # one page's moves stay in it
     finally:
         tab.close()
+
+
+def test_the_sublevel_set_is_the_surface_lightened_in_its_own_scale(explorer):
+    """No second surface laid over the first (it z-fought it: grey shards); the colour table is lightened at and
+    below u in the scale the colours are drawn in, linear or log10, and nowhere else."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    plain = np.round(255 * colormaps["viridis"](np.linspace(0.0, 1.0, 1024))).astype(int)
+    for log in (False, True, False):
+        explorer.set_log_scale(log)
+        explorer.goto(0.7125)
+        view = explorer.view
+        assert "sublevel" not in view.plotter.actors
+        low, high = view.plotter.actors["surface"].GetMapper().GetScalarRange()
+        lut = np.asarray(view.plotter.actors["surface"].mapper.lookup_table.values, dtype=int)
+        centres = low + (np.arange(1024) + 0.5) / 1024 * (high - low)
+        below = centres <= (np.log10(0.7125) if log else 0.7125)
+        assert 0 < below.sum() < 1024, (log, low, high)
+        assert (lut[~below, :3] == plain[~below, :3]).all()  # above u: the colour map itself
+        assert (lut[below, :3] > plain[below, :3]).any(axis=1).all()  # at and below u: lighter
+    explorer.set_log_scale(False)

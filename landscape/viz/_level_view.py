@@ -12,7 +12,7 @@ import numpy as np
 from ..views.levels import Levels, LevelState
 from ..views.scene import Scene
 from ._meshes import block_name
-from ._render import PATH_COLORS, default_title, plot_scene, pyvista
+from ._render import PATH_COLORS, default_title, plot_scene, pyvista, shaded_cmap
 
 #: Colours of the valleys at u, lowest valley first: none is white (the shaded sublevel set) or in viridis.
 VALLEY_COLORS = ("#e41a1c", "#000000", "#ff7f00", "#f781bf", "#a65628", "#ffff33", "#4d4dff", "#00ced1")
@@ -85,6 +85,7 @@ class LevelView:
                      size=(min(0.95, 0.5 * row * height / width * (longest + 4)), row * len(legend)))
         self.font = max(8, round(height / 55))
         self.log, self._loss_title = log, scene.loss_name.split(" (")[0]
+        self.cmap = style.get("cmap", "viridis")
         self.level = None
         self.set_level(level)
 
@@ -95,13 +96,7 @@ class LevelView:
         at = self.levels.at(level)
         p, m = self.plotter, self.meshes
         lift = 0.002 * 0.6 * max(np.ptp(m.surface.points[:, 0]), np.ptp(m.surface.points[:, 1]))
-        sub = m.surface.clip_scalar(scalars="loss", value=level, invert=True)
-        if sub.n_points:
-            sub.points[:, 2] += lift
-            p.add_mesh(sub, color="white", opacity=0.45, name="sublevel", show_scalar_bar=False, reset_camera=False,
-                       render=False)  # rendered once, below
-        else:
-            p.remove_actor("sublevel")
+        self._shade(level)
         line = m.surface.contour(isosurfaces=[level], scalars="loss")
         if line.n_points:
             line.points[:, 2] += 2 * lift
@@ -136,6 +131,20 @@ class LevelView:
             self.plotter.render()  # once, after every change
         return at
 
+    def _shade(self, level: float) -> None:
+        """The surface's own colours lightened at and below u, in the scale they are drawn in (a second, white
+        surface laid over it z-fought it in steep valleys: grey shards)."""
+        actor = self.plotter.actors.get("surface")
+        if actor is None:
+            return
+        mapper = actor.GetMapper()
+        clim = mapper.GetScalarRange()
+        cut = (float(np.log10(level)) if level > 0 else None) if self.log else level
+        table = shaded_cmap(self.cmap, clim, cut)(np.linspace(0.0, 1.0, 1024))
+        lut = actor.mapper.lookup_table
+        lut.values = np.round(255 * table).astype(np.uint8)
+        lut.scalar_range = tuple(clim)
+
     def color_scale(self, *, log: bool, floor: float | None = None) -> None:
         """Colour the surface by log10 of the loss (losses below ``floor`` at the floor; by default the lowest
         positive loss) or by the loss, its colour bar too; heights stay as drawn."""
@@ -160,6 +169,8 @@ class LevelView:
             if bar.GetLookupTable() is mapper.GetLookupTable() or title.removeprefix("log10 ") == self._loss_title:
                 bar.SetTitle(("log10 " if log else "") + self._loss_title)
         self.log = log
+        if self.level is not None:
+            self._shade(self.level)
         self.plotter.render()
 
     def snapshot(self, quality: int = 80) -> str:
