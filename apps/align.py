@@ -60,8 +60,11 @@ def align(reference, moved, out, method, rescale, seed, max_iter, samples, resol
                f"{' with rescaling' if result.rescaled else ''} ({result.seconds:.2f} s)")
     rows = [[g.name, g.size, result.moved_units[g.name], "yes" if g.name in result.scales else "no"]
             for g in result.symmetry.groups]
+    kinds = (result.info.get("method") or {}).get("groups") if isinstance(result.info.get("method"), dict) else None
+    if rows and kinds:  # which group each layer was matched over (a transformer's: orthogonal maps, heads)
+        rows = [row + [kinds.get(row[0], "permutation")] for row in rows]
     if rows:
-        click.echo(table(rows, ["layer", "units", "moved", "rescaled"]))
+        click.echo(table(rows, ["layer", "units", "moved", "rescaled"] + (["group"] if kinds else [])))
     else:
         click.echo("the network has no hidden layer: nothing to permute")
     click.echo(f"distance to reference: {result.distance_before:.6g} -> {result.distance_after:.6g}")

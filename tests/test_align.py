@@ -300,3 +300,19 @@ def test_every_draw_without_a_generator_repeats_and_spares_the_global_generator(
         assert torch.equal(torch.get_rng_state(), state), name
         torch.manual_seed(2)
         assert torch.equal(draw(), once), name
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_align_says_which_group_each_transformer_layer_was_matched_over(tmp_path, layer_norm):
+    """Without LayerNorm every read and write of the residual stream is linear (any orthogonal map keeps the
+    function); with it only a permutation does. The table names the group of each layer."""
+    problem = landscape.make_problem("modadd_transformer", p=5, d_model=8, heads=2, d_mlp=8, layer_norm=layer_norm)
+    g = torch.Generator().manual_seed(0)
+    a, b = (landscape.save_checkpoint(tmp_path / f"{n}.pt", problem, theta, seed=i)
+            for i, (n, theta) in enumerate(zip("ab", problem.init(g, n=2))))
+    result = CliRunner().invoke(main, ["align", str(a), str(b), "-o", str(tmp_path / "c.pt")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines() if line.startswith(("resid", "blocks"))}
+    assert "group" in result.output.splitlines()[1]
+    assert ("permutation S(8)" if layer_norm else "orthogonal O(8)") in rows["resid"]
+    assert "2 heads permuted, orthogonal O(4) inside each" in rows["blocks.0.attn.qk"]
