@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _servers import interrupt
 import torch
 
 import landscape
@@ -163,14 +163,8 @@ def test_slider_moves_the_valley_count_as_landscape_valleys_says(minima, tmp_pat
             pixels = np.asarray(im.convert("RGB"))
         assert pixels.shape == (900, 1400, 3) and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
-                pytest.fail("landscape explore did not stop on Ctrl-C within 60 s")
+        if not interrupt(proc):  # Ctrl-C
+            pytest.fail("landscape explore did not stop on Ctrl-C within 60 s")
         err = proc.stderr.read()
         proc.stdout.close()
         proc.stderr.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from _servers import interrupt
 
 pytest.importorskip("trame_pyvista", reason="the explorer needs the viz extra (trame-pyvista)")
 
@@ -169,13 +170,7 @@ def served(tmp_path_factory):
         assert match, (url, proc.poll(), proc.poll() is not None and proc.stderr.read()[-2000:])
         yield {"proc": proc, "port": int(match.group(1)), "secret": match.group(2), "log": log, "bad": 0}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
+        interrupt(proc)
         log["stderr"] = proc.stderr.read()
         proc.stdout.close()
         proc.stderr.close()

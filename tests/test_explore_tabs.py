@@ -7,13 +7,13 @@ every test; the last test stops the server with Ctrl-C and reads everything it p
 """
 
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
 
 import pytest
+from _servers import interrupt
 
 import landscape
 from test_explore import COUNTS, WAIT_MS, _chromium, _landscape, _read_url
@@ -47,13 +47,7 @@ def served(tmp_path_factory):
             yield {"url": url, "browser": browser, "proc": proc, "err": err, "reader": reader, "work": work}
             browser.close()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
+        interrupt(proc)
         reader.join(10)
         proc.stdout.close()
         proc.stderr.close()

@@ -27,9 +27,9 @@ def outputs(problem, theta):
         return module(problem.data("train")[0])
 
 
-@pytest.fixture(scope="module")
-def trained():
-    problem = landscape.make_problem("modadd_transformer", **SMALL, layers=2, layer_norm=True, train_fraction=0.6)
+def _two_seeds(**params):
+    """Two seeds of the small transformer, 300 Adam steps on one thread, in float64."""
+    problem = landscape.make_problem("modadd_transformer", **SMALL, train_fraction=0.6, **params)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -37,6 +37,11 @@ def trained():
     finally:
         torch.set_num_threads(threads)
     return problem, thetas.double()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return _two_seeds(layers=2, layer_norm=True)
 
 
 @pytest.mark.parametrize("params, degrees", [({}, [1.0, 1.0, 1.0, 1.0]),
@@ -111,14 +116,7 @@ def test_activation_matching_is_a_one_line_error():
 @pytest.fixture(scope="module")
 def trained_plain():
     """Two seeds of the transformer without LayerNorm (whose residual stream turns by any orthogonal map)."""
-    problem = landscape.make_problem("modadd_transformer", **SMALL, train_fraction=0.6)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        thetas = landscape.train(problem, seeds=[0, 1], steps=300, lr=0.01, polish_steps=0).thetas
-    finally:
-        torch.set_num_threads(threads)
-    return problem, thetas.double()
+    return _two_seeds()
 
 
 def orthogonality(matrix):
