@@ -58,10 +58,39 @@ def _gelu_tanh_critical() -> float:
     return float(lo)
 
 
+def _critical(slope, lo: float, hi: float) -> float:
+    """The zero of ``slope``'s derivative in [lo, hi] (where it changes sign from + to −, or − to +), by bisection
+    to float64's last bit."""
+    a, b = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+
+    def d(z):
+        z = z.clone().requires_grad_()
+        return torch.autograd.grad(slope(z), z)[0]
+
+    rising = d(a) > 0
+    for _ in range(64):
+        mid = (a + b) / 2
+        a, b = (mid, b) if (d(mid) > 0) == rising else (a, mid)
+    return float(a)
+
+
 _PEAK = _gelu_tanh_critical()
 #: GELU with approximate='tanh' (GPT-2's "gelu_new"), in the mean-value form of :func:`.bounds.mean_value`.
 GELU_TANH = bounds.mean_value(lambda z: torch.nn.functional.gelu(z, approximate="tanh"), _gelu_tanh_slope,
                               (_PEAK, -_PEAK))
+
+
+def _silu_slope(z):
+    """d/dz z·σ(z) = σ(z)(1 + z(1 − σ(z))); its own derivative σ'(z)(2 − z·tanh(z/2)) vanishes at ±2.3994 only
+    (z·tanh(z/2) is even and increasing for z > 0)."""
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+_SILU_PEAK = _critical(_silu_slope, 2.0, 3.0)
+#: SiLU (swish, z·σ(z)): not monotone (its minimum −0.2785 at z ≈ −1.2785), in the mean-value form of
+#: :func:`.bounds.mean_value`, which needs no monotonicity: the slope's extremes on [l, u] lie at l, u or ±2.3994.
+SILU = bounds.mean_value(torch.nn.functional.silu, _silu_slope, (_SILU_PEAK, -_SILU_PEAK))
 
 
 def bilinear(a: Model, b: Model, f) -> Model:
@@ -196,7 +225,25 @@ def layer_norm(x: Model, ndim: int, eps: float) -> Model:
     scale = Model(*(t.expand_as(xc.c) for t in scale.full()))
     out = bilinear(xc, scale, torch.mul)
     # |y_i| ≤ √(D − 1) always (Σ y = 0, Σ y² ≤ D): where the model is wider, that interval
-    cap = math.sqrt(max(_count(c, dims) - 1, 0)) * (1 + 1e-12)
+    return _capped(out, math.sqrt(max(_count(c, dims) - 1, 0)) * (1 + 1e-12))
+
+
+def rms_norm(x: Model, ndim: int, eps: float) -> Model:
+    """x/√(mean(x²) + ε) over the last ``ndim`` dimensions (the gain is applied by the caller), as :func:`layer_norm`
+    without centring: mean(x²) through the square's relaxation, floored at mean((|c_i| − ρ_i)₊²); |y_i| < √D."""
+    dims = tuple(range(x.c.dim() - ndim, x.c.dim()))
+    if 0 in dims:
+        raise Unsupported("a normalization over the batch")
+    c, s_, r = x.full()
+    ms = Model(*bounds.RELAXATIONS[bounds.square](c, s_, r)).map(lambda t: t.mean(dims, keepdim=True))
+    floor = ((c.abs() - s_.abs() - r).clamp_min(0) ** 2).mean(dims, keepdim=True)
+    scale = rsqrt(ms, eps, floor)
+    scale = Model(*(t.expand_as(c) for t in scale.full()))
+    return _capped(bilinear(x, scale, torch.mul), math.sqrt(_count(c, dims)) * (1 + 1e-12))
+
+
+def _capped(out: Model, cap: float) -> Model:
+    """Where the model is wider than the interval [−cap, cap] every output lies in, that interval."""
     wide = out.full()[2] > cap
     return Model(out.c.masked_fill(wide, 0.0), None if out.s_ is None else out.s_.masked_fill(wide, 0.0),
                  torch.where(wide, cap, out.full()[2]))

@@ -59,8 +59,6 @@ def _softmax(walk, m, a, k):
 
 # ---------------------------------------------------------------- multi-head attention
 def _mha_reason(m):
-    if not m.batch_first:
-        return "MultiheadAttention with batch_first=False (its batch is the second dimension)"
     if m.bias_k is not None or m.add_zero_attn:
         return "MultiheadAttention with add_bias_kv or add_zero_attn"
     return _dropout_reason(m, m.dropout)
@@ -109,15 +107,33 @@ def multi_head(walk, m: nn.MultiheadAttention, query, key, value, attn_mask=None
     return out, weights
 
 
+def _first(walk, x, batch_first: bool) -> Model:
+    """A layer's input batch first: as it is, or (``batch_first=False``, PyTorch's default: [T, N, E]) a value whose
+    rows a ``transpose``/``permute`` moved to the second dimension, moved back (the layer computes the same)."""
+    if batch_first:
+        return walk.model(x)
+    if not isinstance(x, ao.Moved) or x.axis != 1 or x.value.c.dim() != 3:
+        raise Unsupported("a batch_first=False layer given a value whose batch is not its second dimension")
+    return x.value.map(lambda t: t.transpose(0, 1))
+
+
+def _back(out: Model, batch_first: bool):
+    return out if batch_first else ao.Moved(out.map(lambda t: t.transpose(0, 1)), 1)
+
+
 def _mha(walk, m, a, k):
-    query, key, value = (walk.model(_arg(a, k, i, n, None)) for i, n in enumerate(("query", "key", "value")))
+    query, key, value = (_first(walk, _arg(a, k, i, n, None), m.batch_first)
+                         for i, n in enumerate(("query", "key", "value")))
     if _arg(a, k, 3, "key_padding_mask", None) is not None:
         raise Unsupported("MultiheadAttention with a key_padding_mask (it depends on the sample)")
     mask = _arg(a, k, 5, "attn_mask", None)
     if isinstance(mask, (Model, Param)):
         raise Unsupported("an attention mask computed by the network")
-    return multi_head(walk, m, query, key, value, mask, _arg(a, k, 4, "need_weights", True),
-                      _arg(a, k, 6, "average_attn_weights", True))
+    if _arg(a, k, 7, "is_causal", False) and mask is None:
+        raise Unsupported("MultiheadAttention with is_causal and no attn_mask")
+    out, weights = multi_head(walk, m, query, key, value, mask, _arg(a, k, 4, "need_weights", True),
+                              _arg(a, k, 6, "average_attn_weights", True))
+    return _back(out, m.batch_first), weights
 
 
 # ---------------------------------------------------------------- transformer encoder layers
@@ -157,7 +173,8 @@ def _layer(walk, m, a, k):
     mask = _arg(a, k, 1, "src_mask", None)
     if isinstance(mask, (Model, Param)):
         raise Unsupported("an attention mask computed by the network")
-    return encoder_layer(walk, m, walk.model(_arg(a, k, 0, "src", None)), mask)
+    first = m.self_attn.batch_first
+    return _back(encoder_layer(walk, m, _first(walk, _arg(a, k, 0, "src", None), first), mask), first)
 
 
 def _encoder_reason(m):
@@ -172,10 +189,11 @@ def _encoder(walk, m, a, k):
     mask = _arg(a, k, 1, "mask", None)
     if isinstance(mask, (Model, Param)):
         raise Unsupported("an attention mask computed by the network")
-    x = walk.model(_arg(a, k, 0, "src", None))
+    first = m.layers[0].self_attn.batch_first
+    x = _first(walk, _arg(a, k, 0, "src", None), first)
     for layer in m.layers:
         x = encoder_layer(walk, layer, x, mask)
-    return x if m.norm is None else _norm(walk, m.norm, (x,), {})
+    return _back(x if m.norm is None else _norm(walk, m.norm, (x,), {}), first)
 
 
 MODULES = {

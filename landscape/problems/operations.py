@@ -19,7 +19,7 @@ from torch import nn
 
 from . import bounds
 from . import relaxed as rx
-from .attention_bounds import GELU_TANH
+from .attention_bounds import GELU_TANH, SILU
 from .mlp import Square
 from .relaxed import Model, Param, Unsupported
 
@@ -34,7 +34,7 @@ POSITIVE = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.A
             nn.Dropout3d)
 RELU, TANH, SIGMOID = bounds.leaky_relu(0.0), bounds.RELAXATIONS[torch.tanh], bounds.RELAXATIONS[torch.sigmoid]
 #: Tensor methods that change only a value's shape (each result must keep the P·N rows apart).
-SHAPES = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "unflatten"}
+SHAPES = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "unflatten", "expand", "repeat"}
 #: Tensor methods that only describe a value (no value of the network comes out).
 DESCRIBE = {"size", "dim"}
 
@@ -52,6 +52,8 @@ def activation(m: nn.Module):
         return SIGMOID
     if kind is nn.GELU and m.approximate in ("none", "tanh"):
         return bounds.GELU if m.approximate == "none" else GELU_TANH
+    if kind is nn.SiLU:
+        return SILU
     if kind is nn.Softplus and m.beta > 0:
         return bounds.softplus(float(m.beta), float(m.threshold))
     return bounds.RELAXATIONS[bounds.square] if kind is Square else None
@@ -241,6 +243,7 @@ FUNCTIONS = {
     torch.relu: _rule(_act(RELU), 1), torch.relu_: _rule(_act(RELU), 1), F.relu: _rule(_act(RELU), 2, "inplace"),
     torch.tanh: _rule(_act(TANH), 1), F.tanh: _rule(_act(TANH), 1),
     torch.sigmoid: _rule(_act(SIGMOID), 1), F.sigmoid: _rule(_act(SIGMOID), 1),
+    F.silu: _rule(_act(SILU), 2, "inplace"),
     F.leaky_relu: _rule(_leaky, 3, "negative_slope", "inplace"), F.gelu: _rule(_gelu, 1, "approximate"),
     F.softplus: _rule(_softplus, 3, "beta", "threshold"), F.dropout: _rule(_dropout, 4, "p", "training", "inplace"),
     operator.add: _rule(_sum(1.0), 2), torch.add: _rule(_sum(1.0), 2, "alpha"),

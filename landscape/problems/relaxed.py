@@ -9,7 +9,7 @@ the relaxations of the activations are those of :mod:`.bounds`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,10 +46,13 @@ class Model:
 @dataclass(frozen=True)
 class Param:
     """A parameter of the flat layout used directly in ``forward`` (``F.linear(x, self.w)``, ``x * self.scale``),
-    or the part ``index`` of it (``self.pos[:n]``: basic indexing, applied to each piece's copy)."""
+    or the part ``index`` of it (``self.pos[:n]``; ``self.pos[idx]``, ``self.wpe(torch.arange(T))`` with a constant
+    index tensor: applied to each piece's copy). ``given``: its (centre, half), each [P, ...], already laid out for
+    the value it meets (a parameter beside a value whose batch dimension was moved)."""
 
     name: str
     index: tuple = ()
+    given: tuple | None = field(default=None, compare=False)
 
 
 def add(a, b):

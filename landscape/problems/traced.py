@@ -46,10 +46,10 @@ from . import bounds
 from . import relaxed as rx
 from .layout import Layout
 from .mlp import hooked
-from .attention_modules import MODULES
-from .attention_ops import FUNCTIONS, METHODS, Moved
+from .user_ops import (FUNCTIONS, METHODS, MODULES, Moved, constant_allowed, constant_layer, constant_nodes, describe,
+                       internal_mutations, positionwise, trace)
 from .operations import (ADAPTIVE_MAX, CONVS, DESCRIBE, IN_PLACE, MAX_POOLS, NORMS, POSITIVE, SHAPES, VIEWS,
-                         _describe, activation)
+                         activation)
 from .relaxed import Model, Param, Unsupported
 
 def _module_reason(m: nn.Module) -> str | None:
@@ -104,7 +104,7 @@ def _node_reason(gm, node) -> str | None:
 #: Modules that may return their input itself (or a view of it).
 _IDENTITIES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 #: Functions whose ``inplace`` flag (keyword, or the positional argument at this index) makes them in place.
-_INPLACE_AT = {F.relu: 1, F.leaky_relu: 2, F.dropout: 3}
+_INPLACE_AT = {F.relu: 1, F.leaky_relu: 2, F.dropout: 3, F.silu: 1}
 
 
 def _in_place(gm, node) -> bool:
@@ -175,21 +175,22 @@ def graph_plan(module: nn.Module, x: torch.Tensor | None = None):
 
     ``x``, a few inputs: where one call of the module changes more tensors in place than the trace shows (a
     Python ``+=``), every binary operation of the trace must act on a value nothing else reads."""
-    from torch import fx
 
     for name, m in module.named_modules():
         if hooked(m):
             return None, f"a forward hook on {name or 'the module'} (the traced graph would not run it): no bound"
     try:
-        gm = fx.symbolic_trace(module)
+        gm = trace(module)
     except Exception as err:  # noqa: BLE001 - any tracing failure means: no proof, the dense check
         return None, f"the module cannot be traced by torch.fx ({type(err).__name__})"
+    constants = constant_nodes(gm)  # sizes, masks, positions: computed as forward computes them
     for node in gm.graph.nodes:
-        reason = _node_reason(gm, node)
+        reason = None if node.name in constants and constant_allowed(node) else _node_reason(gm, node)
         if reason is not None:
             return None, f"{reason} has no bound propagation"
     known = sum(1 for node in gm.graph.nodes if node.op != "placeholder" and node.op != "output"
-                and node.op != "get_attr" and _in_place(gm, node) and not _idle(gm, node))
+                and node.op != "get_attr" and _in_place(gm, node) and not _idle(gm, node)) + sum(
+        internal_mutations(gm, node) for node in gm.graph.nodes)
     if x is not None and _mutations(module, x) > known:
         for node in gm.graph.nodes:
             if node.op == "call_function" and node.target in _AUGMENTED and _aliasing(gm, node) is not None:
@@ -215,6 +216,8 @@ class _Walk:
 
     def pair(self, value):
         """(centre, half), each [P, ...], of a parameter or of a constant tensor (half zero)."""
+        if isinstance(value, Param) and value.given is not None:
+            return value.given
         if isinstance(value, Param):
             at = (slice(None), *value.index)
             return self.centre[value.name][at], self.half[value.name][at]
@@ -324,23 +327,16 @@ def propagate(plan: Plan, params: tuple[dict, dict], x: torch.Tensor) -> Model:
             continue
         leaves = _leaves((args, kwargs))
         networked = any(isinstance(v, (Model, Param, Moved)) for v in leaves)
-        if node.op == "call_method" and node.target in DESCRIBE and isinstance(args[0], Model):
-            out = getattr(args[0].c, node.target)(*args[1:], **kwargs)
-            if node.target == "size" and (not args[1:] or args[1] % args[0].c.dim() == 0):
-                batch.add(node.name)
-            env[node.name] = out
-            continue
-        if node.op == "call_function" and node.target is getattr and isinstance(args[0], Model):
-            env[node.name] = _describe(walk, args, kwargs)
-            if args[1] == "shape":
+        if isinstance(args[0] if args else None, (Model, Moved)) and (
+                node.op == "call_method" and node.target in DESCRIBE or node.op == "call_function" and
+                node.target is getattr):  # a size of the batch (P·N rows here) may only set a shape
+            env[node.name], of_batch = describe(walk, node, args, kwargs)
+            if of_batch:
                 batch.add(node.name)
             continue
         if not networked:  # constants (buffers, shapes, numbers): computed as forward computes them
             if node.op == "call_module":
-                layer = gm.get_submodule(node.target)
-                if any(True for _ in layer.parameters()):
-                    raise Unsupported(f"a layer with parameters ({type(layer).__name__}) applied to a constant")
-                env[node.name] = layer(*args, **kwargs)
+                env[node.name] = constant_layer(walk, gm.get_submodule(node.target), args, kwargs)
             elif node.op == "call_method":
                 env[node.name] = getattr(args[0], node.target)(*args[1:], **kwargs)
             else:
@@ -354,17 +350,21 @@ def propagate(plan: Plan, params: tuple[dict, dict], x: torch.Tensor) -> Model:
             node.op == "call_function" and node.target is torch.reshape
         if from_batch and not shape_only:
             raise Unsupported("the batch size (x.size(0), x.shape[0]) used in arithmetic")
-        if node.op == "call_module" and type(gm.get_submodule(node.target)) in MODULES:
-            layer = gm.get_submodule(node.target)
-            env[node.name] = MODULES[type(layer)][1](walk, layer, args, kwargs)
-        elif node.op == "call_module":
-            given = args[0] if len(args) == 1 and not kwargs else kwargs.get("input") if not args and \
-                set(kwargs) == {"input"} else None
-            env[node.name] = walk.module(gm.get_submodule(node.target), walk.model(given))
-        else:
-            rule = (FUNCTIONS if node.op == "call_function" else METHODS)[node.target]
-            env[node.name] = rule.handler(walk, args, kwargs)
+        layer = gm.get_submodule(node.target) if node.op == "call_module" else None
+        env[node.name] = positionwise(walk, node, layer, lambda a, k, at=node, m=layer: _run(walk, at, m, a, k), args,
+                                      kwargs)
     raise Unsupported("the graph has no output")
+
+
+def _run(walk, node, layer, args, kwargs):
+    """One operation of the network on values (its layer, or its rule's handler)."""
+    if layer is not None and type(layer) in MODULES:
+        return MODULES[type(layer)][1](walk, layer, args, kwargs)
+    if layer is not None:
+        given = args[0] if len(args) == 1 and not kwargs else kwargs.get("input") if not args and \
+            set(kwargs) == {"input"} else None
+        return walk.module(layer, walk.model(given))
+    return (FUNCTIONS if node.op == "call_function" else METHODS)[node.target].handler(walk, args, kwargs)
 
 
 def traced_segment_bounds(plan: Plan, layout: Layout, data, loss_name: str, start: torch.Tensor, end: torch.Tensor,
