@@ -31,6 +31,7 @@ from torch import nn
 
 from .mlp import hooked
 from .operations import CONVS, NORMS
+from .wide_conv import Chained, chains, folds, graph_of, stacked_conv, unstack
 from .wide_ops import BatchNorm, DataProduct
 
 #: Layer types whose parameters the wide evaluator takes from θ (exactly these types: a subclass may compute
@@ -81,6 +82,21 @@ class WidePlan:
         self.folded: dict[str, torch.Tensor] = {}
         self._layers: dict[str, nn.Module] = {}
         self.kept: dict[tuple, tuple] = {}  # patches of the data (:meth:`patches`)
+        #: Convolution -> the per-channel layers after it run on stacked channels (:mod:`.wide_conv`); the
+        #: stacked values of the chain under way and the names of its layers still to run.
+        self.chains: dict[str, list[str]] = {}
+        self.stacked, self.chain_left = None, []
+
+    def chained(self, name: str, x: torch.Tensor, run) -> torch.Tensor:
+        """``run(x)`` for the layer ``name`` of a chain (:class:`.wide_conv.Chained`): on the chain's stacked values,
+        stacked values out (K·N rows after its last layer); on other values the layer as the module runs it."""
+        if self.stacked is None or x is not self.stacked:
+            return run(x)
+        if not self.chain_left or self.chain_left[0] != name:
+            raise RuntimeError(f"layer {name} ran out of its chain's order")
+        out, self.chain_left = run(x), self.chain_left[1:]
+        self.stacked = out if self.chain_left else None
+        return out if self.chain_left else unstack(out, self.k)
 
     def patches(self, layer: "_Wide", x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The patches of a 2D convolution ``layer`` of the input ``x`` shared by the K networks, as rows
@@ -111,7 +127,7 @@ class WidePlan:
         if key not in self.copies:
             self.copies[key] = copy.deepcopy(self.module).to(device=device, dtype=dtype)
             for m in self.copies[key].modules():
-                if isinstance(m, _Wide):
+                if isinstance(m, (_Wide, Chained)):
                     m.plan = self
         self._layers = {m.name: m for m in self.copies[key].modules() if isinstance(m, _Wide)}
         return self.copies[key]
@@ -130,7 +146,7 @@ class WidePlan:
         rng = torch.get_rng_state()
         try:
             if recompute:
-                self.mode, self.n = "collect", stats_x.shape[0]
+                self.mode, self.n, self.stacked = "collect", stats_x.shape[0], None
                 try:
                     module(stats_x)
                 except _Done:
@@ -141,7 +157,7 @@ class WidePlan:
                 self.mode = "apply"
             else:
                 self.mode = "frozen"
-            self.n = x.shape[0]
+            self.n, self.stacked = x.shape[0], None
             out = module(x)
             if not isinstance(out, torch.Tensor) or out.shape[0] != self.k * self.n:
                 raise RuntimeError("the module's output is not one tensor of K·N rows")
@@ -151,6 +167,7 @@ class WidePlan:
             return loss_fn(out, y.expand(self.k, *y.shape))
         finally:
             self.params, self.memo, self.stats, self.folded, self.inputs = {}, {}, {}, {}, ()
+            self.stacked, self.chain_left = None, []
 
     _unflatten = None  # set by wide_plan: the problem's Layout.unflatten
 
@@ -174,22 +191,29 @@ class _Wide(nn.Module):
         plan = self.plan
         weight, bias = plan.params.get(f"{self.name}.weight"), plan.params.get(f"{self.name}.bias")
         if self.kind in NORMS:
-            return x if plan.folded.get(self.name) is x else self._norm(x, weight, bias)
+            return plan.chained(self.name, x, lambda v: v if plan.folded.get(self.name) is v else
+                                self._norm(v, weight, bias, stacked=v is plan.stacked))
         k, n = plan.k, plan.n
         shared = x.shape[0] == n and (k == 1 or x.shape[0] != k * n)
         memo = plan.memo.get(self.name) if shared else None
         if memo is not None and _same(memo[0], x):  # the statistics pass ran it on this input: the same output
-            return memo[1]
+            return self._stack(memo[1], memo[2])
         if x.shape[0] != k * n and not shared:
             raise RuntimeError(f"layer {self.name} got {x.shape[0]} rows, expected {n} or {k * n}")
         fold = plan.folds.get(self.name) if plan.mode != "collect" else None
         if fold is not None:  # the BatchNorm layer after it, one multiply-add, taken into its weights
             weight, bias = plan.layer(fold).folded(weight, bias)
-        out = self._shared(x, weight, bias) if shared else self._each(x, weight, bias)
+        out, stacked = self._shared(x, weight, bias) if shared else (self._each(x, weight, bias), False)
         if fold is not None:
             plan.folded[fold] = out
         elif shared:
-            plan.memo[self.name] = (x, out)
+            plan.memo[self.name] = (x, out, stacked)
+        return self._stack(out, stacked)
+
+    def _stack(self, out, stacked):
+        """``out``; stacked values (:mod:`.wide_conv`) start this layer's chain."""
+        if stacked:
+            self.plan.stacked, self.plan.chain_left = out, list(self.plan.chains[self.name])
         return out
 
     def folded(self, weight, bias):
@@ -232,33 +256,39 @@ class _Wide(nn.Module):
                                s["dilation"], s["groups"]) for i, part in enumerate(x.split(n))])
 
     def _shared(self, x, weight, bias):
-        """The K networks' layer on one input shared by all (N rows): one call with K times the outputs."""
+        """The K networks' layer on one input shared by all (N rows): one call with K times the outputs; and whether
+        they are stacked values [N, K·C, ...] (a convolution of the data followed by a chain: :mod:`.wide_conv`)."""
         k, n = self.plan.k, x.shape[0]
         w = weight.reshape(-1, *weight.shape[2:])
         b = None if bias is None else bias.reshape(-1)
         if self.kind is nn.Linear:
             out = F.linear(x, w, b)  # [N, ..., K·O]
             out = out.reshape(*x.shape[:-1], k, weight.shape[1]).movedim(-2, 0)
-            return out.reshape(k * n, *out.shape[2:])
+            return out.reshape(k * n, *out.shape[2:]), False
         s = self.settings
         # the data's patches (kept) times the K networks' weights
         if self.kind is nn.Conv2d and s["groups"] == 1 and not isinstance(s["padding"], str) \
                 and any(_same(x, data) for data in self.plan.inputs):
             cols, size = self.plan.patches(self, x)  # [N·H'·W', C·kh·kw], (H', W')
+            if self.name in self.plan.chains:
+                return stacked_conv(cols, size, weight, bias), True
             out = DataProduct.apply(cols, weight.reshape(k, weight.shape[1], -1).transpose(1, 2), bias)
-            return out.reshape(k * n, *size, -1).movedim(-1, 1)  # [K, N·H'·W', C'] as K·N rows, channels last
+            return out.reshape(k * n, *size, -1).movedim(-1, 1), False  # [K, N·H'·W', C'] as K·N rows, channels last
         out = CONVS[self.kind](x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
-        return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:])
+        return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:]), False
 
-    def _norm(self, x, weight, bias):
+    def _norm(self, x, weight, bias, stacked=False):
         plan = self.plan
-        k, n, c = plan.k, plan.n, x.shape[1]
-        if x.shape[0] != k * n:
+        k, n, c = plan.k, plan.n, x.shape[1] // (plan.k if stacked else 1)
+        if x.shape[0] != (n if stacked else k * n):
             raise RuntimeError(f"BatchNorm layer {self.name} got {x.shape[0]} rows, expected {k * n}")
         last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        # per network, positions × channels: [K, N·H·W, C] (channels last) or [K, N, C, H·W]
-        v = x.permute(0, 2, 3, 1).reshape(k, -1, c) if last else x.reshape(k, n, c, -1)
-        dims, shape = ((1,), (k, 1, c)) if last else ((1, 3), (k, 1, c, 1))
+        # per network, positions × channels: [K, N·H·W, C] (channels last) or [K, N, C, H·W]; stacked: [N·H·W, K, C]
+        if stacked:
+            v, dims, shape = x.permute(0, 2, 3, 1).reshape(-1, k, c), (0,), (1, k, c)
+        else:
+            v = x.permute(0, 2, 3, 1).reshape(k, -1, c) if last else x.reshape(k, n, c, -1)
+            dims, shape = ((1,), (k, 1, c)) if last else ((1, 3), (k, 1, c, 1))
         eps = self.settings["eps"]
         if plan.mode == "collect":  # batch statistics, their gradient written out (:class:`.wide_ops.BatchNorm`)
             count = v.numel() // (k * c)
@@ -271,7 +301,10 @@ class _Wide(nn.Module):
                 scale = scale * weight
             shift = -mean * scale if bias is None else bias - mean * scale
             out = torch.addcmul(shift.reshape(shape), v, scale.reshape(shape))
-        out = out.reshape(k * n, *x.shape[2:], c).movedim(-1, 1) if last else out.reshape(x.shape)
+        if stacked:
+            out = out.reshape(n, *x.shape[2:], k * c).movedim(-1, 1)
+        else:
+            out = out.reshape(k * n, *x.shape[2:], c).movedim(-1, 1) if last else out.reshape(x.shape)
         if plan.mode == "collect" and len(plan.stats) == len(plan.norms):
             raise _Done
         return out
@@ -306,35 +339,19 @@ def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
         return None, "parameters outside convolutions, linear and BatchNorm layers"
     if "" in layers:
         return None, "the module is a single layer"
+    graph = graph_of(module)
+    linked = chains(graph, module, layers)
     wide = copy.deepcopy(module)
     for name, m in layers.items():
         parent, _, child = name.rpartition(".")
         setattr(wide.get_submodule(parent), child, _Wide(name, m))
+    for name in {n for chain in linked.values() for n in chain} - set(layers):
+        parent, _, child = name.rpartition(".")
+        setattr(wide.get_submodule(parent), child, Chained(name, wide.get_submodule(name)))
     plan = WidePlan(wide, layers)
     plan._unflatten, plan.buffers = layout.unflatten, dict(module.named_buffers())
-    plan.folds = _folds(module, layers)
+    plan.folds, plan.chains = folds(graph, layers), linked
     return plan, None
-
-
-def _folds(module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, str]:
-    """Convolution or linear layer -> the BatchNorm layer that is the only user of its output, from a ``torch.fx``
-    trace of ``module`` (none when it does not trace)."""
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:  # noqa: BLE001 - control flow fx cannot trace: nothing folded, the same function
-        return {}
-    folds = {}
-    for node in graph.nodes:
-        users = list(node.users)
-        if node.op != "call_module" or node.target not in layers or isinstance(layers[node.target], NORMS) \
-                or len(users) != 1:
-            continue
-        user = users[0]
-        if user.op == "call_module" and isinstance(layers.get(user.target), NORMS) and user.args == (node,) \
-                and not user.kwargs and layers[user.target].num_features == getattr(
-                    layers[node.target], "out_channels", getattr(layers[node.target], "out_features", None)):
-            folds[node.target] = user.target
-    return folds
 
 
 def sample_blocks(problem, split: str, batch) -> list | None:

@@ -3,6 +3,8 @@ networks with batch statistics, and the K networks' first layer on data that nee
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -16,7 +18,7 @@ class BatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v, weight, bias, dims, shape, eps):
-        count = v.numel() // (shape[0] * shape[2])
+        count = v.numel() // math.prod(shape)  # values per channel
         mean = v.sum(dims) / count
         centred = v - mean.reshape(shape)
         var = (centred * centred).sum(dims) / count
@@ -67,3 +69,42 @@ class DataProduct(torch.autograd.Function):
         (data,) = ctx.saved_tensors
         grad_weight = torch.stack([torch.mm(data.t(), g) for g in grad]) if ctx.needs_input_grad[1] else None
         return None, grad_weight, grad.sum(1) if ctx.needs_input_grad[2] else None
+
+
+class StackedProduct(torch.autograd.Function):
+    """``data @ weight + bias`` for data [M, F] that needs no gradient, weight [F, K·C] (the K networks' columns side
+    by side): one product; the weight's gradient ``dataᵀ @ grad`` (autograd takes ``(gradᵀ @ data)ᵀ``, 6x slower
+    on a CPU for a long, thin ``data``: 14 against 2.1 ms at M = 92,032, F = 9, K·C = 32, one thread)."""
+
+    @staticmethod
+    def forward(ctx, data, weight, bias):
+        ctx.save_for_backward(data)
+        return data @ weight if bias is None else torch.addmm(bias, data, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (data,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_weight = data.t() @ grad if ctx.needs_input_grad[1] else None
+        return None, grad_weight, grad.sum(0) if ctx.needs_input_grad[2] else None
+
+
+class Unstack(torch.autograd.Function):
+    """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...] (contiguous); the gradient goes back in the memory
+    format the stacked values had (channels last: the pooling and ReLU gradients before it stay on their fast
+    path instead of reading a transposed gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        n, kc = x.shape[:2]
+        ctx.k, ctx.last = k, x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        return x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
+
+    @staticmethod
+    def backward(ctx, grad):
+        k = ctx.k
+        n, c = grad.shape[0] // k, grad.shape[1]
+        g = grad.reshape(k, n, c, *grad.shape[2:])
+        if ctx.last:  # [N, H, W, K, C] in memory
+            return g.permute(1, 3, 4, 0, 2).reshape(n, *grad.shape[2:], k * c).permute(0, 3, 1, 2), None
+        return g.transpose(0, 1).reshape(n, k * c, *grad.shape[2:]), None

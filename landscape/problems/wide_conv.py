@@ -1,0 +1,111 @@
+"""The wide evaluator's first layers in the stacked layout (:mod:`.grouped`): a 2D convolution of the data shared
+by the K networks, and the chain of per-channel layers that alone follow it, run with the K networks' channels
+stacked — values [N, K·C, H, W], channels last in memory — and turned into K·N rows once, after the chain.
+
+The K·N-row layout needs one product per network for such a convolution (the data's patches [N·H·W, F] times
+[F, C], thin and slow) and runs the layers after it on images of C channels; stacked, the convolution is one
+product [N·H·W, F] × [F, K·C] and ReLU, pooling and BatchNorm run on K·C channels. Only layers that act on each
+channel of each sample alone are taken into a chain (:data:`PER_CHANNEL`, and BatchNorm: its statistics are per
+channel), called as the module calls them (:class:`Chained`): the same function, element by element.
+Measured on digits_cnn (one thread, K = 16, loss and gradient): see ``docs/benchmarks.md`` (bench-conv).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .operations import NORMS
+from .wide_ops import StackedProduct, Unstack
+
+#: Layers run on the stacked channels as they are: each acts on every channel of every sample alone.
+PER_CHANNEL = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
+               nn.MaxPool2d, nn.AvgPool2d)
+
+
+def graph_of(module: nn.Module):
+    """The ``torch.fx`` graph of ``module``, or None where it does not trace (control flow on values)."""
+    try:
+        return torch.fx.symbolic_trace(module).graph
+    except Exception:  # noqa: BLE001 - a forward fx cannot trace: nothing fused, the same function
+        return None
+
+
+def folds(graph, layers: dict[str, nn.Module]) -> dict[str, str]:
+    """Convolution or linear layer -> the BatchNorm layer that is the only user of its output."""
+    found = {}
+    for node in [] if graph is None else graph.nodes:
+        user = _only_user(node)
+        if node.op != "call_module" or node.target not in layers or isinstance(layers[node.target], NORMS) \
+                or user is None:
+            continue
+        if user.op == "call_module" and isinstance(layers.get(user.target), NORMS) and user.args == (node,) \
+                and not user.kwargs and layers[user.target].num_features == getattr(
+                    layers[node.target], "out_channels", getattr(layers[node.target], "out_features", None)):
+            found[node.target] = user.target
+    return found
+
+
+def chains(graph, module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, list[str]]:
+    """2D convolution (groups 1, numeric padding) -> the names of the per-channel layers (BatchNorm2d, or
+    :data:`PER_CHANNEL`) that follow it one after the other, each the only user of the one before, each called
+    once in the forward."""
+    if graph is None:
+        return {}
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    found = {}
+    for node in graph.nodes:
+        conv = layers.get(node.target) if node.op == "call_module" else None
+        if type(conv) is not nn.Conv2d or conv.groups != 1 or isinstance(conv.padding, str) \
+                or calls[node.target] != 1:
+            continue
+        chain, here = [], node
+        while True:
+            user = _only_user(here)
+            if user is None or user.op != "call_module" or user.args != (here,) or user.kwargs \
+                    or calls.get(user.target) != 1:
+                break
+            m = module.get_submodule(user.target)
+            if not (type(m) in PER_CHANNEL or type(m) is nn.BatchNorm2d and user.target in layers):
+                break
+            chain.append(user.target)
+            here = user
+        if chain:
+            found[node.target] = chain
+    return found
+
+
+def _only_user(node):
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def stacked_conv(cols: torch.Tensor, size: tuple[int, int], weight: torch.Tensor, bias) -> torch.Tensor:
+    """The K networks' convolution of the shared data from its patches ``cols`` [N·H'·W', F] (made by
+    :meth:`.grouped.WidePlan.patches`), ``weight`` [K, C', ...], ``bias`` [K, C'] or None: [N, K·C', H', W'],
+    channels last (one product for all K)."""
+    k, c = weight.shape[:2]
+    w = weight.reshape(k * c, -1).t()  # [F, K·C']
+    out = StackedProduct.apply(cols, w, None if bias is None else bias.reshape(-1))
+    return out.reshape(-1, *size, k * c).permute(0, 3, 1, 2)
+
+
+def unstack(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...] (contiguous)."""
+    return Unstack.apply(x, k)
+
+
+class Chained(nn.Module):
+    """A per-channel layer of a chain (:func:`chains`) in the wide copy: on the stacked values of the chain under way
+    it runs the layer on them as they are (and turns them into K·N rows if it is the chain's last); on anything else
+    it runs the layer as the module would."""
+
+    def __init__(self, name: str, layer: nn.Module):
+        super().__init__()
+        self.name, self.layer, self.plan = name, layer, None
+
+    def forward(self, x):
+        return self.plan.chained(self.name, x, self.layer)
