@@ -57,6 +57,9 @@ def problems(as_json):
 @click.option("--max-records", type=count(2, 10**6), default=100, show_default=True, help="Trajectory size bound.")
 @click.option("--polish-steps", type=count(0), default=POLISH_STEPS, show_default=True,
               help="Without --until-loss: descent steps at most to bring seeds to |grad L| <= 1e-3*max(|L|, 0.1).")
+@click.option("--decoupled-decay", type=Real(0, 1e3), default=0.0, show_default=True,
+              help="The optimiser's own (AdamW) weight decay: each step also moves theta by -lr*W*theta. The loss "
+                   "- and so what is a minimum - is unchanged: the polish and the check use the loss.")
 @click.option("--no-trajectory", is_flag=True, help="Do not store the trajectory in the checkpoints.")
 @click.option("--float64", is_flag=True, help="Train in double precision.")
 @click.option("--overwrite", is_flag=True, help="Retrain seeds whose checkpoints already exist.")
@@ -64,7 +67,8 @@ def problems(as_json):
 @device_option
 @json_option
 def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps, until_loss, batch_size,
-          record_every, max_records, polish_steps, no_trajectory, float64, overwrite, quiet, device, as_json):
+          record_every, max_records, polish_steps, decoupled_decay, no_trajectory, float64, overwrite, quiet, device,
+          as_json):
     """Train minima of PROBLEM (default: digits_mlp), all seeds batched, one checkpoint per seed.
 
     Without --until-loss the seeds are minima: after the optimiser's steps, seeds short of the
@@ -79,6 +83,7 @@ def train(problem, width, params, seeds, out_dir, optimizer, lr, momentum, steps
         prob, parse_seeds(seeds), out_dir, overwrite=overwrite, trajectory=not no_trajectory, optimizer=optimizer,
         lr=lr, momentum=momentum, steps=steps, until_loss=until_loss, batch_size=batch_size,
         record_every=record_every, max_records=max_records, polish_steps=polish_steps,
+        decoupled_decay=decoupled_decay,
         device=landscape.resolve_device(device),
         dtype=torch.float64 if float64 else torch.float32, progress=not quiet)
     if as_json:

@@ -4,12 +4,17 @@ Training (:func:`landscape.train`: one row per seed) and the path methods (strin
 curve control points) all descend many points at once, each with its own learning rate, and stop
 some of them early. :class:`RowOptimizer` holds one state per row; :meth:`RowOptimizer.step` moves
 only the rows chosen. The update rules are small functions in :data:`OPTIMIZERS`.
+
+``decay=w`` adds decoupled weight decay (Loshchilov & Hutter, ICLR 2019): θ ← θ − lr·(update + w·θ), the
+update of the rule taken at the same point; with Adam this is AdamW (``torch.optim.AdamW``'s iterates), the
+optimiser of the grokking papers. It is not a term of the loss: the loss, and so what is a minimum, is unchanged.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .._errors import LandscapeError
 from .._registry import Registry
 
 
@@ -52,11 +57,16 @@ class RowOptimizer:
     momentum : float
         Heavy-ball momentum of ``"gd"``.
     betas, eps : Adam's moment decays and denominator floor.
+    decay : float
+        Decoupled weight decay w ≥ 0: each step also moves a row by −lr·w·θ (AdamW with ``"adam"``); 0: none.
     """
 
     def __init__(self, x: torch.Tensor, lr, *, method: str = "adam", momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decay: float = 0.0):
         self.rule = OPTIMIZERS.lookup(method)
+        if not (decay >= 0 and decay < float("inf")):
+            raise LandscapeError(f"decoupled weight decay must be a finite number >= 0, got {decay}")
+        self.decay = float(decay)
         self.lr = torch.as_tensor(lr, dtype=x.dtype, device=x.device).expand(x.shape[0]).reshape(-1, 1)
         self.momentum, self.betas, self.eps = momentum, betas, eps
         self.m = torch.zeros_like(x)
@@ -80,6 +90,8 @@ class RowOptimizer:
         """
         rows = slice(None) if rows is None else rows
         update = self.rule(self, grad, rows)
+        if self.decay:
+            update = update + self.decay * self.lr[rows] * x[rows]
         if normal is not None:
             update = update - (update * normal).sum(1, keepdim=True) * normal
         x[rows] = x[rows] - update

@@ -86,7 +86,8 @@ def default_lr(problem: Problem) -> float:
 def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float | None = None, steps: int = 2000,
           until_loss: float | None = None, momentum: float = 0.0, batch_size: int | None = None,
           record_every: int = 10, max_records: int = 100, device="cpu", dtype=torch.float32,
-          init: torch.Tensor | None = None, polish_steps: int = POLISH_STEPS, progress: bool = False) -> TrainResult:
+          init: torch.Tensor | None = None, polish_steps: int = POLISH_STEPS, decoupled_decay: float = 0.0,
+          progress: bool = False) -> TrainResult:
     """Train one network per seed, all seeds in one batched problem.
 
     Parameters
@@ -114,6 +115,10 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float | None 
         Without ``until_loss``: at most this many batched descent steps (:func:`landscape.minima.polish`)
         for the seeds that end the optimiser's steps short of the stationarity criterion (0: none); with
         BatchNorm, as many again on the problem's own loss after the training-mode polish.
+    decoupled_decay : float
+        The optimiser's own weight decay w (AdamW with ``"adam"``: θ ← θ − lr·(update + w·θ), every coordinate;
+        :class:`.optim.RowOptimizer`). The loss is unchanged, so the polish descends the problem's loss without
+        it and the result is a checked minimum of that loss (grokking: Power et al. 2022 train with AdamW).
 
     Returns
     -------
@@ -139,7 +144,7 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float | None 
     s_count = len(seeds)
     active = torch.ones(s_count, dtype=torch.bool, device=theta.device)
     taken = torch.zeros(s_count, dtype=torch.long)
-    state = RowOptimizer(theta, lr, method=optimizer, momentum=momentum)
+    state = RowOptimizer(theta, lr, method=optimizer, momentum=momentum, decay=decoupled_decay)
     records = _Recorder(record_every, max_records)
     fast = one_pass(problem)  # with recomputed BatchNorm: training mode, one pass
     bar = _progress(steps, problem.name if until_loss is None else f"{problem.name} (until loss <= {until_loss:g})",
@@ -175,7 +180,7 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float | None 
     reached = None if until_loss is None else (final <= until_loss).cpu()
     options = _recorded_options(optimizer=optimizer, lr=lr, steps=steps, until_loss=until_loss, momentum=momentum,
                                 batch_size=batch_size, record_every=record_every, max_records=max_records,
-                                dtype=dtype, polish_steps=polish_steps)
+                                dtype=dtype, polish_steps=polish_steps, decoupled_decay=decoupled_decay)
     return TrainResult(seeds, theta.cpu(), final.cpu(), taken, polished.grad_norms.cpu(), polished.converged.cpu(),
                        reached, polished.steps.cpu(), records.per_seed(taken, theta.cpu(), final.cpu()), options,
                        time.perf_counter() - start)
@@ -277,7 +282,7 @@ def train_checkpoints(problem: Problem, seeds, out_dir, *, overwrite: bool = Fal
                 ck = load_checkpoint(path, problem=problem)
             except LandscapeError:
                 ck = None
-            if ck is not None and ck.problem.spec == problem.spec and ck.meta.get("train") == wanted:
+            if ck is not None and ck.problem.spec == problem.spec and _recorded(ck.meta) == wanted:
                 rows.append(_row(path, seed, ck.loss, ck.grad_norm, ck.converged, ck.meta, "kept"))
                 continue
             raise LandscapeError(f"{path} exists from another run; pass --overwrite or choose another -o folder")
@@ -310,6 +315,12 @@ def _row(path, seed, loss, grad_norm, converged, meta, status) -> dict:
             "batchnorm_losses": meta.get("batchnorm", {}).get("losses")}
 
 
+def _recorded(meta: dict):
+    """A checkpoint's training options; files written before the decoupled decay existed trained without it."""
+    recorded = meta.get("train")
+    return {"decoupled_decay": 0.0, **recorded} if isinstance(recorded, dict) else recorded
+
+
 def _recorded_options(**options) -> dict:
     """The JSON-able training options stored in a checkpoint, defaults filled in."""
     import inspect
@@ -318,5 +329,5 @@ def _recorded_options(**options) -> dict:
                 if p.default is not inspect.Parameter.empty}
     merged = {**defaults, **options}
     keep = ("optimizer", "lr", "steps", "until_loss", "momentum", "batch_size", "record_every", "max_records",
-            "polish_steps")
+            "polish_steps", "decoupled_decay")
     return {**{k: merged[k] for k in keep}, "dtype": str(merged["dtype"])}
