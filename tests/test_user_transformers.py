@@ -1,0 +1,172 @@
+"""Transformers written the common ways, proven: positions from ``torch.arange`` and masks built from ``x.size(1)``
+in ``forward``, PyTorch's default ``batch_first=False`` attention layers, RMSNorm (torch's and written out), SiLU and
+SwiGLU, a cls token ``expand``-ed over the batch, ``einsum`` with ``...``.
+
+Each model was refused before (the dense check, with the reason); each now gets bounds that hold the module's own
+loss re-evaluated in float64 (``torch.func.functional_call`` of a float64 copy, nothing of the project's) at 100,001
+points of a segment, random and trained, with a sharp softmax switch placed between grid points, and a proof above
+the segment's peak, never below it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_proof_attention import check_pieces, dense_loss, modadd, problem_of
+from torch import nn
+
+from landscape.paths.proof import prove_below
+from landscape.problems import attention_bounds as ab
+from landscape.problems.relaxed import Model
+
+P = 3
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning",
+                                        "ignore:enable_nested_tensor:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def no_fused_attention():
+    """torch's fused attention kernels (evaluation mode) have no vmap rule; the plain path computes the same."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    yield
+    torch.backends.mha.set_fastpath_enabled(was)
+
+
+class GPT(nn.Module):
+    """nanoGPT's way: ``pos = torch.arange(0, t, device=idx.device)`` looked up in ``nn.Embedding``, a causal mask
+    ``torch.triu(torch.ones(T, T), 1).bool()`` made in forward, a fused qkv ``split`` into heads."""
+
+    def __init__(self, d=4, heads=2, act=F.gelu):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(P + 1, d), nn.Embedding(8, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.proj, self.head = nn.Linear(d, 2 * d), nn.Linear(2 * d, d), nn.Linear(d, P)
+        self.h, self.act = heads, act
+
+    def forward(self, idx):
+        b, t = idx.size()
+        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        B, T, C = x.size()
+        q, k, v = self.c_attn(self.ln1(x)).split(C, dim=2)
+        q, k, v = (z.view(B, T, self.h, C // self.h).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        mask = torch.triu(torch.ones(T, T, device=x.device), diagonal=1).bool()
+        att = F.softmax(att.masked_fill(mask, float("-inf")), dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        x = x + self.c_proj(y)
+        x = x + self.proj(self.act(self.fc(self.ln2(x))))
+        return self.head(x)[:, -1, :]
+
+
+class SeqFirst(nn.Module):
+    """PyTorch's defaults: ``x.transpose(0, 1)`` to [T, N, E], ``nn.MultiheadAttention(d, h)`` and
+    ``nn.TransformerEncoderLayer(d, h)`` (batch_first=False), positions ``self.pos[: x.size(0)]`` of shape [T, 1, E]."""
+
+    def __init__(self, d=4, heads=2, layer=True):
+        super().__init__()
+        self.embed, self.pos = nn.Embedding(P + 1, d), nn.Parameter(torch.randn(3, 1, d) / 2)
+        self.mha = nn.MultiheadAttention(d, heads)
+        self.layer = nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0) if layer else None
+        self.out = nn.Linear(d, P)
+
+    def forward(self, tok):
+        x = self.embed(tok).transpose(0, 1)
+        x = x + self.pos[: x.size(0)]
+        x = x + self.mha(x, x, x, need_weights=False)[0]
+        if self.layer is not None:
+            x = self.layer(x)
+        return self.out(x[-1])
+
+
+class RMS(nn.Module):
+    """RMSNorm written out, as LLaMA's reference code does."""
+
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Llama(nn.Module):
+    """LLaMA's way: RMSNorm (``nn.RMSNorm`` or written out), a SwiGLU MLP ``w2(F.silu(w1(h)) * w3(h))``, no biases,
+    an additive causal mask ``torch.full((T, T), float('-inf')).triu(1)`` made in forward."""
+
+    def __init__(self, d=4, heads=2, hand=False):
+        super().__init__()
+        self.embed = nn.Embedding(P + 1, d)
+        self.n1, self.n2, self.nf = (RMS(d) if hand else nn.RMSNorm(d) for _ in range(3))
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.w1, self.w2, self.w3 = (nn.Linear(d, 2 * d, bias=False), nn.Linear(2 * d, d, bias=False),
+                                     nn.Linear(d, 2 * d, bias=False))
+        self.out, self.h = nn.Linear(d, P, bias=False), heads
+
+    def forward(self, tok):
+        x = self.embed(tok)
+        B, T, C = x.shape
+        h = self.n1(x)
+        q, k, v = (w(h).view(B, T, self.h, -1).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        mask = torch.full((T, T), float("-inf"), device=x.device).triu(1)
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(C // self.h) + mask, dim=-1)
+        x = x + self.wo((att @ v).transpose(1, 2).reshape(B, T, C))
+        h = self.n2(x)
+        x = x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+        return self.out(self.nf(x))[:, -1]
+
+
+class ViT(nn.Module):
+    """A cls token ``self.cls.expand(x.shape[0], -1, -1)`` then ``torch.cat``; ``einsum`` with ``...``; an
+    ``nn.SiLU`` MLP; the output read at the cls token."""
+
+    def __init__(self, d=4, heads=2):
+        super().__init__()
+        self.embed, self.cls = nn.Embedding(P + 1, d), nn.Parameter(torch.randn(1, 1, d))
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Parameter(torch.randn(d, d) / 2)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, d))
+        self.out, self.h = nn.Linear(d, P), heads
+
+    def forward(self, tok):
+        x = self.embed(tok)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.h, C // self.h).permute(2, 0, 3, 1, 4).unbind(0)
+        att = torch.einsum("...qd,...kd->...qk", q, k).softmax(-1)
+        y = torch.einsum("...qk,...kd->...qd", att, v).transpose(1, 2).reshape(B, N, C)
+        x = x + torch.einsum("...d,ed->...e", y, self.proj)
+        x = x + self.mlp(x)
+        return self.out(x[:, 0])
+
+
+MODELS = {"gpt-arange-positions": GPT, "seq-first-encoder-layer": SeqFirst,
+          "seq-first-multihead": lambda: SeqFirst(layer=False), "llama-rmsnorm-swiglu": Llama,
+          "llama-written-rmsnorm": lambda: Llama(hand=True), "vit-cls-expand-einsum": ViT}
+#: What each was refused with before (the reasons the dense check gave).
+REFUSED_BEFORE = {"gpt-arange-positions": "cannot be traced by torch.fx", "seq-first-encoder-layer": "batch_first",
+                  "seq-first-multihead": "batch_first", "llama-rmsnorm-swiglu": "RMSNorm",
+                  "llama-written-rmsnorm": "function full", "vit-cls-expand-einsum": ".expand()"}
+CUTS = [0.0, 0.2, 0.23, 0.5, 0.5001, 0.5002, 0.8, 1.0]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_user_written_transformers_hold_100k_float64_points_and_are_proven_above_their_peak(name):
+    torch.manual_seed(0)
+    net = MODELS[name]().eval()
+    problem = problem_of(net)
+    assert problem.bounds_unavailable() is None
+    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    bounds, worst = check_pieces(net, problem, a, b, CUTS)
+    # written out, 1/√(mean(x²) + ε) has no bound where the square's relaxation reaches below 0 (the piece is split)
+    assert bool(torch.isfinite(bounds if "written" not in name else bounds[[1, 3, 4]]).all())
+    assert float(bounds[4] - worst[4]) < 1e-3 * float(worst[4])  # a piece of 1e-4: tight
+    peak = float(worst.max())
+    proof = prove_below(problem, torch.stack([a, b]), peak * 1.01, budget=5000)
+    assert proof.status == "proven" and peak <= proof.bound <= peak * 1.01
+    assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=300).status != "proven"
+    assert problem.bounds_unavailable() is None  # nothing found while propagating either
