@@ -3,10 +3,17 @@
     python -m landscape_cli.barrier_vs_width --widths 16,64,256 --seeds 0,1,2 -o runs/barrier_vs_width
 
 Trains ``digits_mlp`` (or ``--problem``) minima with ``landscape.train`` (all seeds of a width as one
-batch; resumable: finished checkpoints in ``OUT/w<W>/`` are kept), then, for every pair of seeds,
+batch; resumable: finished checkpoints in ``OUT/w<W>/`` are kept), to the same training loss (``--until-loss``) or
+to checked minima (``--to-minima``), then, for every pair of seeds,
 certifies the straight path a → b and a → align(a, b) for each alignment method, with and without
 the rescaling canonical form. Ainsworth et al. (ICLR 2023) and Entezari et al. (ICLR 2022) report
 that the barrier after alignment shrinks as the network widens. Writes ``OUT/barriers.json``.
+
+A width W sets the problem's ``width`` parameter, or each ``--scale NAME=F`` parameter to F·W — for the
+transformer, ``--scale d_model=1 --scale d_mlp=4`` widens the residual stream and the MLP together:
+
+    python -m landscape_cli.barrier_vs_width --problem modadd_transformer --widths 32,64,128 --scale d_model=1 \
+        --scale d_mlp=4 --seeds 0,1,2 --to-minima -o runs/transformer_width
 """
 
 from __future__ import annotations
@@ -32,33 +39,52 @@ VARIANTS = [("none", False), ("weight", False), ("weight", True), ("activation",
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds per width; every pair is compared.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Other problem parameters.")
 @click.option("--steps", type=count(1), default=5000, show_default=True)
-@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--lr", type=POSITIVE, default=None, help="Learning rate [default: the problem's, as train's].")
 @click.option("--until-loss", type=Real(0), default=2e-3, show_default=True,
               help="Train every minimum to the same training loss (Freeman & Bruna's protocol).")
+@click.option("--to-minima", is_flag=True, help="Train to checked minima instead (polished; ignores --until-loss).")
+@click.option("--scale", "scales", multiple=True, metavar="NAME=F",
+              help="Set parameter NAME to F x width (repeatable; default: width=1).")
 @click.option("--resolution", type=RESOLUTION, default=64, show_default=True,
               help="Sub-intervals of each straight path's certified check.")
 @click.option("--threads", type=count(1, 1024), default=None, help="torch threads (default: torch's choice).")
 @click.option("-o", "--out", "out_dir", default="runs/barrier_vs_width", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
-def main(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):
+def main(problem_name, widths, seeds, params, steps, lr, until_loss, to_minima, scales, resolution, threads, out_dir,
+         as_json):
     """Barrier before/after weight and activation matching, per width (mean ± std over seed pairs)."""
     before = torch.get_num_threads()
     try:
-        _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json)
+        _run(problem_name, widths, seeds, params, steps, lr, None if to_minima else until_loss, _scales(scales),
+             resolution, threads, out_dir, as_json)
     except landscape.LandscapeError as err:
         raise UserError(str(err)) from None
     finally:
         torch.set_num_threads(before)
 
 
-def _run(problem_name, widths, seeds, params, steps, lr, until_loss, resolution, threads, out_dir, as_json):
+def _scales(specs) -> dict[str, float]:
+    out = {}
+    for spec in specs or ("width=1",):
+        name, sep, factor = spec.partition("=")
+        try:
+            out[name.strip()] = float(factor)
+        except ValueError:
+            raise UserError(f"--scale {spec!r}: expected NAME=FACTOR, e.g. --scale d_mlp=4") from None
+        if not sep or not name.strip() or not out[name.strip()] > 0:
+            raise UserError(f"--scale {spec!r}: expected NAME=FACTOR with a positive factor, e.g. --scale d_mlp=4")
+    return out
+
+
+def _run(problem_name, widths, seeds, params, steps, lr, until_loss, scales, resolution, threads, out_dir, as_json):
     from pathlib import Path
 
     if threads:
         torch.set_num_threads(threads)
     rows = []
     for width in [int(w) for w in widths.split(",")]:
-        problem = landscape.make_problem(problem_name, **{**parse_params(params), "width": width})
+        sized = {name: max(1, round(factor * width)) for name, factor in scales.items()}
+        problem = landscape.make_problem(problem_name, **{**parse_params(params), **sized})
         files = train_checkpoints(problem, parse_seeds(seeds), Path(out_dir) / f"w{width}", steps=steps, lr=lr,
                                   until_loss=until_loss, trajectory=False, progress=True)
         minima = [landscape.load_checkpoint(f["file"]) for f in files]

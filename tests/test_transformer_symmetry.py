@@ -105,13 +105,6 @@ def test_a_permuted_and_rescaled_copy_of_a_trained_transformer_comes_back_exactl
     torch.testing.assert_close(outputs(problem, other.theta), outputs(problem, thetas[1]), rtol=1e-9, atol=1e-9)
 
 
-def test_activation_matching_is_a_one_line_error():
-    problem = landscape.make_problem("modadd_transformer", **SMALL)
-    theta = problem.init(torch.Generator().manual_seed(0))
-    with pytest.raises(LandscapeError, match="weight matching"):
-        landscape.align(problem, theta, theta, method="activation")
-
-
 # ------------------------------------------------------------------ the continuous (orthogonal) groups
 @pytest.fixture(scope="module")
 def trained_plain():
@@ -172,3 +165,49 @@ def test_orthogonal_alignment_of_two_seeds_keeps_the_function_and_moves_closer(t
         sym.matching = "orthogonal"
     assert permuted.info["method"]["groups"]["resid"].startswith("permutation")
     assert plain.distance_after < permuted.distance_after <= permuted.distance_before  # a larger group
+
+
+# ------------------------------------------------------------------ activation matching
+@pytest.mark.parametrize("fixture", ["trained_plain", "trained"])
+def test_activation_matching_brings_a_rotated_copy_back_exactly(fixture, request):
+    """The copy's hidden values are a's moved by the element: matching them finds its inverse, to 1e-8."""
+    from landscape.symmetries import orthogonal
+
+    problem, thetas = request.getfixturevalue(fixture)
+    a = thetas[0]
+    sym = landscape.symmetry(problem)
+    b = sym.transform(a, orthogonal.random_element(sym, generator=torch.Generator().manual_seed(5)))
+    assert landscape.barrier(problem, a, b) > 1e-2
+    result = landscape.align(problem, a, b, method="activation")
+    torch.testing.assert_close(result.theta, a, rtol=0, atol=1e-8)
+    assert landscape.barrier(problem, a, result.theta) == pytest.approx(0.0, abs=1e-9)
+    corr = result.info["method"]["correlation"]
+    for name in ("resid", "blocks.0.attn.qk", "blocks.0.attn.vo", "blocks.0.mlp"):
+        assert corr[name]["after"][0] == pytest.approx(1.0, abs=1e-9)  # every unit meets its own copy
+        assert corr[name]["before"][0] < 0.9
+    assert result.info["method"]["groups"]["resid"].startswith("permutation" if fixture == "trained" else "orthogonal")
+
+
+def test_activation_matching_over_permutations_brings_a_permuted_copy_back(trained_plain):
+    problem, thetas = trained_plain
+    a = thetas[0]
+    sym = landscape.symmetry(problem)
+    perms, scales = sym.random(generator=torch.Generator().manual_seed(12), rescale=True)
+    b = sym.transform(a, perms, scales)
+    sym.matching = "permutation"
+    try:
+        result = landscape.align(problem, a, b, method="activation")
+    finally:
+        sym.matching = "orthogonal"
+    assert all(p.dtype == torch.long for p in result.permutations.values())
+    torch.testing.assert_close(result.theta, a, rtol=0, atol=1e-9)
+
+
+def test_activation_matching_of_two_seeds_keeps_the_function(trained_plain):
+    problem, thetas = trained_plain
+    result = landscape.align(problem, thetas[0], thetas[1], method="activation")
+    torch.testing.assert_close(outputs(problem, result.theta), outputs(problem, thetas[1]), rtol=1e-9, atol=1e-9)
+    mlp = result.info["method"]["correlation"]["blocks.0.mlp"]
+    assert mlp["after"][0] >= mlp["before"][0]  # the best assignment of correlations: the identity is a candidate
+    assert result.info["method"]["samples"] == problem.n_samples("train")
+

@@ -89,13 +89,13 @@ def activation(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_
                split="train"):
     """Activation matching: pair the units of each layer whose activations on the data correlate most.
 
-    For every hidden layer, the Pearson correlations between a's and b's unit activations over the
-    samples of ``split`` (and the spatial positions of a channel) form an (n, n) matrix; the
-    permutation maximising their sum is a linear assignment problem, one per layer, independent
-    of the others (a permutation of b does not change its activations, only their order).
-    Ainsworth et al., ICLR 2023, Section 3.1. Correlations ignore positive rescalings. Units silent
-    on the data (dead ReLUs) correlate with nothing; ties are broken by the cosine similarity of
-    the units' incoming weights, weighted by :data:`TIE_BREAK`, layers in forward order.
+    For every hidden layer, the Pearson correlations between a's and b's unit activations over the samples of
+    ``split`` (and the spatial positions of a channel) form an (n, n) matrix; the permutation maximising their sum
+    is a linear assignment problem, one per layer, independent of the others (a permutation of b does not change
+    its activations, only their order). Ainsworth et al., ICLR 2023, Section 3.1. Correlations ignore positive
+    rescalings. Units silent on the data (dead ReLUs) correlate with nothing; ties are broken by the cosine
+    similarity of the units' incoming weights, weighted by :data:`TIE_BREAK`, layers in forward order. A symmetry
+    with its own ``activation_matching`` (the transformer's, :mod:`.transformer_acts`) matches itself.
 
     Returns
     -------
@@ -103,6 +103,8 @@ def activation(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_
     info : dict
         ``samples`` used and the mean correlation of matched units before and after, per layer.
     """
+    if hasattr(sym, "activation_matching"):  # a transformer: its own taps and continuous groups
+        return sym.activation_matching(problem, theta_a, theta_b, samples=samples, split=split)
     acts = activations(problem, sym, torch.cat([theta_a[None], theta_b]), samples=samples, split=split)
     pa = sym.layout.unflatten(theta_a.to(torch.float64))
     b = theta_b.to(torch.float64)
@@ -169,12 +171,7 @@ class Alignment:
     seconds: float = 0.0
 
     def apply(self, thetas: torch.Tensor) -> torch.Tensor:
-        """The same transformation applied to other points of b's network, e.g. its trajectory.
-
-        Parameters
-        ----------
-        thetas : Tensor, shape (D,) or (T, D)
-        """
+        """The same transformation applied to other points of b's network (θ [D] or [T, D]), e.g. its trajectory."""
         if self.theta.dim() != 1:
             raise LandscapeError("apply() moves points of one aligned network; this alignment holds "
                                  f"{self.theta.shape[0]}")

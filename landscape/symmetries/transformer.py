@@ -40,7 +40,7 @@ from .groups import Axis, Symmetry, UnitGroup, units
 
 class TransformerSymmetry(Symmetry):
     """:class:`Symmetry` of a :class:`~landscape.problems.transformer.Transformer`: coupled ``qk``/``vo`` groups
-    (see the module docstring), weight matching of its own, no activation matching."""
+    (see the module docstring), weight and activation matching of its own."""
 
     #: What weight matching aligns over: ``"orthogonal"`` (default: the continuous groups where they are exact,
     #: :mod:`.orthogonal`) or ``"permutation"`` (permutations and rescalings only).
@@ -77,10 +77,16 @@ class TransformerSymmetry(Symmetry):
             return perms, {g: scales_b[g].gather(-1, perms[g]) / scales_a[g] for g in scales_b}
         return orthogonal.compose(perms, scales_a, scales_b)
 
+    def activation_matching(self, problem, theta_a, theta_b, *, samples=None, split="train"):
+        """Activation matching (the ``"activation"`` aligner) over every group: :mod:`.transformer_acts`."""
+        from .transformer_acts import activation_matching
+
+        return activation_matching(self, problem, theta_a, theta_b, samples=samples, split=split)
+
     @property
     def graph(self):
-        raise LandscapeError("activation matching reads a traced graph, which the built-in transformer's symmetry "
-                             "has none of; use weight matching (align --method weight, connect/valleys --align weight)")
+        raise LandscapeError("the built-in transformer's symmetry has no traced graph: its activation matching reads "
+                             "its own taps (landscape.symmetries.transformer_acts)")
 
     @graph.setter
     def graph(self, value):
