@@ -123,7 +123,7 @@ def _match_one(sym, acts_a, acts_b, orthogonal: bool) -> dict[str, torch.Tensor]
         out["resid"] = procrustes(xa.T @ xb)[1]
     else:
         out["resid"] = _lap(_correlation(xa, xb))[1]
-    h, d = sym.heads, sym.d_head
+    h = sym.heads
     for i in range(sym.blocks):
         pre = f"blocks.{i}."
         qa, ka, va = (acts_a[pre + p] for p in "qkv")
