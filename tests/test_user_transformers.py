@@ -170,3 +170,158 @@ def test_user_written_transformers_hold_100k_float64_points_and_are_proven_above
     assert proof.status == "proven" and peak <= proof.bound <= peak * 1.01
     assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=300).status != "proven"
     assert problem.bounds_unavailable() is None  # nothing found while propagating either
+
+
+def test_a_sharp_softmax_switch_between_grid_points_in_a_nanogpt_block_is_inside_the_bound():
+    """The queries (the first rows of the fused ``c_attn``) scaled by (t − centre)·10⁴: every score passes through 0
+    at t = centre, a point between two of the 100,001 grid points, and the causal attention flips there."""
+    torch.manual_seed(4)
+    net = GPT().eval()
+    problem = problem_of(net)
+    a = problem.init(torch.Generator().manual_seed(3), n=1, dtype=torch.float64)[0]
+    named, centre, ends = problem.layout.unflatten(a[None]), 0.5 + 1 / 3e5, []
+    for t in (0.0, 1.0):
+        params = {k: v[0].clone() for k, v in named.items()}
+        params["c_attn.weight"][:4] *= (t - centre) * 1e4
+        params["c_attn.bias"][:4] *= (t - centre) * 1e4
+        ends.append(problem.layout.flatten({k: params[k] for k in problem.layout.names}))
+    a, b = ends
+    x, y = modadd()
+    fine = torch.linspace(0.4999, 0.5001, 20_001, dtype=torch.float64)
+    fine_loss = dense_loss(net, a + fine[:, None] * (b - a), x, y)
+    bounds, worst = check_pieces(net, problem, a, b, [0.0, 0.25, 0.4999, 0.5001, 0.75, 1.0])
+    assert float(bounds[2]) >= float(fine_loss.max())
+    peak = max(float(worst.max()), float(fine_loss.max()))
+    assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=300).status != "proven"
+
+
+def _trained(make, seed, steps=300):
+    torch.manual_seed(seed)
+    net = make()
+    x, y = modadd()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+@pytest.mark.parametrize("make", [GPT, Llama], ids=["gpt", "llama"])
+def test_trained_user_transformers_the_linear_path_holds_100k_points_and_is_proven_above_its_peak(make):
+    nets = [_trained(make, seed) for seed in (0, 1)]
+    problem = problem_of(nets[0])
+    a, b = (torch.nn.utils.parameters_to_vector(n.parameters()).double().detach() for n in nets)
+    assert float(problem.loss(a)) < 0.2 and float(problem.loss(b)) < 0.2  # trained (from ~1.1 at the start)
+    bounds, worst = check_pieces(nets[0], problem, a, b, torch.linspace(0, 1, 17).tolist())
+    peak = float(worst.max())
+    assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=300).status != "proven"
+    proof = prove_below(problem, torch.stack([a, b]), peak * 1.05 + 1e-3, budget=20_000)
+    assert proof.status == "proven" and proof.bound >= peak
+
+
+def test_rms_norm_through_a_zero_mean_square_between_grid_points_is_inside_the_bound():
+    """The embedding scaled by (t − centre)·10: every token's vector, so every mean square, is 0 at t = centre
+    (between grid points), where nn.RMSNorm's default ε (the data type's) makes 1/√(ms + ε) ~ 10⁸."""
+    torch.manual_seed(4)
+    net = Llama().eval()
+    problem = problem_of(net)
+    a = problem.init(torch.Generator().manual_seed(6), n=1, dtype=torch.float64)[0]
+    named, centre, ends = problem.layout.unflatten(a[None]), 0.5 + 1 / 3e5, []
+    for t in (0.0, 1.0):
+        params = {k: v[0].clone() for k, v in named.items()}
+        params["embed.weight"] *= (t - centre) * 10
+        ends.append(problem.layout.flatten({k: params[k] for k in problem.layout.names}))
+    bounds, worst = check_pieces(net, problem, *ends, [0.0, 0.4999, 0.49999, 0.5, 0.5000033, 0.50001, 0.5001, 1.0])
+    assert bool(torch.isfinite(bounds).all())  # the output's cap |y| ≤ √D keeps every piece bounded
+
+
+def test_silu_relaxation_holds_densely_around_its_minimum_and_its_slope_extremes():
+    from landscape.problems.attention_bounds import SILU
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.linspace(-1, 1, 2001, dtype=torch.float64)[:, None]
+    centres = torch.tensor([-1.2785, -2.3994, 2.3994, 0.0], dtype=torch.float64)
+    for trial in range(40):
+        c = torch.cat([centres, (torch.rand(60, generator=g, dtype=torch.float64) - 0.5) * 16])
+        v = torch.randn(64, generator=g, dtype=torch.float64) * 10 ** (trial % 4 - 2)
+        r = torch.rand(64, generator=g, dtype=torch.float64) * 10 ** (trial % 3 - 3)
+        oc, os_, orem = SILU(c, v, r)
+        for e in (-1.0, -0.3, 0.0, 0.6, 1.0):
+            exact = F.silu(c + s * v + e * r)
+            assert bool(((exact - (oc + s * os_)).abs() <= orem + 1e-12).all()), trial
+    low = SILU(torch.tensor([-1.2785], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64),
+               torch.tensor([0.0], dtype=torch.float64))
+    assert float(low[0] - low[1].abs() - low[2]) <= -0.27846  # the minimum −0.27846 at −1.2785 is inside
+
+
+def test_rms_norm_relaxation_holds_near_zero_mean_squares():
+    g = torch.Generator().manual_seed(1)
+    s = torch.linspace(-1, 1, 401, dtype=torch.float64)[:, None, None]
+    for trial in range(60):
+        scale = 10 ** (-8 * float(torch.rand(1, generator=g)))
+        c = torch.randn(8, 4, generator=g, dtype=torch.float64) * scale
+        v = torch.randn(8, 4, generator=g, dtype=torch.float64) * scale * float(torch.rand(1, generator=g))
+        r = torch.rand(8, 4, generator=g, dtype=torch.float64) * scale * 0.1 * float(torch.rand(1, generator=g))
+        eps = (1e-6, torch.finfo(torch.float64).eps, 1e-12)[trial % 3]
+        oc, os_, orem = ab.rms_norm(Model(c, v, r), 1, eps).full()
+        for k in range(6):
+            sign = torch.randint(0, 2, (8, 4), generator=g).double() * 2 - 1
+            e = sign * r if k < 4 else (torch.rand(8, 4, generator=g, dtype=torch.float64) * 2 - 1) * r
+            exact = F.rms_norm(c + s * v + e, (4,), eps=eps)
+            assert bool(((exact - (oc + s * os_)).abs() <= orem + 1e-12).all()), (trial, k)
+
+
+class Pattern(nn.Module):
+    """Patterns still refused (no sound bound here), and two more that are bounded."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.embed, self.out = how, nn.Embedding(P + 1, 4), nn.Linear(4, P)
+        self.wpe, self.pos, self.lin = nn.Embedding(20, 4), nn.Parameter(torch.randn(3, 4)), nn.Linear(4, 4)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0), 1,
+                                         enable_nested_tensor=False)
+
+    def forward(self, tok):
+        x, how = self.embed(tok), self.how
+        if how == "softmax_over_the_sequence_seq_first":
+            return self.out(x.transpose(0, 1).softmax(0)[-1])
+        if how == "mean_pooling_seq_first":
+            return self.out(x.transpose(0, 1).mean(0))
+        if how == "positions_from_the_batch_size":
+            return self.out(x[:, -1] + self.wpe(torch.arange(x.size(0))))
+        if how == "in_place_on_a_constant":
+            m = torch.zeros(x.size(1), x.size(1))
+            m.fill_(1.0)
+            return self.out((x * m.sum()).mean(1))
+        if how == "mask_from_the_tokens":
+            return self.out(x.masked_fill((tok == 0).unsqueeze(-1), 0.0)[:, -1])
+        if how == "transposed_weight":
+            return self.out(x[:, -1] @ self.lin.weight.T)
+        if how == "square_subsequent_mask_seq_first":
+            y = x.transpose(0, 1)
+            return self.out(self.enc(y, mask=nn.Transformer.generate_square_subsequent_mask(y.size(0)))[-1])
+        return self.out((x + self.pos[torch.arange(x.shape[1])])[:, -1])  # positions indexed by an arange
+
+
+@pytest.mark.parametrize("how,says", [
+    ("softmax_over_the_sequence_seq_first", "softmax of a value whose batch dimension is not first"),
+    ("mean_pooling_seq_first", "mean of a value whose batch dimension is not first"),
+    ("positions_from_the_batch_size", "batch size"), ("in_place_on_a_constant", ".fill_()"),
+    ("mask_from_the_tokens", "function eq"), ("transposed_weight", "attribute .T"),
+])
+def test_patterns_with_no_sound_bound_keep_the_dense_check_and_say_why(how, says):
+    problem = problem_of(Pattern(how).eval())
+    a, b = problem.init(torch.Generator().manual_seed(0), n=2, dtype=torch.float64)
+    assert problem.bounds_unavailable() is not None or problem.segment_bounds(a[None], b[None]) is None
+    assert says in problem.bounds_unavailable()
+
+
+@pytest.mark.parametrize("how", ["square_subsequent_mask_seq_first", "positions_indexed_by_an_arange"])
+def test_a_mask_made_by_torch_and_positions_indexed_by_an_arange_are_bounded(how):
+    torch.manual_seed(0)
+    net = Pattern(how).eval()
+    problem = problem_of(net)
+    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    bounds, _ = check_pieces(net, problem, a, b, [0.0, 0.3, 0.5, 0.5001, 1.0])
+    assert bool(torch.isfinite(bounds).all()) and problem.bounds_unavailable() is None

@@ -190,7 +190,7 @@ def graph_plan(module: nn.Module, x: torch.Tensor | None = None):
             return None, f"{reason} has no bound propagation"
     known = sum(1 for node in gm.graph.nodes if node.op != "placeholder" and node.op != "output"
                 and node.op != "get_attr" and _in_place(gm, node) and not _idle(gm, node)) + sum(
-        internal_mutations(gm, node) for node in gm.graph.nodes)
+        internal_mutations(gm, node, x) for node in gm.graph.nodes if x is not None)
     if x is not None and _mutations(module, x) > known:
         for node in gm.graph.nodes:
             if node.op == "call_function" and node.target in _AUGMENTED and _aliasing(gm, node) is not None:

@@ -103,15 +103,18 @@ def _mutations(fn) -> int:
     return Count.n
 
 
-def internal_mutations(gm, node) -> int:
+def internal_mutations(gm, node, x: torch.Tensor) -> int:
     """In-place operations torch runs inside one call of a layer on its own temporaries (``F.rms_norm`` adds ε in
-    place): counted so that they do not read as a Python ``+=`` the trace cannot see."""
+    place), on the device and in the data type the module runs on ``x``: counted so that they do not read as a
+    Python ``+=`` the trace cannot see (where they differ by setting, none are counted: a refusal, never a miss)."""
+    like = next((p for p in gm.parameters() if p.is_floating_point()), None)
+    kind = dict(device=x.device, dtype=torch.float32 if like is None else like.dtype)
     if node.op == "call_module" and type(gm.get_submodule(node.target)) is nn.RMSNorm:
         m = gm.get_submodule(node.target)
-        return _mutations(lambda: m(torch.ones(1, *m.normalized_shape)))
+        return _mutations(lambda: m(torch.ones(1, *m.normalized_shape, **kind)))
     if node.op == "call_function" and node.target is F.rms_norm:
-        counts = {_mutations(lambda w=w, e=e: F.rms_norm(torch.ones(1, 2), (2,), w, e))
-                  for w in (None, torch.ones(2)) for e in (None, 1e-5)}
+        counts = {_mutations(lambda w=w, e=e: F.rms_norm(torch.ones(1, 2, **kind), (2,), w, e))
+                  for w in (None, torch.ones(2, **kind)) for e in (None, 1e-5)}
         return counts.pop() if len(counts) == 1 else 0
     return 0
 
@@ -293,11 +296,13 @@ MOVED_AWARE = {torch.transpose, torch.permute, torch.unbind, operator.getitem, "
                nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder}
 
 
-def _layer_norm_dims(layer) -> int | None:
+def _trailing_dims(layer) -> int | None:
+    """How many trailing dimensions a layer mixes (None: it is not applied position by position)."""
     if type(layer) in (nn.LayerNorm, nn.RMSNorm):
         return len(layer.normalized_shape)
-    return 0 if type(layer) in (nn.Linear, nn.Embedding) or type(layer) in (nn.Identity, nn.Dropout) or \
-        ops.activation(layer) is not None else None
+    if type(layer) is nn.Linear:
+        return 1
+    return 0 if type(layer) in (nn.Embedding, nn.Identity, nn.Dropout) or ops.activation(layer) is not None else None
 
 
 def _align(t: torch.Tensor, lead: int, rank: int, axis: int) -> torch.Tensor:
@@ -322,10 +327,12 @@ def positionwise(walk, node, layer, run, args, kwargs):
     if key in MOVED_AWARE or not moved:
         return run(args, kwargs)
     axes, ranks = {m.axis for m in moved}, {m.value.c.dim() for m in moved}
-    normed = _layer_norm_dims(layer) if layer is not None else 0 if key in POSITIONWISE | ELEMENTWISE else None
+    normed = _trailing_dims(layer) if layer is not None else 0 if key in POSITIONWISE | ELEMENTWISE else None
     if key in _NORMED:
         shape = _arg(args, kwargs, 1, "normalized_shape", ())
         normed = 1 if isinstance(shape, int) else len(shape)
+    elif key is F.linear:
+        normed = 1
     if normed is None or len(axes) != 1 or len(ranks) != 1 or any(isinstance(v, Model) for v in leaves):
         raise Unsupported(f"{getattr(key, '__name__', key)} of a value whose batch dimension is not first")
     axis, rank = axes.pop(), ranks.pop()
