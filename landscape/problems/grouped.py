@@ -195,7 +195,9 @@ class _Wide(nn.Module):
                                 self._norm(v, weight, bias, stacked=v is plan.stacked))
         k, n = plan.k, plan.n
         shared = x.shape[0] == n and (k == 1 or x.shape[0] != k * n)
-        memo = plan.memo.get(self.name) if shared else None
+        # a layer whose BatchNorm is taken into its weights runs again with them (one product instead of the
+        # normalization of its output and that normalization's gradient)
+        memo = plan.memo.get(self.name) if shared and (plan.mode == "collect" or self.name not in plan.folds) else None
         if memo is not None and _same(memo[0], x):  # the statistics pass ran it on this input: the same output
             return self._stack(memo[1], memo[2])
         if x.shape[0] != k * n and not shared:
