@@ -1,0 +1,88 @@
+"""The wide evaluator's stacked first layers (landscape.problems.wide_conv): a convolution of the shared data and the
+per-channel layers after it run on the K networks' channels side by side. Ground truths: the module's own call in
+float64 (``capture.reference``; with recomputed BatchNorm the generic evaluator's gradient), and torch's gradcheck
+for the two autograd functions written out."""
+
+import pytest
+import torch
+from torch import nn
+
+import landscape
+from landscape.problems.capture import reference
+from landscape.problems.wide_ops import StackedProduct, Unstack
+
+
+def _data(shape, n=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def chained_cnn():
+    """Two chains from convolutions of the data (a module called twice would not be chained): conv (bias, stride 2) →
+    BatchNorm → ReLU(inplace) → AvgPool, and conv → Tanh → MaxPool(ceil_mode) → LeakyReLU, summed after."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                                   nn.AvgPool2d(2))
+            self.b = nn.Sequential(nn.Conv2d(2, 4, (3, 2), padding=(2, 0), bias=False), nn.Tanh(),
+                                   nn.MaxPool2d(3, stride=3, ceil_mode=True), nn.LeakyReLU(0.1))
+            self.head = nn.Linear(4 * 2 * 2 + 4 * 4 * 3, 3)
+
+        def forward(self, x):
+            return self.head(torch.cat([self.a(x).flatten(1), self.b(x).flatten(1)], 1))
+
+    return Net()
+
+
+@pytest.mark.parametrize("bn", ["frozen", "recompute"])
+@pytest.mark.parametrize("k", [1, 5])
+def test_stacked_chains_give_the_modules_loss_and_gradient(bn, k):
+    torch.manual_seed(0)
+    model = chained_cnn()
+    model.a[1].running_mean.uniform_(-0.5, 0.5)
+    model.a[1].running_var.uniform_(0.5, 2.0)
+    p = landscape.from_module(model, _data((2, 8, 8)), "cross_entropy", bn=bn)
+    assert p.evaluator == "wide" and p._wide.chains == {"a.0": ["a.1", "a.2", "a.3"], "b.0": ["b.1", "b.2", "b.3"]}
+    thetas = p.init(torch.Generator().manual_seed(k), n=k, dtype=torch.float64)
+    thetas = thetas + 0.3 * torch.randn(thetas.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    if ref_grad is None:  # recomputed statistics: the generic evaluator's gradient
+        wide, p._wide = p._wide, None
+        ref_grad = p.loss_and_grad(thetas)[1]
+        p._wide = wide
+    assert ref_grad.abs().max() > 1e-3
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    assert p.evaluator == "wide"
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+def test_the_conv_problems_equal_their_module_in_float64(name):
+    """The built-in conv nets (small, 40 images) with recomputed BatchNorm: loss and gradient of the module's own call
+    (the statistics pass in training mode, then evaluation mode) to ~1e-12."""
+    p = landscape.make_problem(name, width=2, n_train=40)
+    thetas = p.init(torch.Generator().manual_seed(0), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref = reference(p, thetas, grad=False)[0]
+    wide, p._wide = p._wide, None
+    ref_loss, ref_grad = p.loss_and_grad(thetas)
+    p._wide = wide
+    assert torch.allclose(loss, ref, rtol=1e-12) and torch.allclose(ref_loss, ref, rtol=1e-12)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+
+
+def test_the_written_out_gradients_pass_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, b: StackedProduct.apply(data, w, b), (weight, bias))
+    x = torch.randn(3, 6, 2, 4, generator=g, dtype=torch.float64)
+    for values in (x, x.contiguous(memory_format=torch.channels_last)):
+        values = values.detach().requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda v: Unstack.apply(v, 2), (values,))
+        out = Unstack.apply(values, 2)  # network k's channel c is stacked channel k·C + c
+        assert torch.equal(out[3 + 2], values[2, 3:6].detach())
