@@ -210,6 +210,25 @@ def _getitem(w, a, k):
     return ao.FUNCTIONS[operator.getitem].handler(w, a, k)
 
 
+def _transposed(w, weight: Param) -> Param:
+    c, h = w.pair(weight)
+    if c.dim() != 3:
+        raise Unsupported("a transpose of a parameter that is not a matrix")
+    return Param(weight.name, weight.index, given=(c.transpose(1, 2), h.transpose(1, 2)))
+
+
+def _getattr(w, a, k):
+    """``self.W.T`` (``.mT``) of a matrix parameter: the parameter transposed (each piece's copy); else a value's
+    shape, dtype, device."""
+    if isinstance(a[0], Param) and a[1] in ("T", "mT"):
+        return _transposed(w, a[0])
+    return ops.FUNCTIONS[getattr].handler(w, a, k)
+
+
+def _t(w, a, k):
+    return _transposed(w, a[0]) if isinstance(a[0], Param) else ao.METHODS["t"].handler(w, a, k)
+
+
 def _broadcast(how):
     """``expand``/``repeat`` of a parameter to the batch's size (``self.cls.expand(B, -1, -1)``): every sample of a
     piece gets the same rows, a value with no remainder; of a value, the shape operation of :mod:`.operations`."""
@@ -357,8 +376,9 @@ def positionwise(walk, node, layer, run, args, kwargs):
 
 FUNCTIONS = {**ao.FUNCTIONS, F.embedding: _rule(_embedding, 3, *ao.FUNCTIONS[F.embedding].keywords),
              operator.getitem: _rule(_getitem, 2), torch.einsum: _rule(_einsum, 3),
-             F.rms_norm: _rule(_rms_norm, 4, "normalized_shape", "weight", "eps")}
-METHODS = {**ao.METHODS, "expand": _rule(_broadcast("expand"), 9, "size"), "repeat": _rule(_broadcast("repeat"), 9)}
+             F.rms_norm: _rule(_rms_norm, 4, "normalized_shape", "weight", "eps"), getattr: _rule(_getattr, 2)}
+METHODS = {**ao.METHODS, "expand": _rule(_broadcast("expand"), 9, "size"), "repeat": _rule(_broadcast("repeat"), 9),
+           "t": _rule(_t, 1)}
 MODULES = {**am.MODULES, nn.RMSNorm: (lambda m: None, _rms_module)}
 __all__ = ["FUNCTIONS", "METHODS", "MODULES", "Moved", "constant_layer", "constant_nodes", "describe",
            "internal_mutations", "positionwise", "trace"]
