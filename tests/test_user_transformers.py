@@ -326,3 +326,28 @@ def test_a_mask_made_by_torch_positions_indexed_by_an_arange_and_a_transposed_we
     a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
     bounds, _ = check_pieces(net, problem, a, b, [0.0, 0.3, 0.5, 0.5001, 1.0])
     assert bool(torch.isfinite(bounds).all()) and problem.bounds_unavailable() is None
+
+
+class CausalHint(nn.Module):
+    """``is_causal=True`` beside an attention mask: torch may apply the causal mask in place of the one given."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.embed, self.pos = nn.Embedding(P + 1, 4), nn.Parameter(torch.randn(3, 4))
+        self.mha, self.out = nn.MultiheadAttention(4, 2, batch_first=True), nn.Linear(4, P)
+        self.register_buffer("mask", mask)
+
+    def forward(self, tok):
+        x = self.embed(tok) + self.pos
+        return self.out(self.mha(x, x, x, attn_mask=self.mask, is_causal=True, need_weights=False)[0][:, -1])
+
+
+def test_the_is_causal_hint_is_bounded_with_the_causal_mask_only():
+    hidden_past = torch.ones(3, 3, dtype=torch.bool).tril(-1)  # not causal: torch would compute with the causal one
+    assert "not the causal one" in problem_of(CausalHint(hidden_past).eval()).bounds_unavailable()
+    torch.manual_seed(0)
+    net = CausalHint(nn.Transformer.generate_square_subsequent_mask(3)).eval()
+    problem = problem_of(net)
+    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    bounds, _ = check_pieces(net, problem, a, b, [0.0, 0.5, 0.5001, 1.0], points=20_001)
+    assert bool(torch.isfinite(bounds).all())

@@ -121,6 +121,21 @@ def _back(out: Model, batch_first: bool):
     return out if batch_first else ao.Moved(out.map(lambda t: t.transpose(0, 1)), 1)
 
 
+def _causal(mask, is_causal):
+    """The mask a layer uses given torch's ``is_causal`` hint: where it is set torch may apply the causal mask in place
+    of the one given, so the one given must be that (boolean, or 0 and −inf); else the call is refused."""
+    if not is_causal:
+        return mask
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        raise Unsupported("is_causal without a 2-D attention mask")
+    above = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    same = torch.equal(mask, above) if mask.dtype == torch.bool else \
+        torch.equal(torch.isneginf(mask), above) and bool((mask[~above] == 0).all())
+    if not same:
+        raise Unsupported("is_causal with an attention mask that is not the causal one (torch may use the causal one)")
+    return mask
+
+
 def _mha(walk, m, a, k):
     query, key, value = (_first(walk, _arg(a, k, i, n, None), m.batch_first)
                          for i, n in enumerate(("query", "key", "value")))
@@ -129,8 +144,7 @@ def _mha(walk, m, a, k):
     mask = _arg(a, k, 5, "attn_mask", None)
     if isinstance(mask, (Model, Param)):
         raise Unsupported("an attention mask computed by the network")
-    if _arg(a, k, 7, "is_causal", False) and mask is None:
-        raise Unsupported("MultiheadAttention with is_causal and no attn_mask")
+    mask = _causal(mask, _arg(a, k, 7, "is_causal", False))
     out, weights = multi_head(walk, m, query, key, value, mask, _arg(a, k, 4, "need_weights", True),
                               _arg(a, k, 6, "average_attn_weights", True))
     return _back(out, m.batch_first), weights
@@ -173,6 +187,7 @@ def _layer(walk, m, a, k):
     mask = _arg(a, k, 1, "src_mask", None)
     if isinstance(mask, (Model, Param)):
         raise Unsupported("an attention mask computed by the network")
+    mask = _causal(mask, _arg(a, k, 3, "is_causal", False))
     first = m.self_attn.batch_first
     return _back(encoder_layer(walk, m, _first(walk, _arg(a, k, 0, "src", None), first), mask), first)
 
@@ -189,6 +204,7 @@ def _encoder(walk, m, a, k):
     mask = _arg(a, k, 1, "mask", None)
     if isinstance(mask, (Model, Param)):
         raise Unsupported("an attention mask computed by the network")
+    mask = _causal(mask, _arg(a, k, 3, "is_causal", False))
     first = m.layers[0].self_attn.batch_first
     x = _first(walk, _arg(a, k, 0, "src", None), first)
     for layer in m.layers:
