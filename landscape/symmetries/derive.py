@@ -13,6 +13,7 @@ from .groups import Symmetry
 from .residual import walk_graph
 from .trace import is_chain, traced, walk_chain
 from .transformer import transformer_symmetry
+from .user_transformer import user_symmetry
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -44,7 +45,8 @@ def symmetry(problem) -> Symmetry:
     ------
     LandscapeError
         If the problem is not a network, or its module has shared weights, a grouped convolution, or an
-        operation between hidden layers that is not known to commute with permutations.
+        operation between hidden layers that is not known to commute with permutations, and running it finds no
+        unit either (:mod:`.user_transformer`: attention heads, fused qkv, ``x.size()``-dependent forwards).
     """
     frozen = getattr(problem, "bn", None) == "frozen"
     cached = _CACHE.get(problem, {})
@@ -57,8 +59,31 @@ def symmetry(problem) -> Symmetry:
     module = module()
     built = transformer_symmetry(problem, module)  # the built-in transformer: heads couple two groups
     if built is None:
-        gm = traced(module, problem.data("train")[0][:2])
-        walk = walk_chain if is_chain(gm) else walk_graph
-        built = walk(gm, problem.layout, type(module).__name__, frozen_statistics=frozen)
+        built = _walked(problem, module, frozen)
     _CACHE.setdefault(problem, {})[frozen] = built
     return built
+
+
+def _walked(problem, module, frozen):
+    """The torch.fx walk of the module's layers; where torch.fx cannot trace the module (``x.size()``-dependent
+    code), or the walk does not understand it and running the module finds attention heads, the units found by
+    running it (:mod:`.user_transformer`). Otherwise the walk's refusal stands."""
+    try:
+        gm = traced(module, problem.data("train")[0][:2])
+    except LandscapeError:
+        if getattr(problem, "bn", None) is not None:
+            raise
+        return user_symmetry(problem, module)
+    walk = walk_chain if is_chain(gm) else walk_graph
+    try:
+        return walk(gm, problem.layout, type(module).__name__, frozen_statistics=frozen)
+    except LandscapeError:
+        if getattr(problem, "bn", None) is not None:
+            raise
+        try:
+            found = user_symmetry(problem, module)
+        except LandscapeError:
+            found = None
+        if found is not None and found.attention:  # attention, which the walk does not read
+            return found
+        raise

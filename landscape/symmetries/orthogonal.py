@@ -161,8 +161,8 @@ def orthogonal_matching(sym, theta_a, theta_b, *, generator=None, max_iter=100, 
     generator = resolve_generator(generator)
     a = theta_a.detach().to("cpu", torch.float64)  # small assignments and SVDs: on the CPU
     b = theta_b.detach().to("cpu", torch.float64)
-    steps = [["resid"]] + [[f"blocks.{i}.{g}" for g in parts] for i in range(sym.blocks)
-                           for parts in (("attn.qk", "attn.vo"), ("mlp",))]
+    steps = getattr(sym, "matching_steps", None) or [["resid"]] + [
+        [f"blocks.{i}.{g}" for g in parts] for i in range(sym.blocks) for parts in (("attn.qk", "attn.vo"), ("mlp",))]
     order = [torch.randperm(len(steps), generator=generator).tolist() for _ in range(max_iter)]
     pa = sym.layout.unflatten(a)
     all_maps, sweeps_done, before, after = {}, [], [], []

@@ -138,8 +138,8 @@ class TransformerSymmetry(Symmetry):
         a = theta_a.detach().to(torch.float64)
         b = theta_b.detach().to(torch.float64)
         perms = self.identity(k, device=b.device)
-        steps = [["resid"]] + [[f"blocks.{i}.{g}" for g in parts] for i in range(self.blocks)
-                               for parts in (("attn.qk", "attn.vo"), ("mlp",))]
+        steps = getattr(self, "matching_steps", None) or [["resid"]] + [
+            [f"blocks.{i}.{g}" for g in parts] for i in range(self.blocks) for parts in (("attn.qk", "attn.vo"), ("mlp",))]
         pa = self.layout.unflatten(a)
         before = self._objective(a, b, perms)
         sweeps = 0
