@@ -299,8 +299,11 @@ class _Wide(nn.Module):
         eps = self.settings["eps"]
         if plan.mode == "collect":  # batch statistics, their gradient written out (:class:`.wide_ops.BatchNorm`)
             count = v.numel() // (k * c)
-            out, mean, var = BatchNorm.apply(v, weight, bias, dims, shape, eps)
+            last_layer = self.name not in plan.stats and len(plan.stats) + 1 == len(plan.norms)
+            out, mean, var = BatchNorm.apply(v, weight, bias, dims, shape, eps, not last_layer)
             plan.stats[self.name] = (mean, var * count / max(count - 1, 1))
+            if last_layer:  # nothing after it is needed
+                raise _Done
         else:
             mean, var = self._statistics()
             scale = torch.rsqrt(var + eps)
@@ -312,8 +315,6 @@ class _Wide(nn.Module):
             out = out.reshape(n, *x.shape[2:], k * c).movedim(-1, 1)
         else:
             out = out.reshape(k * n, *x.shape[2:], c).movedim(-1, 1) if last else out.reshape(x.shape)
-        if plan.mode == "collect" and len(plan.stats) == len(plan.norms):
-            raise _Done
         return out
 
 

@@ -14,17 +14,20 @@ class BatchNorm(torch.autograd.Function):
     gradient in four passes over ``v`` (autograd through the same ops takes about ten). Two passes forward (mean,
     then squared deviations: ``var_mean`` is 10x slower on a CPU).
 
-    With d = v − μ, s = w / √(σ² + ε): ∂/∂v = g·s + d·2G/n + (g_μ − s·Σg)/n, where G = g_σ² − ½·w·Σ(g·d)/(σ² + ε)^{3/2}."""
+    With d = v − μ, s = w / √(σ² + ε): ∂/∂v = g·s + d·2G/n + (g_μ − s·Σg)/n, where G = g_σ² − ½·w·Σ(g·d)/(σ² + ε)^{3/2}.
+    ``need_out=False`` (the statistics pass's last BatchNorm layer: nothing reads its output) returns an empty output
+    and the gradient in one pass, (g_μ + 2·d·g_σ²)/n."""
 
     @staticmethod
-    def forward(ctx, v, weight, bias, dims, shape, eps):
+    def forward(ctx, v, weight, bias, dims, shape, eps, need_out=True):
+        ctx.set_materialize_grads(False)
         count = v.numel() // math.prod(shape)  # values per channel
         mean = v.sum(dims) / count
         centred = v - mean.reshape(shape)
         var = (centred * centred).sum(dims) / count
         inv = torch.rsqrt(var + eps)
         scale = inv if weight is None else inv * weight
-        out = centred * scale.reshape(shape) if bias is None else \
+        out = v.new_empty(0) if not need_out else centred * scale.reshape(shape) if bias is None else \
             torch.addcmul(bias.reshape(shape), centred, scale.reshape(shape))
         ctx.save_for_backward(centred, inv, weight)
         ctx.dims, ctx.shape, ctx.count = dims, shape, count
@@ -34,6 +37,12 @@ class BatchNorm(torch.autograd.Function):
     def backward(ctx, grad, grad_mean, grad_var):
         centred, inv, weight = ctx.saved_tensors
         dims, shape, n = ctx.dims, ctx.shape, ctx.count
+        if grad is None:  # only the statistics are read
+            mean_part = (torch.zeros_like(inv) if grad_mean is None else grad_mean / n).reshape(shape)
+            if grad_var is None:
+                return mean_part.expand(centred.shape).clone(), None, None, None, None, None, None
+            return torch.addcmul(mean_part, centred, (2.0 * grad_var / n).reshape(shape)), None, None, None, None, \
+                None, None
         scale = inv if weight is None else inv * weight
         total = grad.sum(dims)
         dot = (grad * centred).sum(dims)
@@ -45,7 +54,7 @@ class BatchNorm(torch.autograd.Function):
         grad_v.addcmul_(centred, (2.0 * big / n).reshape(shape))
         grad_w = dot * inv if weight is not None and ctx.needs_input_grad[1] else None
         grad_b = total if ctx.needs_input_grad[2] else None
-        return grad_v, grad_w, grad_b, None, None, None
+        return grad_v, grad_w, grad_b, None, None, None, None
 
 
 class DataProduct(torch.autograd.Function):
