@@ -156,6 +156,8 @@ def _act(fn):
         return RELU
     if fn is F.gelu:
         return bounds.GELU
+    if fn is F.silu:
+        return ab.SILU
     return activation(fn) if isinstance(fn, nn.Module) else None
 
 
