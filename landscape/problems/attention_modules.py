@@ -3,7 +3,9 @@
 
 ``torch.fx`` keeps torch's own layers as single calls, so each is bounded here as the composition of what it
 computes (:mod:`.attention_ops`, :mod:`.attention_bounds`), in evaluation mode (dropout off) and only with the
-settings written out below; any other setting is refused with its reason (the dense check stays). Each entry of
+settings written out below; any other setting is refused with its reason (the dense check stays). With
+``batch_first=False`` (PyTorch's default) the input must be a value whose rows a ``transpose``/``permute`` moved to
+its second dimension ([T, N, E]); the layer is bounded batch first and its output moved back. Each entry of
 :data:`MODULES` is ``(reason(module) -> str | None, handler(walk, module, args, kwargs) -> value)``.
 """
 

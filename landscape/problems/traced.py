@@ -25,8 +25,10 @@ arithmetic it would be P·N, not N, and the call is refused. Shape operations mu
 - Attention (:mod:`.attention_ops`, :mod:`.attention_modules`): products of two values (``q @ k.transpose(-2,
   -1)``, ``attn @ v``, ``bmm``, ``einsum``), softmax, LayerNorm, embeddings, ``masked_fill`` with a constant
   mask, ``F.scaled_dot_product_attention``, head shuffles (``transpose``/``permute``/``unbind``/``split``),
-  basic indexing that keeps the rows, ``nn.MultiheadAttention`` and ``nn.TransformerEncoder(Layer)`` (batch
-  first, evaluation mode).
+  basic indexing that keeps the rows, ``nn.MultiheadAttention`` and ``nn.TransformerEncoder(Layer)`` (evaluation
+  mode; ``batch_first=False`` too), RMSNorm and SiLU; sizes, positions (``torch.arange(T)``) and masks built in
+  ``forward`` from the data's shape, a cls token ``expand``-ed over the batch, ``einsum`` with ``...``
+  (:mod:`.user_ops`).
 
 Not bounded (the dense check, with the reason): other activations, in-place operations on a value used
 elsewhere, forward hooks (``fx`` would not run them), indexing along the batch or by tensors, reductions over
@@ -175,7 +177,6 @@ def graph_plan(module: nn.Module, x: torch.Tensor | None = None):
 
     ``x``, a few inputs: where one call of the module changes more tensors in place than the trace shows (a
     Python ``+=``), every binary operation of the trace must act on a value nothing else reads."""
-
     for name, m in module.named_modules():
         if hooked(m):
             return None, f"a forward hook on {name or 'the module'} (the traced graph would not run it): no bound"
