@@ -200,9 +200,10 @@ class _Wide(nn.Module):
                                 self._norm(v, weight, bias, stacked=v is plan.stacked))
         k, n = plan.k, plan.n
         shared = x.shape[0] == n and (k == 1 or x.shape[0] != k * n)
-        # a layer whose BatchNorm is taken into its weights runs again with them (one product instead of the
-        # normalization of its output and that normalization's gradient)
-        memo = plan.memo.get(self.name) if shared and (plan.mode == "collect" or self.name not in plan.folds) else None
+        # a stacked layer whose BatchNorm is taken into its weights runs again with them (one product instead of the
+        # normalization of its output and that normalization's gradient; per network, K = 1, the product is slower)
+        again = plan.mode != "collect" and self.name in plan.folds and self.name in plan.chains and k > 1
+        memo = plan.memo.get(self.name) if shared and not again else None
         if memo is not None and _same(memo[0], x):  # the statistics pass ran it on this input: the same output
             return self._stack(memo[1], memo[2])
         if x.shape[0] != k * n and not shared:
