@@ -86,3 +86,22 @@ def test_the_written_out_gradients_pass_gradcheck():
         assert torch.autograd.gradcheck(lambda v: Unstack.apply(v, 2), (values,))
         out = Unstack.apply(values, 2)  # network k's channel c is stacked channel k·C + c
         assert torch.equal(out[3 + 2], values[2, 3:6].detach())
+
+
+def test_a_pooling_returning_indices_ends_no_chain_and_the_loss_is_the_modules():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(1, 3, 3, padding=1), nn.ReLU()
+            self.pool, self.fc = nn.MaxPool2d(2, return_indices=True), nn.Linear(3 * 4 * 4, 3)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.relu(self.conv(x)))[0].flatten(1))
+
+    p = landscape.from_module(Net(), _data((1, 8, 8)), "cross_entropy")
+    assert p.evaluator == "wide" and p._wide.chains == {"conv": ["relu"]}
+    thetas = p.init(torch.Generator().manual_seed(0), n=4, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert torch.allclose(loss, ref, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
+    assert p.evaluator == "wide"

@@ -69,7 +69,8 @@ def chains(graph, module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, 
                     or calls.get(user.target) != 1:
                 break
             m = module.get_submodule(user.target)
-            if not (type(m) in PER_CHANNEL or type(m) is nn.BatchNorm2d and user.target in layers):
+            if not (type(m) in PER_CHANNEL or type(m) is nn.BatchNorm2d and user.target in layers) \
+                    or getattr(m, "return_indices", False):  # a pooling that returns its indices: a pair
                 break
             chain.append(user.target)
             here = user
