@@ -84,12 +84,12 @@ class Units:
     def __init__(self, params: dict):
         self.uf, self.base, self.slots, self.alive = _UnionFind(), {}, {}, []
         self.pinned, self.marks, self.passive, self.head_of, self.conflict = set(), {}, set(), {}, set()
-        self.unknown, self.heads = [], 0
+        self.unknown, self.heads, self.embedded, self.size = [], 0, set(), {}
         for name, p in params.items():
             slots = []
             for axis, n in enumerate(p.shape):
                 start = self.uf.add(n)
-                self.base[(name, axis)] = start
+                self.base[(name, axis)], self.size[(name, axis)] = start, n
                 if n == 1:  # an axis of one entry has no units to exchange
                     continue
                 shape = [1] * p.dim()
@@ -184,6 +184,8 @@ def _rule(u: Units, name, func, args, kwargs, out, labeled):
         weight, idx = args[0], args[1]
         rows, cols = u.get(weight)
         u.pin(rows)  # rows picked by the data
+        first = int(cols.reshape(-1)[0])
+        u.embedded.update(n for (n, a), start in u.base.items() if start <= first < start + u.size[(n, a)])
         u._set(out, [cols.index_select(0, idx.reshape(-1).cpu()).reshape(*idx.shape, cols.shape[-1])])
         return
     if name in PRODUCTS:

@@ -66,7 +66,7 @@ def symmetry(problem) -> Symmetry:
 
 def _walked(problem, module, frozen):
     """The torch.fx walk of the module's layers; where torch.fx cannot trace the module (``x.size()``-dependent
-    code), or the walk does not understand it and running the module finds attention heads, the units found by
+    code), or the walk does not understand it and running the module meets attention, the units found by
     running it (:mod:`.user_transformer`). Otherwise the walk's refusal stands."""
     try:
         gm = traced(module, problem.data("train")[0][:2])
@@ -84,6 +84,6 @@ def _walked(problem, module, frozen):
             found = user_symmetry(problem, module)
         except LandscapeError:
             found = None
-        if found is not None and found.attention:  # attention, which the walk does not read
+        if found is not None and found.scores:  # attention, which the walk does not read
             return found
         raise

@@ -41,6 +41,7 @@ class UserTransformerSymmetry(TransformerSymmetry):
         super().__init__(layout, groups, heads, d_head, len(attn), layer_norm)
         self.skipped = tuple(skipped)
         self.attention = attn
+        self.scores = 0  # products of two activations batched over heads seen in the forward
         self.matching_steps = ([["resid"]] if any(g.name == "resid" for g in groups) else []) + [
             [a + ".attn.qk", a + ".attn.vo"] for a in attn] + [
             [g.name] for g in groups if g.name != "resid" and ".attn." not in g.name[-8:]]
@@ -56,6 +57,30 @@ class UserTransformerSymmetry(TransformerSymmetry):
                 inner = torch.stack([torch.randperm(dh, generator=generator) for _ in range(h)])
                 perms[f"{a}.attn.{part}"] = (sigma[:, None] * dh + inner[sigma]).reshape(-1)
         return perms, scales
+
+    #: Weight matching runs this many times (layer orders drawn from the generator) and keeps, per point, the best
+    #: objective: a user's stream couples every layer, and one order can end in a local optimum.
+    restarts = 4
+
+    def weight_matching(self, theta_a, theta_b, *, generator=None, max_iter=100):
+        """:meth:`TransformerSymmetry.weight_matching` over :attr:`matching_steps`, best of :attr:`restarts` runs."""
+        generator = resolve_generator(generator)
+        best = None
+        for _ in range(self.restarts):
+            maps, info = super().weight_matching(theta_a, theta_b, generator=generator, max_iter=max_iter)
+            after = torch.tensor(info["objective"]["after"], dtype=torch.float64)
+            if best is None:
+                best, best_after = (maps, info), after
+                continue
+            better = after > best_after + 1e-12 * after.abs().clamp_min(1)
+            for name, m in maps.items():
+                mask = better.reshape(-1, *[1] * (m.dim() - 1)).to(m.device)
+                best[0][name] = torch.where(mask, m, best[0][name])
+            best_after = torch.where(better, after, best_after)
+        maps, info = best
+        info["objective"]["after"] = best_after.tolist()
+        info["restarts"] = self.restarts
+        return maps, info
 
     def activation_matching(self, problem, theta_a, theta_b, *, samples=None, split="train"):
         raise LandscapeError("activation matching reads the built-in transformer's own taps; for a user's transformer "
@@ -74,10 +99,11 @@ def user_symmetry(problem, module) -> UserTransformerSymmetry:
     params = dict(zip(problem.layout.names, (module.get_parameter(n) for n in problem.layout.names)))
     units = trace_units(module, params, sample)
     raw, skipped = _groups(units, problem.layout)
-    split, groups, heads, d_head, layer_norm = _assemble(*_build(problem.layout, raw, skipped))
+    split, groups, heads, d_head, layer_norm = _assemble(*_build(problem.layout, raw, skipped), units.embedded)
     if units.unknown:
         skipped.append("units through " + ", ".join(sorted(set(units.unknown))[:4]) + " are kept fixed")
     sym = _checked(problem, module, UserTransformerSymmetry(split, groups, heads, d_head, layer_norm, skipped))
+    sym.scores = units.heads
     if not sym.groups:
         why = "; ".join(skipped[:3]) or "every unit is pinned by what the forward does with it"
         raise LandscapeError(f"found no symmetry of {type(module).__name__} to align over ({why}); connect without "
@@ -174,16 +200,32 @@ def _build(layout, raw, skipped):
     return split, plans, axes, skipped
 
 
+def _base(name):
+    return name.rsplit("[", 1)[0]
+
+
 def _module(name):
     return name.rsplit("[", 1)[0].rsplit(".", 1)[0] or name
+
+
+def _prefix(names):
+    """The longest common dotted module prefix of parameter names ('' when they share none)."""
+    parts = [_module(n).split(".") for n in names]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common) if all(len(p) > len(common) or _module(n) != n for p, n in zip(parts, names)) else ""
 
 
 def _linear(marks):
     return not marks
 
 
-def _assemble(split, plans, axes, skipped):
-    """The groups: the stream (the group over the most parameter axes), attention layers, the rest."""
+def _assemble(split, plans, axes, skipped, embedded=()):
+    """The groups: the stream (the dimensions q, k and v read, else an embedding's columns), attention layers, the
+    rest (named after their module)."""
     groups, attn = [], {}
     for classes, ranges in plans:
         marks = set().union(*(c[1] for c in classes))
@@ -198,18 +240,6 @@ def _assemble(split, plans, axes, skipped):
             continue
         groups.append((classes, ranges, marks))
     out, d_heads = [], set()
-    stream = max(groups, key=lambda g: len(g[1]), default=None)
-    layer_norm = True
-    for classes, ranges, marks in groups:
-        if classes is stream[0]:
-            layer_norm = not _linear(marks)
-            out.insert(0, UnitGroup("resid", len(classes), axes(ranges, not layer_norm), None if layer_norm else 1.0,
-                                    "", -1))
-            continue
-        degree = 1.0 if marks <= {"relu"} else None
-        name = _module(ranges[0][0]).replace(".attn.", ".attention.")
-        out.append(UnitGroup(name if name != "resid" else "resid_", len(classes), axes(ranges, degree is not None),
-                             degree, "", -1))
     layers = []
     for tokens, parts in attn.items():
         if set(parts) != {"qk", "vo"} or parts["qk"][2] or parts["vo"][2]:
@@ -228,13 +258,27 @@ def _assemble(split, plans, axes, skipped):
             continue
         d_heads.add((len(tokens), len(parts["qk"][0]) // len(tokens), len(parts["vo"][0]) // len(tokens)))
         layers.append(parts)
+    read = {r[0] for parts in layers for _, ranges, _ in parts.values() for r in ranges if r[1] == 0}
+    stream = next((g for g in groups if any(r[0] in read and r[1] > 0 for r in g[1])), None)  # what q, k, v read
+    stream = stream or next((g for g in groups if any(r[0] in embedded and r[1] > 0 for r in g[1])), None)
+    layer_norm = True
+    for classes, ranges, marks in groups:
+        if stream is not None and classes is stream[0]:  # the dimensions the attention layers read
+            layer_norm = not _linear(marks)
+            out.insert(0, UnitGroup("resid", len(classes), axes(ranges, not layer_norm), None if layer_norm else 1.0,
+                                    "", -1))
+            continue
+        degree = 1.0 if marks <= {"relu"} else None
+        name = _module(ranges[0][0]).replace(".attn.", ".attention.")
+        out.append(UnitGroup(name if name != "resid" else "resid_", len(classes), axes(ranges, degree is not None),
+                             degree, "", -1))
     shape = max(d_heads, key=lambda h: sum(1 for p in layers if len(p["qk"][0]) == h[0] * h[1]), default=(1, 1, 1))
     for parts in layers:
         qk, vo = parts["qk"], parts["vo"]
         if (len(qk[0]), len(vo[0])) != (shape[0] * shape[1], shape[0] * shape[2]) or shape[1] != shape[2]:
             skipped.append(f"attention of {qk[1][0][0]}: heads of another size than the other layers'")
             continue
-        prefix = _module(qk[1][0][0])
+        prefix = _prefix([r[0] for r in qk[1] + vo[1]]) or "+".join(sorted({_module(r[0]) for r in qk[1]}))
         for kind, (classes, ranges, _) in (("qk", qk), ("vo", vo)):
             out.append(UnitGroup(f"{prefix}.attn.{kind}", len(classes), axes(ranges, True), 1.0, "", -1))
     return split, out, shape[0], shape[1], layer_norm
@@ -242,8 +286,8 @@ def _assemble(split, plans, axes, skipped):
 
 # ------------------------------------------------------------------ the check
 def _checked(problem, module, sym, trials=2):
-    """``sym`` less every group whose random elements change the module's outputs (float64, a random θ, up to 16
-    training samples): each matching step alone, by permutations (and rescalings), then by the invertible maps
+    """``sym`` less every group whose random elements change the module's outputs (float64, a random θ with every
+    entry drawn from N(0, 1/4), up to 16 training samples): each matching step alone, by permutations (and rescalings), then by the invertible maps
     the stream (without norms) and the heads admit. Raises if the groups left fail together."""
     import copy
 
@@ -251,7 +295,7 @@ def _checked(problem, module, sym, trials=2):
     x = problem.data("train")[0][:16]
     x = x.double() if x.is_floating_point() else x
     gen = torch.Generator().manual_seed(0)
-    theta = problem.init(gen, dtype=torch.float64)
+    theta = torch.randn(problem.layout.dim, generator=gen, dtype=torch.float64) / 2  # generic: no zero parameter
 
     def outputs(t):
         with torch.no_grad():
