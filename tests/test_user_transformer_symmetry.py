@@ -91,6 +91,22 @@ def test_a_fused_qkv_is_split_into_its_query_key_and_value_rows():
     assert not any(n.startswith("head") for g in sym.groups[1:] for n, _, _ in axes[g.name])
 
 
+@pytest.mark.parametrize("params", [{}, {"layer_norm": True, "layers": 2, "activation": "gelu"}])
+def test_on_the_built_in_transformer_running_it_finds_the_hand_written_symmetry(params):
+    """The built-in transformer's symmetry is written out by hand (symmetries/transformer.py); the derivation from
+    its forward, never told it is a transformer, finds the same groups over the same tensors."""
+    from landscape.symmetries.user_transformer import user_symmetry
+
+    problem = landscape.make_problem("modadd_transformer", p=7, d_model=8, heads=2, d_mlp=16, **params)
+    written, found = landscape.symmetry(problem), user_symmetry(problem, problem.module())
+    assert (found.heads, found.d_head, found.layer_norm) == (written.heads, written.d_head, written.layer_norm)
+
+    def groups(sym, rename=lambda n: n):
+        return {rename(g.name): (g.size, g.degree, {(a.name, a.axis) for a in g.axes}) for g in sym.groups}
+
+    assert groups(found, lambda n: n.replace(".fc1", ".mlp")) == groups(written)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_element_keeps_the_function_and_a_moved_copy_comes_back(name):
     torch.manual_seed(0)

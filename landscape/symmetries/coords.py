@@ -38,6 +38,9 @@ LINEAR = {"add", "sub", "neg", "add_", "sub_"}
 ELEMENTWISE = {"mul", "div", "mul_", "div_", "gelu", "silu", "tanh", "sigmoid", "exp", "pow", "rsqrt", "sqrt",
                "masked_fill", "where", "softplus", "elu", "square", "reciprocal", "erf", "log", "abs",
                "_softmax", "_safe_softmax", "_log_softmax", "hardtanh", "clamp", "mish", "sin", "cos"} | POSITIVE | LINEAR
+#: Operations that read only the shape of a labeled tensor: their output carries no unit.
+SHAPE_ONLY = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros",
+              "new_ones", "new_empty", "new_full", "sym_size", "sym_stride", "sym_numel", "size", "stride"}
 REDUCE = {"mean", "sum", "amax", "amin", "var", "std"}
 PRODUCTS = {"mm", "bmm", "addmm", "baddbmm"}
 
@@ -138,7 +141,7 @@ class _Mode(TorchDispatchMode):
         name = func._overloadpacket.__name__
         u = self.u
         labeled = [t for t in tree_flatten((args, kwargs))[0] if u.get(t)]
-        if not labeled:
+        if not labeled or name in SHAPE_ONLY:
             return out
         try:
             _rule(u, name, func, args, kwargs, out, labeled)
@@ -326,6 +329,9 @@ def trace_units(module, params: dict, sample) -> Units:
     """Run ``module`` with ``params`` on ``sample`` (one sample, a batch of one) and return its :class:`Units`."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    import copy
+
+    module = copy.deepcopy(module).eval()  # evaluation mode (no dropout), the caller's module untouched
     plain = {n: p.detach().clone() for n, p in params.items()}
     u = Units(plain)
     u.param_ids = len(u.uf.parent)

@@ -279,6 +279,7 @@ def _assemble(split, plans, axes, skipped, embedded=()):
             skipped.append(f"attention of {qk[1][0][0]}: heads of another size than the other layers'")
             continue
         prefix = _prefix([r[0] for r in qk[1] + vo[1]]) or "+".join(sorted({_module(r[0]) for r in qk[1]}))
+        prefix = prefix[:-5] if prefix.endswith(".attn") else prefix  # blocks.0.attn.qk, not blocks.0.attn.attn.qk
         for kind, (classes, ranges, _) in (("qk", qk), ("vo", vo)):
             out.append(UnitGroup(f"{prefix}.attn.{kind}", len(classes), axes(ranges, True), 1.0, "", -1))
     return split, out, shape[0], shape[1], layer_norm
