@@ -58,7 +58,7 @@ def connect(problem, a, b, name, level, proof_seconds):
     path = landscape.connect(problem, a, b, level=level, proof_seconds=proof_seconds)
     seconds = time.process_time() - clock
     text = (f"{name:<26} level {path.level:<10.4g} {path.status:<10} max loss {path.dense_max_loss:.4g}  "
-            f"{backing(path)}  normalized length {path.info.get('normalized_length', float('nan')):.3f}  "
+            f"{backing(path)}  normalized length {path.normalized_length:.3f}  "
             f"{seconds:.1f} CPU s")
     if path.status == "connected":
         acc, train_acc, top = along(problem, path)
