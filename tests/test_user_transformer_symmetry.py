@@ -91,6 +91,45 @@ def test_a_fused_qkv_is_split_into_its_query_key_and_value_rows():
     assert not any(n.startswith("head") for g in sym.groups[1:] for n, _, _ in axes[g.name])
 
 
+class Lens(nn.Module):
+    """TransformerLens' way (and the grokking analyses'): W_Q, W_K, W_V of shape [H, d, d_head], W_O [H, d_head, d],
+    ``einsum``, ``W_E[tokens]`` indexed directly, ``x @ W_in + b_in``: heads are an axis of the weights."""
+
+    def __init__(self, d=8, heads=2, d_head=4):
+        super().__init__()
+        self.W_E, self.W_pos = nn.Parameter(torch.randn(4, d) / 2), nn.Parameter(torch.randn(3, d) / 2)
+        self.W_Q, self.W_K, self.W_V = (nn.Parameter(torch.randn(heads, d, d_head) / 2) for _ in range(3))
+        self.W_O = nn.Parameter(torch.randn(heads, d_head, d) / 2)
+        self.W_in, self.b_in = nn.Parameter(torch.randn(d, 16) / 2), nn.Parameter(torch.zeros(16))
+        self.W_out, self.W_U = nn.Parameter(torch.randn(16, d) / 2), nn.Parameter(torch.randn(d, 3) / 2)
+
+    def forward(self, tok):
+        x = self.W_E[tok] + self.W_pos
+        q, k, v = (torch.einsum("bpd,hdk->bhpk", x, w) for w in (self.W_Q, self.W_K, self.W_V))
+        z = torch.softmax(q @ k.transpose(-1, -2) / 2, -1) @ v
+        x = x + torch.einsum("bhpk,hkd->bpd", z, self.W_O)
+        x = x + torch.relu(x @ self.W_in + self.b_in) @ self.W_out
+        return (x @ self.W_U)[:, -1]
+
+
+def test_heads_as_an_axis_of_the_weights_are_permuted_and_their_dimensions_shared():
+    """With [H, d, d_head] weights a head's dimensions are not rows of one axis: what is derived is the stream
+    (orthogonal, no norm), the heads permuted as wholes, the query/key and value/output dimensions permuted and
+    rescaled alike in every head, the ReLU units; all of it keeps the outputs and a moved copy comes back."""
+    problem = problem_of(Lens().eval())
+    sym = landscape.symmetry(problem)
+    groups = {g.name: (g.size, g.degree, {(a.name, a.axis) for a in g.axes}) for g in sym.groups}
+    assert groups["W_K"] == (2, None, {("W_Q", 0), ("W_K", 0), ("W_V", 0), ("W_O", 0)})
+    assert groups["W_K.axis2"] == (4, 1.0, {("W_Q", 2), ("W_K", 2)})
+    assert groups["W_O"] == (4, 1.0, {("W_V", 2), ("W_O", 1)})
+    assert groups["W_in"][:2] == (16, 1.0) and groups["resid"][:2] == (8, 1.0) and not sym.layer_norm
+    theta = generic(problem, 2)
+    perms, scales = sym.random(generator=torch.Generator().manual_seed(0), rescale=True)
+    for moved in (sym.transform(theta, perms, scales), sym.transform(theta, orthogonal.random_element(sym))):
+        torch.testing.assert_close(outputs(problem, moved), outputs(problem, theta), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(landscape.align(problem, theta, moved).theta, theta, rtol=1e-8, atol=1e-8)
+
+
 @pytest.mark.parametrize("params", [{}, {"layer_norm": True, "layers": 2, "activation": "gelu"}])
 def test_on_the_built_in_transformer_running_it_finds_the_hand_written_symmetry(params):
     """The built-in transformer's symmetry is written out by hand (symmetries/transformer.py); the derivation from

@@ -87,7 +87,8 @@ class Units:
     def __init__(self, params: dict):
         self.uf, self.base, self.slots, self.alive = _UnionFind(), {}, {}, []
         self.pinned, self.marks, self.passive, self.head_of, self.conflict = set(), {}, set(), {}, set()
-        self.unknown, self.heads, self.embedded, self.size = [], 0, set(), {}
+        self.unknown, self.heads, self.embedded, self.size, self.weights = [], 0, set(), {}, set()
+        self.scores = 0  # products of two activations (attention scores, attention times values)
         for name, p in params.items():
             slots = []
             for axis, n in enumerate(p.shape):
@@ -99,6 +100,7 @@ class Units:
                 shape[axis] = n
                 slots.append((start + torch.arange(n)).reshape(shape).expand(p.shape))
             self._set(p, slots)
+            self.weights.add(id(p))
 
     # ------------------------------------------------------------------ slots
     def _set(self, t, slots):
@@ -158,11 +160,16 @@ def _rule(u: Units, name, func, args, kwargs, out, labeled):
         src = args[0]
         if name in ("_to_copy", "to", "clone", "contiguous", "alias", "detach", "lift_fresh"):
             u._set(out, [s.clone() for s in u.get(src)])
+            if id(src) in u.weights:
+                u.weights.add(id(out))
             return
-        moved = [func(s, *args[1:], **kwargs) for s in u.get(src)]
+        contiguous = name in ("view", "_unsafe_view")  # the values were laid out afresh; the slots may be expanded
+        moved = [func(s.contiguous() if contiguous else s, *args[1:], **kwargs) for s in u.get(src)]
         outs = out if isinstance(out, (list, tuple)) else [out]
         for k, o in enumerate(outs):
             u._set(o, [m[k] if isinstance(m, (list, tuple)) else m for m in moved])
+            if id(src) in u.weights:  # a view of a parameter (its transpose, a head's slice) is still a weight
+                u.weights.add(id(o))
         return
     if name == "cat":
         tensors, dim = args[0], (args[1] if len(args) > 1 else kwargs.get("dim", 0))
@@ -190,6 +197,18 @@ def _rule(u: Units, name, func, args, kwargs, out, labeled):
         first = int(cols.reshape(-1)[0])
         u.embedded.update(n for (n, a), start in u.base.items() if start <= first < start + u.size[(n, a)])
         u._set(out, [cols.index_select(0, idx.reshape(-1).cpu()).reshape(*idx.shape, cols.shape[-1])])
+        return
+    if name == "index" and len(args) == 2:  # x[idx]: units along an axis indexed by data are chosen by the data
+        indexed = {d for d, i in enumerate(args[1]) if i is not None}
+        kept = []
+        for s in u.get(args[0]):
+            if varies(s) & indexed:
+                u.pin(s)
+                first = int(s.reshape(-1)[0])
+                u.embedded.update(n for (n, ax), start in u.base.items() if start <= first < start + u.size[(n, ax)])
+            else:
+                kept.append(func(s, [i.cpu() if i is not None else None for i in args[1]]))
+        u._set(out, kept)
         return
     if name in PRODUCTS:
         return _product(u, name, args, out)
@@ -270,37 +289,46 @@ def _product(u: Units, name, args, out):
     bias, a, b = (args[0], args[1], args[2]) if name in ("addmm", "baddbmm") else (None, args[0], args[1])
     batch = a.dim() - 2
     ka, kb, ma, nb = a.dim() - 1, b.dim() - 2, a.dim() - 2, b.dim() - 1  # summed and free axes
-    kept, summed = [], {}
+    kept, summed = [], {"a": [], "b": []}
     for side, t, k, free in (("a", a, ka, ma), ("b", b, kb, nb)):
         for s in u.get(t):
             v = varies(s)
             if k in v:
-                if free in v or side in summed:
+                if free in v:
                     raise ValueError("a unit space along both axes of a product")
-                summed[side] = s
+                summed[side].append(s.select(free, 0))  # [batch..., k]
             else:
                 kept.append((side, s))
-    if len(summed) == 1:  # summed against unlabeled values (the data): those units are fixed
-        u.pin(next(iter(summed.values())))
+    if bool(summed["a"]) != bool(summed["b"]):  # summed against unlabeled values (the data): those units are fixed
+        for s in summed["a"] + summed["b"]:
+            u.pin(s)
+    activations = id(a) not in u.weights and id(b) not in u.weights
+    u.scores += bool(activations and summed["a"] and summed["b"])
     slots = []
-    if len(summed) == 2:
-        sa, sb = summed["a"].select(ma, 0), summed["b"].select(nb, 0)  # [batch..., k]
+    for sa, sb in _pairs(summed["a"], summed["b"]):
         u.join(sa, sb, 1)
-        if batch and set(range(batch)) & (varies(sa) | varies(sb)):  # attention scores: the batch index is a head
+        if batch and activations and set(range(batch)) & (varies(sa) | varies(sb)):  # scores: the batch is a head
             n = int(torch.tensor(a.shape[:batch]).prod())
             tokens = (u.uf.add(n) + torch.arange(n)).reshape(a.shape[:batch])
             _members(u, sa, tokens[..., None], "qk")
             _members(u, sb, tokens[..., None], "qk")
             u.heads += 1
             slots.append(tokens.reshape(*tokens.shape, 1, 1).expand(out.shape))
+    lead = set(range(batch))
     for side, s in kept:
         if side == "a" and _is_head(u, s):  # attention weights (a head slot) times v: v's ids join those heads
             for sb in u.get(b):
                 if kb not in varies(sb):
                     _members(u, sb.select(kb, 0), s.select(ka, 0).select(-1, 0)[..., None], "vo")
             continue
-        slots.append(s.select(ka, 0).unsqueeze(-1).expand(out.shape) if side == "a"
-                     else s.select(kb, 0).unsqueeze(-2).expand(out.shape))
+        s = s.select(ka, 0).unsqueeze(-1) if side == "a" else s.select(kb, 0).unsqueeze(-2)
+        twin = next((t for t in slots if varies(t) & lead and varies(t) & lead == varies(s) & lead), None)
+        if side == "b" and activations and twin is not None:  # one index of both operands' batch (heads as an axis
+            u.join(twin, s, 0)  # of W_Q, W_K: [H, d, d_head]): one unit, only permuted
+            u.mark(s, "nonlin")
+            u.mark(twin, "nonlin")
+            continue
+        slots.append(s.expand(out.shape))
     if bias is not None:
         for bs in u.get(bias):
             bs = bs.expand(out.shape)
@@ -309,6 +337,22 @@ def _product(u: Units, name, args, out):
                 raise ValueError("a bias along no unit space of its product")
             u.join(partner[0], bs, 0)
     u._set(out, slots)
+
+
+def _pairs(left, right):
+    """Slots of the two operands summed together, paired by how their ids repeat along the summed axis (a head
+    index and a dimension inside it flattened into one axis: the slow one with the slow one)."""
+    if len(left) == 1 and len(right) == 1:
+        return [(left[0], right[0])]
+
+    def pattern(s):
+        line = s.reshape(-1, s.shape[-1])[0]
+        return tuple((line[:, None] == line[None, :]).to(torch.int8).argmax(1).tolist())
+
+    rights = {pattern(s): s for s in right}
+    if len(rights) != len(right) or len(left) != len(right) or any(pattern(s) not in rights for s in left):
+        raise ValueError("unit spaces summed together that do not pair up")
+    return [(s, rights[pattern(s)]) for s in left]
 
 
 def _is_head(u: Units, s) -> bool:

@@ -41,7 +41,7 @@ class UserTransformerSymmetry(TransformerSymmetry):
         super().__init__(layout, groups, heads, d_head, len(attn), layer_norm)
         self.skipped = tuple(skipped)
         self.attention = attn
-        self.scores = 0  # products of two activations batched over heads seen in the forward
+        self.scores = 0  # products of two activations (attention) seen in the forward
         self.matching_steps = ([["resid"]] if any(g.name == "resid" for g in groups) else []) + [
             [a + ".attn.qk", a + ".attn.vo"] for a in attn] + [
             [g.name] for g in groups if g.name != "resid" and ".attn." not in g.name[-8:]]
@@ -103,7 +103,7 @@ def user_symmetry(problem, module) -> UserTransformerSymmetry:
     if units.unknown:
         skipped.append("units through " + ", ".join(sorted(set(units.unknown))[:4]) + " are kept fixed")
     sym = _checked(problem, module, UserTransformerSymmetry(split, groups, heads, d_head, layer_norm, skipped))
-    sym.scores = units.heads
+    sym.scores = units.scores
     if not sym.groups:
         why = "; ".join(skipped[:3]) or "every unit is pinned by what the forward does with it"
         raise LandscapeError(f"found no symmetry of {type(module).__name__} to align over ({why}); connect without "
@@ -270,8 +270,9 @@ def _assemble(split, plans, axes, skipped, embedded=()):
             continue
         degree = 1.0 if marks <= {"relu"} else None
         name = _module(ranges[0][0]).replace(".attn.", ".attention.")
-        out.append(UnitGroup(name if name != "resid" else "resid_", len(classes), axes(ranges, degree is not None),
-                             degree, "", -1))
+        if name == "resid" or any(g.name == name for g in out):  # two unit spaces of one module (W_Q: heads, dims)
+            name = f"{name}.axis{ranges[0][1]}"
+        out.append(UnitGroup(name, len(classes), axes(ranges, degree is not None), degree, "", -1))
     shape = max(d_heads, key=lambda h: sum(1 for p in layers if len(p["qk"][0]) == h[0] * h[1]), default=(1, 1, 1))
     for parts in layers:
         qk, vo = parts["qk"], parts["vo"]
