@@ -1,4 +1,4 @@
-"""Make docs/explore.png, the README's picture of ``landscape explore``, with the README's commands.
+"""Make docs/explore.png, the explorer's picture in the docs (guide/explorer.md), with the commands that page shows.
 
     python docs/explore_screenshot.py [OUT.png]
 
