@@ -1,4 +1,4 @@
-"""The proof against the dense check on a digits_cnn pair with frozen BatchNorm (the measured row of docs/benchmarks.md, bench-proof).
+"""The proof against the dense check on a digits_cnn pair with frozen BatchNorm (docs/benchmarks.md, bench-proof).
 
 Trains two minima with the ``frozen`` policy, takes the straight path between them at a level 5% above
 its dense maximum (a margin the proof can use), then certifies that path three alternating times each
