@@ -1,5 +1,5 @@
 """Which parameter entries a network's units are made of: its forward run once on one real sample, each tensor
-carrying, beside its values, the unit each entry belongs to (:func:`unit_classes`).
+carrying, beside its values, the unit each entry belongs to (:func:`trace_units`).
 
 A parameter of shape (n, m) starts with two *slots*, integer tensors of its shape holding the id of the row (a unit
 of the axis-0 space) and of the column (axis 1) of every entry; an activation has one slot per unit space its
@@ -9,10 +9,12 @@ fused kernels decomposed by torch itself all run as written) maps the slots of i
 
 - shape operations (view, transpose, permute, split, select, expand, cat, ...) act on the slots as on the values;
 - a product (mm, addmm, bmm) *contracts* the slot of each operand that runs along the summed axis: the two ids of
-  every summed pair are one unit, of opposite *parity* (one produces what the other reads); in a batched product of
-  two activations (attention scores q·kᵀ) the batch index is a head: every id summed at batch index h is a member
-  of that head, and the scores carry a head slot, which the product attention·v consumes (v's ids at index h are
-  members of the same head);
+  every summed pair are one unit, of opposite *parity* (one produces what the other reads; several slots along one
+  summed axis, a head index and a dimension flattened together, pair up by how their ids repeat); in a batched
+  product of two activations (attention scores q·kᵀ) the batch index is a head: every id summed at batch index h
+  is a member of that head, and the scores carry a head slot, which the product attention·v consumes (v's ids at
+  index h are members of the same head); where the head index is a unit space of its own (an axis of the
+  weights) the two operands' slots along the batch are one unit;
 - an elementwise operation identifies the slots of its operands that run along the same axes (a residual
   addition, a bias, a LayerNorm gain, the gate of SwiGLU); a nonlinear one marks its units (``relu``:
   positively homogeneous; ``nonlin``; ``norm``: a reduction or softmax across units);

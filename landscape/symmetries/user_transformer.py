@@ -12,7 +12,12 @@ contiguous range of each axis (fused ``qkv`` weights: three row ranges of one te
 package as three tensors of a *split layout*: rows of a row-major tensor are contiguous in θ). A unit that
 something tells apart from the others (:mod:`.coords`: pinned), or that no parameter both writes and reads, is
 no unit. Units of attention heads form the ``qk`` group (queries and keys) and the ``vo`` group (values and the
-output projection's columns) of their layer, each head a contiguous block, the same heads in both.
+output projection's columns) of their layer, each head a contiguous block, the same heads in both. Where the heads
+are an axis of the weights (TransformerLens' ``W_Q`` of shape [H, d, d_head]) a head's dimension is not one row of
+one axis: the heads then form a group of their own (permuted only) and the dimensions inside them another (the
+same permutation and rescaling in every head), a subgroup of the full symmetry. The stream is the group of the
+dimensions the attention layers read (else of an embedding's columns); the other groups are named after their
+module.
 
 What each group admits: permutations always; rescaling (degree 1) and, for the stream and the heads, the
 invertible maps gl-balancing uses, only where nothing but linear operations touch the units (ReLU: rescaling of
