@@ -194,7 +194,9 @@ def modadd_transformer(p: int = 23, d_model: int = 32, heads: int = 4, layers: i
     memorized and the loss falls below 10⁻⁵, a checked minimum (``‖∇L‖ ≤ 10⁻⁴``), in a few thousand Adam steps
     (``landscape train modadd_transformer --lr 3e-3 --steps 3000``). With λ > 0 the point Adam reaches in minutes
     is not one: the loss goes on falling slowly (the weight-decay phase in which grokking happens; at λ = 10⁻³
-    after 3,000 Adam and 20,000 descent steps ‖∇L‖ is still 7-13× over the stationarity tolerance).
+    after 3,000 Adam and 20,000 descent steps ‖∇L‖ is still 7-13× over the stationarity tolerance). Grokked
+    minima of the λ = 0 loss come from the optimizer's own decay instead (``landscape train modadd_transformer
+    -p train_fraction=0.6 --decoupled-decay 2 --lr 3e-3 --steps 12000``: 96-100% test accuracy, checked minima).
     """
     for key, value in (("p", p), ("d_model", d_model), ("heads", heads), ("layers", layers), ("d_mlp", d_mlp)):
         if not isinstance(value, int) or value < (2 if key == "p" else 1):
