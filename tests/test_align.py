@@ -316,3 +316,24 @@ def test_align_says_which_group_each_transformer_layer_was_matched_over(tmp_path
     assert "group" in result.output.splitlines()[1]
     assert ("permutation S(8)" if layer_norm else "orthogonal O(8)") in rows["resid"]
     assert "2 heads permuted, orthogonal O(4) inside each" in rows["blocks.0.attn.qk"]
+
+
+def test_barrier_vs_width_scales_named_parameters_and_trains_to_minima(tmp_path):
+    """``--scale d_model=1 --scale d_mlp=2`` makes a width-W transformer of d_model W and d_mlp 2W; ``--to-minima``
+    trains checked minima (the polish runs) instead of stopping at a loss; a malformed scale is one line."""
+    from landscape_cli.barrier_vs_width import main as script
+
+    out = tmp_path / "tw"
+    args = ["--problem", "modadd_transformer", "-p", "p=5", "-p", "heads=2", "--widths", "4", "--scale", "d_model=1",
+            "--scale", "d_mlp=2", "--seeds", "0,1", "--steps", 200, "--lr", 0.01, "--to-minima", "--resolution", 8,
+            "--threads", 1, "-o", out, "--json"]
+    result = CliRunner().invoke(script, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    ckpt = landscape.load_checkpoint(out / "w4" / "modadd_transformer_s0.pt")
+    assert ckpt.problem.params["d_model"] == 4 and ckpt.problem.params["d_mlp"] == 8
+    assert row["dim"] == ckpt.problem.dim and row["pairs"] == 1
+    assert ckpt.meta["train"]["until_loss"] is None  # trained to a minimum, not to a loss
+    for bad in ("d_mlp", "d_mlp=x", "d_mlp=-1", "=2"):
+        wrong = CliRunner().invoke(script, ["--problem", "modadd_transformer", "--scale", bad, "-o", str(out)])
+        assert wrong.exit_code == 2 and "--scale" in wrong.output and "Traceback" not in wrong.output
