@@ -95,12 +95,24 @@ class RMS(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
 class Llama(nn.Module):
-    """LLaMA's way: RMSNorm (``nn.RMSNorm`` or written out), a SwiGLU MLP ``w2(F.silu(w1(h)) * w3(h))``, no biases,
-    an additive causal mask ``torch.full((T, T), float('-inf')).triu(1)`` made in forward."""
+    """LLaMA's way: RMSNorm (``nn.RMSNorm``, or written out), a SwiGLU MLP ``w2(F.silu(w1(h)) * w3(h))``, no biases;
+    an additive causal mask ``torch.full((T, T), float('-inf')).triu(1)`` made in forward, or (``hand``) rotary
+    positions as Hugging Face writes them (``q * cos + rotate_half(q) * sin``, tables sliced ``[:T]``) and
+    ``F.scaled_dot_product_attention(is_causal=True)``."""
 
     def __init__(self, d=4, heads=2, hand=False):
         super().__init__()
+        dh = d // heads
+        angles = torch.outer(torch.arange(16.0), 1.0 / 10000 ** (torch.arange(0, dh, 2).float() / dh))
+        self.register_buffer("cos", torch.cat([angles, angles], -1).cos(), persistent=False)
+        self.register_buffer("sin", torch.cat([angles, angles], -1).sin(), persistent=False)
+        self.hand = hand
         self.embed = nn.Embedding(P + 1, d)
         self.n1, self.n2, self.nf = (RMS(d) if hand else nn.RMSNorm(d) for _ in range(3))
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
@@ -113,9 +125,14 @@ class Llama(nn.Module):
         B, T, C = x.shape
         h = self.n1(x)
         q, k, v = (w(h).view(B, T, self.h, -1).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
-        mask = torch.full((T, T), float("-inf"), device=x.device).triu(1)
-        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(C // self.h) + mask, dim=-1)
-        x = x + self.wo((att @ v).transpose(1, 2).reshape(B, T, C))
+        if self.hand:
+            cos, sin = self.cos[:T], self.sin[:T]
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            mask = torch.full((T, T), float("-inf"), device=x.device).triu(1)
+            y = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(C // self.h) + mask, dim=-1) @ v
+        x = x + self.wo(y.transpose(1, 2).reshape(B, T, C))
         h = self.n2(x)
         x = x + self.w2(F.silu(self.w1(h)) * self.w3(h))
         return self.out(self.nf(x))[:, -1]
@@ -146,11 +163,7 @@ class ViT(nn.Module):
 
 MODELS = {"gpt-arange-positions": GPT, "seq-first-encoder-layer": SeqFirst,
           "seq-first-multihead": lambda: SeqFirst(layer=False), "llama-rmsnorm-swiglu": Llama,
-          "llama-written-rmsnorm": lambda: Llama(hand=True), "vit-cls-expand-einsum": ViT}
-#: What each was refused with before (the reasons the dense check gave).
-REFUSED_BEFORE = {"gpt-arange-positions": "cannot be traced by torch.fx", "seq-first-encoder-layer": "batch_first",
-                  "seq-first-multihead": "batch_first", "llama-rmsnorm-swiglu": "RMSNorm",
-                  "llama-written-rmsnorm": "function full", "vit-cls-expand-einsum": ".expand()"}
+          "llama-written-rmsnorm-rotary": lambda: Llama(hand=True), "vit-cls-expand-einsum": ViT}
 CUTS = [0.0, 0.2, 0.23, 0.5, 0.5001, 0.5002, 0.8, 1.0]
 
 

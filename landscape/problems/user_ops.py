@@ -66,7 +66,8 @@ FACTORIES = ("arange", "ones", "zeros", "full", "eye", "linspace", "empty", "ran
 
 def trace(module: nn.Module):
     """``torch.fx.symbolic_trace`` with the :data:`FACTORIES` recorded as calls where a traced size reaches them
-    (torch's own functions are patched only while tracing, and restored)."""
+    (torch's own functions are patched only while tracing, and restored); where it fails, again with buffers
+    traced as attributes (``self.cos[:T]``, rotary tables sliced by the sequence's length)."""
     from torch import fx
 
     def recorded(fn):
@@ -82,7 +83,12 @@ def trace(module: nn.Module):
     try:
         for name, fn in saved.items():
             setattr(torch, name, recorded(fn))
-        return fx.symbolic_trace(module)
+        try:
+            return fx.symbolic_trace(module)
+        except Exception:  # noqa: BLE001 - a buffer sliced by a traced size (self.cos[:T]): buffers as proxies too
+            tracer = fx.Tracer()
+            tracer.proxy_buffer_attributes = True
+            return fx.GraphModule(module, tracer.trace(module), type(module).__name__)
     finally:
         for name, fn in saved.items():
             setattr(torch, name, fn)
