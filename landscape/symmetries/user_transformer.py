@@ -27,6 +27,8 @@ the MLP units); a LayerNorm or RMSNorm on the stream leaves its permutations onl
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .._errors import LandscapeError
 from .._random import resolve_generator
@@ -110,7 +112,7 @@ def user_symmetry(problem, module) -> UserTransformerSymmetry:
     sym = _checked(problem, module, UserTransformerSymmetry(split, groups, heads, d_head, layer_norm, skipped))
     sym.scores = units.scores
     if not sym.groups:
-        why = "; ".join(skipped[:3]) or "every unit is pinned by what the forward does with it"
+        why = "; ".join(sym.skipped[:3]) or "every unit is pinned by what the forward does with it"
         raise LandscapeError(f"found no symmetry of {type(module).__name__} to align over ({why}); connect without "
                              "alignment (--align none)")
     return sym
@@ -244,7 +246,7 @@ def _assemble(split, plans, axes, skipped, embedded=()):
             skipped.append(f"units of {ranges[0][0]}: in several heads")
             continue
         groups.append((classes, ranges, marks))
-    out, d_heads = [], set()
+    out, own = [], []  # own: per attention layer, (heads, query/key and value dimensions of a head)
     layers = []
     for tokens, parts in attn.items():
         if set(parts) != {"qk", "vo"} or parts["qk"][2] or parts["vo"][2]:
@@ -261,7 +263,7 @@ def _assemble(split, plans, axes, skipped, embedded=()):
         if order[0] is None or order[0] != order[1]:
             skipped.append(f"attention of {parts['qk'][1][0][0]}: heads are not contiguous blocks")
             continue
-        d_heads.add((len(tokens), len(parts["qk"][0]) // len(tokens), len(parts["vo"][0]) // len(tokens)))
+        own.append((len(tokens), len(parts["qk"][0]) // len(tokens), len(parts["vo"][0]) // len(tokens)))
         layers.append(parts)
     read = {r[0] for parts in layers for _, ranges, _ in parts.values() for r in ranges if r[1] == 0}
     stream = next((g for g in groups if any(r[0] in read and r[1] > 0 for r in g[1])), None)  # what q, k, v read
@@ -278,10 +280,10 @@ def _assemble(split, plans, axes, skipped, embedded=()):
         if name == "resid" or any(g.name == name for g in out):  # two unit spaces of one module (W_Q: heads, dims)
             name = f"{name}.axis{ranges[0][1]}"
         out.append(UnitGroup(name, len(classes), axes(ranges, degree is not None), degree, "", -1))
-    shape = max(d_heads, key=lambda h: sum(1 for p in layers if len(p["qk"][0]) == h[0] * h[1]), default=(1, 1, 1))
-    for parts in layers:
+    shape = max(own, key=own.count, default=(1, 1, 1))  # the most common heads (4 of 2 dims are not 2 of 4)
+    for parts, mine in zip(layers, own):
         qk, vo = parts["qk"], parts["vo"]
-        if (len(qk[0]), len(vo[0])) != (shape[0] * shape[1], shape[0] * shape[2]) or shape[1] != shape[2]:
+        if mine != shape or shape[1] != shape[2]:
             skipped.append(f"attention of {qk[1][0][0]}: heads of another size than the other layers'")
             continue
         prefix = _prefix([r[0] for r in qk[1] + vo[1]]) or "+".join(sorted({_module(r[0]) for r in qk[1]}))
@@ -294,8 +296,10 @@ def _assemble(split, plans, axes, skipped, embedded=()):
 # ------------------------------------------------------------------ the check
 def _checked(problem, module, sym, trials=2):
     """``sym`` less every group whose random elements change the module's outputs (float64, a random θ with every
-    entry drawn from N(0, 1/4), up to 16 training samples): each matching step alone, by permutations (and rescalings), then by the invertible maps
-    the stream (without norms) and the heads admit. Raises if the groups left fail together."""
+    entry drawn from N(0, 1/4), up to 16 training samples; every tensor of a tuple or dict of outputs, infinite
+    entries equal, the rest to 1e-9 of their size, or to 1e-5 where the forward casts float64 values to float32:
+    LLaMA-style ``x.float()`` norms): each matching step alone, by permutations (and rescalings), then by the
+    invertible maps the stream (without norms) and the heads admit. Raises if the groups left fail together."""
     import copy
 
     m = copy.deepcopy(module).double().eval()
@@ -308,15 +312,17 @@ def _checked(problem, module, sym, trials=2):
         with torch.no_grad():
             for name, value in problem.layout.unflatten(t).items():
                 m.get_parameter(name).copy_(value)
-            return m(x)
+            leaves = [t.reshape(-1) for t in tree_leaves(m(x)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        if not leaves:
+            raise LandscapeError(f"{type(module).__name__} returns no floating-point tensor; nothing to align")
+        return torch.cat(leaves)
 
-    base = outputs(theta)
+    with _Downcast() as cast:
+        base = outputs(theta)
+    tol = min(max(1e-9, 100 * cast.eps), 1e-5)  # the rounding of float32 where the forward computes in it
 
     def keeps(elements, scales=None, within=sym):
-        moved = within.transform(theta, elements, scales or {})
-        out = outputs(moved)
-        return bool(torch.isfinite(out).all()) and float((out - base).abs().max()) <= 1e-9 * (
-            1 + float(base.abs().max()))
+        return _agree(outputs(within.transform(theta, elements, scales or {})), base, tol)
 
     drop = set()
     for step in sym.matching_steps:
@@ -344,6 +350,31 @@ def _checked(problem, module, sym, trials=2):
         raise LandscapeError(f"the symmetry found for {type(module).__name__} does not keep its outputs together; "
                              "connect without alignment (--align none)")
     return out
+
+
+class _Downcast(TorchDispatchMode):
+    """The coarsest machine epsilon an operation of a float64 forward casts float64 values to (``x.float()``)."""
+
+    eps = torch.finfo(torch.float64).eps
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(a, torch.Tensor) and a.dtype in (torch.float64, torch.complex128)
+               for a in tree_leaves((args, kwargs))):
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+                    self.eps = max(self.eps, torch.finfo(t.dtype).eps)
+        return out
+
+
+def _agree(out, base, tol) -> bool:
+    """The same outputs: no NaN, the same infinite entries (a masked logit), the finite ones within ``tol``."""
+    inf = base.isinf()
+    if bool(out.isnan().any() | base.isnan().any()) or not torch.equal(out.isinf(), inf) or not torch.equal(
+            out[inf], base[inf]):
+        return False
+    gap = (out - base)[~inf].abs()
+    return not gap.numel() or float(gap.max()) <= tol * (1 + float(base[~inf].abs().max()))
 
 
 def _no_rescaling(sym, step):
