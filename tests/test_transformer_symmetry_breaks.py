@@ -11,6 +11,7 @@ breaks a symmetry still losing its group.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -182,3 +183,38 @@ def test_layers_with_other_numbers_of_heads_of_the_same_width_are_told_apart():
     theta = torch.randn(problem.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64) / 2
     for moved in moved_copies(problem, sym, theta):
         torch.testing.assert_close(leaves(problem, moved), leaves(problem, theta), rtol=1e-10, atol=1e-10)
+
+
+class Sinusoidal(nn.Module):
+    """Vaswani et al.'s fixed positions: a sin/cos table (a buffer) added to the embedding, one attention layer."""
+
+    def __init__(self, d=4):
+        super().__init__()
+        pos, freq = torch.arange(3.0)[:, None], torch.exp(-torch.arange(0, d, 2) * math.log(1e4) / d)
+        self.register_buffer("pe", torch.stack([torch.sin(pos * freq), torch.cos(pos * freq)], -1).reshape(3, d))
+        self.embed, self.attn, self.out = nn.Embedding(P + 1, d), Heads(d, 2), nn.Linear(d, P)
+
+    def forward(self, tok):
+        x = self.embed(tok) + self.pe
+        return self.out(x + self.attn(x))[:, -1]
+
+
+def test_a_stream_kept_fixed_by_a_position_table_is_named_in_skipped():
+    """Was lost silently (``skipped`` empty): the table differs across the stream's dimensions, so no permutation of
+    them keeps the function; the heads, which the table does not touch, are kept."""
+    torch.manual_seed(0)
+    problem = landscape.from_module(Sinusoidal().eval(), modadd(), "cross_entropy")
+    sym = landscape.symmetry(problem)
+    assert groups(sym) == {"attn.attn.qk": (4, 1.0), "attn.attn.vo": (4, 1.0)}
+    assert any(s.startswith("resid: ") for s in sym.skipped)
+    theta = torch.randn(problem.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64) / 2
+    for moved in moved_copies(problem, sym, theta):
+        torch.testing.assert_close(leaves(problem, moved), leaves(problem, theta), rtol=1e-10, atol=1e-10)
+    swap = torch.randperm(4, generator=torch.Generator().manual_seed(0))  # the stream permuted: another function
+    moved = theta.clone()
+    embedded = problem.layout.unflatten(moved)
+    for name in ("embed.weight", "attn.q.weight", "attn.k.weight", "attn.v.weight", "out.weight"):
+        embedded[name].copy_(embedded[name][:, swap])
+    for name in ("attn.out.weight", "attn.out.bias"):
+        embedded[name].copy_(embedded[name][swap])
+    assert float((leaves(problem, moved) - leaves(problem, theta)).abs().max()) > 1e-3

@@ -111,6 +111,9 @@ def user_symmetry(problem, module) -> UserTransformerSymmetry:
         skipped.append("units through " + ", ".join(sorted(set(units.unknown))[:4]) + " are kept fixed")
     sym = _checked(problem, module, UserTransformerSymmetry(split, groups, heads, d_head, layer_norm, skipped))
     sym.scores = units.scores
+    if sym.scores and not any(g.name == "resid" for g in sym.groups) and not any("resid" in s for s in sym.skipped):
+        sym.skipped += ("resid: the dimensions attention reads are told apart in the forward (a fixed table added to "
+                        "or multiplying them, as sinusoidal positions are): kept fixed",)
     if not sym.groups:
         why = "; ".join(sym.skipped[:3]) or "every unit is pinned by what the forward does with it"
         raise LandscapeError(f"found no symmetry of {type(module).__name__} to align over ({why}); connect without "
