@@ -766,3 +766,21 @@ def test_rounding_amplified_by_an_ill_conditioned_model_is_accepted_with_a_note(
     problem = landscape.from_module(model, (x, torch.randint(0, 3, (64,), generator=g)), "cross_entropy")
     assert problem.capture["loss"] > 1  # beyond plain float64 rounding ...
     assert any("conditioning" in note for note in problem.capture["notes"])  # ... and said to be the model's
+
+
+def test_same_function_sees_a_nan_or_an_infinity_where_there_was_none():
+    """A NaN never compares greater than a tolerance: the check must see it (and a -inf logit kept in place is
+    the same function)."""
+    from torch import nn
+
+    from landscape.problems.capture import same_function
+
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    problem = landscape.from_module(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), (x, x[:, :2]), "mse")
+    b = problem.init(torch.Generator().manual_seed(1)).double()
+    assert same_function(problem, b[None], b[None]) is None
+    for bad in (float("nan"), float("inf")):
+        moved = b.clone()
+        moved[-1] = bad  # the last output's bias
+        assert "NaN or infinite" in same_function(problem, b[None], moved[None])
+    assert same_function(problem, moved[None], moved[None]) is None  # the same +inf in the same places

@@ -133,9 +133,18 @@ def same_function(problem, before: torch.Tensor, after: torch.Tensor, *, rtol: f
                                                                            torch.utils._pytree.tree_leaves(out)]))
     k = len(outs) // 2
     for i in range(k):
-        gap = float((outs[i] - outs[k + i]).abs().max())
-        if gap > rtol * (1.0 + float(outs[i].abs().max())):
-            return f"the outputs differ by up to {gap:.3g} (largest output {float(outs[i].abs().max()):.3g})"
+        a, b = outs[i], outs[k + i]
+        if a.shape != b.shape:
+            return f"the outputs' shapes differ ({tuple(a.shape)} and {tuple(b.shape)})"
+        finite = torch.isfinite(a)
+        if not torch.equal(finite, torch.isfinite(b)) or not torch.equal(a[~finite].nan_to_num(0.0),
+                                                                          b[~finite].nan_to_num(0.0)):
+            return "the outputs differ in where they are NaN or infinite"
+        if not bool(finite.any()):
+            continue
+        gap = float((a[finite] - b[finite]).abs().max())
+        if gap > rtol * (1.0 + float(a[finite].abs().max())):
+            return f"the outputs differ by up to {gap:.3g} (largest output {float(a[finite].abs().max()):.3g})"
     return None
 
 
