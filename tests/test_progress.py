@@ -107,3 +107,25 @@ def test_training_shows_the_polish_as_it_goes(capsys):
     assert "train himmelblau: polish, 8 of 8 moving, worst |grad L|" in err and "x its tolerance, 0/2000" in err
     landscape.train(problem, range(8), steps=50)
     assert capsys.readouterr().err == ""
+
+
+def test_into_a_pipe_a_stage_that_counts_on_is_a_line_or_two_not_one_a_step(capsys):
+    """Into a file or a pipe every redraw is a line of the log: a stage is shown as it starts and as it ended (its
+    last count), and in between at most every PIPE_INTERVAL seconds — 500 steps of a polish are not 500 lines."""
+    import re
+
+    from landscape._progress import Progress
+
+    shown = Progress(True, "work")
+    for i in range(500):
+        shown.stage("polish, worst |grad L| 1.5x its tolerance", i, 500)
+        shown.count(1)
+    shown.stage("merge tree", 0, 3)
+    shown.stage("merge tree", 3, 3)
+    shown.close()
+    err = capsys.readouterr().err
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip()]
+    assert len(lines) <= 8, lines
+    assert "polish, worst |grad L| 1.5x its tolerance 0/500" in err  # as it started
+    assert "polish, worst |grad L| 1.5x its tolerance 499/500" in err  # as it ended
+    assert "merge tree 0/3" in err and "merge tree 3/3" in err

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import LandscapeError
-from .._progress import Progress
+from .._progress import Progress, redraw_interval
 from ..problems.bn_stats import one_pass
 from ..problems.problem import Problem
 from .optim import OPTIMIZERS, RowOptimizer
@@ -173,7 +173,8 @@ def train(problem: Problem, seeds, *, optimizer: str = "adam", lr: float | None 
         taken += active.cpu().long()
         bar.update(1)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.min().item():.4g}..{loss.max().item():.4g}", active=int(active.sum()))
+            bar.set_postfix(loss=f"{loss.min().item():.4g}..{loss.max().item():.4g}", active=int(active.sum()),
+                            refresh=False)
     bar.close()
     polished = _polish(problem, fast, theta, polish_steps if until_loss is None else 0, progress)
     theta, final = polished.thetas, polished.losses
@@ -238,7 +239,7 @@ def _progress(total, name, enabled):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=f"train {name}", disable=not enabled, leave=False, dynamic_ncols=True,
-                mininterval=0.5)
+                mininterval=redraw_interval())
 
 
 def checkpoint_name(problem: Problem, seed: int) -> str:

@@ -22,6 +22,7 @@ import time
 
 from .._device import DEVICES, passive_workers
 from .._errors import LandscapeError
+from .._progress import redraw_interval
 from .store import Store, read_study, store_path
 from .study import Study, load_study
 from .tasks import execute_task
@@ -358,7 +359,7 @@ def _progress(name, total, initial, enabled):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=f"study {name}", unit="task", disable=not enabled,
-                dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+                dynamic_ncols=True, mininterval=redraw_interval(), smoothing=0.1)
 
 
 def study_status(study=None, *, store=None) -> dict:

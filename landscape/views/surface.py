@@ -22,6 +22,7 @@ from pathlib import Path as FilePath
 import torch
 
 from .._errors import LandscapeError
+from .._progress import redraw_interval
 from .planes import Plane
 from ..problems.problem import Problem
 
@@ -243,7 +244,7 @@ def _sweep(problem, plane, coords, split, device, dtype, progress, desc) -> torc
     directions = plane.directions.to(device=device, dtype=dtype)
     out = []
     with torch.no_grad(), tqdm(total=k, desc=desc, unit="pt", disable=not progress, leave=False,
-                               dynamic_ncols=True, mininterval=0.5) as bar:
+                               dynamic_ncols=True, mininterval=redraw_interval()) as bar:
         for s in range(0, k, block):
             c = coords[s:s + block].to(device=device, dtype=dtype)
             out.append(problem.loss_on_plane(origin, directions, c, split=split).cpu())
