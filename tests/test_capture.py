@@ -784,3 +784,35 @@ def test_same_function_sees_a_nan_or_an_infinity_where_there_was_none():
         moved[-1] = bad  # the last output's bias
         assert "NaN or infinite" in same_function(problem, b[None], moved[None])
     assert same_function(problem, moved[None], moved[None]) is None  # the same +inf in the same places
+
+
+def test_a_module_shared_between_layers_is_captured_and_left_as_it_was():
+    """ALBERT-style sharing (the same block at two places): torch's functional_call put the shared block's
+    parameters back as plain tensors, and the differential check then refused the model; now the problem is the
+    module's function and the module keeps its parameters."""
+    from torch import nn
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            block = nn.Linear(4, 4)
+            self.inp, self.blocks, self.out = nn.Linear(3, 4), nn.ModuleList([block, block]), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.inp(x))
+            for block in self.blocks:
+                h = h + torch.tanh(block(h))
+            return self.out(h)
+
+    model = Shared()
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    problem = landscape.from_module(model, (x, torch.sin(x[:, :2])), "mse")
+    assert problem.dim == sum(p.numel() for p in model.parameters())  # the shared block counted once
+    theta = problem.init(torch.Generator().manual_seed(1), n=3, dtype=torch.float64)
+    loss, grad = problem.loss_and_grad(theta)
+    own = copy.deepcopy(model).double()
+    for k in range(3):
+        torch.nn.utils.vector_to_parameters(theta[k], own.parameters())
+        torch.testing.assert_close(loss[k], torch.nn.functional.mse_loss(own(x.double()), torch.sin(x[:, :2]).double()))
+    assert all(isinstance(p, nn.Parameter) for m in problem.module_.modules() for p in m._parameters.values())
+    assert problem.module_.blocks[0] is problem.module_.blocks[1]

@@ -19,7 +19,9 @@ import contextlib
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
+
+from .fcall import functional_call
 
 from .._errors import LandscapeError
 

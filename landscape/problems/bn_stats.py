@@ -21,7 +21,9 @@ import copy
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
+
+from .fcall import functional_call
 
 
 class _SelfNorm(nn.Module):

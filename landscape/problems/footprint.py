@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.func import functional_call
+from .fcall import functional_call
 
 from .._errors import LandscapeError
 

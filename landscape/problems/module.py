@@ -4,10 +4,8 @@ Three evaluators, one contract. A plain ``nn.Sequential`` of ``Linear`` layers a
 activations runs on a hand-batched path: every layer of K networks is one batched product, and with a
 named loss its gradient is written out by hand (:func:`.mlp.mlp_loss_and_grad`). A module whose parameters
 all sit in convolutions, linear and BatchNorm layers runs K networks in one forward (:mod:`.grouped`).
-Anything else runs ``torch.func.functional_call`` under ``torch.func.vmap``. All are cut into chunks by
-:meth:`Problem.chunk_size`; a chunk of one point is the plain loop, so the batched evaluator is never
-slower than the loop by more than the chunk heuristic misses.
-"""
+Anything else runs ``torch.func.functional_call`` (:mod:`.fcall`) under ``torch.func.vmap``. All are cut into
+chunks by :meth:`Problem.chunk_size`; a chunk of one point is the plain loop."""
 
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from typing import Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from . import bounds
 from .losses import LOSSES, check_targets
@@ -26,6 +24,7 @@ from .mlp import by_hand, mlp_forward, mlp_loss_and_grad, mlp_loss_on_plane, mlp
 from .batchnorm import Tape, chunked_loss, chunked_statistics, norm_calls, recomputed_loss, recomputing_copy
 from .footprint import forward_flops, measure_activations, saved_values
 from .fastpath import fused_attention_off
+from .fcall import functional_call
 from .grouped import CHUNK_BYTES as WIDE_CHUNK_BYTES, sample_blocks, wide_loss, wide_plan
 from .._errors import LandscapeError
 from .._registry import Registry

@@ -306,7 +306,9 @@ def activations(problem, sym: Symmetry, thetas: torch.Tensor, *, samples: int | 
         Per hidden layer, its n units' values over M = samples × spatial positions.
     """
     import torch.fx
-    from torch.func import functional_call, vmap
+    from torch.func import vmap
+
+    from ..problems.fcall import functional_call
 
     if not sym.groups:
         return {}

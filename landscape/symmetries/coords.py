@@ -30,6 +30,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ..problems.fcall import functional_call
+
 #: Operations that move values without mixing them: the same operation moves the slots.
 SHAPE_OPS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select", "split",
              "split_with_sizes", "unbind", "unsqueeze", "squeeze", "clone", "contiguous", "alias", "detach",
@@ -385,7 +387,7 @@ def trace_units(module, params: dict, sample) -> Units:
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), _Mode(u):
-            out = torch.func.functional_call(module, plain, (sample,))
+            out = functional_call(module, plain, (sample,))
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
     tree_map(lambda t: [u.pin(s) for s in u.get(t)] if isinstance(t, torch.Tensor) else None, out)

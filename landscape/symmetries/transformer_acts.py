@@ -22,7 +22,7 @@ rotations are replaced by assignments of dimensions.
 from __future__ import annotations
 
 import torch
-from torch.func import functional_call
+from ..problems.fcall import functional_call
 
 from .._errors import LandscapeError
 from .orthogonal import _heads_matrix, _lap, orthogonal_groups, procrustes
