@@ -17,6 +17,7 @@ from torch import nn
 import landscape
 from landscape.problems import attention_bounds as ab
 from landscape.problems.relaxed import Model
+from test_proof_attention import no_fused_attention  # noqa: F401 (an autouse fixture)
 
 P, D = 3, 4
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning",
@@ -27,15 +28,6 @@ def modadd():
     a, b = torch.meshgrid(torch.arange(P), torch.arange(P), indexing="ij")
     a, b = a.reshape(-1), b.reshape(-1)
     return torch.stack([a, b, torch.full_like(a, P)], 1), (a + b) % P
-
-
-@pytest.fixture(autouse=True)
-def no_fused_attention():
-    """torch's fused attention kernels (evaluation mode) have no vmap rule; the plain path computes the same."""
-    was = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    yield
-    torch.backends.mha.set_fastpath_enabled(was)
 
 
 def dense_loss(net, a, b, t):

@@ -13,12 +13,12 @@ shared between the stream and the queries) lose exactly the groups they break.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
-from test_proof_attention import problem_of
+from test_proof_attention import no_fused_attention, problem_of  # noqa: F401 (an autouse fixture)
+from test_transformer_symmetry import outputs
 from test_user_transformers import MODELS, _trained
 from torch import nn
 
@@ -41,23 +41,6 @@ EXPECTED = {
     "llama-written-rmsnorm-rotary": ({"resid": (4, None), "w1": (8, None)}, [], True),
     "vit-cls-expand-einsum": ({"resid": (4, 1.0), "mlp.0": (8, None)}, ["qkv"], False),
 }
-
-
-@pytest.fixture(autouse=True)
-def no_fused_attention():
-    was = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    yield
-    torch.backends.mha.set_fastpath_enabled(was)
-
-
-def outputs(problem, theta):
-    """The module's own outputs at θ on every training sample, in float64."""
-    module = copy.deepcopy(problem.module()).double()
-    with torch.no_grad():
-        for name, value in problem.layout.unflatten(theta.double()).items():
-            module.get_parameter(name).copy_(value)
-        return module(problem.data("train")[0])
 
 
 def generic(problem, seed):

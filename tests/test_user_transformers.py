@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_proof_attention import check_pieces, dense_loss, modadd, problem_of
+from test_proof_attention import check_pieces, dense_loss, modadd, no_fused_attention, problem_of  # noqa: F401
 from torch import nn
 
 from landscape.paths.proof import prove_below
@@ -25,15 +25,6 @@ from landscape.problems.relaxed import Model
 P = 3
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning",
                                         "ignore:enable_nested_tensor:UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def no_fused_attention():
-    """torch's fused attention kernels (evaluation mode) have no vmap rule; the plain path computes the same."""
-    was = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    yield
-    torch.backends.mha.set_fastpath_enabled(was)
 
 
 class GPT(nn.Module):
