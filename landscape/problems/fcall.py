@@ -15,19 +15,19 @@ import weakref
 from torch import nn
 from torch.func import functional_call as _functional_call
 
-_SLOTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_SHARED: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
 
 
-def _slots(module: nn.Module) -> tuple:
-    """(submodule, name, parameter) of every parameter when some submodule is reached by two names, else ()."""
-    slots = _SLOTS.get(module)
-    if slots is None:
-        names = sum(1 for _ in module.named_modules(remove_duplicate=False))
-        shared = names != sum(1 for _ in module.modules())
-        slots = tuple((m, n, p) for m in module.modules() for n, p in m._parameters.items()
-                      if p is not None) if shared else ()
-        _SLOTS[module] = slots
-    return slots
+def _slots(module: nn.Module) -> list:
+    """(submodule, name, parameter) of every parameter, as it is now, when some submodule is reached by two names;
+    else [] (whether the module shares a submodule is looked up once; the parameters are read at every call)."""
+    shared = _SHARED.get(module)
+    if shared is None:
+        shared = sum(1 for _ in module.named_modules(remove_duplicate=False)) != sum(1 for _ in module.modules())
+        _SHARED[module] = shared
+    if not shared:
+        return []
+    return [(m, n, p) for m in module.modules() for n, p in m._parameters.items() if p is not None]
 
 
 def functional_call(module: nn.Module, parameter_and_buffer_dicts, args=None, kwargs=None, **options):
