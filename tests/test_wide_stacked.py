@@ -105,3 +105,60 @@ def test_a_pooling_returning_indices_ends_no_chain_and_the_loss_is_the_modules()
     ref, ref_grad, _ = reference(p, thetas)
     assert torch.allclose(loss, ref, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
     assert p.evaluator == "wide"
+
+
+def pooled_cnn():
+    """Activations before max pooling in the ways they commute with it and the ways they must not be moved: a
+    torchvision-style stem (conv → BatchNorm → in-place ReLU → MaxPool(3, 2, 1)), ReLU6 → MaxPool(ceil_mode), Hardtanh
+    → MaxPool; LeakyReLU → MaxPool (rounding can tie), an in-place ReLU whose input is read again, a ReLU called twice."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            self.b = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU6(), nn.MaxPool2d(3, ceil_mode=True))
+            self.c = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Hardtanh(-0.5, 0.5), nn.MaxPool2d(2))
+            self.d = nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU(0.01), nn.MaxPool2d(2))
+            self.conv, self.relu, self.pool = nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+            self.conv2, self.reused, self.pool2 = nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+            self.head = nn.Linear(4 * 2 * 2 + 2 * 4 * 4 + 2 * 3 * 3 + 2 * 4 * 4 * 2, 3)
+
+        def forward(self, x):
+            h = self.conv(x)
+            e = self.pool(self.relu(h)) + h[:, :, ::2, ::2]  # the in-place ReLU changed h: not moved
+            f = self.pool2(self.reused(self.reused(self.conv2(x))))
+            parts = [self.b(self.stem(x)), self.c(x), self.d(x), e, f]
+            return self.head(torch.cat([t.flatten(1) for t in parts], 1))
+
+    return Net()
+
+
+def test_max_pooling_runs_before_the_activations_that_commute_with_it():
+    """ReLU, ReLU6 and Hardtanh run after the max pooling that follows them (fewer values; the 1M-parameter CNN's
+    gradient 1.34 -> 1.23 CPU s): the loss and gradient equal the module's in float64, and in float32 equal the plan
+    that keeps the module's order to the last bit, on digits-like images whose flat background ties the pooling."""
+    torch.manual_seed(0)
+    model = pooled_cnn()
+    model.stem[1].running_mean.uniform_(-0.5, 0.5)
+    x, y = _data((1, 8, 8), n=12)
+    x = torch.where(x > 0.3, x, torch.zeros(()))  # a flat background: ties inside pooling windows
+    p = landscape.from_module(model, (x, y), "cross_entropy", bn="frozen")
+    assert p.evaluator == "wide" and p._wide.pool_first == {"stem.2": "stem.3", "b.1": "b.2", "c.1": "c.2"}
+    thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert ref_grad.abs().max() > 1e-3
+    assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    import landscape.problems.grouped as grouped
+    kept, grouped.pool_first = grouped.pool_first, lambda *args: {}
+    try:
+        q = landscape.from_module(model, (x, y), "cross_entropy", bn="frozen")
+    finally:
+        grouped.pool_first = kept
+    assert q._wide.pool_first == {}
+    for k in (1, 4):
+        t32 = p.init(torch.Generator().manual_seed(k), n=k)
+        a, b = p.loss_and_grad(t32), q.loss_and_grad(t32)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

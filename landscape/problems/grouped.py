@@ -36,7 +36,8 @@ from torch import nn
 
 from .mlp import hooked
 from .operations import CONVS, NORMS
-from .wide_conv import Chained, chains, folds, graph_of, stacked_conv, unstack
+from .wide_conv import Chained, PoolThenActivation, chains, folds, graph_of, pool_first, stacked_conv, unstack
+from .wide_conv import replace as _replace
 from .wide_ops import BatchNorm, DataProduct
 
 #: Layer types whose parameters the wide evaluator takes from θ (exactly these types: a subclass may compute
@@ -91,6 +92,7 @@ class WidePlan:
         #: stacked values of the chain under way and the names of its layers still to run.
         self.chains: dict[str, list[str]] = {}
         self.stacked, self.chain_left = None, []
+        self.pool_first: dict[str, str] = {}  # activation -> the max pooling run before it (:func:`.wide_conv.pool_first`)
 
     def chained(self, name: str, x: torch.Tensor, run) -> torch.Tensor:
         """``run(x)`` for the layer ``name`` of a chain (:class:`.wide_conv.Chained`): on the chain's stacked values,
@@ -352,14 +354,16 @@ def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
     linked = chains(graph, module, layers)
     wide = copy.deepcopy(module)
     for name, m in layers.items():
-        parent, _, child = name.rpartition(".")
-        setattr(wide.get_submodule(parent), child, _Wide(name, m))
+        _replace(wide, name, _Wide(name, m))
+    swapped = pool_first(graph, module)
+    for act, pool in swapped.items():  # max pooling before ReLU: the same values, fewer of them
+        _replace(wide, pool, PoolThenActivation(wide.get_submodule(pool), wide.get_submodule(act)))
+        _replace(wide, act, nn.Identity())
     for name in {n for chain in linked.values() for n in chain} - set(layers):
-        parent, _, child = name.rpartition(".")
-        setattr(wide.get_submodule(parent), child, Chained(name, wide.get_submodule(name)))
+        _replace(wide, name, Chained(name, wide.get_submodule(name)))
     plan = WidePlan(wide, layers)
     plan._unflatten, plan.buffers = layout.unflatten, dict(module.named_buffers())
-    plan.folds, plan.chains = folds(graph, layers), linked
+    plan.folds, plan.chains, plan.pool_first = folds(graph, layers), linked, swapped
     return plan, None
 
 

@@ -79,6 +79,57 @@ def chains(graph, module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, 
     return found
 
 
+#: Activations that commute with max pooling exactly, gradient included: max(f(a), f(b)) = f(max(a, b)) for a
+#: nondecreasing f, and where f flattens ties (ReLU below 0, ReLU6/Hardtanh at their ends) its gradient is 0 there, so
+#: which tied input the pooling picks does not matter. Not LeakyReLU: rounding its products can tie two inputs that
+#: differ, and then the gradient goes to another one.
+POOL_COMMUTES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def pool_first(graph, module: nn.Module) -> dict[str, str]:
+    """Activation layer -> the max pooling layer that alone takes its output, to be run in the other order (the
+    activation on the pooled values: a quarter of the elements for 2×2 pooling, forward and backward; the same
+    values and gradient, :data:`POOL_COMMUTES`). Each called once in the forward, the activation the only user of its
+    input (an in-place one changes it)."""
+    if graph is None:
+        return {}
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    found = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or calls[node.target] != 1 or node.kwargs or len(node.args) != 1 \
+                or type(module.get_submodule(node.target)) not in POOL_COMMUTES:
+            continue
+        source, user = node.args[0], _only_user(node)
+        if not isinstance(source, torch.fx.Node) or _only_user(source) is not node or user is None \
+                or user.op != "call_module" or user.args != (node,) or user.kwargs or calls[user.target] != 1:
+            continue
+        pool = module.get_submodule(user.target)
+        if type(pool) in MAX_POOLS and not pool.return_indices:
+            found[node.target] = user.target
+    return found
+
+
+class PoolThenActivation(nn.Module):
+    """A max pooling layer followed by the activation that preceded it in the module (:func:`pool_first`)."""
+
+    def __init__(self, pool: nn.Module, activation: nn.Module):
+        super().__init__()
+        self.pool, self.activation = pool, activation
+
+    def forward(self, x):
+        return self.activation(self.pool(x))
+
+
+def replace(module: nn.Module, name: str, layer: nn.Module) -> None:
+    """Put ``layer`` in place of ``module``'s submodule ``name``."""
+    parent, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent), child, layer)
+
+
 def _only_user(node):
     users = list(node.users)
     return users[0] if len(users) == 1 else None

@@ -99,21 +99,28 @@ class StackedProduct(torch.autograd.Function):
 
 
 class Unstack(torch.autograd.Function):
-    """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...] (contiguous); the gradient goes back in the memory
-    format the stacked values had (channels last: the pooling and ReLU gradients before it stay on their fast
-    path instead of reading a transposed gradient)."""
+    """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...]: contiguous, or channels last where the stacked values
+    are (the layers after it — pooling, ReLU, BatchNorm, the next convolution — run on [K·N, H, W, C] in memory:
+    ReLU + 2×2 pooling on [5752, 16, 4, 4] took 8-11 ms channels first against 1.8-2.9 ms channels last, forward and
+    backward, one thread); the gradient goes back in the memory format the stacked values had."""
 
     @staticmethod
     def forward(ctx, x, k):
         n, kc = x.shape[:2]
         ctx.k, ctx.last = k, x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        if ctx.last:  # [N, H, W, K, C] in memory -> [K, N, H, W, C]
+            h, w = x.shape[2:]
+            rows = x.permute(0, 2, 3, 1).reshape(n, h, w, k, kc // k).permute(3, 0, 1, 2, 4)
+            return rows.reshape(k * n, h, w, kc // k).permute(0, 3, 1, 2)
         return x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
 
     @staticmethod
     def backward(ctx, grad):
         k = ctx.k
         n, c = grad.shape[0] // k, grad.shape[1]
+        if ctx.last:  # back to [N, H, W, K, C] in memory
+            h, w = grad.shape[2:]
+            g = grad.permute(0, 2, 3, 1).reshape(k, n, h, w, c).permute(1, 2, 3, 0, 4)
+            return g.reshape(n, h, w, k * c).permute(0, 3, 1, 2), None
         g = grad.reshape(k, n, c, *grad.shape[2:])
-        if ctx.last:  # [N, H, W, K, C] in memory
-            return g.permute(1, 3, 4, 0, 2).reshape(n, *grad.shape[2:], k * c).permute(0, 3, 1, 2), None
         return g.transpose(0, 1).reshape(n, k * c, *grad.shape[2:]), None
