@@ -151,14 +151,71 @@ def test_max_pooling_runs_before_the_activations_that_commute_with_it():
     assert ref_grad.abs().max() > 1e-3
     assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
     assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
-    import landscape.problems.grouped as grouped
-    kept, grouped.pool_first = grouped.pool_first, lambda *args: {}
+    _bitwise_as_in_the_modules_order(p, model, (x, y))
+
+
+def _bitwise_as_in_the_modules_order(p, model, data):
+    """``p``'s float32 loss and gradient equal, to the last bit, those of a plan that runs the module's layers in its own
+    order (nothing rearranged), at K = 1 and 4."""
+    from landscape.problems import wide_conv
+
+    kept = wide_conv.pool_first, wide_conv.block_means
+    wide_conv.pool_first = wide_conv.block_means = lambda *args: {}
     try:
-        q = landscape.from_module(model, (x, y), "cross_entropy", bn="frozen")
+        q = landscape.from_module(model, data, "cross_entropy", bn=p.bn)
     finally:
-        grouped.pool_first = kept
-    assert q._wide.pool_first == {}
+        wide_conv.pool_first, wide_conv.block_means = kept
+    assert q.evaluator == "wide" and q._wide.pool_first == {} and q._wide.block_means == {}
     for k in (1, 4):
         t32 = p.init(torch.Generator().manual_seed(k), n=k)
         a, b = p.loss_and_grad(t32), q.loss_and_grad(t32)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def averaged_cnn():
+    """Average pooling of blocks that tile the input, after a ReLU (in place, in a chain of the data's convolution;
+    after BatchNorm in a later layer), without one, with a kernel of 3 (divisor 9); and average poolings that must run as
+    they are: overlapping windows, padding, sizes the kernel does not divide (a fallback at run time)."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                   nn.ReLU(inplace=True), nn.AvgPool2d(2),
+                                   nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2))
+            self.b = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.AvgPool2d(3))  # 6x6: blocks of 3
+            self.c = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, stride=1))
+            self.d = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, padding=1))
+            self.e = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.AvgPool2d(2))  # 7x7: not divisible
+            self.head = nn.Linear(4 * 2 * 2 + 2 * 2 * 2 + 2 * 7 * 7 + 2 * 5 * 5 + 2 * 3 * 3, 3)
+
+        def forward(self, x):
+            return self.head(torch.cat([m(x).flatten(1) for m in (self.a, self.b, self.c, self.d, self.e)], 1))
+
+    return Net()
+
+
+@pytest.mark.parametrize("bn", ["frozen", "recompute"])
+def test_average_pooling_of_blocks_takes_its_relu_in(bn):
+    """Average pooling over blocks (kernel = stride, no padding) has its gradient written in one pass with the ReLU
+    before it: the module's loss and gradient in float64, and to the last bit the float32 ones of the module's order."""
+    torch.manual_seed(0)
+    model = averaged_cnn()
+    for layer in (model.a[1], model.a[5]):
+        layer.running_mean.uniform_(-0.5, 0.5)
+        layer.running_var.uniform_(0.5, 2.0)
+    x, y = _data((1, 8, 8), n=12)
+    p = landscape.from_module(model, (x, y), "cross_entropy", bn=bn)
+    assert p.evaluator == "wide"
+    assert p._wide.block_means == {"a.3": "a.2", "a.7": "a.6", "b.2": None, "e.2": "e.1"}
+    thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    if ref_grad is None:  # recomputed statistics: the generic evaluator's gradient
+        wide, p._wide = p._wide, None
+        ref_grad = p.loss_and_grad(thetas)[1]
+        p._wide = wide
+    assert ref_grad.abs().max() > 1e-3
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _bitwise_as_in_the_modules_order(p, model, (x, y))

@@ -36,7 +36,7 @@ from torch import nn
 
 from .mlp import hooked
 from .operations import CONVS, NORMS
-from .wide_conv import Chained, PoolThenActivation, chains, folds, graph_of, pool_first, stacked_conv, unstack
+from .wide_conv import Chained, chains, folds, graph_of, rearrange, stacked_conv, unstack
 from .wide_conv import replace as _replace
 from .wide_ops import BatchNorm, DataProduct
 
@@ -93,6 +93,7 @@ class WidePlan:
         self.chains: dict[str, list[str]] = {}
         self.stacked, self.chain_left = None, []
         self.pool_first: dict[str, str] = {}  # activation -> the max pooling run before it (:func:`.wide_conv.pool_first`)
+        self.block_means: dict[str, str | None] = {}  # average pooling -> its ReLU (:func:`.wide_conv.block_means`)
 
     def chained(self, name: str, x: torch.Tensor, run) -> torch.Tensor:
         """``run(x)`` for the layer ``name`` of a chain (:class:`.wide_conv.Chained`): on the chain's stacked values,
@@ -355,15 +356,12 @@ def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
     wide = copy.deepcopy(module)
     for name, m in layers.items():
         _replace(wide, name, _Wide(name, m))
-    swapped = pool_first(graph, module)
-    for act, pool in swapped.items():  # max pooling before ReLU: the same values, fewer of them
-        _replace(wide, pool, PoolThenActivation(wide.get_submodule(pool), wide.get_submodule(act)))
-        _replace(wide, act, nn.Identity())
+    swapped, means = rearrange(wide, graph, module)
     for name in {n for chain in linked.values() for n in chain} - set(layers):
         _replace(wide, name, Chained(name, wide.get_submodule(name)))
     plan = WidePlan(wide, layers)
     plan._unflatten, plan.buffers = layout.unflatten, dict(module.named_buffers())
-    plan.folds, plan.chains, plan.pool_first = folds(graph, layers), linked, swapped
+    plan.folds, plan.chains, plan.pool_first, plan.block_means = folds(graph, layers), linked, swapped, means
     return plan, None
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .operations import NORMS
-from .wide_ops import StackedProduct, Unstack
+from .wide_ops import BlockMean, StackedProduct, Unstack
 
 #: Layers run on the stacked channels as they are: each acts on every channel of every sample alone.
 PER_CHANNEL = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
@@ -52,10 +52,7 @@ def chains(graph, module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, 
     once in the forward."""
     if graph is None:
         return {}
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = _calls(graph)
     found = {}
     for node in graph.nodes:
         conv = layers.get(node.target) if node.op == "call_module" else None
@@ -94,10 +91,7 @@ def pool_first(graph, module: nn.Module) -> dict[str, str]:
     input (an in-place one changes it)."""
     if graph is None:
         return {}
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = _calls(graph)
     found = {}
     for node in graph.nodes:
         if node.op != "call_module" or calls[node.target] != 1 or node.kwargs or len(node.args) != 1 \
@@ -122,6 +116,69 @@ class PoolThenActivation(nn.Module):
 
     def forward(self, x):
         return self.activation(self.pool(x))
+
+
+def block_means(graph, module: nn.Module) -> dict[str, str | None]:
+    """Average pooling layer over blocks that tile its input (kernel = stride, no padding, no divisor, no ceil mode)
+    -> the ReLU layer that alone feeds it, taken into it, or None (:class:`BlockMeanPool`). Each called once, the ReLU
+    the only user of its input (an in-place one changes it)."""
+    if graph is None:
+        return {}
+    calls = _calls(graph)
+    found = {}
+    for node in graph.nodes:
+        pool = module.get_submodule(node.target) if node.op == "call_module" else None
+        if type(pool) is not nn.AvgPool2d or calls[node.target] != 1 or node.kwargs or len(node.args) != 1 \
+                or pool.padding not in (0, (0, 0)) or pool.ceil_mode or pool.divisor_override is not None \
+                or _pair(pool.stride or pool.kernel_size) != _pair(pool.kernel_size):
+            continue
+        act = node.args[0]
+        fused = isinstance(act, torch.fx.Node) and act.op == "call_module" and calls[act.target] == 1 \
+            and type(module.get_submodule(act.target)) is nn.ReLU and len(act.args) == 1 and not act.kwargs \
+            and _only_user(act) is node and isinstance(act.args[0], torch.fx.Node) and _only_user(act.args[0]) is act
+        found[node.target] = act.target if fused else None
+    return found
+
+
+class BlockMeanPool(nn.Module):
+    """An average pooling layer of :func:`block_means` (after its ReLU, if it took one in) by
+    :class:`.wide_ops.BlockMean` where the input's sizes are multiples of the kernel, else as the module runs it."""
+
+    def __init__(self, pool: nn.AvgPool2d, relu: bool):
+        super().__init__()
+        self.pool, self.relu, self.kernel = pool, relu, _pair(pool.kernel_size)
+
+    def forward(self, x):
+        if x.dim() == 4 and x.shape[2] % self.kernel[0] == 0 and x.shape[3] % self.kernel[1] == 0:
+            return BlockMean.apply(x, self.kernel, self.relu)
+        return self.pool(torch.relu(x) if self.relu else x)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _calls(graph) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
+def rearrange(wide: nn.Module, graph, module: nn.Module) -> tuple[dict, dict]:
+    """In the wide copy ``wide`` of ``module``: max pooling before the activation that feeds it (:func:`pool_first`),
+    average pooling of blocks with its ReLU taken in (:func:`block_means`). Returns both maps."""
+    swapped = pool_first(graph, module)
+    for act, pool in swapped.items():  # max pooling before ReLU: the same values, fewer of them
+        replace(wide, pool, PoolThenActivation(wide.get_submodule(pool), wide.get_submodule(act)))
+        replace(wide, act, nn.Identity())
+    means = block_means(graph, module)
+    for pool, relu in means.items():  # average pooling of blocks (and its ReLU): its gradient in one pass
+        replace(wide, pool, BlockMeanPool(wide.get_submodule(pool), relu is not None))
+        if relu is not None:
+            replace(wide, relu, nn.Identity())
+    return swapped, means
 
 
 def replace(module: nn.Module, name: str, layer: nn.Module) -> None:

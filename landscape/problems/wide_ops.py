@@ -98,6 +98,39 @@ class StackedProduct(torch.autograd.Function):
         return None, grad_weight, grad.sum(0) if ctx.needs_input_grad[2] else None
 
 
+class BlockMean(torch.autograd.Function):
+    """2-D average pooling over the k_h×k_w blocks that tile the input (stride = kernel, no padding, sizes divisible),
+    of the input or of its ReLU: the values of ``F.avg_pool2d``, the gradient written in one pass (torch's zero-fills
+    the input's gradient and then adds each window's share, and the ReLU's gradient is one more pass), each share
+    ``g / (k_h·k_w)`` as torch divides it: the same numbers."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, relu):
+        y = torch.relu(x) if relu else x
+        ctx.save_for_backward(y if relu else None)
+        ctx.kernel, ctx.shape, ctx.relu = kernel, x.shape, relu
+        ctx.last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return torch.nn.functional.avg_pool2d(y, kernel)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kh, kw), (n, c, h, w) = ctx.kernel, ctx.shape
+        share = grad / (kh * kw)
+        if ctx.last:  # [N, H, W, C] in memory
+            blocks, where = (n, h // kh, kh, w // kw, kw, c), lambda t: t.permute(0, 2, 3, 1)
+            share = where(share).reshape(n, h // kh, 1, w // kw, 1, c)
+        else:
+            blocks, where = (n, c, h // kh, kh, w // kw, kw), lambda t: t
+            share = share.reshape(n, c, h // kh, 1, w // kw, 1)
+        share = share.expand(blocks)
+        if ctx.relu:
+            out = torch.ops.aten.threshold_backward(share, where(ctx.saved_tensors[0]).reshape(blocks), 0)
+        else:
+            out = share.contiguous()
+        out = out.reshape(n, h, w, c).permute(0, 3, 1, 2) if ctx.last else out.reshape(n, c, h, w)
+        return out, None, None
+
+
 class Unstack(torch.autograd.Function):
     """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...]: contiguous, or channels last where the stacked values
     are (the layers after it — pooling, ReLU, BatchNorm, the next convolution — run on [K·N, H, W, C] in memory:
