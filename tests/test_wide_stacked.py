@@ -187,10 +187,12 @@ def averaged_cnn():
             self.c = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, stride=1))
             self.d = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, padding=1))
             self.e = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.AvgPool2d(2))  # 7x7: not divisible
-            self.head = nn.Linear(4 * 2 * 2 + 2 * 2 * 2 + 2 * 7 * 7 + 2 * 5 * 5 + 2 * 3 * 3, 3)
+            self.f = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(3))  # 6x6: a ReLU and blocks of 3
+            self.head = nn.Linear(4 * 2 * 2 + 2 * 2 * 2 + 2 * 7 * 7 + 2 * 5 * 5 + 2 * 3 * 3 + 2 * 2 * 2, 3)
 
         def forward(self, x):
-            return self.head(torch.cat([m(x).flatten(1) for m in (self.a, self.b, self.c, self.d, self.e)], 1))
+            parts = (self.a, self.b, self.c, self.d, self.e, self.f)
+            return self.head(torch.cat([m(x).flatten(1) for m in parts], 1))
 
     return Net()
 
@@ -207,7 +209,7 @@ def test_average_pooling_of_blocks_takes_its_relu_in(bn):
     x, y = _data((1, 8, 8), n=12)
     p = landscape.from_module(model, (x, y), "cross_entropy", bn=bn)
     assert p.evaluator == "wide"
-    assert p._wide.block_means == {"a.3": "a.2", "a.7": "a.6", "b.2": None, "e.2": "e.1"}
+    assert p._wide.block_means == {"a.3": "a.2", "a.7": "a.6", "b.2": None, "e.2": "e.1", "f.2": "f.1"}
     thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
     loss, grad = p.loss_and_grad(thetas)
     ref, ref_grad, _ = reference(p, thetas)
