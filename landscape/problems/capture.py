@@ -12,8 +12,9 @@ calls). It compares, at each point θ:
   BatchNorm layers reset, run once in training mode on the training split with ``momentum=None``, then evaluated:
   what torch itself computes), and torch's own loss (``F.cross_entropy``, ``F.mse_loss``, ``F.l1_loss``, or the
   user's function);
-- the gradient of :meth:`Problem.loss_and_grad` with autograd through that call (not for recomputed BatchNorm,
-  whose statistics torch updates outside autograd);
+- the gradient of :meth:`Problem.loss_and_grad` with autograd through that call; with recomputed BatchNorm,
+  whose statistics torch stores outside autograd, through the same statistics taken as functions of θ
+  (:func:`_differentiable_statistics`; not for a subclass of torch's BatchNorm layers);
 - where the problem bounds its loss, the bound of the zero-length pieces [θ, θ], two or more bounded together
   (the bound graph's centre: it must equal the loss, up to the bound's rounding guard), and of pieces from θ to a
   nearby and a farther point (at least the loss at both ends and the midpoint).
@@ -25,6 +26,7 @@ functions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -35,6 +37,7 @@ from torch import nn
 
 from .._errors import LandscapeError
 from .bounds import ROUNDING
+from .operations import NORMS as _NORMS
 
 #: Relative and absolute (times 1 + the largest |output|) tolerances of the loss; the gradient's are 100× wider
 #: in absolute terms (a sum over samples of products). Float64 gives ~1e-15; a different function ≫ 1e-8.
@@ -79,7 +82,7 @@ def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool
     Returns
     -------
     loss : Tensor, shape (K,)
-    grad : Tensor, shape (K, D), or None (``grad=False``, or recomputed BatchNorm)
+    grad : Tensor, shape (K, D), or None (``grad=False``, or recomputed statistics of a BatchNorm subclass)
     scale : float
         1 + the largest |output| seen (sets the absolute tolerance).
     """
@@ -88,29 +91,42 @@ def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool
     params = [m.get_parameter(name) for name in names]
     x, y = (_float64(t) for t in problem.data(split))
     recompute = problem.bn == "recompute"
-    grad = grad and not recompute
+    norms = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    # recomputed statistics with their gradient: torch's own layers only (a subclass may normalize otherwise)
+    grad = grad and not (recompute and any(type(b) not in _NORMS for b in norms))
+    x_train = _float64(problem.data("train")[0]) if recompute else None
     values, grads, scale = [], [], 1.0
     for theta in thetas.detach().cpu().to(torch.float64):
         with torch.no_grad():
             for p, value in zip(params, problem.layout.unflatten(theta).values()):
                 p.copy_(value)
                 p.requires_grad_(grad)
-            if recompute:
-                _recompute_statistics(m, _float64(problem.data("train")[0]))
-        with torch.set_grad_enabled(grad):
-            out = m(x)
-            _check_output(problem, out, y)
-            value = _torch_loss(problem._loss_ref, out, y)
-            if problem.weight_decay:
-                value = value + 0.5 * problem.weight_decay * sum(p.pow(2).sum() for name, p in zip(names, params)
-                                                                 if name.endswith("weight"))
+        value, out = _call(problem, m, x, y, x_train, grad and not recompute)
         if isinstance(out, torch.Tensor):
             scale = max(scale, 1.0 + float(out.detach().abs().max()))
         values.append(value.detach())
+        if grad and recompute:  # the value stays torch's own; the gradient through the statistics as functions of θ
+            with _differentiable_statistics(m, norms):
+                value = _call(problem, m, x, y, x_train, True)[0]
         if grad:
             grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(value, params, allow_unused=True,
                                                                                materialize_grads=True)]))
     return torch.stack(values), torch.stack(grads) if grad else None, scale
+
+
+def _call(problem, m, x, y, x_train, grad: bool):
+    """The module ``m``'s loss on ``(x, y)`` (its statistics recomputed on ``x_train`` first, unless None) and its
+    outputs, with autograd or not."""
+    with torch.set_grad_enabled(grad):
+        if x_train is not None:
+            _recompute_statistics(m, x_train)
+        out = m(x)
+        _check_output(problem, out, y)
+        value = _torch_loss(problem._loss_ref, out, y)
+        if problem.weight_decay:
+            decayed = [m.get_parameter(name) for name in problem.layout.names if name.endswith("weight")]
+            value = value + 0.5 * problem.weight_decay * sum(p.pow(2).sum() for p in decayed)
+    return value, out
 
 
 def same_function(problem, before: torch.Tensor, after: torch.Tensor, *, rtol: float = 1e-5) -> str | None:
@@ -159,6 +175,40 @@ def _recompute_statistics(m, x_train):
     m(x_train)
     for b in norms:
         b.eval()
+
+
+@contextlib.contextmanager
+def _differentiable_statistics(m, norms):
+    """The recomputed statistics of :func:`_recompute_statistics` as functions of θ: torch stores
+    them outside autograd, so each BatchNorm layer records its training-mode input's mean and unbiased variance
+    (what ``momentum=None`` stores after one pass) and, in evaluation mode, normalizes with those as torch does,
+    ``(x − mean) / √(var + eps) · weight + bias``: the same values, with their gradient."""
+    stats, handles = {}, []
+
+    def record(b, args):
+        if b.training:
+            v = args[0]
+            dims = [0, *range(2, v.dim())]
+            stats[b] = (v.mean(dims), v.var(dims, correction=1 if v.numel() > v.shape[1] else 0))
+
+    def normalize(b, args, out):
+        if b.training or b not in stats:
+            return out
+        mean, var = stats[b]
+        shape = (1, -1, *[1] * (args[0].dim() - 2))
+        out = (args[0] - mean.reshape(shape)) * torch.rsqrt(var + b.eps).reshape(shape)
+        if b.weight is not None:
+            out = out * b.weight.reshape(shape)
+        return out if b.bias is None else out + b.bias.reshape(shape)
+
+    for b in norms:
+        handles += [b.register_forward_pre_hook(record, prepend=True),
+                    b.register_forward_hook(normalize, prepend=True)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _check_output(problem, out, y):
@@ -214,10 +264,15 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
             return report
     try:
         fast = problem.loss(thetas)
-    except RuntimeError as err:  # e.g. random operations or .item() under vmap
+    except (RuntimeError, AttributeError, TypeError, ValueError, IndexError, KeyError) as err:  # e.g. random
+        # operations or .item() under vmap; a forward reading a BatchNorm layer's buffers, which recomputed
+        # statistics replace
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LandscapeError(f"problem {problem.name!r}: the model cannot be evaluated batched ({first}); forward "
-                             "must be a deterministic function of its registered parameters, buffers and inputs") from None
+        hint = "; with recomputed BatchNorm statistics its BatchNorm layers are replaced: a forward that reads " \
+               "their attributes needs bn='frozen' (--bn frozen)" if problem.bn == "recompute" else ""
+        raise LandscapeError(f"problem {problem.name!r}: the model cannot be evaluated batched ({type(err).__name__}: "
+                             f"{first[:160]}); forward must be a deterministic function of its registered parameters, "
+                             f"buffers and inputs{hint}") from None
     # a non-finite fast value where torch's is finite counts as a difference
     report["loss"] = float(torch.nan_to_num(((fast - ref).abs() / (RTOL * ref.abs() + ATOL * scale))[finite],
                                             nan=math.inf).max())
@@ -225,17 +280,23 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
         i = int((fast - ref).abs().argmax())
         failed["loss"] = f"its loss {float(fast[i]):.10g} differs from the module's own {float(ref[i]):.10g}"
     if ref_grad is None:
-        report["grad"] = "not compared (recomputed BatchNorm statistics)"
+        report["grad"] = "not compared (recomputed statistics of a BatchNorm subclass)"
     else:
-        g = problem.loss_and_grad(thetas)[1]
+        try:
+            g = problem.loss_and_grad(thetas)[1]
+        except RuntimeError as err:  # e.g. a value saved for the backward pass modified in place
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            g, broken = torch.full_like(ref_grad, math.nan), f"its gradient fails ({first[:160]})"
+        else:
+            broken = None
         both = torch.isfinite(g) & torch.isfinite(ref_grad)  # the same non-finite entry in both agrees
         same = both | (g.isnan() & ref_grad.isnan()) | (g == ref_grad)
         diff = torch.where(both, g - ref_grad, torch.where(same, 0.0, math.inf)).abs()
         err = diff.amax(1) / (RTOL * torch.where(both, ref_grad, 0.0).abs().amax(1) + 100 * ATOL * scale)
         report["grad"] = float(torch.nan_to_num(err[finite], nan=math.inf).max())
         if report["grad"] > 1 and "loss" not in failed:
-            failed["grad"] = (f"its gradient differs from autograd through the module's own forward by "
-                              f"{float((g - ref_grad).abs().max()):.3g}")
+            failed["grad"] = broken or (f"its gradient differs from autograd through the module's own forward by "
+                                        f"{float((g - ref_grad).abs().max()):.3g}")
     rel = ((fast - ref).abs() / (ref.abs() + ATOL * scale))[finite]
     if ref_grad is not None:
         rel = torch.cat([rel, (diff.amax(1) / (torch.where(both, ref_grad, 0.0).abs().amax(1)

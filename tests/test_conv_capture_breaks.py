@@ -1,0 +1,150 @@
+"""Users' conv nets written the ways people write them, against the module's own call in float64: what used to
+crash with a traceback, or to compute a gradient nothing checked. Ground truths: autograd through a deep copy of the
+module holding θ (recomputed BatchNorm written out: the training split's mean and unbiased variance, then the
+evaluation-mode formula) and ``capture.reference``."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import landscape
+from landscape.problems.capture import check, reference
+
+
+def _digits(n=24, classes=3):
+    from landscape.problems.networks import digits_splits
+
+    x, y = digits_splits(0.2, 0, images=True, n_train=n)["train"]
+    return x, y % classes
+
+
+def _close(p, thetas, ref_loss, ref_grad):
+    loss, grad = p.loss_and_grad(thetas)
+    assert torch.allclose(loss, ref_loss, rtol=1e-11, atol=0)
+    assert ref_grad.abs().max() > 1e-3
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+
+
+class PoolThenSubtract(nn.Module):
+    """conv → ReLU → MaxPool, then ``h -= 0.1`` on the pooled values: legal for torch (max pooling's backward does
+    not read its output), not for a copy that runs the ReLU after the pooling (ReLU's backward reads its output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 16, 3)
+
+    def forward(self, x):
+        h = self.pool(self.relu(self.c2(torch.tanh(self.c1(x)))))
+        h -= 0.1
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_an_in_place_op_after_max_pooling_builds_and_gives_the_modules_gradient(k):
+    """from_module raised the backward's RuntimeError (a traceback) from its own differential check."""
+    torch.manual_seed(0)
+    p = landscape.from_module(PoolThenSubtract(), _digits(), "cross_entropy")
+    thetas = p.init(torch.Generator().manual_seed(k), n=k, dtype=torch.float64)
+    ref_loss, ref_grad, _ = reference(p, thetas)
+    _close(p, thetas, ref_loss, ref_grad)
+
+
+class ReluInPlaceThenNorm(nn.Module):
+    """conv of the data → ReLU(inplace=True) → BatchNorm (activation before normalization)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.act(self.conv(x))).mean((2, 3)))
+
+
+def _recomputed_by_hand(model, p, theta, x, y):
+    """The loss of ReluInPlaceThenNorm at θ with statistics recomputed on x (written out) and its gradient."""
+    m = copy.deepcopy(model).double()
+    params = list(m.parameters())
+    torch.nn.utils.vector_to_parameters(theta, params)
+    h = torch.relu(m.conv(x.double()))
+    mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3))  # the unbiased variance, as momentum=None stores it
+    h = (h - mean[:, None, None]) / torch.sqrt(var[:, None, None] + m.bn.eps) * m.bn.weight[:, None, None] \
+        + m.bn.bias[:, None, None]
+    loss = F.cross_entropy(m.fc(h.mean((2, 3))), y)
+    return loss.detach(), torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_relu_in_place_before_recomputed_batchnorm_gives_its_gradient(k):
+    """The statistics pass's output of the first convolution, kept for the loss pass, was changed in place by the
+    ReLU: the loss was right, its gradient a RuntimeError traceback (the check compared no gradient under
+    recomputed statistics)."""
+    torch.manual_seed(0)
+    model = ReluInPlaceThenNorm()
+    x, y = _digits()
+    p = landscape.from_module(model, (x, y), "cross_entropy")
+    assert p.bn == "recompute" and isinstance(p.capture["grad"], float) and p.capture["grad"] <= 1
+    thetas = p.init(torch.Generator().manual_seed(k), n=k, dtype=torch.float64)
+    want = [_recomputed_by_hand(model, p, t, x, y) for t in thetas]
+    ref_loss, ref_grad = torch.stack([w[0] for w in want]), torch.stack([w[1] for w in want])
+    _close(p, thetas, ref_loss, ref_grad)
+    loss, grad, _ = reference(p, thetas)  # the check's own reference: torch's value, the statistics' gradient
+    assert torch.allclose(loss, ref_loss, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
+
+
+def test_the_check_sees_a_wrong_gradient_under_recomputed_statistics():
+    torch.manual_seed(0)
+    p = landscape.from_module(ReluInPlaceThenNorm(), _digits(), "cross_entropy")
+    right = p.loss_and_grad
+    p.loss_and_grad = lambda thetas: (lambda lg: (lg[0], lg[1] * 1.001))(right(thetas))
+    report = check(p, p.init(torch.Generator().manual_seed(1), n=1, dtype=torch.float64))
+    assert "grad" in report["failed"] and "loss" not in report["failed"]
+
+
+class ReadsRunningMean(nn.Module):
+    """forward reads a BatchNorm layer's buffer (recomputed statistics replace the layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.bn(self.conv(x))).mean((2, 3)) + self.bn.running_mean)
+
+
+def test_a_forward_reading_batchnorm_buffers_is_a_one_line_error_under_recompute_and_runs_frozen():
+    torch.manual_seed(0)
+    model = ReadsRunningMean()
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    with pytest.raises(landscape.LandscapeError) as err:  # was an AttributeError traceback
+        landscape.from_module(model, _digits(), "cross_entropy")
+    assert "\n" not in str(err.value) and "bn='frozen'" in str(err.value)
+    p = landscape.from_module(model, _digits(), "cross_entropy", bn="frozen")
+    thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
+    ref_loss, ref_grad, _ = reference(p, thetas)
+    _close(p, thetas, ref_loss, ref_grad)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap of _weight_norm
+def test_a_weight_normed_conv_starts_at_finite_points():
+    """weight_norm's direction v was drawn as zeros (its name does not end in "weight"): w = g·v/‖v‖ was NaN at
+    every initial point."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3))
+    torch.nn.utils.parametrizations.weight_norm(model[0])
+    p = landscape.from_module(model, _digits(), "cross_entropy")
+    thetas = p.init(torch.Generator().manual_seed(0), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref_loss, ref_grad, _ = reference(p, thetas)
+    assert bool(torch.isfinite(ref_loss).all()) and torch.allclose(loss, ref_loss, rtol=1e-11)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
