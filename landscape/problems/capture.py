@@ -379,6 +379,11 @@ def check_and_settle(problem, points: torch.Tensor, generator=None) -> dict:
                          "relative (float64 rounding amplified by the model's conditioning); accepted")
             del report["failed"][part]
             continue
+        elif problem.bn == "recompute" and (own := [n for n, b in problem.module_.named_modules() if isinstance(
+                b, nn.modules.batchnorm._BatchNorm) and (type(b) not in _NORMS or "forward" in vars(b))]):
+            raise LandscapeError(f"problem {problem.name!r}: {why}, with recomputed statistics: BatchNorm layer "
+                                 f"{own[0]} normalizes its own way (a subclass or a forward of its own), which "
+                                 "recomputed statistics replace by torch's; use bn='frozen' (--bn frozen)")
         else:
             raise LandscapeError(f"problem {problem.name!r}: {why}, with torch.func.functional_call of the module "
                                  "itself: forward uses a tensor functional_call does not replace (a parameter kept "
