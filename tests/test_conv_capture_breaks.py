@@ -139,7 +139,7 @@ def test_a_forward_reading_batchnorm_buffers_is_a_one_line_error_under_recompute
 @pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap of _weight_norm
 def test_a_weight_normed_conv_starts_at_finite_points():
     """weight_norm's direction v was drawn as zeros (its name does not end in "weight"): w = g·v/‖v‖ was NaN at
-    every initial point."""
+    every initial point (``landscape train`` said "diverged at step 0")."""
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3))
     torch.nn.utils.parametrizations.weight_norm(model[0])
     p = landscape.from_module(model, _digits(), "cross_entropy")
@@ -148,6 +148,24 @@ def test_a_weight_normed_conv_starts_at_finite_points():
     ref_loss, ref_grad, _ = reference(p, thetas)
     assert bool(torch.isfinite(ref_loss).all()) and torch.allclose(loss, ref_loss, rtol=1e-11)
     assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated", "ignore:There is a performance drop")
+def test_torchs_older_weight_norm_starts_at_finite_points():
+    """The hook-style weight_norm (parameters weight_g, weight_v) likewise; its module holds a computed weight that
+    torch cannot deep-copy, so the ground truth is the module itself, called with θ's g and v."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3))
+    torch.nn.utils.weight_norm(model[0])
+    x, y = _digits()
+    p = landscape.from_module(model, (x, y), "cross_entropy")
+    assert [n for n in p.layout.names if n.startswith("0.")] == ["0.bias", "0.weight_g", "0.weight_v"]
+    theta = p.init(torch.Generator().manual_seed(0), n=2)[1]
+    values = p.layout.unflatten(theta)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(values[name])
+        want = F.cross_entropy(model(x), y)
+    assert torch.isfinite(want) and torch.isclose(p.loss(theta), want, rtol=1e-5)
 
 
 class ScaledNorm(nn.BatchNorm2d):

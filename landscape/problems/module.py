@@ -384,8 +384,9 @@ class NetworkProblem(Problem):
         parts = []
         fan_in = None  # None after a normalization layer's scale: its shift starts at zero
         for name, shape in zip(self.layout.names, self.layout.shapes):
-            size = math.prod(shape)  # a parametrized weight's tensors (weight_norm's g and v) drawn as weights
-            if (name.endswith("weight") or ".parametrizations." in name) and len(shape) >= 2:
+            size = math.prod(shape)  # a reparametrized weight's tensors (weight_norm's g and v) drawn as weights
+            if (name.endswith(("weight", "weight_g", "weight_v", "weight_orig")) or ".parametrizations." in name) \
+                    and len(shape) >= 2:
                 fan_in = math.prod(shape[1:])
             elif name.endswith("weight"):
                 parts.append(torch.ones(size))
