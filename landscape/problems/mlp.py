@@ -79,11 +79,12 @@ def mlp_plan(module: nn.Module):
 
 
 def hooked(module: nn.Module) -> bool:
-    """Whether ``module`` (itself, not its children) has forward hooks, or any module has global ones."""
+    """Whether ``module`` (itself, not its children) has forward hooks or a ``forward`` set on it (the layer's
+    type then no longer says what it computes), or any module has global hooks."""
     from torch.nn.modules import module as base
 
     return bool(module._forward_hooks or module._forward_pre_hooks or base._global_forward_hooks
-                or base._global_forward_pre_hooks)
+                or base._global_forward_pre_hooks or "forward" in vars(module))
 
 
 #: Networks whose layers are all at most this wide run feature-major (units × samples): their products are
