@@ -427,3 +427,19 @@ def test_keep_freed_memory_leaves_results_unchanged():
     assert isinstance(landscape.keep_freed_memory(), bool)
     after = problem.loss_and_grad(thetas)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+
+
+@pytest.mark.parametrize("classes", [2, 10, 15, 16, 40])
+def test_batched_cross_entropy_is_torchs(classes):
+    """The batched cross-entropy (classes along the rows below 16 on a CPU) is torch's, value and gradient, float64."""
+    from landscape.problems.losses import SHORT_ROWS, cross_entropy
+
+    g = torch.Generator().manual_seed(classes)
+    out = torch.randn(3, 50, classes, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, classes, (3, 50), generator=g)
+    loss = cross_entropy(out, y)
+    ref = torch.stack([F.cross_entropy(o, t) for o, t in zip(out, y)])
+    assert (classes < SHORT_ROWS) == (classes <= 15) and torch.allclose(loss, ref, rtol=1e-14, atol=0)
+    w = torch.randn(3, generator=g, dtype=torch.float64)
+    grad, ref_grad = (torch.autograd.grad((v * w).sum(), out)[0] for v in (loss, ref))
+    assert ref_grad.abs().max() > 1e-3 and torch.allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)

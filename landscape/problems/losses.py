@@ -13,9 +13,20 @@ from .._registry import Registry
 
 
 def cross_entropy(out, y):
-    """Mean cross-entropy of logits ``out`` [k, N, C] against class indices ``y`` [k, N]."""
+    """Mean cross-entropy of logits ``out`` [k, N, C] against class indices ``y`` [k, N].
+
+    On a CPU, fewer classes than :data:`SHORT_ROWS` are normalized with the classes along the rows ([k, C, N]):
+    torch's CPU ``log_softmax`` runs a vector per row from 16 values on, scalar code below (10 classes: 59 against
+    13 ms for the loss and its gradient of [4, 60000, 10], one thread; 32 classes: 5 ms)."""
+    if out.shape[-1] < SHORT_ROWS and out.device.type == "cpu" and out.dim() > 1:
+        logp = torch.log_softmax(out.transpose(-1, -2).contiguous(), dim=-2)
+        return -logp.gather(-2, y.long().unsqueeze(-2)).squeeze(-2).mean(-1)
     logp = torch.log_softmax(out, dim=-1)
     return -logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+#: Classes below which :func:`cross_entropy` normalizes along the rows on a CPU.
+SHORT_ROWS = 16
 
 
 def mse(out, y):
