@@ -221,3 +221,30 @@ def test_average_pooling_of_blocks_takes_its_relu_in(bn):
     assert ref_grad.abs().max() > 1e-3
     assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
     _bitwise_as_in_the_modules_order(p, model, (x, y))
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(inplace=True), nn.ReLU6(inplace=True), nn.Hardtanh(-0.3, 0.4)])
+def test_pooling_moved_before_its_activation_allows_in_place_changes_after_it(act):
+    """``h -= 0.1`` on a max pooling's output is legal in the module (max pooling's gradient does not read its output):
+    the activation moved after the pooling runs out of place and its gradient reads its input, so the wide evaluator
+    keeps the layout change and gives the module's gradient (torch's ReLU read its output: a RuntimeError)."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.act, self.pool, self.fc = act, nn.MaxPool2d(2), nn.Linear(4 * 16, 3)
+
+        def forward(self, x):
+            h = self.pool(self.act(self.c2(torch.tanh(self.c1(x)))))
+            h -= 0.1
+            return self.fc(h.flatten(1))
+
+    torch.manual_seed(0)
+    p = landscape.from_module(Net(), _data((1, 8, 8), n=12), "cross_entropy")
+    assert p.evaluator == "wide" and p._wide.pool_first == {"act": "pool"} and not p.capture.get("notes")
+    thetas = p.init(torch.Generator().manual_seed(2), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))

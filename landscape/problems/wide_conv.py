@@ -13,10 +13,11 @@ Measured on digits_cnn (one thread, K = 16, loss and gradient): see ``docs/bench
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .operations import NORMS
-from .wide_ops import BlockMean, StackedProduct, Unstack
+from .wide_ops import BlockMean, ReluOfInput, StackedProduct, Unstack
 
 #: Layers run on the stacked channels as they are: each acts on every channel of every sample alone.
 PER_CHANNEL = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
@@ -108,14 +109,19 @@ def pool_first(graph, module: nn.Module) -> dict[str, str]:
 
 
 class PoolThenActivation(nn.Module):
-    """A max pooling layer followed by the activation that preceded it in the module (:func:`pool_first`)."""
+    """A max pooling layer followed by the activation that preceded it in the module (:func:`pool_first`), out of
+    place, its gradient reading its input: the module may change the pooling's output in place (legal there: max
+    pooling's gradient does not read its output)."""
 
     def __init__(self, pool: nn.Module, activation: nn.Module):
         super().__init__()
         self.pool, self.activation = pool, activation
 
     def forward(self, x):
-        return self.activation(self.pool(x))
+        x, act = self.pool(x), self.activation
+        if type(act) is nn.ReLU:
+            return ReluOfInput.apply(x)
+        return F.hardtanh(x, act.min_val, act.max_val)  # ReLU6 and Hardtanh: their gradient reads the input
 
 
 def block_means(graph, module: nn.Module) -> dict[str, str | None]:

@@ -98,6 +98,20 @@ class StackedProduct(torch.autograd.Function):
         return None, grad_weight, grad.sum(0) if ctx.needs_input_grad[2] else None
 
 
+class ReluOfInput(torch.autograd.Function):
+    """ReLU whose gradient reads its input (torch's reads its output, which the module may change in place after a max
+    pooling it was moved before: :func:`.wide_conv.pool_first`): the mask x > 0 is relu(x) > 0, the same gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.ops.aten.threshold_backward(grad, ctx.saved_tensors[0], 0)
+
+
 class BlockMean(torch.autograd.Function):
     """2-D average pooling over the k_h×k_w blocks that tile the input (stride = kernel, no padding, sizes divisible),
     of the input or of its ReLU: the values of ``F.avg_pool2d``, the gradient written in one pass (torch's zero-fills
