@@ -248,3 +248,22 @@ def test_pooling_moved_before_its_activation_allows_in_place_changes_after_it(ac
     ref, ref_grad, _ = reference(p, thetas)
     assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
     assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+
+
+def test_an_output_changed_in_place_is_not_reused_by_the_loss_pass():
+    """conv of the data → ReLU(inplace=True) → BatchNorm, recomputed statistics: the statistics pass's convolution
+    output (kept for the loss pass, which runs that layer on the same data) is changed in place by the ReLU; the loss
+    pass runs the layer again (its version counter moved) and the wide evaluator gives the module's gradient (it reused
+    the changed output: autograd's RuntimeError, and the evaluator was dropped)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(4), nn.Flatten(),
+                          nn.Linear(4 * 64, 3))
+    p = landscape.from_module(model, _data((1, 8, 8), n=12), "cross_entropy")
+    assert p.bn == "recompute" and p.evaluator == "wide" and not p.capture.get("notes")
+    thetas = p.init(torch.Generator().manual_seed(2), n=3, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    wide, p._wide = p._wide, None
+    ref, ref_grad = p.loss_and_grad(thetas)  # functional_call with the statistics as functions of θ
+    p._wide = wide
+    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))

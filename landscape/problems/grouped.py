@@ -79,7 +79,7 @@ class WidePlan:
         self.params: dict[str, torch.Tensor] = {}
         self.mode = "frozen"  # "frozen", "collect" (statistics pass) or "apply" (recorded statistics)
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.memo: dict[str, tuple] = {}
         self.buffers: dict[str, torch.Tensor] = {}  # the problem's module's buffers, read at every evaluation
         self.inputs: tuple = ()  # the data of the evaluation under way (its patches are kept)
         #: Convolution or linear layer -> the BatchNorm layer that alone takes its output (found by torch.fx):
@@ -207,8 +207,8 @@ class _Wide(nn.Module):
         # normalization of its output and that normalization's gradient; per network, K = 1, the product is slower)
         again = plan.mode != "collect" and self.name in plan.folds and self.name in plan.chains and k > 1
         memo = plan.memo.get(self.name) if shared and not again else None
-        if memo is not None and _same(memo[0], x):  # the statistics pass ran it on this input: the same output
-            return self._stack(memo[1], memo[2])
+        if memo is not None and _same(memo[0], x) and memo[1]._version == memo[3]:  # the statistics pass ran it
+            return self._stack(memo[1], memo[2])  # on this input, and nothing changed its output in place since
         if x.shape[0] != k * n and not shared:
             raise RuntimeError(f"layer {self.name} got {x.shape[0]} rows, expected {n} or {k * n}")
         fold = plan.folds.get(self.name) if plan.mode != "collect" else None
@@ -218,7 +218,7 @@ class _Wide(nn.Module):
         if fold is not None:
             plan.folded[fold] = out
         elif shared:
-            plan.memo[self.name] = (x, out, stacked)
+            plan.memo[self.name] = (x, out, stacked, out._version)
         return self._stack(out, stacked)
 
     def _stack(self, out, stacked):
