@@ -216,3 +216,36 @@ def test_an_activation_with_a_forward_of_its_own_is_not_taken_for_its_type(kind)
     _close(p, thetas, ref_loss, ref_grad)
     bound = p.segment_bounds(thetas, thetas)
     assert bound is None or bool((bound >= ref_loss * (1 - 1e-12)).all())
+
+
+class LeNetView(nn.Module):
+    """The tutorial CNN: ``x.view(x.size(0), -1)`` after conv → ReLU → max pooling (values the wide evaluator keeps
+    channels last, which view cannot flatten: it falls back to functional_call)."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16, classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_fast_path_dropped_on_the_checks_subset_is_dropped_for_the_problem():
+    """With more than 64 training samples the check runs on a copy of the problem: the wide evaluator it dropped
+    stayed on the problem, which said "wide" until its first evaluation failed again (and noted it twice)."""
+    x, y = _digits(n=100)
+    p = landscape.from_module(LeNetView(), (x, y), "cross_entropy")
+    if p.evaluator != "wide":  # the wide evaluator could not run it: said once, and everywhere
+        assert p.capture["evaluator"] == p.evaluator == "vmap" and len(p.capture["notes"]) == 1
+    thetas = p.init(torch.Generator().manual_seed(0), n=2, dtype=torch.float64)
+    ref_loss, ref_grad, _ = reference(p, thetas)
+    _close(p, thetas, ref_loss, ref_grad)
+    assert p.capture["evaluator"] == p.evaluator and len(p.capture["notes"]) <= 1
+
+
+def test_more_classes_than_outputs_is_said_as_such():
+    """Targets 0-9 for a model of 3 outputs: the error said the model's forward fails in float64."""
+    with pytest.raises(landscape.LandscapeError, match="below the model's 3 outputs, got targets from 0 to 9"):
+        landscape.from_module(LeNetView(), _digits(classes=10), "cross_entropy")

@@ -179,16 +179,14 @@ def _recompute_statistics(m, x_train):
 
 @contextlib.contextmanager
 def _differentiable_statistics(m, norms):
-    """The recomputed statistics of :func:`_recompute_statistics` as functions of θ: torch stores
-    them outside autograd, so each BatchNorm layer records its training-mode input's mean and unbiased variance
-    (what ``momentum=None`` stores after one pass) and, in evaluation mode, normalizes with those as torch does,
-    ``(x − mean) / √(var + eps) · weight + bias``: the same values, with their gradient."""
+    """The recomputed statistics of :func:`_recompute_statistics` as functions of θ (torch stores them outside
+    autograd): each BatchNorm layer records its training-mode input's mean and unbiased variance (what
+    ``momentum=None`` stores after one pass) and in evaluation mode normalizes with them as torch does."""
     stats, handles = {}, []
 
     def record(b, args):
         if b.training:
-            v = args[0]
-            dims = [0, *range(2, v.dim())]
+            v, dims = args[0], [0, *range(2, args[0].dim())]
             stats[b] = (v.mean(dims), v.var(dims, correction=1 if v.numel() > v.shape[1] else 0))
 
     def normalize(b, args, out):
@@ -225,6 +223,9 @@ def _check_output(problem, out, y):
         raise LandscapeError(f"{what} outputs (N, classes) and class indices (N,), got outputs "
                              f"{tuple(out.shape)} and targets {tuple(y.shape)}; pass a loss function for other shapes "
                              "(e.g. lambda out, y: torch.nn.functional.cross_entropy(out, y))")
+    if name == "cross_entropy" and y.numel() and not bool(((y >= 0) & (y < out.shape[1]) | (y == -100)).all()):
+        raise LandscapeError(f"{what} class indices below the model's {out.shape[1]} outputs, got targets from "
+                             f"{int(y.min())} to {int(y.max())}; give the model one output per class")
     if name != "cross_entropy" and out.numel() != y.numel():
         raise LandscapeError(f"{what} one target per output, got outputs {tuple(out.shape)} and targets "
                              f"{tuple(y.shape)}")
@@ -239,7 +240,7 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
     parts that did not pass (``"loss"``, ``"grad"``, ``"bound"``) with a one-line reason each.
     """
     began = time.perf_counter()
-    problem = problem.subset(SAMPLES) if problem.n_samples("train") > SAMPLES else problem
+    whole, problem = problem, problem.subset(SAMPLES) if problem.n_samples("train") > SAMPLES else problem
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     base = points.detach().cpu().to(torch.float64)
     rms = base.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-3)
@@ -297,6 +298,8 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
         if report["grad"] > 1 and "loss" not in failed:
             failed["grad"] = broken or (f"its gradient differs from autograd through the module's own forward by "
                                         f"{float((g - ref_grad).abs().max()):.3g}")
+    if getattr(problem, "_wide", None) is None and getattr(whole, "_wide", None) is not None:
+        whole._wide = None  # the subset's copy dropped the wide evaluator (a forward it cannot run): so does the whole
     rel = ((fast - ref).abs() / (ref.abs() + ATOL * scale))[finite]
     if ref_grad is not None:
         rel = torch.cat([rel, (diff.amax(1) / (torch.where(both, ref_grad, 0.0).abs().amax(1)
