@@ -247,5 +247,12 @@ def test_a_fast_path_dropped_on_the_checks_subset_is_dropped_for_the_problem():
 
 def test_more_classes_than_outputs_is_said_as_such():
     """Targets 0-9 for a model of 3 outputs: the error said the model's forward fails in float64."""
-    with pytest.raises(landscape.LandscapeError, match="below the model's 3 outputs, got targets from 0 to 9"):
+    with pytest.raises(landscape.LandscapeError, match="indices 0 to 2 .the model's outputs., got targets 0 to 9"):
         landscape.from_module(LeNetView(), _digits(classes=10), "cross_entropy")
+    x, y = _digits()
+    y[::5] = -100  # ignored by F.cross_entropy, not by the named loss: said, with the way out
+    with pytest.raises(landscape.LandscapeError, match="got targets -100 to 2; .* loss function"):
+        landscape.from_module(LeNetView(), (x, y), "cross_entropy")
+    p = landscape.from_module(LeNetView(), (x, y), lambda out, t: F.cross_entropy(out, t))
+    thetas = p.init(torch.Generator().manual_seed(0), n=2, dtype=torch.float64)
+    assert torch.allclose(p.loss(thetas), reference(p, thetas, grad=False)[0], rtol=1e-12)

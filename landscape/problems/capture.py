@@ -223,9 +223,9 @@ def _check_output(problem, out, y):
         raise LandscapeError(f"{what} outputs (N, classes) and class indices (N,), got outputs "
                              f"{tuple(out.shape)} and targets {tuple(y.shape)}; pass a loss function for other shapes "
                              "(e.g. lambda out, y: torch.nn.functional.cross_entropy(out, y))")
-    if name == "cross_entropy" and y.numel() and not bool(((y >= 0) & (y < out.shape[1]) | (y == -100)).all()):
-        raise LandscapeError(f"{what} class indices below the model's {out.shape[1]} outputs, got targets from "
-                             f"{int(y.min())} to {int(y.max())}; give the model one output per class")
+    if name == "cross_entropy" and y.numel() and not bool(((y >= 0) & (y < out.shape[1])).all()):
+        raise LandscapeError(f"{what} class indices 0 to {out.shape[1] - 1} (the model's outputs), got targets "
+                             f"{int(y.min())} to {int(y.max())}; one output per class (or a loss function, e.g. -100s)")
     if name != "cross_entropy" and out.numel() != y.numel():
         raise LandscapeError(f"{what} one target per output, got outputs {tuple(out.shape)} and targets "
                              f"{tuple(y.shape)}")
