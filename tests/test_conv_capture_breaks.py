@@ -256,3 +256,29 @@ def test_more_classes_than_outputs_is_said_as_such():
     p = landscape.from_module(LeNetView(), (x, y), lambda out, t: F.cross_entropy(out, t))
     thetas = p.init(torch.Generator().manual_seed(0), n=2, dtype=torch.float64)
     assert torch.allclose(p.loss(thetas), reference(p, thetas, grad=False)[0], rtol=1e-12)
+
+
+class Checkpointed(nn.Module):
+    """A residual block under activation checkpointing: torch re-runs it in the backward pass, after the batched
+    evaluators have put the module's own parameters back (so neither has the module's gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = h + torch.utils.checkpoint.checkpoint(self.block, h, use_reentrant=False)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("bn", ["recompute", "frozen"])
+def test_activation_checkpointing_is_a_one_line_error(bn):
+    """It was an AttributeError traceback from the check (frozen), or a problem built whose first gradient was a
+    RuntimeError traceback (recompute: the check compared no gradient)."""
+    torch.manual_seed(0)
+    with pytest.raises(landscape.LandscapeError, match="its gradient fails") as err:
+        landscape.from_module(Checkpointed(), _digits(), "cross_entropy", bn=bn)
+    assert "\n" not in str(err.value)
