@@ -282,3 +282,29 @@ def test_activation_checkpointing_is_a_one_line_error(bn):
     with pytest.raises(landscape.LandscapeError, match="its gradient fails") as err:
         landscape.from_module(Checkpointed(), _digits(), "cross_entropy", bn=bn)
     assert "\n" not in str(err.value)
+
+
+class ScaledInPlace(nn.Module):
+    """``h.mul_(0.5)`` on a ReLU's output: torch itself cannot differentiate this forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv(x)))
+        h.mul_(0.5)
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("bn", ["recompute", "frozen"])
+def test_a_forward_torch_cannot_differentiate_is_a_one_line_error_under_both_policies(bn):
+    """Under recompute the check had no reference gradient and did not run the problem's: the problem was built and
+    its first gradient was a RuntimeError traceback."""
+    torch.manual_seed(0)
+    with pytest.raises(landscape.LandscapeError, match="modified by an inplace operation") as err:
+        landscape.from_module(ScaledInPlace(), _digits(), "cross_entropy", bn=bn)
+    assert "\n" not in str(err.value)

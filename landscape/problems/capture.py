@@ -242,17 +242,18 @@ def check(problem, points: torch.Tensor, *, generator: torch.Generator | None = 
     if report["loss"] > 1:
         i = int((fast - ref).abs().argmax())
         failed["loss"] = f"its loss {float(fast[i]):.10g} differs from the module's own {float(ref[i]):.10g}"
+    try:  # run even where there is no reference to compare with: a gradient that fails is found here
+        g, broken = problem.loss_and_grad(thetas)[1], None
+    except (RuntimeError, AttributeError, TypeError, ValueError, IndexError, KeyError) as err:  # e.g. a value
+        # saved for the backward pass modified in place, a forward re-run by checkpointing in the backward pass
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        g, broken = torch.full((len(thetas), problem.dim), math.nan), f"its gradient fails ({first[:160]})"
     if ref_grad is None:
-        report["grad"] = "not compared (recomputed statistics of a BatchNorm subclass)"
+        report["grad"] = ("not compared (recomputed statistics with no gradient of their own: a BatchNorm subclass, "
+                          "or a forward re-run in the backward pass)")
+        if broken and "loss" not in failed:
+            failed["grad"] = broken
     else:
-        try:
-            g = problem.loss_and_grad(thetas)[1]
-        except (RuntimeError, AttributeError, TypeError, ValueError, IndexError, KeyError) as err:  # e.g. a value
-            # saved for the backward pass modified in place, a forward re-run by checkpointing in the backward pass
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            g, broken = torch.full_like(ref_grad, math.nan), f"its gradient fails ({first[:160]})"
-        else:
-            broken = None
         both = torch.isfinite(g) & torch.isfinite(ref_grad)  # the same non-finite entry in both agrees
         same = both | (g.isnan() & ref_grad.isnan()) | (g == ref_grad)
         diff = torch.where(both, g - ref_grad, torch.where(same, 0.0, math.inf)).abs()
@@ -340,7 +341,8 @@ def check_and_settle(problem, points: torch.Tensor, generator=None) -> dict:
         elif getattr(problem, "_wide", None) is not None:
             problem._wide = None
             notes.append(f"the wide evaluator is not the module's function: {why}; functional_call runs instead")
-        elif report.get("relative", math.inf) <= CONDITIONING:  # functional_call itself: rounding, amplified
+        elif report.get("relative", math.inf) <= CONDITIONING and not why.startswith("its gradient fails"):  # (the
+            # functional_call of the module itself: rounding, amplified)
             notes.append(f"functional_call of the module differs from its own call by {report['relative']:.2g} "
                          "relative (float64 rounding amplified by the model's conditioning); accepted")
             del report["failed"][part]
