@@ -183,3 +183,77 @@ def test_blocks_of_samples_give_the_same_loss_and_gradient(monkeypatch):
     assert grouped.sample_blocks(p, "train", None) is None and len(p._sample_slices("train", None)) == 4
     bn = _problem(landscape.problems.convnets.cnn(2, 1), _data((1, 8, 8), n=23), "frozen")
     assert grouped.sample_blocks(bn, "train", None) is None
+
+
+def _matches_module(p, k=3):
+    thetas = p.init(torch.Generator().manual_seed(k), n=k, dtype=torch.float64)
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+
+
+class LeNetStyle(nn.Module):
+    """The tutorial's conv net: ``x.view(x.size(0), -1)`` after the convolutions, one after a chain (conv → ReLU →
+    pooling: stacked values) and one after a functional chain (``F.relu``: K·N rows of the data's convolution)."""
+
+    def __init__(self, chained: bool):
+        super().__init__()
+        self.chained = chained
+        self.conv, self.relu, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 16, 3)
+
+    def forward(self, x):
+        f = torch.nn.functional
+        if self.chained is None and x.shape[0] == 0:  # control flow torch.fx cannot trace
+            return x
+        x = self.pool(self.relu(self.conv(x))) if self.chained else f.max_pool2d(f.relu(self.conv(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("chained", [True, False, None])
+def test_a_forward_that_views_its_values_keeps_the_wide_evaluator(chained):
+    """The wide evaluator's K·N rows were channels last, so ``x.view(x.size(0), -1)`` failed and the problem fell back
+    to functional_call (1.6x slower on a LeNet, K = 16): where forward calls view they are contiguous (seen in the
+    torch.fx graph, or, where forward does not trace, at the first view that fails)."""
+    torch.manual_seed(0)
+    p = landscape.from_module(LeNetStyle(chained), _data((1, 8, 8)), "cross_entropy")
+    assert p.evaluator == "wide" and not p.capture.get("notes") and p._wide.channels_last is False
+    _matches_module(p)
+
+
+def test_a_grouped_convolution_of_the_data_keeps_each_network_in_its_groups():
+    """A grouped (depthwise) first convolution of the shared data ran as one call of K·C outputs with g groups, which
+    gave group j network-major channels of other networks (wrong at K >= 2, caught by the check: the evaluator was
+    dropped); the channels are ordered (group, network, unit) for the call and put back."""
+    torch.manual_seed(0)
+    for model in (nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, groups=3), nn.ReLU(), nn.Conv2d(6, 4, 1),
+                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)),
+                  nn.Sequential(nn.Conv1d(2, 4, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 3))):
+        p = landscape.from_module(model, _data((3, 6, 6) if isinstance(model[0], nn.Conv2d) else (2, 6)),
+                                  "cross_entropy")
+        assert p.evaluator == "wide" and not p.capture.get("notes")
+        _matches_module(p)
+
+
+class ConvTwice(nn.Module):
+    """One convolution of the data called twice, one of its calls feeding a BatchNorm: the BatchNorm belongs to that call
+    only (it was taken into both: another function, caught by the check, the evaluator dropped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.bn(self.conv(x)))
+        return self.fc((a + torch.relu(self.conv(x.flip(-1)))).mean((2, 3)))
+
+
+def test_a_layer_called_twice_has_no_batchnorm_taken_into_it():
+    torch.manual_seed(0)
+    model = ConvTwice()
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    model.bn.running_var.uniform_(0.5, 2.0)
+    p = landscape.from_module(model, _data((1, 8, 8)), "cross_entropy", bn="frozen")
+    assert p.evaluator == "wide" and not p.capture.get("notes") and p._wide.folds == {}
+    _matches_module(p)

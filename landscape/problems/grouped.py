@@ -36,7 +36,7 @@ from torch import nn
 
 from .mlp import hooked
 from .operations import CONVS, NORMS
-from .wide_conv import Chained, chains, folds, graph_of, rearrange, stacked_conv, unstack
+from .wide_conv import Chained, chains, folds, graph_of, rearrange, shared_conv, stacked_conv, unstack, views
 from .wide_conv import replace as _replace
 from .wide_ops import BatchNorm, DataProduct
 
@@ -92,6 +92,7 @@ class WidePlan:
         #: stacked values of the chain under way and the names of its layers still to run.
         self.chains: dict[str, list[str]] = {}
         self.stacked, self.chain_left = None, []
+        self.channels_last = True  # K·N rows channels last where they come so (not where forward calls view)
         self.pool_first: dict[str, str] = {}  # activation -> the max pooling run before it (:func:`.wide_conv.pool_first`)
         self.block_means: dict[str, str | None] = {}  # average pooling -> its ReLU (:func:`.wide_conv.block_means`)
 
@@ -104,7 +105,7 @@ class WidePlan:
             raise RuntimeError(f"layer {name} ran out of its chain's order")
         out, self.chain_left = run(x), self.chain_left[1:]
         self.stacked = out if self.chain_left else None
-        return out if self.chain_left else unstack(out, self.k)
+        return out if self.chain_left else unstack(out, self.k, self.channels_last)
 
     def patches(self, layer: "_Wide", x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The patches of a 2D convolution ``layer`` of the input ``x`` shared by the K networks, as rows
@@ -270,10 +271,8 @@ class _Wide(nn.Module):
         """The K networks' layer on one input shared by all (N rows): one call with K times the outputs; and whether
         they are stacked values [N, K·C, ...] (a convolution of the data followed by a chain: :mod:`.wide_conv`)."""
         k, n = self.plan.k, x.shape[0]
-        w = weight.reshape(-1, *weight.shape[2:])
-        b = None if bias is None else bias.reshape(-1)
         if self.kind is nn.Linear:
-            out = F.linear(x, w, b)  # [N, ..., K·O]
+            out = F.linear(x, weight.reshape(-1, weight.shape[2]), None if bias is None else bias.reshape(-1))
             out = out.reshape(*x.shape[:-1], k, weight.shape[1]).movedim(-2, 0)
             return out.reshape(k * n, *out.shape[2:]), False
         s = self.settings
@@ -284,9 +283,10 @@ class _Wide(nn.Module):
             if self.name in self.plan.chains and k > 1:  # one network: its rows are its stacked values
                 return stacked_conv(cols, size, weight, bias), True
             out = DataProduct.apply(cols, weight.reshape(k, weight.shape[1], -1).transpose(1, 2), bias)
-            return out.reshape(k * n, *size, -1).movedim(-1, 1), False  # [K, N·H'·W', C'] as K·N rows, channels last
-        out = CONVS[self.kind](x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
-        return out.reshape(n, k, -1, *out.shape[2:]).transpose(0, 1).reshape(k * n, -1, *out.shape[2:]), False
+            out = out.reshape(k * n, *size, -1).movedim(-1, 1)  # [K, N·H'·W', C'] as K·N rows, channels last
+            return out if self.plan.channels_last else out.contiguous(), False
+        out = shared_conv(CONVS[self.kind], x, weight, bias, s)  # [N, K, C', ...]
+        return out.transpose(0, 1).reshape(k * n, *out.shape[2:]), False
 
     def _norm(self, x, weight, bias, stacked=False):
         plan = self.plan
@@ -362,6 +362,7 @@ def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
     plan = WidePlan(wide, layers)
     plan._unflatten, plan.buffers = layout.unflatten, dict(module.named_buffers())
     plan.folds, plan.chains, plan.pool_first, plan.block_means = folds(graph, layers), linked, swapped, means
+    plan.channels_last = not views(graph)
     return plan, None
 
 
@@ -389,6 +390,9 @@ def wide_loss(problem, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
     try:
         return plan.loss(thetas, x[0], y[0], problem._batched_loss, recompute=recompute, stats_x=stats_x)
     except (RuntimeError, ValueError, TypeError, IndexError, AttributeError, KeyError) as err:
+        if plan.channels_last and "view size is not compatible" in str(err):  # a view fx did not see: rows contiguous
+            plan.channels_last = False
+            return wide_loss(problem, thetas, x, y)
         problem._wide = None
         first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         problem.capture.setdefault("notes", []).append(

@@ -34,13 +34,14 @@ def graph_of(module: nn.Module):
 
 def folds(graph, layers: dict[str, nn.Module]) -> dict[str, str]:
     """Convolution or linear layer -> the BatchNorm layer that is the only user of its output."""
-    found = {}
+    found, calls = {}, {} if graph is None else _calls(graph)
     for node in [] if graph is None else graph.nodes:
         user = _only_user(node)
         if node.op != "call_module" or node.target not in layers or isinstance(layers[node.target], NORMS) \
-                or user is None:
+                or user is None or calls[node.target] != 1:  # a layer called twice: one call may feed its BatchNorm
             continue
         if user.op == "call_module" and isinstance(layers.get(user.target), NORMS) and user.args == (node,) \
+                and calls[user.target] == 1 \
                 and not user.kwargs and layers[user.target].num_features == getattr(
                     layers[node.target], "out_channels", getattr(layers[node.target], "out_features", None)):
             found[node.target] = user.target
@@ -208,9 +209,28 @@ def stacked_conv(cols: torch.Tensor, size: tuple[int, int], weight: torch.Tensor
     return out.reshape(-1, *size, k * c).permute(0, 3, 1, 2)
 
 
-def unstack(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...] (contiguous)."""
-    return Unstack.apply(x, k)
+def shared_conv(conv, x: torch.Tensor, weight: torch.Tensor, bias, settings: dict) -> torch.Tensor:
+    """The K networks' convolution (``weight`` [K, C', C/g, ...], ``bias`` [K, C'] or None) of an input ``x`` [N, C, ...]
+    they share, one call: [N, K, C', ...]. With g groups the output channels are ordered (group, network, unit), so
+    that each group of the call holds one group of every network, and put back per network after."""
+    k, c, g = weight.shape[0], weight.shape[1], settings["groups"]
+    w = weight.reshape(k, g, c // g, *weight.shape[2:]).transpose(0, 1).reshape(k * c, *weight.shape[2:])
+    b = None if bias is None else bias.reshape(k, g, c // g).transpose(0, 1).reshape(-1)
+    out = conv(x, w, b, settings["stride"], settings["padding"], settings["dilation"], g)
+    out = out.reshape(x.shape[0], g, k, c // g, *out.shape[2:]).transpose(1, 2)
+    return out.reshape(x.shape[0], k, c, *out.shape[4:])
+
+
+def unstack(x: torch.Tensor, k: int, rows_last: bool = True) -> torch.Tensor:
+    """Stacked values [N, K·C, ...] as K·N rows [K·N, C, ...]: channels last where the stacked values are and
+    ``rows_last``, else contiguous."""
+    return Unstack.apply(x, k, rows_last)
+
+
+def views(graph) -> bool:
+    """Whether the forward calls ``Tensor.view`` (``x.view(x.size(0), -1)``), which needs contiguous values: the wide
+    evaluator then keeps K·N rows channels first."""
+    return graph is not None and any(node.op == "call_method" and node.target == "view" for node in graph.nodes)
 
 
 class Chained(nn.Module):

@@ -160,9 +160,12 @@ class Unstack(torch.autograd.Function):
     backward, one thread); the gradient goes back in the memory format the stacked values had."""
 
     @staticmethod
-    def forward(ctx, x, k):
+    def forward(ctx, x, k, rows_last=True):
         n, kc = x.shape[:2]
         ctx.k, ctx.last = k, x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        if ctx.last and not rows_last:  # the module views its values: rows contiguous, the gradient back as it was
+            rows = x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
+            return rows.contiguous()
         if ctx.last:  # [N, H, W, K, C] in memory -> [K, N, H, W, C]
             h, w = x.shape[2:]
             rows = x.permute(0, 2, 3, 1).reshape(n, h, w, k, kc // k).permute(3, 0, 1, 2, 4)
@@ -176,6 +179,6 @@ class Unstack(torch.autograd.Function):
         if ctx.last:  # back to [N, H, W, K, C] in memory
             h, w = grad.shape[2:]
             g = grad.permute(0, 2, 3, 1).reshape(k, n, h, w, c).permute(1, 2, 3, 0, 4)
-            return g.reshape(n, h, w, k * c).permute(0, 3, 1, 2), None
+            return g.reshape(n, h, w, k * c).permute(0, 3, 1, 2), None, None
         g = grad.reshape(k, n, c, *grad.shape[2:])
-        return g.transpose(0, 1).reshape(n, k * c, *grad.shape[2:]), None
+        return g.transpose(0, 1).reshape(n, k * c, *grad.shape[2:]), None, None
