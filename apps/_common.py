@@ -194,6 +194,15 @@ def problem_options(f):
     return f
 
 
+def split_problem(item: str) -> tuple[str, dict]:
+    """``NAME``, ``NAME:k=v,...`` or a user problem ``package.module:factory[:k=v,...]`` as (name, parameters)."""
+    name, _, kv = item.rpartition(":")
+    parts = [p for p in kv.split(",") if p]
+    if not name or not parts or not all("=" in p for p in parts):
+        name, parts = item, []
+    return name, parse_params(parts)
+
+
 def build_problem(name: str, width, params) -> landscape.Problem:
     kwargs = parse_params(params)
     if width is not None:
@@ -344,7 +353,8 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress lin
 def capture_lines(c: dict) -> list[str]:
     """The differential check of a model's evaluation (:meth:`landscape.NetworkProblem.check_capture`), in words."""
     worst = [c[k] for k in ("loss", "grad", "bound") if isinstance(c.get(k), float)]
-    by = {"bmm": "the hand-batched MLP", "attention": "the batched transformer"}.get(c["evaluator"], "functional_call")
+    by = {"bmm": "the hand-batched MLP", "attention": "the batched transformer",
+          "wide": "the wide evaluator (K networks in one forward)"}.get(c["evaluator"], "functional_call")
     lines = [f"model       evaluated by {by}, "
              f"checked against its own forward at {c['points']} points in float64"
              + (f" (worst difference {max(worst):.2g} of the rounding tolerance)" if worst else "")

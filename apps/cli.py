@@ -13,7 +13,8 @@ from landscape.minima import POLISH_STEPS, criterion_text, train_checkpoints
 from ._index import CONTEXT, HELP, store_problems
 from ._common import (FINITE, POSITIVE, Group, Real, UserError, build_problem, certificate_text, claim_text,
                       count, device_option, echo_json, echo_raw_names, json_text, file_problem_option, json_option,
-                      memory_option, memory_text, parse_params, parse_seeds, problem_options, quiet_option, table)
+                      memory_option, memory_text, parse_seeds, problem_options, quiet_option, split_problem,
+                      table)
 
 
 @click.group(cls=Group, help=HELP, context_settings=CONTEXT)
@@ -188,7 +189,8 @@ _DESCRIBE = {"minimum": _describe_minimum, "path": _describe_path}
 @click.option("--seconds", type=Real(0, 3600, min_open=True), default=0.5, show_default=True,
               help="Minimum timing per figure.")
 @click.option("--problem", "extra", multiple=True, metavar="NAME[:k=v,...]",
-              help="Add a problem to the table, e.g. digits_mlp:width=256 (repeatable).")
+              help="Add a problem to the table, e.g. digits_mlp:width=256 or a user problem "
+                   "package.module:factory (repeatable).")
 @click.option("--beads", type=count(1, 4096), default=16, show_default=True, help="Beads of the path-refinement round.")
 @click.option("--bead-steps", type=count(1, 10**5), default=20, show_default=True, help="Descent steps of each bead.")
 @click.option("--real", is_flag=True, help="Instead: a CNN of ~1M parameters on 5,000 images (digits upscaled): "
@@ -210,9 +212,7 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
         return
     k = 64 if k is None else k
     cases = [("quadratic_regression", {}), ("digits_mlp", {}), ("digits_mlp", {"width": 512})]
-    for item in extra:
-        name, _, kv = item.partition(":")
-        cases.append((name, parse_params([p for p in kv.split(",") if p])))
+    cases += [split_problem(item) for item in extra]
     problems = [landscape.make_problem(name, **kw) for name, kw in cases]
     for name, problem in zip((c[0] for c in cases), problems):
         if not hasattr(problem, "flops_per_point"):

@@ -182,3 +182,15 @@ def test_bench_real_measures_a_million_parameters_batched_and_looped(run):
     connect = report["connect"]
     assert connect["status"] in ("connected", "not_found") and connect["evaluations"] >= 9
     assert connect["memory"]["budget"] == 4 << 30 and connect["memory"]["k"] >= 1
+
+
+def test_bench_problems_are_named_as_elsewhere_user_factories_included():
+    """``--problem usernets:resnet`` was read as the problem "usernets" with a parameter "resnet" (refused)."""
+    from landscape_cli._common import capture_lines, split_problem
+
+    assert split_problem("digits_mlp") == ("digits_mlp", {})
+    assert split_problem("digits_mlp:width=256,depth=3") == ("digits_mlp", {"width": 256, "depth": 3})
+    assert split_problem("usernets:resnet") == ("usernets:resnet", {})
+    assert split_problem("my.nets:resnet:width=8") == ("my.nets:resnet", {"width": 8})
+    lines = capture_lines({"evaluator": "wide", "points": 2, "seconds": 0.1, "loss": 0.25, "notes": ["n"]})
+    assert "wide evaluator" in lines[0] and "functional_call" not in lines[0] and lines[1] == "note        n"
