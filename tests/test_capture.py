@@ -816,3 +816,27 @@ def test_a_module_shared_between_layers_is_captured_and_left_as_it_was():
         torch.testing.assert_close(loss[k], torch.nn.functional.mse_loss(own(x.double()), torch.sin(x[:, :2]).double()))
     assert all(isinstance(p, nn.Parameter) for m in problem.module_.modules() for p in m._parameters.values())
     assert problem.module_.blocks[0] is problem.module_.blocks[1]
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm")
+def test_a_tensor_kept_as_a_plain_attribute_is_left_readable_after_a_batched_call():
+    """The hook-style ``torch.nn.utils.weight_norm`` keeps ``module.weight`` as a plain attribute set by a pre-hook:
+    functional_call under vmap left a batched tensor there, so the next deep copy of the module failed (``connect``
+    refused the pair: "forward and backward fail in float64 ... BatchedTensorImpl"). Now the problem is the module's
+    function and the module can be copied after any number of calls."""
+    from torch import nn
+
+    from landscape.problems.capture import reference
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 16, 3))
+    torch.nn.utils.weight_norm(model[0])
+    g = torch.Generator().manual_seed(0)
+    problem = landscape.from_module(model, (torch.randn(8, 1, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)),
+                                    "cross_entropy")
+    theta = problem.init(torch.Generator().manual_seed(1), n=3, dtype=torch.float64)
+    loss, grad = problem.loss_and_grad(theta)
+    kept = vars(problem.module_[0])["weight"]
+    assert not torch._C._functorch.is_batchedtensor(kept) and kept.grad_fn is None
+    copy.deepcopy(problem.module_)
+    ref, ref_grad, _ = reference(problem, theta)
+    assert torch.allclose(loss, ref, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
