@@ -257,3 +257,21 @@ def test_a_layer_called_twice_has_no_batchnorm_taken_into_it():
     p = landscape.from_module(model, _data((1, 8, 8)), "cross_entropy", bn="frozen")
     assert p.evaluator == "wide" and not p.capture.get("notes") and p._wide.folds == {}
     _matches_module(p)
+
+
+def test_a_layer_at_two_places_runs_the_wide_layer_at_both():
+    """One convolution at two places of a Sequential (weights shared, as in recurrent or ALBERT-style conv nets): only
+    its first name was replaced, so the second place ran the module's own weights (another function, caught by the
+    check: the evaluator was dropped). A BatchNorm at two places is refused with its reason."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), conv, nn.Tanh(), conv, nn.Flatten(),
+                          nn.Linear(3 * 64, 3))
+    p = landscape.from_module(model, _data((1, 8, 8)), "cross_entropy")
+    assert p.evaluator == "wide" and not p.capture.get("notes") and p.dim == sum(v.numel() for v in model.parameters())
+    _matches_module(p)
+    bn = nn.BatchNorm2d(3)
+    twice = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), bn, nn.Tanh(), nn.Conv2d(3, 3, 3, padding=1), bn,
+                          nn.Flatten(), nn.Linear(3 * 64, 3))
+    plan, why = wide_plan(twice, landscape.from_module(twice, _data((1, 8, 8)), "cross_entropy", bn="frozen").layout)
+    assert plan is None and "BatchNorm layer is reached by two names" in why

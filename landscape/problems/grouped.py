@@ -5,11 +5,10 @@ A copy of the module has each such layer replaced by a :class:`_Wide` layer that
 K networks' weights from the :class:`WidePlan` (views of the flat θ, shape [K, ...]) and runs on values of K·N rows,
 network k's N samples at rows k·N … k·N + N − 1 (the layout of :mod:`.traced`). Everything in between — ReLU,
 pooling, flatten, residual additions, ``view(x.size(0), -1)`` — runs unchanged on the K·N rows. The input (N rows,
-shared by the K networks) meets its first layer as it is: a convolution or linear layer of K·C outputs, no copy of
-the data per network.
+shared by the K networks) meets its first layer as it is: a layer of K·C outputs, no copy of the data per network.
 
-- Convolutions of per-network values: one call per network on its rows (contiguous) on the CPU, measured faster
-  there than one grouped convolution (``groups = K``) of the networks' channels stacked; on CUDA the grouped one.
+- Convolutions of per-network values: one call per network on its rows on the CPU (faster there than one grouped
+  convolution, ``groups = K``, of the networks' channels stacked); on CUDA the grouped one.
 - BatchNorm: per network over its N rows. Recomputed statistics (``bn="recompute"``) as torch defines them — one
   training-mode pass over the training split (normalizing with the biased variance, recording the mean and the
   unbiased variance), then evaluation mode: the statistics pass stops at the last BatchNorm layer, and the layers
@@ -21,9 +20,8 @@ the data per network.
 - A 2D convolution of the data and the per-channel layers that alone follow it (BatchNorm, ReLU, pooling) run
   with the K networks' channels stacked, one product for all K (:mod:`.wide_conv`).
 
-The differential check (:mod:`.capture`) compares it with the module's own call in float64 when the problem is
-built; a difference, or a forward it cannot run (values of N and K·N rows mixed), drops it for ``functional_call``
-under ``vmap``, with a note.
+The differential check (:mod:`.capture`) compares it with the module's own call in float64 when the problem is built;
+a difference, or a forward it cannot run (N and K·N rows mixed), drops it for ``functional_call`` under ``vmap``.
 """
 
 from __future__ import annotations
@@ -36,7 +34,8 @@ from torch import nn
 
 from .mlp import hooked
 from .operations import CONVS, NORMS
-from .wide_conv import Chained, chains, folds, graph_of, rearrange, shared_conv, stacked_conv, unstack, views
+from .wide_conv import (Chained, alias_paths, chains, folds, graph_of, rearrange, same_tensor as _same, shared_conv,
+                        stacked_conv, unstack, views)
 from .wide_conv import replace as _replace
 from .wide_ops import BatchNorm, DataProduct
 
@@ -93,8 +92,9 @@ class WidePlan:
         self.chains: dict[str, list[str]] = {}
         self.stacked, self.chain_left = None, []
         self.channels_last = True  # K·N rows channels last where they come so (not where forward calls view)
-        self.pool_first: dict[str, str] = {}  # activation -> the max pooling run before it (:func:`.wide_conv.pool_first`)
-        self.block_means: dict[str, str | None] = {}  # average pooling -> its ReLU (:func:`.wide_conv.block_means`)
+        #: Layers run in another order or way (:func:`.wide_conv.rearrange`): activation -> the max pooling run
+        #: before it; average pooling of blocks -> the ReLU it took in (or None).
+        self.pool_first, self.block_means = {}, {}
 
     def chained(self, name: str, x: torch.Tensor, run) -> torch.Tensor:
         """``run(x)`` for the layer ``name`` of a chain (:class:`.wide_conv.Chained`): on the chain's stacked values,
@@ -322,11 +322,6 @@ class _Wide(nn.Module):
         return out
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
-                      and a.dtype == b.dtype and a.device == b.device)
-
-
 def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
     """The wide evaluator of ``module`` (see the module's docstring), or None and the reason it does not apply."""
     names = set(layout.names)
@@ -351,11 +346,16 @@ def wide_plan(module: nn.Module, layout) -> tuple[WidePlan | None, str | None]:
         return None, "parameters outside convolutions, linear and BatchNorm layers"
     if "" in layers:
         return None, "the module is a single layer"
+    aliases = alias_paths(module, layers)  # a layer at two places (weights shared): each place runs the wide layer
+    if any(isinstance(layers[name], NORMS) for name in aliases.values()):
+        return None, f"a BatchNorm layer is reached by two names ({', '.join(aliases)})"
     graph = graph_of(module)
     linked = chains(graph, module, layers)
     wide = copy.deepcopy(module)
     for name, m in layers.items():
         _replace(wide, name, _Wide(name, m))
+    for path, name in aliases.items():
+        _replace(wide, path, wide.get_submodule(name))
     swapped, means = rearrange(wide, graph, module)
     for name in {n for chain in linked.values() for n in chain} - set(layers):
         _replace(wide, name, Chained(name, wide.get_submodule(name)))

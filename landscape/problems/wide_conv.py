@@ -188,6 +188,19 @@ def rearrange(wide: nn.Module, graph, module: nn.Module) -> tuple[dict, dict]:
     return swapped, means
 
 
+def alias_paths(module: nn.Module, layers: dict[str, nn.Module]) -> dict[str, str]:
+    """The other names by which a layer of ``layers`` is reached (one module at two places): path -> its name."""
+    name_of = {id(m): n for n, m in layers.items()}
+    return {path: name_of[id(m)] for path, m in module.named_modules(remove_duplicate=False)
+            if id(m) in name_of and path != name_of[id(m)]}
+
+
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are the same values in memory (the same data, shape, strides, dtype and device)."""
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+                      and a.dtype == b.dtype and a.device == b.device)
+
+
 def replace(module: nn.Module, name: str, layer: nn.Module) -> None:
     """Put ``layer`` in place of ``module``'s submodule ``name``."""
     parent, _, child = name.rpartition(".")
