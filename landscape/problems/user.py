@@ -107,6 +107,10 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     >>> problem.loss(problem.init(torch.Generator().manual_seed(0), n=5)).shape
     torch.Size([5])
     """
+    lazy = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if nn.parameter.is_lazy(t)]
+    if lazy:  # their shapes come at the first call: the problem's layout could not be read (a traceback)
+        raise LandscapeError(f"the model's {lazy[0]} is not initialized yet (a lazy layer, nn.LazyLinear and the like): "
+                             f"run the model once on a batch (model(x[:2])) before from_module")
     splits = {"train": as_tensors(data, "data")}
     if test_data is not None:
         splits["test"] = as_tensors(test_data, "test_data")
