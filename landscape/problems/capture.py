@@ -187,7 +187,8 @@ def _check_output(problem, out, y):
                              "(e.g. lambda out, y: torch.nn.functional.cross_entropy(out, y))")
     if name == "cross_entropy" and y.numel() and not bool(((y >= 0) & (y < out.shape[1])).all()):
         raise LandscapeError(f"{what} class indices 0 to {out.shape[1] - 1} (the model's outputs), got targets "
-                             f"{int(y.min())} to {int(y.max())}; one output per class (or a loss function, e.g. -100s)")
+                             f"{int(y.min())} to {int(y.max())}; one output per class (targets torch ignores, -100, need a loss "
+                             "function: lambda out, y: torch.nn.functional.cross_entropy(out, y))")
     if name != "cross_entropy" and out.numel() != y.numel():
         raise LandscapeError(f"{what} one target per output, got outputs {tuple(out.shape)} and targets "
                              f"{tuple(y.shape)}")
