@@ -222,6 +222,26 @@ def test_a_forward_that_views_its_values_keeps_the_wide_evaluator(chained):
     _matches_module(p)
 
 
+def test_a_view_of_the_input_alone_keeps_the_rows_channels_last():
+    """``x = x.view(-1, 1, 8, 8)`` on the input (the MNIST examples' first line) needs nothing contiguous after the
+    first layer: the rows stay channels last (1.4x faster on a conv net than contiguous)."""
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu, self.pool, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), \
+                nn.Linear(4 * 16, 3)
+
+        def forward(self, x):
+            x = x.view(-1, 1, 8, 8)
+            return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+    torch.manual_seed(0)
+    p = landscape.from_module(Flat(), _data((64,)), "cross_entropy")
+    assert p.evaluator == "wide" and not p.capture.get("notes") and p._wide.channels_last is True
+    _matches_module(p)
+
+
 def test_a_grouped_convolution_of_the_data_keeps_each_network_in_its_groups():
     """A grouped (depthwise) first convolution of the shared data ran as one call of K·C outputs with g groups, which
     gave group j network-major channels of other networks (wrong at K >= 2, caught by the check: the evaluator was

@@ -241,9 +241,10 @@ def unstack(x: torch.Tensor, k: int, rows_last: bool = True) -> torch.Tensor:
 
 
 def views(graph) -> bool:
-    """Whether the forward calls ``Tensor.view`` (``x.view(x.size(0), -1)``), which needs contiguous values: the wide
-    evaluator then keeps K·N rows channels first."""
-    return graph is not None and any(node.op == "call_method" and node.target == "view" for node in graph.nodes)
+    """Whether the forward calls ``Tensor.view`` (``x.view(x.size(0), -1)``) on anything but its input, which needs
+    contiguous values: the wide evaluator then keeps K·N rows channels first."""
+    return graph is not None and any(node.op == "call_method" and node.target == "view" and not (
+        isinstance(node.args[0], torch.fx.Node) and node.args[0].op == "placeholder") for node in graph.nodes)
 
 
 class Chained(nn.Module):

@@ -166,10 +166,13 @@ class Unstack(torch.autograd.Function):
         if ctx.last and not rows_last:  # the module views its values: rows contiguous, the gradient back as it was
             rows = x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
             return rows.contiguous()
-        if ctx.last:  # [N, H, W, K, C] in memory -> [K, N, H, W, C]
-            h, w = x.shape[2:]
-            rows = x.permute(0, 2, 3, 1).reshape(n, h, w, k, kc // k).permute(3, 0, 1, 2, 4)
-            return rows.reshape(k * n, h, w, kc // k).permute(0, 3, 1, 2)
+        if ctx.last:  # [N, H, W, K, C] in memory -> [K, N, H, W, C], written into a tensor that is no view (the
+            h, w = x.shape[2:]  # module may change it in place, which torch refuses for a view made in a Function)
+            out = torch.empty(k * n, kc // k, h, w, dtype=x.dtype, device=x.device,
+                              memory_format=torch.channels_last)
+            out.permute(0, 2, 3, 1).view(k, n, h, w, kc // k).copy_(
+                x.permute(0, 2, 3, 1).reshape(n, h, w, k, kc // k).permute(3, 0, 1, 2, 4))
+            return out
         return x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
 
     @staticmethod
