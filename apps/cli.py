@@ -276,7 +276,8 @@ def bench(k, seconds, extra, beads, bead_steps, real, real_images, memory, quiet
     click.echo(table([[r["k"], *[f"{r[w]['us']:.0f} / {r[w]['cpu_us']:.0f}" for w in ways], r["fastest"]]
                       for r in attn["rows"]], ["K", *ways, "fastest"]))
     click.echo(f"loss+gradient of K conv nets, {conv['label']}, {conv['samples']} images, {conv['evaluator']} evaluator "
-               "(wall / CPU microseconds a point; the loop runs the module in training mode for recomputed statistics, "
+               "(wall / CPU microseconds a point, the ways in turn, best of 3 rounds; the loop runs the module in "
+               "training mode for recomputed statistics, "
                f"evaluation mode for frozen; useful GFLOP/s = 3 x forward FLOPs per CPU second, torch.mm "
                f"{conv['mm_gflops']:.1f}):")
     click.echo(table([[r["bn"], r["k"], *[f"{r[w]['us']:.0f} / {r[w]['cpu_us']:.0f}" for w in ways], r["fastest"],
