@@ -17,6 +17,21 @@ def _data(shape, n=10, classes=3, seed=0):
     return torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
+def _equals_the_module(p, thetas):
+    """``p``'s float64 loss and gradient at ``thetas`` against the module's own call (``capture.reference``); where that
+    has no gradient, against functional_call under vmap (recomputed statistics as functions of θ)."""
+    loss, grad = p.loss_and_grad(thetas)
+    ref, ref_grad, _ = reference(p, thetas)
+    if ref_grad is None:
+        wide, p._wide = p._wide, None
+        try:
+            ref_grad = p.loss_and_grad(thetas)[1]
+        finally:
+            p._wide = wide
+    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+
+
 def chained_cnn():
     """Two chains from convolutions of the data (a module called twice would not be chained): conv (bias, stride 2) →
     BatchNorm → ReLU(inplace) → AvgPool, and conv → Tanh → MaxPool(ceil_mode) → LeakyReLU, summed after."""
@@ -47,15 +62,7 @@ def test_stacked_chains_give_the_modules_loss_and_gradient(bn, k):
     assert p.evaluator == "wide" and p._wide.chains == {"a.0": ["a.1", "a.2", "a.3"], "b.0": ["b.1", "b.2", "b.3"]}
     thetas = p.init(torch.Generator().manual_seed(k), n=k, dtype=torch.float64)
     thetas = thetas + 0.3 * torch.randn(thetas.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    ref, ref_grad, _ = reference(p, thetas)
-    assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
-    if ref_grad is None:  # recomputed statistics: the generic evaluator's gradient
-        wide, p._wide = p._wide, None
-        ref_grad = p.loss_and_grad(thetas)[1]
-        p._wide = wide
-    assert ref_grad.abs().max() > 1e-3
-    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _equals_the_module(p, thetas)
     assert p.evaluator == "wide"
 
 
@@ -101,9 +108,7 @@ def test_a_pooling_returning_indices_ends_no_chain_and_the_loss_is_the_modules()
     p = landscape.from_module(Net(), _data((1, 8, 8)), "cross_entropy")
     assert p.evaluator == "wide" and p._wide.chains == {"conv": ["relu"]}
     thetas = p.init(torch.Generator().manual_seed(0), n=4, dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    ref, ref_grad, _ = reference(p, thetas)
-    assert torch.allclose(loss, ref, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
+    _equals_the_module(p, thetas)
     assert p.evaluator == "wide"
 
 
@@ -146,11 +151,7 @@ def test_max_pooling_runs_before_the_activations_that_commute_with_it():
     p = landscape.from_module(model, (x, y), "cross_entropy", bn="frozen")
     assert p.evaluator == "wide" and p._wide.pool_first == {"stem.2": "stem.3", "b.1": "b.2", "c.1": "c.2"}
     thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    ref, ref_grad, _ = reference(p, thetas)
-    assert ref_grad.abs().max() > 1e-3
-    assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
-    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _equals_the_module(p, thetas)
     _bitwise_as_in_the_modules_order(p, model, (x, y))
 
 
@@ -211,15 +212,7 @@ def test_average_pooling_of_blocks_takes_its_relu_in(bn):
     assert p.evaluator == "wide"
     assert p._wide.block_means == {"a.3": "a.2", "a.7": "a.6", "b.2": None, "e.2": "e.1", "f.2": "f.1"}
     thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    ref, ref_grad, _ = reference(p, thetas)
-    assert torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
-    if ref_grad is None:  # recomputed statistics: the generic evaluator's gradient
-        wide, p._wide = p._wide, None
-        ref_grad = p.loss_and_grad(thetas)[1]
-        p._wide = wide
-    assert ref_grad.abs().max() > 1e-3
-    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _equals_the_module(p, thetas)
     _bitwise_as_in_the_modules_order(p, model, (x, y))
 
 
@@ -244,10 +237,7 @@ def test_pooling_moved_before_its_activation_allows_in_place_changes_after_it(ac
     p = landscape.from_module(Net(), _data((1, 8, 8), n=12), "cross_entropy")
     assert p.evaluator == "wide" and p._wide.pool_first == {"act": "pool"} and not p.capture.get("notes")
     thetas = p.init(torch.Generator().manual_seed(2), n=3, dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    ref, ref_grad, _ = reference(p, thetas)
-    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
-    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _equals_the_module(p, thetas)
 
 
 def test_an_output_changed_in_place_is_not_reused_by_the_loss_pass():
@@ -261,12 +251,7 @@ def test_an_output_changed_in_place_is_not_reused_by_the_loss_pass():
     p = landscape.from_module(model, _data((1, 8, 8), n=12), "cross_entropy")
     assert p.bn == "recompute" and p.evaluator == "wide" and not p.capture.get("notes")
     thetas = p.init(torch.Generator().manual_seed(2), n=3, dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    wide, p._wide = p._wide, None
-    ref, ref_grad = p.loss_and_grad(thetas)  # functional_call with the statistics as functions of θ
-    p._wide = wide
-    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
-    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _equals_the_module(p, thetas)
 
 
 class InPlaceAfterChain(nn.Module):
@@ -291,9 +276,4 @@ def test_an_in_place_change_after_a_chain_keeps_the_wide_evaluator(bn, relu):
     p = landscape.from_module(InPlaceAfterChain(relu), _data((1, 6, 6), n=12), "cross_entropy", bn=bn)
     assert p.evaluator == "wide" and not p.capture.get("notes") and p._wide.chains == {"c1": ["b1"]}
     thetas = p.init(torch.Generator().manual_seed(1), n=3, dtype=torch.float64)
-    loss, grad = p.loss_and_grad(thetas)
-    wide, p._wide = p._wide, None
-    ref, ref_grad = p.loss_and_grad(thetas)  # functional_call (recomputed statistics as functions of θ)
-    p._wide = wide
-    assert ref_grad.abs().max() > 1e-3 and torch.allclose(loss, ref, rtol=1e-12, atol=1e-13)
-    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    _equals_the_module(p, thetas)
