@@ -21,6 +21,15 @@ def _digits(n=24, classes=3):
     return x, y % classes
 
 
+def _one_line_then_frozen(err, model):
+    """The refusal is one line naming bn='frozen', and under bn='frozen' the model is the module's function."""
+    assert "\n" not in str(err.value) and "bn='frozen'" in str(err.value)
+    p = landscape.from_module(model, _digits(), "cross_entropy", bn="frozen")
+    thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
+    ref_loss, ref_grad, _ = reference(p, thetas)
+    _close(p, thetas, ref_loss, ref_grad)
+
+
 def _close(p, thetas, ref_loss, ref_grad):
     loss, grad = p.loss_and_grad(thetas)
     assert torch.allclose(loss, ref_loss, rtol=1e-11, atol=0)
@@ -129,11 +138,7 @@ def test_a_forward_reading_batchnorm_buffers_is_a_one_line_error_under_recompute
     model.bn.running_mean.uniform_(-0.5, 0.5)
     with pytest.raises(landscape.LandscapeError) as err:  # was an AttributeError traceback
         landscape.from_module(model, _digits(), "cross_entropy")
-    assert "\n" not in str(err.value) and "bn='frozen'" in str(err.value)
-    p = landscape.from_module(model, _digits(), "cross_entropy", bn="frozen")
-    thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
-    ref_loss, ref_grad, _ = reference(p, thetas)
-    _close(p, thetas, ref_loss, ref_grad)
+    _one_line_then_frozen(err, model)
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")  # torch's vmap of _weight_norm
@@ -180,11 +185,7 @@ def test_a_batchnorm_of_its_own_under_recompute_names_the_layer_and_runs_frozen(
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ScaledNorm(4), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 4, 3))
     with pytest.raises(landscape.LandscapeError, match="BatchNorm layer 1 normalizes its own way") as err:
         landscape.from_module(model, _digits(), "cross_entropy")
-    assert "\n" not in str(err.value) and "bn='frozen'" in str(err.value)
-    p = landscape.from_module(model, _digits(), "cross_entropy", bn="frozen")
-    thetas = p.init(torch.Generator().manual_seed(3), n=3, dtype=torch.float64)
-    ref_loss, ref_grad, _ = reference(p, thetas)
-    _close(p, thetas, ref_loss, ref_grad)
+    _one_line_then_frozen(err, model)
 
 
 def _steeper_relu():
