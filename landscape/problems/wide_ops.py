@@ -163,17 +163,12 @@ class Unstack(torch.autograd.Function):
     def forward(ctx, x, k, rows_last=True):
         n, kc = x.shape[:2]
         ctx.k, ctx.last = k, x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-        if ctx.last and not rows_last:  # the module views its values: rows contiguous, the gradient back as it was
-            rows = x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
-            return rows.contiguous()
-        if ctx.last:  # [N, H, W, K, C] in memory -> [K, N, H, W, C], written into a tensor that is no view (the
-            h, w = x.shape[2:]  # module may change it in place, which torch refuses for a view made in a Function)
-            out = torch.empty(k * n, kc // k, h, w, dtype=x.dtype, device=x.device,
-                              memory_format=torch.channels_last)
-            out.permute(0, 2, 3, 1).view(k, n, h, w, kc // k).copy_(
-                x.permute(0, 2, 3, 1).reshape(n, h, w, k, kc // k).permute(3, 0, 1, 2, 4))
-            return out
-        return x.unflatten(1, (k, kc // k)).transpose(0, 1).reshape(k * n, kc // k, *x.shape[2:])
+        # written into a fresh tensor, never a view (the module may change it in place, which torch refuses for a
+        # view made inside a Function): channels last where the stacked values are and the module views nothing
+        fmt = torch.channels_last if ctx.last and rows_last else torch.contiguous_format
+        out = torch.empty(k * n, kc // k, *x.shape[2:], dtype=x.dtype, device=x.device, memory_format=fmt)
+        out.view(k, n, kc // k, *x.shape[2:]).copy_(x.unflatten(1, (k, kc // k)).transpose(0, 1))
+        return out
 
     @staticmethod
     def backward(ctx, grad):
