@@ -198,19 +198,23 @@ def _steeper_relu():
     return relu
 
 
+@pytest.mark.parametrize("where", ["instance", "class"])
 @pytest.mark.parametrize("kind", ["conv", "mlp"])
-def test_an_activation_with_a_forward_of_its_own_is_not_taken_for_its_type(kind):
+def test_an_activation_with_a_forward_of_its_own_is_not_taken_for_its_type(kind, where, monkeypatch):
     """The wide evaluator (ReLU taken into the average pooling), the hand-batched MLP and the bound graph matched the
     layer by type: they computed, and bounded, ReLU where the module computes its own forward; at θ×10 the wide loss
     was 63% off and the bound of the zero-length piece 63-77% below the module's loss (a false proof), and the
-    check at the initial points saw nothing."""
+    check at the initial points saw nothing. The same with ``nn.ReLU.forward`` replaced on the class."""
     torch.manual_seed(0)
     x, y = _digits()
+    if where == "class":
+        monkeypatch.setattr(nn.ReLU, "forward", _steeper_relu().forward.__func__)
+    relu = _steeper_relu if where == "instance" else nn.ReLU
     if kind == "conv":
-        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3, padding=1), _steeper_relu(),
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3, padding=1), relu(),
                               nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64, 3))
     else:
-        model, x = nn.Sequential(nn.Linear(64, 16), _steeper_relu(), nn.Linear(16, 3)), x.reshape(len(x), 64)
+        model, x = nn.Sequential(nn.Linear(64, 16), relu(), nn.Linear(16, 3)), x.reshape(len(x), 64)
     p = landscape.from_module(model, (x, y), "cross_entropy")
     thetas = 10.0 * p.init(torch.Generator().manual_seed(1), n=3, dtype=torch.float64)
     ref_loss, ref_grad, _ = reference(p, thetas)

@@ -79,12 +79,26 @@ def mlp_plan(module: nn.Module):
 
 
 def hooked(module: nn.Module) -> bool:
-    """Whether ``module`` (itself, not its children) has forward hooks or a ``forward`` set on it (the layer's
-    type then no longer says what it computes), or any module has global hooks."""
+    """Whether ``module`` (itself, not its children) has forward hooks or a ``forward`` set on it or on its torch
+    class (the layer's type then no longer says what it computes), or any module has global hooks."""
     from torch.nn.modules import module as base
 
     return bool(module._forward_hooks or module._forward_pre_hooks or base._global_forward_hooks
-                or base._global_forward_pre_hooks or "forward" in vars(module))
+                or base._global_forward_pre_hooks or "forward" in vars(module) or _patched(type(module)))
+
+
+def _patched(cls: type) -> bool:
+    """Whether a torch layer class's ``forward`` is not the one torch defines for it (``nn.ReLU.forward = ...``
+    assigned by a user's code, or another class's forward): the first class of the MRO that defines ``forward``
+    must hold a function of its own, from torch."""
+    if not cls.__module__.startswith("torch."):
+        return False
+    for klass in cls.__mro__:
+        if "forward" in vars(klass):
+            f = vars(klass)["forward"]
+            return not (getattr(f, "__module__", "").startswith("torch.")
+                        and getattr(f, "__qualname__", "") in (f"{klass.__qualname__}.forward", "_forward_unimplemented"))
+    return False
 
 
 #: Networks whose layers are all at most this wide run feature-major (units × samples): their products are
