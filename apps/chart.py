@@ -99,6 +99,7 @@ def tree(merges, level, tol, log, out, as_json):
     if level is not None:
         unproven = t.pairs_not_joined(level, separations)
         info.update(valleys=t.valleys_at(level), spurious=t.spurious_at(level, tol=tol),
+                    spurious_at_least=t.spurious_at_least(level, tol=tol, separations=separations),
                     count_is_upper_bound=unproven > 0, pairs_not_joined=unproven)
     _done(landscape.viz.save_figure(fig, out), info, as_json)
 

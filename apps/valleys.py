@@ -86,10 +86,15 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
     if report["alignment"]:
         click.echo(_aligned(report["alignment"]))
     click.echo(table([[f"{r['level']:.6g}", f"{r['n_valleys']} at most" if r["count_is_upper_bound"] else r["n_valleys"],
-                       r["n_spurious"], " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])]
+                       f"{r['n_spurious']} at most" if r["spurious_is_upper_bound"] else r["n_spurious"],
+                       " | ".join(",".join(_short(n) for n in v) for v in r["valleys"])]
                       for r in report["levels"]], ["level", "valleys", "spurious", "members"]))
     for r in report["levels"]:
         click.echo(f"at {r['level']:.6g}: {_known(r)}")
+        if r["spurious_is_upper_bound"]:
+            click.echo(f"  spurious: {r['n_spurious']} at most, at least {r['n_spurious_at_least']} "
+                       f"({_plural(r['n_spurious'], 'valley')} not joined to a global minimum: no path found, "
+                       f"{len(r['spurious_proven'])} proven apart)")
     if report["merges"]:
         click.echo("merges: " + "; ".join(f"{_short(m['pair'][0])}~{_short(m['pair'][1])} at {m['level']:.6g} "
                                          f"({_backed(m)})" for m in report["merges"]))
@@ -100,7 +105,7 @@ def valleys(files, levels, auto, method, merge_method, bisect, attempts, tol, re
     click.echo(f"memory: {memory_text(report['memory'])}")
     if any(r["count_is_upper_bound"] for r in report["levels"]):
         click.echo("a count 'at most' is an upper bound: minima no path joined are not proven to lie in different "
-                   "valleys")
+                   "valleys (a valley not joined to a global minimum is spurious only if proven apart from it)")
 
 
 def _known(row: dict) -> str:

@@ -193,6 +193,19 @@ def test_disconnectivity_figure_marks_spurious_valleys_over_their_whole_life(lev
     markers = {round(float(ln.get_ydata()[0]), 6): ln.get_color() for ln in ax.lines if len(ln.get_xdata()) == 1}
     assert markers == {0.0: "tab:blue", 0.1: "tab:red", 0.05: "tab:red", 0.5: "tab:red"}
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any(t.startswith("spurious valley") for t in labels) and ("u = 0.6" in labels) == (level is not None)
+    # no separation proven: "no global minimum ... spurious if apart", dotted, never "spurious valley"
+    assert any(t.startswith("no global minimum") and t.endswith("spurious if apart") for t in labels)
+    assert not any(t.startswith("spurious valley") for t in labels) and ("u = 0.6" in labels) == (level is not None)
+    assert all(ln.get_linestyle() == ":" for ln in red if len(ln.get_xdata()) == 2)
+    if level is not None:
+        assert ax.get_title().endswith("3 valleys at most at u = 0.6, 2 spurious at most")  # {A, B}, C, D
+    # B proven apart from A up to 0.3 (where they merge): solid, "spurious valley"; C, D not proven: still dotted
+    proven = viz.plot_disconnectivity(MINIMA, MERGES, level=level, tol=0.01, separations=[("A", "B", 0.3)])
+    pax = proven.axes[0]
+    styles = {(round(float(min(ln.get_ydata())), 6), round(float(max(ln.get_ydata())), 6)): ln.get_linestyle()
+              for ln in pax.lines if ln.get_color() == "tab:red" and len(ln.get_xdata()) == 2}
+    assert styles == {(0.05, 0.8): ":", (0.1, 0.3): "-", (0.5, 0.8): ":", (0.8, 1.0): ":"}
+    plabels = [t.get_text() for t in pax.get_legend().get_texts()]
+    assert any(t.startswith("spurious valley") for t in plabels) and any(t.startswith("no global") for t in plabels)
     calm = viz.plot_disconnectivity({"A": 0.0, "B": 0.0}, [("A", "B", 1.0)], tol=0.01)
     assert not [ln for ln in calm.axes[0].lines if ln.get_color() == "tab:red"]

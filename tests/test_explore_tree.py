@@ -12,25 +12,26 @@ pytest.importorskip("matplotlib")
 from landscape.viz._tree_image import short_names, tree_image  # noqa: E402
 
 
-def _tree(n, name, seed=0):
-    """``n`` minima and a chain of merges at random levels above them (a valid merge tree)."""
+def _tree(n, name, seed=0, high=1e-3):
+    """``n`` minima (losses up to ``high``) and a chain of merges at random levels above them (a valid tree)."""
     rng = np.random.default_rng(seed)
     names = [name.format(i) for i in range(n)]
-    losses = dict(zip(names, (rng.uniform(0, 1e-3, n) * (rng.uniform(size=n) < 0.7)).tolist()))
+    losses = dict(zip(names, (rng.uniform(0, high, n) * (rng.uniform(size=n) < 0.7)).tolist()))
     merges = [(names[i], names[rng.integers(0, i)], float(rng.uniform(0.5, 120))) for i in range(1, n)]
     return losses, merges
 
 
-@pytest.mark.parametrize("n, name, floor, level", [
-    (4, "min{}.pt", None, 20.0),
-    (8, "hb/himmelblau_s{}.pt", None, 80.0),
-    (8, "hb/himmelblau_s{}.pt", 1e-4, 0.003),
-    (24, "minima/digits_mlp_w100_s{}.pt", 1e-5, 50.0),
-    (40, "run{}_with_a_long_name.pt", None, 60.0),
-    (2, "a_first_minimum_with_a_very_long_file_name_{}.pt", 1e-6, 1e-5),
+@pytest.mark.parametrize("n, name, floor, level, high", [
+    (4, "min{}.pt", None, 20.0, 1e-3),
+    (6, "min{}.pt", None, 20.0, 0.4),  # valleys without a global minimum: the legend's longest rows
+    (8, "hb/himmelblau_s{}.pt", None, 80.0, 1e-3),
+    (8, "hb/himmelblau_s{}.pt", 1e-4, 0.003, 1e-3),
+    (24, "minima/digits_mlp_w100_s{}.pt", 1e-5, 50.0, 1e-3),
+    (40, "run{}_with_a_long_name.pt", None, 60.0, 1e-3),
+    (2, "a_first_minimum_with_a_very_long_file_name_{}.pt", 1e-6, 1e-5, 1e-3),
 ])
-def test_every_text_of_the_tree_is_inside_and_apart(n, name, floor, level):
-    losses, merges = _tree(n, name)
+def test_every_text_of_the_tree_is_inside_and_apart(n, name, floor, level, high):
+    losses, merges = _tree(n, name, high=high)
     image = tree_image(losses, merges, level=level, log_floor=floor, title="merge tree",
                        colors={m: "#e41a1c" for m in losses})
     width, height = image.size
@@ -39,6 +40,7 @@ def test_every_text_of_the_tree_is_inside_and_apart(n, name, floor, level):
     kinds = {t for t, _ in texts}
     assert any(t.startswith("merge tree:") for t in kinds) and "loss level u" in kinds  # title and axis label
     assert sum(1 for t, _ in texts if t.startswith(("valley with", "below a merge", "u = "))) >= 2  # the legend
+    assert any(t.startswith("no global minimum") for t, _ in texts) or high < 0.1  # the longest rows drawn
     for text, (x0, y0, x1, y1) in texts:
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (text, (x0, y0, x1, y1))
     for (a, p), (b, q) in itertools.combinations(texts, 2):

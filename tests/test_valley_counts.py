@@ -77,6 +77,10 @@ def test_the_command_says_at_most_where_no_path_joined_and_not_where_all_are_cer
     assert any(line.startswith(f"at {above:.6g}: 1 valley; joined by 1 certified path (1 checked on a grid, spacing <= ")
                for line in lines)
     assert "a count 'at most' is an upper bound" in text.stdout
+    # the shallow minimum's valley: spurious only if apart from the deep one, which nothing proves
+    assert [line.split()[4:7] for line in lines if line.startswith(f"{between:.6g} ")] == [["1", "at", "most"]]
+    assert ("  spurious: 1 at most, at least 0 (1 valley not joined to a global minimum: no path found, 0 proven "
+            "apart)") in lines
     alone = CliRunner().invoke(main, ["valleys", *files, "--level", str(above), "-q"])
     assert alone.exit_code == 0 and "at most" not in alone.stdout and "upper bound" not in alone.stdout
     as_json = CliRunner().invoke(main, ["valleys", *files, *levels, "--json", "-q"])
@@ -172,8 +176,12 @@ def test_the_explorer_and_the_merge_tree_say_at_most(venturi, double_well):
     graph, report = find_valleys(problem, problem.minima, names=["deep", "shallow"], levels=[between, above],
                                  attempts=1, generator=gen())
     levels = Levels.of(graph)
-    assert levels.at(between).text() == (f"valleys: 2, spurious: 1 at u = {between:.6g} (2 at most: 1 pair not "
-                                         "joined, no path found, separation not proven)")
+    # the shallow valley was not joined to the deep one, nor proven apart: spurious "at most", none proven
+    assert levels.at(between).text() == (f"valleys: 2, spurious: 1 at most at u = {between:.6g} (2 at most: 1 pair "
+                                         "not joined, no path found, separation not proven)")
+    row = report["levels"][0]
+    assert (row["n_spurious"], row["n_spurious_at_least"], row["spurious_is_upper_bound"]) == (1, 0, True)
+    assert row["spurious"] == [["shallow"]] and row["spurious_proven"] == []
     assert levels.at(above).text() == f"valleys: 1, spurious: 0 at u = {above:.6g}"
     fig = viz.plot_disconnectivity(report["minima"], report["merges"], level=between)
     assert "2 valleys at most at u = " in fig.axes[0].get_title()
@@ -187,7 +195,11 @@ def test_the_explorer_and_the_merge_tree_say_at_most(venturi, double_well):
     vgraph.separations = proven_separations(vp, thetas)
     vreport = vgraph.report([2.4])
     exact = viz.plot_disconnectivity(vreport["minima"], [], level=2.4, separations=vreport["separations"])
-    assert "2 valleys at u = 2.4" in exact.axes[0].get_title()
+    assert exact.axes[0].get_title().endswith("2 valleys at u = 2.4, 1 spurious")  # proven: no "at most"
+    vrow = vreport["levels"][0]
+    assert (vrow["n_spurious"], vrow["n_spurious_at_least"], vrow["spurious_is_upper_bound"]) == (1, 1, False)
+    assert vrow["spurious_proven"] == [["spurious"]]
+    assert Levels.of(vgraph).at(2.4).text() == "valleys: 2, spurious: 1 at u = 2.4"
     unproven = viz.plot_disconnectivity(vreport["minima"], [], level=2.4)
     assert "2 valleys at most at u = 2.4" in unproven.axes[0].get_title()
     tree = viz.merge_tree(vreport["minima"], [])

@@ -123,11 +123,13 @@ def count_valleys(params: dict, *, device) -> dict:
     at the levels f: n_valleys_low (at the lowest), n_valleys_max, n_spurious_max, spurious_levels
     (fraction of the levels with a spurious valley); spurious_minima (fraction of the minima lying in
     a spurious valley at their own level); spurious_any (1 if some level, of either kind, has a
-    spurious valley, else 0); refinements, failed, straight_checks, evaluations,
+    spurious valley, else 0); spurious_proven_any (1 if some level has a valley proven spurious: apart
+    from every valley holding a global minimum — the other spurious figures count valleys no path joined
+    to one, upper bounds unless the problem proves separations); refinements, failed, straight_checks, evaluations,
     train_seconds, valley_seconds; for problems that know the components of their global minima
     (:meth:`DeepLinearProblem.orientation_classes`), n_orientations (the classes among the minima
     within ``tol`` of L*); and ``series``: fraction, level, minima_below, n_valleys, n_spurious,
-    spurious (0 or 1) per level f.
+    n_spurious_at_least, spurious (0 or 1) per level f.
     """
     from ..minima.stationary import criterion_text, polish
     from ..minima.train import train
@@ -181,7 +183,8 @@ def count_valleys(params: dict, *, device) -> dict:
     series = {"fraction": fractions, "level": [at[f] for f in fractions],
               "minima_below": [int((losses <= at[f]).sum()) for f in fractions],
               "n_valleys": [rows[at[f]]["n_valleys"] for f in fractions],
-              "n_spurious": [rows[at[f]]["n_spurious"] for f in fractions]}
+              "n_spurious": [rows[at[f]]["n_spurious"] for f in fractions],
+              "n_spurious_at_least": [rows[at[f]]["n_spurious_at_least"] for f in fractions]}
     series["spurious"] = [int(n > 0) for n in series["n_spurious"]]
     stranded = [i for i, u in own.items() if any(names[i] in v for v in rows[u]["spurious"])]
     figures = {
@@ -190,6 +193,7 @@ def count_valleys(params: dict, *, device) -> dict:
         "max_grad_norm": float(grad_norms.max()), "not_minima": not_minima,
         "n_valleys_low": series["n_valleys"][fractions.index(min(fractions))],
         "n_valleys_max": max(series["n_valleys"]), "n_spurious_max": max(series["n_spurious"]),
+        "spurious_proven_any": int(any(rows[u]["n_spurious_at_least"] for u in rows)),
         "spurious_levels": statistics.fmean(series["spurious"]),
         "spurious_minima": len(stranded) / len(seeds) if margin is not None else None,
         "spurious_any": int(bool(stranded) or any(series["spurious"])),

@@ -10,8 +10,9 @@ graph (Becker & Karplus 1997; Wales 2003).
 Two answers are honest in different ways. A merge is always witnessed by a certified path (proven by
 a bound, or checked on a dense grid of known spacing). Two valleys reported separate mean only "no
 path below u was found": unless the problem proves them apart (:mod:`.separation`), the count is an
-upper bound, and each report row says so (:meth:`ValleyGraph.known`). The search that builds the
-graph is in ``search.py``.
+upper bound, and each report row says so (:meth:`ValleyGraph.known`). So is the spurious count: a valley
+no path joined to a global minimum is proven spurious only when proven apart from every valley holding
+one (:meth:`ValleyGraph.spurious_known`). The search that builds the graph is in ``search.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ from .._errors import LandscapeError
 from ..paths.path import Path
 from ..problems.problem import Problem
 from .separation import Separation
+
+
+def pairwise_apart(ks, apart: set) -> list:
+    """A subset of the indices ``ks`` proven pairwise apart (``apart`` holds pairs ``(a, b)``, a < b), found
+    greedily, most-separated first: any such set bounds a count from below."""
+    chosen: list = []
+    for k in sorted(ks, key=lambda k: -sum(k in p for p in apart)):
+        if all((min(k, c), max(k, c)) in apart for c in chosen):
+            chosen.append(k)
+    return chosen
 
 
 def spurious_tolerance(global_loss: float, tol: float | None = None) -> float:
@@ -180,16 +191,8 @@ class ValleyGraph:
             lies above u counts here — and ``grid_spacing``, the largest spacing of those, or None).
         """
         valleys = self.valleys(level) if valleys is None else valleys
-        where = {i: k for k, v in enumerate(valleys) for i in v}
-        apart: set = set()
-        for s in self.separations:
-            a, b = where.get(s.i), where.get(s.j)
-            if a is not None and b is not None and a != b and level < s.below:
-                apart.add((min(a, b), max(a, b)))
-        chosen: list = []
-        for k in sorted(range(len(valleys)), key=lambda k: -sum(k in p for p in apart)):
-            if all((min(k, c), max(k, c)) in apart for c in chosen):
-                chosen.append(k)
+        apart = self._apart(level, valleys)
+        chosen = pairwise_apart(range(len(valleys)), apart)
         k = len(valleys)
         not_joined = k * (k - 1) // 2 - len(apart)
         joins = {"bound": 0, "grid": 0, "grid_spacing": None}
@@ -205,6 +208,39 @@ class ValleyGraph:
         return {"count_is_upper_bound": not_joined > 0, "separation_proven": not_joined == 0,
                 "n_valleys_at_least": len(chosen), "pairs_not_joined": not_joined, "pairs_separated": len(apart),
                 "not_found": sum(1 for _, _, u, _ in self.failures if u == level), "joins": joins}
+
+    def _apart(self, level: float, valleys: list) -> set:
+        """Pairs ``(a, b)``, a < b, of the valleys (indices) proven apart at ``level`` by a separation."""
+        where = {i: k for k, v in enumerate(valleys) for i in v}
+        apart: set = set()
+        for s in self.separations:
+            a, b = where.get(s.i), where.get(s.j)
+            if a is not None and b is not None and a != b and level < s.below:
+                apart.add((min(a, b), max(a, b)))
+        return apart
+
+    def spurious_known(self, level: float, valleys: list | None = None, tol: float | None = None) -> dict:
+        """Which valleys at ``level`` are spurious, and which of them are *proven* so.
+
+        A valley holding no global minimum (:meth:`is_spurious`) is proven spurious only when it is proven apart
+        from every valley that holds one; otherwise no path joined them but they may be one valley, and the
+        number of spurious valleys is an upper bound. Its lower bound is a set of proven-spurious valleys proven
+        pairwise apart (found greedily).
+
+        Returns
+        -------
+        dict
+            ``spurious`` and ``spurious_proven`` (valley indices), ``n_spurious_at_least``,
+            ``spurious_is_upper_bound``.
+        """
+        valleys = self.valleys(level) if valleys is None else valleys
+        apart = self._apart(level, valleys)
+        spurious = [k for k, v in enumerate(valleys) if self.is_spurious(v, tol)]
+        holding = [k for k in range(len(valleys)) if k not in spurious]
+        proven = [k for k in spurious if all((min(k, g), max(k, g)) in apart for g in holding)]
+        at_least = len(pairwise_apart(proven, apart))
+        return {"spurious": spurious, "spurious_proven": proven, "n_spurious_at_least": at_least,
+                "spurious_is_upper_bound": at_least < len(spurious)}
 
     def is_spurious(self, valley: list[int], tol: float | None = None) -> bool:
         """Whether a valley's best loss exceeds the global best by more than ``tol``.
@@ -239,7 +275,9 @@ class ValleyGraph:
         -------
         dict
             ``levels``: list of ``{level, n_valleys, n_spurious, valleys: [[names]], spurious: [[names]],
-            best_losses}`` and what backs the count (:meth:`known`: ``count_is_upper_bound``,
+            best_losses}``, what backs the spurious count (:meth:`spurious_known`: ``spurious_proven``,
+            ``n_spurious_at_least``, ``spurious_is_upper_bound`` — ``n_spurious`` counts the valleys no path
+            joined to a global minimum) and what backs the count (:meth:`known`: ``count_is_upper_bound``,
             ``separation_proven``, ``n_valleys_at_least``, ``pairs_not_joined``, ``pairs_separated``,
             ``not_found``, ``joins``); ``n_valleys`` counts the components joined by certified paths, an
             upper bound unless ``separation_proven``. ``merges``: ``[{level, pair, left, right, certificate,
@@ -250,10 +288,13 @@ class ValleyGraph:
         rows = []
         for u in levels:
             vs = self.valleys(u)
-            spur = [v for v in vs if self.is_spurious(v, tol)]
-            rows.append({"level": float(u), "n_valleys": len(vs), "n_spurious": len(spur),
+            sk = self.spurious_known(u, vs, tol)
+            rows.append({"level": float(u), "n_valleys": len(vs), "n_spurious": len(sk["spurious"]),
+                         "n_spurious_at_least": sk["n_spurious_at_least"],
+                         "spurious_is_upper_bound": sk["spurious_is_upper_bound"],
                          "valleys": [[self.names[i] for i in v] for v in vs],
-                         "spurious": [[self.names[i] for i in v] for v in spur],
+                         "spurious": [[self.names[i] for i in vs[k]] for k in sk["spurious"]],
+                         "spurious_proven": [[self.names[i] for i in vs[k]] for k in sk["spurious_proven"]],
                          "best_losses": [min(self.losses[i].item() for i in v) for v in vs], **self.known(u, vs)})
         merges = [{"pair": [self.names[m.i], self.names[m.j]], "level": m.level,
                    "left": [self.names[i] for i in m.left], "right": [self.names[i] for i in m.right],

@@ -28,12 +28,15 @@ class LevelState:
     valleys : list of list of int
         Minima (indices into the graph) of each valley, valleys sorted by best loss.
     spurious : list of bool
-        Whether each valley is spurious.
+        Whether each valley holds no global minimum (no path joined it to one).
     valley_of : list of int or None
         For each minimum, the index of its valley, or None when its loss is above u.
     known : dict
         What backs the count (:meth:`landscape.ValleyGraph.known`): whether it is an upper bound (pairs of
         valleys no path joined, not proven apart), the lower bound, the certificates of the joins.
+    spurious_proven : list of bool
+        Whether each valley is proven spurious: apart from every valley holding a global minimum
+        (:meth:`landscape.ValleyGraph.spurious_known`); the others of ``spurious`` are spurious only if apart.
     """
 
     level: float
@@ -41,6 +44,7 @@ class LevelState:
     spurious: list
     valley_of: list
     known: dict = field(default_factory=dict)
+    spurious_proven: list = field(default_factory=list)
 
     @property
     def n_valleys(self) -> int:
@@ -53,7 +57,8 @@ class LevelState:
     def text(self) -> str:
         """``"valleys: 3, spurious: 0 at u = 40.52"``, and when the count is an upper bound
         ``" (3 at most: 2 pairs not joined, no path found, separation not proven)"``."""
-        text = f"valleys: {self.n_valleys}, spurious: {self.n_spurious} at u = {self.level:.6g}"
+        maybe = " at most" if sum(self.spurious_proven) < self.n_spurious else ""
+        text = f"valleys: {self.n_valleys}, spurious: {self.n_spurious}{maybe} at u = {self.level:.6g}"
         if self.known.get("count_is_upper_bound"):
             pairs = self.known["pairs_not_joined"]
             text += (f" ({self.n_valleys} at most: {pairs} pair{'s' * (pairs != 1)} not joined, no path found, "
@@ -117,12 +122,14 @@ class Levels:
         """The valleys at ``level``: :meth:`ValleyGraph.valleys` and :meth:`~ValleyGraph.is_spurious`."""
         level = float(level)
         valleys = self.graph.valleys(level)
-        spurious = [self.graph.is_spurious(v, self.tol) for v in valleys]
+        sk = self.graph.spurious_known(level, valleys, self.tol)
+        spurious = [k in sk["spurious"] for k in range(len(valleys))]
         valley_of: list = [None] * self.graph.n
         for k, v in enumerate(valleys):
             for i in v:
                 valley_of[i] = k
-        return LevelState(level, valleys, spurious, valley_of, self.graph.known(level, valleys))
+        return LevelState(level, valleys, spurious, valley_of, self.graph.known(level, valleys),
+                          [k in sk["spurious_proven"] for k in range(len(valleys))])
 
     def merges(self) -> list[dict]:
         """The merges that change the valley count, in increasing level.

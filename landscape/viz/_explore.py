@@ -215,7 +215,7 @@ class Explorer:
             self.details[int(index)] = d
         at = self.levels.at(self.level)
         k = at.valley_of[int(index)]
-        where = "above u" if k is None else f"valley {k + 1}" + (" (spurious)" if at.spurious[k] else "")
+        where = "above u" if k is None else f"valley {k + 1}" + _spurious(at, k)
         lines = [f"{self.labels[int(index)]} — {where}", f"file: {d.get('file', '-')}", f"loss: {d['loss']:.6g}",
                  f"|grad L|: {_num(d.get('grad_norm'))}",
                  f"Hessian top eigenvalue: {_num(d.get('hessian_top'))}",
@@ -302,6 +302,14 @@ def _short(value) -> str:
 
 def _num(value) -> str:
     return "not known" if value is None else f"{value:.4g}"
+
+
+def _spurious(at, k: int) -> str:
+    """What is known of valley ``k`` at the state ``at``: spurious (proven apart from the global minima), or
+    holding none of them only (no path joined it to one)."""
+    if not at.spurious[k]:
+        return ""
+    return " (spurious)" if at.spurious_proven[k] else " (no global minimum joined to it: spurious if apart)"
 
 
 def _path_row(curve, below: bool) -> str:

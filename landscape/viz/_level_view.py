@@ -111,9 +111,10 @@ class LevelView:
         glyphs = spheres.glyph(geom=self.sphere, scale=False, orient=False)
         p.add_mesh(glyphs, scalars="rgb", rgb=True, name="minima", smooth_shading=True, show_scalar_bar=False,
                    reset_camera=False, render=False)
-        spurious = [i for k, v in enumerate(at.valleys) if at.spurious[k] for i in v[:1]]
+        spurious = [(i, "spurious" if at.spurious_proven[k] else "spurious if apart")
+                    for k, v in enumerate(at.valleys) if at.spurious[k] for i in v[:1]]
         if spurious:
-            p.add_point_labels(self.centers[spurious], ["spurious"] * len(spurious), font_size=self.font,
+            p.add_point_labels(self.centers[[i for i, _ in spurious]], [t for _, t in spurious], font_size=self.font,
                                text_color="#b00000", point_size=1, shape_color="white", shape_opacity=0.8,
                                always_visible=True, name="spurious")
         else:

@@ -22,7 +22,7 @@ from typing import Mapping
 from networkx.utils import UnionFind
 
 from .._errors import LandscapeError
-from ..valleys.graph import spurious_tolerance
+from ..valleys.graph import pairwise_apart, spurious_tolerance
 
 
 @dataclass
@@ -64,20 +64,36 @@ class MergeTree:
         ``separations``: ``{"a", "b", "below"}`` dicts (a report's ``separations``) or ``(a, b, below)``:
         a and b lie in different valleys at every u < below. Zero means the count at u is exact.
         """
-        where = {m: k for k, g in enumerate(self.valleys_at(level)) for m in g}
-        k = len(set(where.values()))
+        valleys, apart = self._apart(level, separations)
+        return len(valleys) * (len(valleys) - 1) // 2 - len(apart)
+
+    def _apart(self, level: float, separations) -> tuple[list, set]:
+        """The valleys at u and the pairs ``(a, b)``, a < b, of them (indices) that ``separations`` prove apart."""
+        valleys = self.valleys_at(level)
+        where = {m: k for k, g in enumerate(valleys) for m in g}
         apart = set()
         for a, b, below in _normalize_separations(separations):
             if a in where and b in where and where[a] != where[b] and level < below:
-                apart.add(frozenset((where[a], where[b])))
-        return k * (k - 1) // 2 - len(apart)
+                apart.add((min(where[a], where[b]), max(where[a], where[b])))
+        return valleys, apart
 
     def spurious_at(self, level: float, *, tol: float | None = None) -> list[list[str]]:
         """The valleys at level u whose lowest loss is above the global minimum + the spurious tolerance
-        (``tol``, or :func:`landscape.valleys.spurious_tolerance` of the global minimum when None)."""
+        (``tol``, or :func:`landscape.valleys.spurious_tolerance` of the global minimum when None): no merge
+        joins them to a global minimum; spurious if apart (:meth:`spurious_at_least`)."""
         best = min(self.losses.values())
         tol = spurious_tolerance(best, tol)
         return [g for g in self.valleys_at(level) if min(self.losses[m] for m in g) > best + tol]
+
+    def spurious_at_least(self, level: float, *, tol: float | None = None, separations=()) -> int:
+        """How many valleys at u are proven spurious: apart from every valley holding a global minimum, and from
+        each other (as :meth:`landscape.ValleyGraph.spurious_known` counts them)."""
+        valleys, apart = self._apart(level, separations)
+        stranded = self.spurious_at(level, tol=tol)
+        spurious = [k for k, g in enumerate(valleys) if g in stranded]
+        holding = [k for k in range(len(valleys)) if k not in spurious]
+        proven = [k for k in spurious if all((min(k, h), max(k, h)) in apart for h in holding)]
+        return len(pairwise_apart(proven, apart))
 
 
 def _normalize_separations(separations):
@@ -213,7 +229,9 @@ def _label(name: str) -> str:
 def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | None = None, tol: float | None = None,
                          log: bool = False, ax=None, title=None, separations=()):
     """Draw the disconnectivity graph: each minimum a vertical line from its loss up to where its valley
-    merges, merges as horizontal bars; at level u the valleys are counted and spurious ones drawn in red.
+    merges, merges as horizontal bars; at level u the valleys are counted. Valleys holding no global minimum
+    are red: solid where ``separations`` prove them apart from every global minimum (spurious), dotted where
+    they are only not joined to one (spurious if apart; the count is then "at most").
 
     A merge bar is solid when its path is proven below its level by a bound, dashed when it was checked
     on a dense grid (the merges' ``certificate``). Below a bar the two valleys were not joined — no path
@@ -254,10 +272,18 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
     best = min(tree.losses.values())
     above = spurious_tolerance(best, tol)
     stranded = {m for m, loss in tree.losses.items() if loss > best + above}  # no global minimum among them
+    apart = {frozenset((a, b)): below for a, b, below in _normalize_separations(separations)}
+    drawn = set()
     for n in tree.nodes:
         upper = tree.nodes[n["parent"]]["level"] if n["parent"] is not None else top
-        red = set(n["members"]) <= stranded  # a spurious valley, from its lowest point to where it merges
-        ax.plot([n["x"], n["x"]], [n["level"], upper], color="tab:red" if red else "black", lw=2.0 if red else 1.4)
+        red = set(n["members"]) <= stranded  # no global minimum in it, from its lowest point to where it merges
+        # spurious over that span when one member is proven apart from every global minimum below the span's top
+        proven = red and any(all(apart.get(frozenset((a, g)), -math.inf) >= upper for g in set(tree.losses) - stranded)
+                             for a in n["members"])
+        if red:
+            drawn.add(proven)
+        ax.plot([n["x"], n["x"]], [n["level"], upper], color="tab:red" if red else "black", lw=2.0 if red else 1.4,
+                ls=":" if red and not proven else "-")
         if n["parent"] is not None:
             px = tree.nodes[n["parent"]]["x"]
             grid = tree.nodes[n["parent"]].get("certificate") == "grid"
@@ -271,9 +297,13 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
 
     handles = [Line2D([], [], color="black", marker="o", mfc="tab:blue", mec="tab:blue",
                       label="valley with a global minimum")]
-    if stranded:
+    if True in drawn:
         handles.append(Line2D([], [], color="tab:red", marker="o", lw=2.0,
-                              label=f"spurious valley (lowest loss > global + {above:.2g})"))
+                              label=f"spurious valley (lowest loss > global + {above:.2g},\nproven apart)"))
+    if False in drawn:
+        handles.append(Line2D([], [], color="tab:red", marker="o", lw=2.0, ls=":",
+                              label=f"no global minimum (lowest loss > global + {above:.2g}),\nnone joined to it: "
+                                    "spurious if apart"))
     kinds = {n.get("certificate") for n in tree.nodes if len(n["members"]) > 1}
     if "bound" in kinds:
         handles.append(Line2D([], [], color="black", label="merge: path proven below it (bound)"))
@@ -292,8 +322,9 @@ def plot_disconnectivity(minima: Mapping[str, float], merges, *, level: float | 
         valleys = tree.valleys_at(level)
         ax.axhline(level, ls="--", color="gray", lw=1)
         bound = " at most" if tree.pairs_not_joined(level, separations) else ""
-        heading += (f": {len(valleys)} valleys{bound} at u = {level:.4g}, "
-                    f"{len(tree.spurious_at(level, tol=tol))} spurious")
+        n_spurious = len(tree.spurious_at(level, tol=tol))
+        unproven = " at most" if tree.spurious_at_least(level, tol=tol, separations=separations) < n_spurious else ""
+        heading += f": {len(valleys)} valleys{bound} at u = {level:.4g}, {n_spurious} spurious{unproven}"
     ax.set_title(heading, fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
     return fig

@@ -112,7 +112,10 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
         from matplotlib.lines import Line2D
 
         handles[0], rows[0] = Line2D([], [], color="black"), "valley with a global minimum (dots: valley at u)"
-    ax.set_title(textwrap.fill(ax.get_title(), max(20, int(width / (EM * 9)))), fontsize=9)
+    def chars(fontsize: float, room: float) -> int:  # characters of a line ``room`` pixels wide
+        return max(20, int(room / (EM * fontsize * dpi / 72)))
+
+    ax.set_title(textwrap.fill(ax.get_title(), chars(9, 0.95 * width)), fontsize=9)
     order = sorted(tree.x, key=tree.x.get)
     labels, pattern = short_names([_label(m) for m in order])
     spacing = 0.8 * width / max(1, len(order))  # the axes take about 80% of the width
@@ -130,7 +133,7 @@ def tree_image(minima: Mapping[str, float], merges, *, level: float | None = Non
         ax.set_yscale("symlog", linthresh=log_floor)
         top = max(n["level"] for n in tree.nodes)
         ax.set_ylim(min(min(tree.losses.values()), 0.0), max(ax.get_ylim()[1], 2.0 * top if top > 0 else top))
-    fig.legend(handles, [textwrap.fill(r.replace("\n", " "), int(width / (EM * 8))) for r in rows],
+    fig.legend(handles, [textwrap.fill(r.replace("\n", " "), chars(8, 0.85 * width)) for r in rows],  # + handles
                loc="outside lower center", fontsize=8, frameon=False, handlelength=1.8)
     fig.draw_without_rendering()  # lays it out: where every text goes, without drawing a pixel
     fig.set_layout_engine("none")  # the layout as drawn: what is left out below keeps the rest in place
