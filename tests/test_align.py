@@ -337,3 +337,23 @@ def test_barrier_vs_width_scales_named_parameters_and_trains_to_minima(tmp_path)
     for bad in ("d_mlp", "d_mlp=x", "d_mlp=-1", "=2"):
         wrong = CliRunner().invoke(script, ["--problem", "modadd_transformer", "--scale", bad, "-o", str(out)])
         assert wrong.exit_code == 2 and "--scale" in wrong.output and "Traceback" not in wrong.output
+
+
+def test_activation_matching_refuses_too_few_values_to_correlate():
+    """With one sample an MLP unit has one value: every correlation was 0 and the units matched by the tie-break
+    alone; a transformer's residual stream fitted by O(32) from fewer than 32 values matched "perfectly" (mean
+    correlation 0.99 after, from 0.11) whatever the two networks. Both are one-line errors now; a conv net's one
+    sample still has its positions to correlate."""
+    mlp = landscape.make_problem("digits_mlp", width=8)
+    a, b = mlp.init(torch.Generator().manual_seed(0), n=2)
+    with pytest.raises(landscape.LandscapeError, match=r"needs at least 2 values .* \(samples=1\)") as err:
+        landscape.align(mlp, a, b, method="activation", samples=1)
+    assert "\n" not in str(err.value)
+    assert landscape.align(mlp, a, b, method="activation", samples=3).info["method"]["samples"] == 3
+    gpt = landscape.make_problem("modadd_transformer")
+    a, b = gpt.init(torch.Generator().manual_seed(0), n=2)
+    with pytest.raises(landscape.LandscapeError, match=r"over O\(32\) needs at least 32 values"):
+        landscape.align(gpt, a, b, method="activation", samples=2)
+    cnn = landscape.make_problem("digits_cnn")
+    a, b = cnn.init(torch.Generator().manual_seed(0), n=2)
+    assert landscape.align(cnn, a, b, method="activation", samples=1).info["method"]["samples"] == 1

@@ -111,6 +111,10 @@ def activation(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_
     perms, corr = {}, {}
     for g in sym.groups:  # forward order: earlier layers' permutations are applied to b before a tie-break
         z = acts[g.name].to(torch.float64)  # [1 + K, M, n]
+        if z.shape[1] < 2:  # no correlation: every unit would match by the tie-break alone
+            raise LandscapeError(f"activation matching needs at least 2 values of each unit to correlate; layer "
+                                 f"{g.name} has {z.shape[1]} (samples={samples}): give more samples (--samples) or "
+                                 "use the weight method")
         z = z - z.mean(1, keepdim=True)
         z = z / z.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
         c = z[:1].transpose(1, 2) @ z[1:] / z.shape[1]  # [K, n, n]

@@ -98,6 +98,11 @@ def activation_matching(sym, problem, theta_a: torch.Tensor, theta_b: torch.Tens
     """
     orthogonal = sym.matching == "orthogonal"
     acts_a = transformer_activations(problem, theta_a, samples=samples, split=split)
+    rows, width = acts_a["resid"].shape
+    if rows < (width if orthogonal else 2):  # fewer values than the fit has freedom: any match would look perfect
+        raise LandscapeError(f"activation matching over {'O' if orthogonal else 'S'}({width}) needs at least "
+                             f"{width if orthogonal else 2} values of each unit; samples={samples} gives {rows}: "
+                             "give more samples (--samples) or use the weight method")
     per_b = [transformer_activations(problem, t, samples=samples, split=split) for t in theta_b]
     maps, corr = {}, {}
     for acts_b in per_b:
