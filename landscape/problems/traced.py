@@ -152,23 +152,36 @@ def _aliasing(gm, node) -> str | None:
 _AUGMENTED = (operator.add, operator.sub, operator.mul, operator.truediv, operator.matmul)
 
 
+#: torch layers the trace keeps whole that change only their own temporaries in place (``nn.MultiheadAttention``
+#: makes a boolean mask additive with ``masked_fill_`` on a fresh tensor): not a Python ``+=`` the trace misses.
+_OWN_TEMPORARIES = (nn.MultiheadAttention,)
+
+
 def _mutations(module: nn.Module, x: torch.Tensor) -> int:
     """The operations that change a tensor in place in one call of ``module`` on ``x`` (counted by torch's
-    dispatcher: the trace cannot see Python's ``+=``)."""
+    dispatcher: the trace cannot see Python's ``+=``), none inside the calls of :data:`_OWN_TEMPORARIES`."""
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    inside = []  # one entry a call of those layers under way
 
     class Count(TorchDispatchMode):
         n = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.n += bool(func._schema.is_mutable)
+            Count.n += bool(func._schema.is_mutable) and not inside
             return func(*args, **(kwargs or {}))
 
+    layers = [m for m in module.modules() if type(m) in _OWN_TEMPORARIES]
+    handles = [h for m in layers for h in (m.register_forward_pre_hook(lambda *_: inside.append(0)),
+                                           m.register_forward_hook(lambda *_: inside.pop(), always_call=True))]
     try:
         with torch.no_grad(), Count():
             module(x)
     except Exception:  # noqa: BLE001 - the model's own failure is reported where it is evaluated
         return 0
+    finally:
+        for handle in handles:
+            handle.remove()
     return Count.n
 
 

@@ -1,0 +1,54 @@
+"""Users' transformers written the common ways, against the capture (a skeptical pass): each model's bound holds
+the module's own loss re-evaluated in float64 (a deep copy, nothing of the project's) densely on a segment, at
+init scale and at 10x, and a proof is never below the segment's peak; each test fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_proof_attention import check_pieces, modadd, problem_of
+from torch import nn
+
+from landscape.paths.proof import prove_below
+
+P = 3
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+
+
+class Masked(nn.Module):
+    """``nn.MultiheadAttention`` with a boolean causal ``attn_mask`` (True: not attended), mean-pooled tokens. The
+    layer turns the mask additive with ``masked_fill_`` on a fresh tensor of its own: that in-place operation was
+    taken for a Python ``+=`` the trace had missed, and the proof refused ('an in-place operator ...')."""
+
+    def __init__(self, d=4, heads=2, batch_first=True):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(P + 1, d), nn.Parameter(0.3 * torch.randn(1, 3, d))
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=batch_first)
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, P)
+
+    def forward(self, idx):
+        x = self.emb(idx) + self.pos
+        mask = torch.triu(torch.ones(x.size(1), x.size(1), dtype=torch.bool), 1)
+        h = x if self.attn.batch_first else x.transpose(0, 1)
+        a, _ = self.attn(h, h, h, attn_mask=mask, need_weights=False)
+        a = a if self.attn.batch_first else a.transpose(0, 1)
+        return self.head(self.norm(x + a).mean(1))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_with_a_boolean_mask_is_bounded_and_holds_dense_points_at_init_and_10x(batch_first):
+    torch.manual_seed(0)
+    net = Masked(batch_first=batch_first).eval()
+    problem = problem_of(net)
+    assert problem.bounds_unavailable() is None
+    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    for scale in (1.0, 10.0):
+        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.3, 0.5, 0.5001, 1.0], points=4001)
+        assert bool(torch.isfinite(bounds).all()) and float(bounds[2] - worst[2]) < 1e-3 * float(worst[2])
+        peak = float(worst.max())
+        assert prove_below(problem, scale * torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
+    assert problem.bounds_unavailable() is None
