@@ -85,8 +85,7 @@ def weight(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter
     return perms, {"sweeps": sweeps, "objective": {"before": before.tolist(), "after": after.tolist()}}
 
 
-def activation(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=100, samples=None,
-               split="train"):
+def activation(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_iter=100, samples=None, split="train"):
     """Activation matching: pair the units of each layer whose activations on the data correlate most.
 
     For every hidden layer, the Pearson correlations between a's and b's unit activations over the samples of
@@ -106,15 +105,12 @@ def activation(problem, sym: Symmetry, theta_a, theta_b, *, generator=None, max_
     if hasattr(sym, "activation_matching"):  # a transformer: its own taps and continuous groups
         return sym.activation_matching(problem, theta_a, theta_b, samples=samples, split=split)
     acts = activations(problem, sym, torch.cat([theta_a[None], theta_b]), samples=samples, split=split)
-    pa = sym.layout.unflatten(theta_a.to(torch.float64))
-    b = theta_b.to(torch.float64)
-    perms, corr = {}, {}
+    pa, b, perms, corr = sym.layout.unflatten(theta_a.to(torch.float64)), theta_b.to(torch.float64), {}, {}
     for g in sym.groups:  # forward order: earlier layers' permutations are applied to b before a tie-break
         z = acts[g.name].to(torch.float64)  # [1 + K, M, n]
         if z.shape[1] < 2:  # no correlation: every unit would match by the tie-break alone
-            raise LandscapeError(f"activation matching needs at least 2 values of each unit to correlate; layer "
-                                 f"{g.name} has {z.shape[1]} (samples={samples}): give more samples (--samples) or "
-                                 "use the weight method")
+            raise LandscapeError(f"activation matching needs 2 values of each unit to correlate; layer {g.name} has "
+                                 f"{z.shape[1]} (samples={samples}): give more --samples or use the weight method")
         z = z - z.mean(1, keepdim=True)
         z = z / z.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
         c = z[:1].transpose(1, 2) @ z[1:] / z.shape[1]  # [K, n, n]
