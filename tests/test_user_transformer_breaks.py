@@ -52,3 +52,33 @@ def test_multihead_attention_with_a_boolean_mask_is_bounded_and_holds_dense_poin
         peak = float(worst.max())
         assert prove_below(problem, scale * torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
     assert problem.bounds_unavailable() is None
+
+
+class Causal(nn.Module):
+    """PyTorch's own layer, pre-norm, with the additive causal mask of ``generate_square_subsequent_mask`` (−inf
+    above the diagonal). At 10x an init point the scores reach ~10³: the softmax's bound of a masked entry (its
+    probability is 0) came from the filler put in its place, exp(10³) overflowed, and inf·0 made every piece's bound
+    NaN, so no proof ever closed there."""
+
+    def __init__(self, d=4, heads=2):
+        super().__init__()
+        self.emb = nn.Embedding(P + 1, d)
+        self.layer = nn.TransformerEncoderLayer(d, heads, 8, dropout=0.0, batch_first=True, norm_first=True)
+        self.head = nn.Linear(d, P)
+
+    def forward(self, idx):
+        mask = nn.Transformer.generate_square_subsequent_mask(idx.size(1))
+        return self.head(self.layer(self.emb(idx), src_mask=mask, is_causal=True).mean(1))
+
+
+def test_a_causal_softmax_with_large_scores_has_finite_bounds_that_hold_dense_points():
+    torch.manual_seed(0)
+    net = Causal().eval()
+    problem = problem_of(net)
+    assert problem.bounds_unavailable() is None
+    a, b = 10 * problem.init(torch.Generator().manual_seed(3), n=2, dtype=torch.float64)
+    bounds, worst = check_pieces(net, problem, a, b, [0.0, 0.25, 0.5, 0.5001, 1.0], points=4001)
+    assert bool(torch.isfinite(bounds).all())
+    assert float(bounds[2] - worst[2]) < 1e-2 * float(worst[2])  # a piece of 1e-4: nearly the loss itself
+    peak = float(worst.max())
+    assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"

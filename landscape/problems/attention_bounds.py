@@ -144,8 +144,9 @@ def softmax(x: Model, dim: int, rows: int | None = None) -> Model:
     masked = torch.isneginf(c) & torch.isfinite(v) & torch.isfinite(r)  # −inf at every s
     cf = c.masked_fill(masked, 0.0)
     lo, hi, m = _pairwise(cf, v, r, masked, dim)
-    upper = torch.exp(-torch.logsumexp(lo, -1)).movedim(-1, dim)  # p_i ≤ 1 / Σ_j exp(min (z_j − z_i))
-    lower = torch.exp(-torch.logsumexp(hi, -1)).movedim(-1, dim)
+    # p_i ≤ 1 / Σ_j exp(min (z_j − z_i)); a masked p_i is 0 (its row of lo, hi, from the filler 0, can overflow)
+    upper = torch.exp(-torch.logsumexp(lo, -1)).movedim(-1, dim).masked_fill(masked, 0.0)
+    lower = torch.exp(-torch.logsumexp(hi, -1)).movedim(-1, dim).masked_fill(masked, 0.0)
     pc = torch.softmax(c, dim)
     ps = pc * (v - (pc * v).sum(dim, keepdim=True))  # J(c)·v
     first = pc * ((1 - 2 * pc) * r + (pc * r).sum(dim, keepdim=True))  # |J(c)·e|
