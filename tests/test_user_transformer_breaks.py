@@ -82,3 +82,80 @@ def test_a_causal_softmax_with_large_scores_has_finite_bounds_that_hold_dense_po
     assert float(bounds[2] - worst[2]) < 1e-2 * float(worst[2])  # a piece of 1e-4: nearly the loss itself
     peak = float(worst.max())
     assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
+
+
+class Conv1D(nn.Module):
+    """Hugging Face's ``transformers.pytorch_utils.Conv1D``: weight [in, out], ``addmm`` on the rows merged."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf, self.weight, self.bias = nf, nn.Parameter(0.5 * torch.randn(nx, nf)), nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(size_out)
+
+
+class GPT2(nn.Module):
+    """GPT-2 as Hugging Face wrote it (before its attention interface): ``Conv1D`` for c_attn, c_proj, c_fc, the fused
+    qkv ``split(d, dim=2)``, heads by ``view``/``permute``, the causal mask a registered buffer sliced and applied with
+    ``torch.where(mask, w.to(w.dtype), torch.finfo(w.dtype).min)``, ``NewGELUActivation`` (tanh of x + 0.044715·x³),
+    pre-LN, tied ``x @ wte.weight.T``. It was refused three times over (torch.fx could not trace ``finfo`` of a traced
+    dtype; ``addmm``; ``pow(x, 3.0)``)."""
+
+    def __init__(self, d=4, heads=2, merged_elsewhere=False):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(P + 1, d), nn.Embedding(8, d)
+        self.register_buffer("bias", torch.tril(torch.ones(8, 8, dtype=torch.bool)).view(1, 1, 8, 8), persistent=False)
+        self.ln_1, self.ln_2, self.ln_f = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.c_proj, self.c_fc, self.mlp_proj = Conv1D(3 * d, d), Conv1D(d, d), Conv1D(4 * d, d), \
+            Conv1D(d, 4 * d)
+        self.d, self.heads, self.merged_elsewhere = d, heads, merged_elsewhere
+
+    def heads_of(self, t):
+        return t.view(t.size()[:-1] + (self.heads, self.d // self.heads)).permute(0, 2, 1, 3)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(0, idx.size(-1), dtype=torch.long, device=idx.device).unsqueeze(0))
+        q, k, v = self.c_attn(self.ln_1(x)).split(self.d, dim=2)
+        q, k, v = self.heads_of(q), self.heads_of(k), self.heads_of(v)
+        w = torch.matmul(q, k.transpose(-1, -2)) / torch.full([], v.size(-1) ** 0.5, dtype=q.dtype)
+        length = w.size(-1)
+        mask_value = torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype, device=w.device)
+        w = torch.where(self.bias[:, :, :length, :length], w.to(w.dtype), mask_value)
+        a = torch.matmul(F.softmax(w, dim=-1), v).permute(0, 2, 1, 3).contiguous()
+        x = x + self.c_proj(a.view(a.size()[:-2] + (self.d,)))
+        h = self.c_fc(self.ln_2(x))
+        if self.merged_elsewhere:  # rows merged with positions, then averaged over them all: mixes the samples
+            return h.view(-1, h.size(-1)).mean(0, keepdim=True).expand(idx.size(0), -1)[:, :P]
+        h = 0.5 * h * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * torch.pow(h, 3.0))))
+        x = self.ln_f(x + self.mlp_proj(h))
+        return (x @ self.wte.weight.T)[:, -1, :]
+
+
+def test_hugging_face_gpt2_conv1d_where_finfo_and_new_gelu_are_bounded_at_init_and_10x():
+    torch.manual_seed(0)
+    net = GPT2().eval()
+    problem = problem_of(net)
+    assert problem.bounds_unavailable() is None
+    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    for scale in (1.0, 10.0):
+        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.3, 0.5, 0.5001, 1.0], points=4001)
+        assert bool(torch.isfinite(bounds).all()) and float(bounds[2] - worst[2]) < 0.05 * float(worst[2])
+        peak = float(worst.max())
+        assert prove_below(problem, scale * torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
+    assert problem.bounds_unavailable() is None
+
+
+def test_rows_merged_with_positions_and_used_otherwise_are_refused_and_the_loss_stays_exact():
+    torch.manual_seed(0)
+    net = GPT2(merged_elsewhere=True).eval()
+    problem = problem_of(net)
+    # every operation has a rule: found while propagating (the construction's check bounds pieces)
+    assert "applied to a Merged" in problem.bounds_unavailable()
+    assert problem.segment_bounds(*problem.init(torch.Generator().manual_seed(1), n=2)[:, None]) is None
+    theta = problem.init(torch.Generator().manual_seed(1), n=1, dtype=torch.float64)[0]
+    x, y = modadd()
+    m = problem.to_module(theta).double()
+    assert torch.allclose(problem.loss(theta[None])[0], F.cross_entropy(m(x), y), rtol=1e-12, atol=0)

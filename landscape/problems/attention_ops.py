@@ -271,8 +271,10 @@ def _power(w, a, k):
         return rx.activate(x, SQUARE)
     if exponent == 1:
         return x
+    if exponent == 3:  # x·x² (Hugging Face's NewGELU: tanh(√(2/π)(x + 0.044715·x³)))
+        return ab.bilinear(x, rx.activate(x, SQUARE), torch.mul)
     if exponent not in (-1, 0.5, -0.5):
-        raise Unsupported(f"a power {exponent!r} (2, 1, −1, ±0.5 are bounded)")
+        raise Unsupported(f"a power {exponent!r} (3, 2, 1, −1, ±0.5 are bounded)")
     return ab.power(x, float(exponent))
 
 

@@ -48,8 +48,8 @@ from . import bounds
 from . import relaxed as rx
 from .layout import Layout
 from .mlp import hooked
-from .user_ops import (FUNCTIONS, METHODS, MODULES, Moved, constant_allowed, constant_layer, constant_nodes, describe,
-                       internal_mutations, positionwise, trace)
+from .user_ops import (FUNCTIONS, METHODS, MODULES, Merged, Moved, constant_allowed, constant_layer, constant_nodes,
+                       describe, internal_mutations, positionwise, trace)
 from .operations import (ADAPTIVE_MAX, CONVS, DESCRIBE, IN_PLACE, MAX_POOLS, NORMS, POSITIVE, SHAPES, VIEWS,
                          activation)
 from .relaxed import Model, Param, Unsupported
@@ -340,8 +340,8 @@ def propagate(plan: Plan, params: tuple[dict, dict], x: torch.Tensor) -> Model:
                 attr.to(x.device, torch.float64) if isinstance(attr, torch.Tensor) and attr.is_floating_point() else attr
             continue
         leaves = _leaves((args, kwargs))
-        networked = any(isinstance(v, (Model, Param, Moved)) for v in leaves)
-        if isinstance(args[0] if args else None, (Model, Moved)) and (
+        networked = any(isinstance(v, (Model, Param, Moved, Merged)) for v in leaves)
+        if isinstance(args[0] if args else None, (Model, Moved, Merged)) and (
                 node.op == "call_method" and node.target in DESCRIBE or node.op == "call_function" and
                 node.target is getattr):  # a size of the batch (P·N rows here) may only set a shape
             env[node.name], of_batch = describe(walk, node, args, kwargs)

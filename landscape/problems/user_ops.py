@@ -33,9 +33,11 @@ from torch import nn
 from . import attention_bounds as ab
 from . import attention_modules as am
 from . import attention_ops as ao
+from . import merged_rows as mr
 from . import operations as ops
 from . import relaxed as rx
 from .attention_ops import Moved
+from .merged_rows import Merged
 from .operations import _arg, _rule
 from .relaxed import Model, Param, Unsupported
 
@@ -47,7 +49,7 @@ CONSTANT_FUNCTIONS = {
     torch.sqrt, torch.pow, torch.polar, math.sqrt, math.log, math.exp, math.log2, float, int, len, abs, min, max,
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.invert, operator.and_,
     operator.or_, operator.xor, operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
-    operator.mod, operator.pow, operator.neg, operator.getitem, getattr,
+    operator.mod, operator.pow, operator.neg, operator.getitem, getattr, torch.finfo,
 }
 #: Tensor methods computed on constants (none in place: a buffer changed by every call is not one function).
 CONSTANT_METHODS = {
@@ -61,7 +63,8 @@ _DESCRIBED = ("shape", "dtype", "device", "ndim")
 
 #: Tensor factories ``torch.fx`` cannot trace with a size from the data (``torch.ones(T, T)``: a TypeError):
 #: recorded as calls while tracing (:func:`trace`), then computed as constants.
-FACTORIES = ("arange", "ones", "zeros", "full", "eye", "linspace", "empty", "rand", "randn", "randint", "tensor")
+FACTORIES = ("arange", "ones", "zeros", "full", "eye", "linspace", "empty", "rand", "randn", "randint", "tensor",
+             "finfo")
 
 
 def trace(module: nn.Module):
@@ -380,11 +383,11 @@ def positionwise(walk, node, layer, run, args, kwargs):
     return Moved(out.map(lambda t: t.movedim(0, axis)), axis)
 
 
-FUNCTIONS = {**ao.FUNCTIONS, F.embedding: _rule(_embedding, 3, *ao.FUNCTIONS[F.embedding].keywords),
+FUNCTIONS = {**ao.FUNCTIONS, **mr.FUNCTIONS, F.embedding: _rule(_embedding, 3, *ao.FUNCTIONS[F.embedding].keywords),
              operator.getitem: _rule(_getitem, 2), torch.einsum: _rule(_einsum, 3),
              F.rms_norm: _rule(_rms_norm, 4, "normalized_shape", "weight", "eps"), getattr: _rule(_getattr, 2)}
-METHODS = {**ao.METHODS, "expand": _rule(_broadcast("expand"), 9, "size"), "repeat": _rule(_broadcast("repeat"), 9),
-           "t": _rule(_t, 1)}
+METHODS = {**ao.METHODS, **mr.METHODS, "expand": _rule(_broadcast("expand"), 9, "size"),
+           "repeat": _rule(_broadcast("repeat"), 9), "t": _rule(_t, 1)}
 MODULES = {**am.MODULES, nn.RMSNorm: (lambda m: None, _rms_module)}
-__all__ = ["FUNCTIONS", "METHODS", "MODULES", "Moved", "constant_layer", "constant_nodes", "describe",
+__all__ = ["FUNCTIONS", "METHODS", "MODULES", "Merged", "Moved", "constant_layer", "constant_nodes", "describe",
            "internal_mutations", "positionwise", "trace"]
