@@ -258,6 +258,21 @@ def recheck(problem: Problem, path: Path, *, values: torch.Tensor | None = None,
                    evaluations=path.evaluations + spent + int(near.sum()), info=info)
 
 
+def decided_peak(problem: Problem, path: Path) -> Path:
+    """A path's max loss as a claim in float64: a merge level, found without a level, states it.
+
+    In float32 the max may round below the float64 one (Himmelblau's pass at 104.0151629 evaluates to
+    104.0151596, half an ulp lower, and a merge tree said 1 valley at a level where there are 2). The points
+    within rounding of the max are evaluated again in float64 (:func:`recheck`, the level taken at the max)
+    and ``dense_max_loss`` becomes theirs; ``level`` and ``status`` stay the path's. A path in float64, not
+    densely checked or not finite is returned as it is.
+    """
+    peak = path.dense_max_loss
+    if peak is None or path.points.dtype == torch.float64 or not math.isfinite(path.max_loss):
+        return path
+    return replace(recheck(problem, replace(path, level=path.max_loss)), level=path.level, status=path.status)
+
+
 def float64_losses(problem: Problem, knots: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """The loss in float64 at points of a polyline, given in knot units (segment + fraction).
 

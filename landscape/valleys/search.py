@@ -20,7 +20,7 @@ from networkx.utils import UnionFind
 from .._errors import LandscapeError, NonFiniteLoss
 from .._progress import Progress, ShownTally
 from ..minima.stationary import POLISH_STEPS, require_minima
-from ..paths.certify import DEFAULT_RESOLUTION, settle
+from ..paths.certify import DEFAULT_RESOLUTION, decided_peak, settle
 from ..paths.linear import straight_paths
 from ..paths.path import Path
 from ..problems.memory import budgeted, plan_memory
@@ -96,13 +96,9 @@ def connect_at_level(graph: ValleyGraph, level: float, *, method: str = "string"
     dist = torch.cdist(thetas, thetas)
     pairs = sorted(((dist[i, j].item(), i, j) for a, i in enumerate(nodes) for j in nodes[a + 1:]))
     # 1. straight segments to each minimum's nearest neighbours, closest first, in batches
-    if len(nodes) > 1:
-        sub = _candidate_pairs(thetas[nodes], neighbours)
-        near = sorted((dist[nodes[a], nodes[b]].item(), nodes[a], nodes[b]) for a, b in sub)
-    else:
-        near = []
-    batch = max(1, len(nodes))
-    cursor = 0
+    sub = _candidate_pairs(thetas[nodes], neighbours) if len(nodes) > 1 else []
+    near = sorted((dist[nodes[a], nodes[b]].item(), nodes[a], nodes[b]) for a, b in sub)
+    batch, cursor = max(1, len(nodes)), 0
     while cursor < len(near) and _components(uf, nodes) > 1:
         todo, first = [], cursor
         while cursor < len(near) and len(todo) < batch:
@@ -251,6 +247,10 @@ def build_merge_tree(graph: ValleyGraph, *, method: str = "neb", neighbours: int
                 high = path.max_loss
             else:
                 low = level
+    for m in graph.merges():  # a merge level claims a path at most that high: its max decided in float64
+        path = decided_peak(problem, m.path)
+        graph.stats["evaluations"] += path.evaluations - m.path.evaluations
+        graph.graph.edges[m.i, m.j].update(max_loss=path.max_loss, path=path)
     graph.stats["seconds"] += time.perf_counter() - start_time
     return graph
 
