@@ -5,6 +5,7 @@ init scale and at 10x, and a proof is never below the segment's peak; each test 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -159,3 +160,38 @@ def test_rows_merged_with_positions_and_used_otherwise_are_refused_and_the_loss_
     x, y = modadd()
     m = problem.to_module(theta).double()
     assert torch.allclose(problem.loss(theta[None])[0], F.cross_entropy(m(x), y), rtol=1e-12, atol=0)
+
+
+class ComplexRotary(nn.Module):
+    """Meta's LLaMA rotary positions: a complex buffer ``freqs_cis = torch.polar(...)`` times the queries seen as
+    complex numbers (``view_as_complex``). The differential check's reference copy was made with
+    ``module.to(torch.float64)``, which casts complex buffers to real (dropping the imaginary part): the reference
+    was another function, and the model was refused as 'not deterministic'."""
+
+    def __init__(self, d=4):
+        super().__init__()
+        self.emb, self.wq, self.head = nn.Embedding(P + 1, d), nn.Linear(d, d), nn.Linear(d, P)
+        angles = torch.outer(torch.arange(8).float(), 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d)))
+        self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles))
+
+    def forward(self, idx):
+        q = self.wq(self.emb(idx))
+        q = torch.view_as_complex(q.reshape(*q.shape[:-1], -1, 2).contiguous()) * self.freqs_cis[:idx.size(1)]
+        return self.head(torch.view_as_real(q).flatten(2).mean(1))
+
+
+def test_a_complex_rotary_buffer_is_kept_complex_by_the_check_and_the_loss_and_gradient_are_the_modules():
+    torch.manual_seed(0)
+    net = ComplexRotary().eval()
+    problem = problem_of(net)  # refused before
+    x, y = modadd()
+    thetas = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    values, grads = problem.loss_and_grad(torch.cat([thetas, 10 * thetas]))
+    for theta, value, grad in zip(torch.cat([thetas, 10 * thetas]), values, grads):
+        m = copy.deepcopy(net).double()  # floating tensors only: the buffer stays complex
+        torch.nn.utils.vector_to_parameters(theta, m.parameters())
+        assert m.freqs_cis.is_complex()
+        loss = F.cross_entropy(m(x), y)
+        ref = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(m.parameters()))])
+        assert abs(float(value - loss.detach())) <= 1e-12 * float(loss.detach())
+        assert float((grad - ref).abs().max()) <= 1e-10 * float(ref.abs().max())

@@ -86,7 +86,7 @@ def reference(problem, thetas: torch.Tensor, *, split: str = "train", grad: bool
     scale : float
         1 + the largest |output| seen (sets the absolute tolerance).
     """
-    m = copy.deepcopy(problem.module_).to(torch.float64)
+    m = copy.deepcopy(problem.module_).double()  # floating tensors only (.to(float64) drops a complex buffer's imag.)
     names = problem.layout.names
     params = [m.get_parameter(name) for name in names]
     x, y = (_float64(t) for t in problem.data(split))
@@ -143,7 +143,7 @@ def same_function(problem, before: torch.Tensor, after: torch.Tensor, *, rtol: f
     training samples, float64: None if so (within ``rtol`` of the outputs' size, for the rounding of a rescaled
     float32 point), else a one-line description of the largest difference."""
     view = problem.subset(SAMPLES) if problem.n_samples("train") > SAMPLES else problem
-    m = copy.deepcopy(view.module_).to(torch.float64)
+    m = copy.deepcopy(view.module_).double()
     params = [m.get_parameter(name) for name in view.layout.names]
     x = _float64(view.data("train")[0])
     outs = []
