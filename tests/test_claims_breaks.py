@@ -24,3 +24,18 @@ def test_float32_merge_levels_are_not_below_the_saddles():
     for row in report["levels"]:  # the count at each reported level is at least the true one
         true = 4 - sum(s <= row["level"] for s in saddles)
         assert row["n_valleys"] >= true, (row["level"], row["n_valleys"], true)
+
+
+@pytest.mark.parametrize("method", ["linear", "string"])
+def test_connected_is_not_claimed_just_below_a_smooth_pass(method):
+    # The tilted double well's pass is its saddle, of height f(x_s, 0) (closed form, float64): no path between
+    # its minima stays below it. The zoom around a smooth peak read it ~2e-8 low (the peak lies between its
+    # points), and the straight segment through the saddle was "connected" 1e-9 below the pass.
+    problem = landscape.make_problem("double_well")
+    (left, right), saddle = problem.minima, problem.saddles[0]
+    barrier = float(problem.loss(saddle[None]))
+    for level, status in ((barrier * (1 - 1e-9), "not_found"), (barrier * (1 + 1e-9), "connected")):
+        path = landscape.connect(problem, left, right, method=method, level=level, certificate="grid")
+        assert path.status == status, (level, path.max_loss, barrier)
+    straight = landscape.connect(problem, left, right, method="linear", level=2.0)
+    assert straight.max_loss == pytest.approx(barrier, abs=1e-12)  # the peak itself, to O(h⁴)

@@ -32,8 +32,9 @@ def test_knots_alone_do_not_certify():
     assert checked.status == "not_found"
     assert checked.dense_max_loss == pytest.approx(1.0, abs=1e-12)  # the midpoint is on the grid: the hill
     assert checked.dense_argmax == pytest.approx(0.5, abs=1e-12)
-    # 33 grid points, then one local maximum (the hill) re-sampled 2 x 16 times by the zoom
-    assert checked.evaluations == path.evaluations + 33 + 2 * 16
+    # 33 grid points, then one local maximum (the hill) re-sampled 2 x 16 times by the zoom, then its two
+    # neighbours and their parabola's vertex
+    assert checked.evaluations == path.evaluations + 33 + 2 * 16 + 3
     assert not checked.is_below(0.5) and checked.is_below(1.01)
 
 

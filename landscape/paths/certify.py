@@ -41,7 +41,7 @@ CERTIFICATES = Registry("certificate", ("auto", "bound", "grid"))
 
 #: Zoom passes of :func:`certify` around the highest local maxima of the dense grid, the candidates
 #: followed, and the sub-points per side in each pass. Each pass shrinks the uncertainty on the
-#: position of a smooth maximum by ``ZOOM_POINTS``, its error on the height by ``ZOOM_POINTS``².
+#: position of a smooth maximum by ``ZOOM_POINTS``, its error on the height by ``ZOOM_POINTS``² (then a vertex).
 ZOOM_PASSES, ZOOM_CANDIDATES, ZOOM_POINTS = 2, 4, 8
 
 
@@ -53,9 +53,9 @@ def certify(problem: Problem, path: Path, level: float | None = None, *, resolut
 
     The grid of ``resolution`` sub-intervals per segment is evaluated first (batched); then, ``zoom``
     times, the few highest local maxima of the grid are bracketed by their neighbours and re-sampled
-    ``ZOOM_POINTS`` times finer, so that a smooth peak between two grid points is found to within
-    (1/(resolution·8^zoom))² of its height. If that maximum is ≤ u, the path is proven ≤ u by branch
-    and bound on bounds of the loss over whole pieces (:mod:`.proof`) where the problem has them.
+    ``ZOOM_POINTS`` times finer, then each peak's parabola vertex is evaluated: a smooth peak between two grid
+    points is found to order (1/(resolution·8^zoom))⁴ of its height. If it is ≤ u, the path is proven ≤ u by
+    branch and bound on bounds of the loss over whole pieces (:mod:`.proof`) where the problem has them.
 
     Parameters
     ----------
@@ -259,16 +259,12 @@ def recheck(problem: Problem, path: Path, *, values: torch.Tensor | None = None,
 
 
 def decided_peak(problem: Problem, path: Path) -> Path:
-    """A path's max loss as a claim in float64: a merge level, found without a level, states it.
-
-    In float32 the max may round below the float64 one (Himmelblau's pass at 104.0151629 evaluates to
-    104.0151596, half an ulp lower, and a merge tree said 1 valley at a level where there are 2). The points
-    within rounding of the max are evaluated again in float64 (:func:`recheck`, the level taken at the max)
-    and ``dense_max_loss`` becomes theirs; ``level`` and ``status`` stay the path's. A path in float64, not
-    densely checked or not finite is returned as it is.
+    """A path's max loss as a claim in float64 (a merge level states it): in float32 it may round below it
+    (Himmelblau's pass at 104.0151629 read 104.0151596: a merge tree said 1 valley where there are 2). The
+    points within rounding of the max are evaluated again in float64 (:func:`recheck`, at the max as level)
+    and ``dense_max_loss`` becomes theirs; ``level`` and ``status`` stay. Else the path is returned as it is.
     """
-    peak = path.dense_max_loss
-    if peak is None or path.points.dtype == torch.float64 or not math.isfinite(path.max_loss):
+    if path.dense_max_loss is None or path.points.dtype == torch.float64 or not math.isfinite(path.max_loss):
         return path
     return replace(recheck(problem, replace(path, level=path.max_loss)), level=path.level, status=path.status)
 
@@ -307,7 +303,7 @@ def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution:
 
     Each pass re-samples ``2·subdivisions`` points around each of the ``candidates`` highest local
     maxima of every row (one batched ``loss`` call for all rows), ``subdivisions`` times finer than
-    the pass before.
+    the pass before; then each peak's two neighbours at the last spacing and the vertex of their parabola.
 
     Parameters
     ----------
@@ -343,28 +339,40 @@ def refine_maximum(loss, points: torch.Tensor, values: torch.Tensor, resolution:
     local = (values >= left) & (values >= right) & (values > float("-inf"))
     current, index = values.masked_fill(~local, float("-inf")).topk(min(candidates, values.shape[1]), dim=1)
     valid = torch.isfinite(current)  # rows with fewer local maxima than candidates
-    pos = index.to(torch.float64) / resolution  # [P, k]
-    width = 1.0 / resolution
+    pos, width = index.to(torch.float64) / resolution, 1.0 / resolution  # [P, k], the grid's spacing
     steps = torch.cat([torch.arange(-subdivisions, 0), torch.arange(1, subdivisions + 1)]).to(torch.float64)
-    rows = torch.arange(p)[:, None, None].expand(-1, pos.shape[1], steps.numel())[valid].reshape(-1)
-    rows = rows.to(points.device)
-    for _ in range(passes):
-        at = (pos[:, :, None] + steps * (width / subdivisions)).clamp(0, n - 1)  # [P, k, 2m]
-        seg = at.floor().long().clamp(max=n - 2)
+
+    def evaluate(at):  # the losses at positions at [P, k, j] (knot units) of the valid candidates, NaN as inf
+        nonlocal spent
+        seg, rows = at.floor().long().clamp(max=n - 2), torch.arange(p)[:, None, None].expand_as(at)[valid].reshape(-1)
         frac = (at - seg)[valid].reshape(-1, 1).to(device=points.device, dtype=points.dtype)
-        seg = seg[valid].reshape(-1).to(points.device)
-        sample = (1 - frac) * points[rows, seg] + frac * points[rows, seg + 1]
+        seg, on = seg[valid].reshape(-1).to(points.device), rows.to(points.device)
         got = torch.full(at.shape, float("-inf"), dtype=torch.float64)
-        got[valid] = loss(sample).to(torch.float64).cpu().reshape(-1, steps.numel())
-        spent += valid.sum(1) * steps.numel()
+        got[valid] = loss((1 - frac) * points[on, seg] + frac * points[on, seg + 1]).to(torch.float64).cpu().view(
+            -1, at.shape[2])
+        spent += valid.sum(1) * at.shape[2]
         got = torch.nan_to_num(got, nan=float("inf"), posinf=float("inf"), neginf=float("-inf"))  # NaN: not below
         if seen is not None:
-            seen.append((torch.arange(p)[:, None, None].expand_as(at)[valid].reshape(-1), at[valid].reshape(-1),
-                         got[valid].reshape(-1)))
+            seen.append((rows, at[valid].reshape(-1), got[valid].reshape(-1)))
+        return got
+
+    for k in range(passes + 2):
+        if k < passes:
+            at = (pos[:, :, None] + steps * (width / subdivisions)).clamp(0, n - 1)  # [P, k, 2m]
+            width /= subdivisions
+        elif k == passes:  # each peak's neighbours at the last pass's spacing, then their parabola's vertex:
+            base, centre = pos, current.clamp(min=-1e300)  # a smooth peak to O(h⁴) of its height, not O(h²)
+            at = (pos[:, :, None] + torch.tensor([-width, width], dtype=torch.float64)).clamp(0, n - 1)
+        else:
+            side = got.clamp(min=-1e300, max=1e300)
+            curve = side[..., 0] + side[..., 1] - 2 * centre  # concave: a vertex; else the point itself again
+            shift = torch.where(curve < 0, 0.5 * width * (side[..., 0] - side[..., 1]) / curve.clamp(max=-1e-300), 0.0)
+            shift = shift.nan_to_num(0.0).clamp(-width, width)
+            at = (base + shift)[:, :, None].clamp(0, n - 1)
+        got = evaluate(at)
         top, arg = got.max(2)
         pos = torch.where(top > current, at.gather(2, arg[..., None])[..., 0], pos)
         current = torch.maximum(top, current)
-        width /= subdivisions
     top, arg = current.max(1)
     higher = top > peak
     peak = torch.where(higher, top, peak)
