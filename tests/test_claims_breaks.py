@@ -39,3 +39,29 @@ def test_connected_is_not_claimed_just_below_a_smooth_pass(method):
         assert path.status == status, (level, path.max_loss, barrier)
     straight = landscape.connect(problem, left, right, method="linear", level=2.0)
     assert straight.max_loss == pytest.approx(barrier, abs=1e-12)  # the peak itself, to O(h⁴)
+
+
+def test_a_refuted_proof_is_written_to_a_path_file(tmp_path):
+    # The dense check passed, the proof then found a point above u inside a segment (a ReLU kink between the
+    # grid's points: moons_mlp's straight segment at u between its dense max and its float64 max did this): the
+    # proof's bound is inf, and `connect -o` failed with "path info must be JSON values" instead of writing
+    # the NOT FOUND path.
+    from dataclasses import replace
+
+    from landscape.paths.files import load_path, save_path
+    from landscape.paths.linear import linear_path
+    from landscape.paths.proof import prove_below
+
+    problem = landscape.make_problem("teacher_student", width=3, input_dim=2, n_train=20, n_test=20)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, problem.dim, generator=g)
+    path = linear_path(problem, a, b)
+    level = 0.5 * float(path.losses.min())  # below both ends: refuted at once
+    proof = prove_below(problem, path.points, level)
+    assert proof.status == "refuted" and proof.witness["loss"] > level
+    claimed = replace(landscape.certify(problem, path, level, certificate="grid"), info={"proof": proof.summary()})
+    assert claimed.status == "not_found"
+    save_path(tmp_path / "p.pt", problem, claimed)
+    assert proof.summary()["bound"] is None
+    again, _, _ = load_path(tmp_path / "p.pt")
+    assert again.status == "not_found" and again.max_loss > level

@@ -99,8 +99,9 @@ class Proof:
     open: int = 0
 
     def summary(self) -> dict:
-        """JSON-able figures."""
-        return {"status": self.status, "level": self.level, "bound": self.bound, "pieces": self.pieces,
+        """JSON-able figures (``bound`` None where there is none: a refuted path's is inf, and JSON has no inf)."""
+        bound = self.bound if math.isfinite(self.bound) else None
+        return {"status": self.status, "level": self.level, "bound": bound, "pieces": self.pieces,
                 "evaluations": self.evaluations, "rounds": self.rounds, "seconds": self.seconds,
                 "witness": self.witness, "reason": self.reason, "budget": self.budget, "rechecked": self.rechecked,
                 "settled": self.settled, "open": self.open}
