@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import landscape
 from landscape import find_valleys
+from landscape_cli.cli import main
 
 
 def test_float32_merge_levels_are_not_below_the_saddles():
@@ -41,27 +43,24 @@ def test_connected_is_not_claimed_just_below_a_smooth_pass(method):
     assert straight.max_loss == pytest.approx(barrier, abs=1e-12)  # the peak itself, to O(h⁴)
 
 
-def test_a_refuted_proof_is_written_to_a_path_file(tmp_path):
-    # The dense check passed, the proof then found a point above u inside a segment (a ReLU kink between the
-    # grid's points: moons_mlp's straight segment at u between its dense max and its float64 max did this): the
-    # proof's bound is inf, and `connect -o` failed with "path info must be JSON values" instead of writing
-    # the NOT FOUND path.
-    from dataclasses import replace
-
+def test_a_refuted_proof_is_written_to_a_path_file_and_described(tmp_path):
+    # The dense check passes, the proof then finds a point above u inside a segment (moons_mlp's straight segment
+    # at u between its dense max and its float64 max did this; here a grid of one interval, the ends alone): the
+    # proof's bound is inf, and `connect -o` failed with "path info must be JSON values", writing nothing; and
+    # the file, read back with its witness evaluated again, made `landscape info` raise KeyError 'witness'.
     from landscape.paths.files import load_path, save_path
     from landscape.paths.linear import linear_path
-    from landscape.paths.proof import prove_below
 
     problem = landscape.make_problem("teacher_student", width=3, input_dim=2, n_train=20, n_test=20)
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(2, problem.dim, generator=g)
-    path = linear_path(problem, a, b)
-    level = 0.5 * float(path.losses.min())  # below both ends: refuted at once
-    proof = prove_below(problem, path.points, level)
-    assert proof.status == "refuted" and proof.witness["loss"] > level
-    claimed = replace(landscape.certify(problem, path, level, certificate="grid"), info={"proof": proof.summary()})
-    assert claimed.status == "not_found"
-    save_path(tmp_path / "p.pt", problem, claimed)
-    assert proof.summary()["bound"] is None
+    a, b = torch.randn(2, problem.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)[:, None]
+    level = 5.46  # above both ends (5.4387, 1.3636), below the segment's max (5.4827, float64)
+    assert float(problem.loss(a + t * (b - a)).max()) > level > float(problem.loss(torch.stack([a, b])).max())
+    path = landscape.certify(problem, linear_path(problem, a, b), level, resolution=1)
+    assert path.status == "not_found" and path.certificate == "bound" and path.info["proof"]["status"] == "refuted"
+    assert path.info["proof"]["bound"] is None and path.info["proof"]["witness"]["loss"] > level
+    save_path(tmp_path / "p.pt", problem, path)
     again, _, _ = load_path(tmp_path / "p.pt")
-    assert again.status == "not_found" and again.max_loss > level
+    assert again.status == "not_found" and again.certificate == "bound" and again.max_loss > level
+    shown = CliRunner().invoke(main, ["info", str(tmp_path / "p.pt")])
+    assert shown.exit_code == 0 and "found above the level inside a segment" in shown.output, shown.output

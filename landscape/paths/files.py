@@ -267,6 +267,7 @@ def recheck_claim(problem: Problem, path: Path) -> Path:
                                                                           - path.t[witness["segment"]]))
             checked = replace(checked, status="not_found", certificate="bound", dense_argmax=position,
                               dense_max_loss=loss if math.isfinite(loss) else math.inf)
+            checked.info["proof"] = {**proof, "witness": {**witness, "loss": loss, "decided_in": "float64"}}
     if proof is not None and proof.get("status") in ("unsupported", "undecided") and checked.status == "connected":
         checked.info["proof"] = proof  # why the file's dense check had no proof behind it: still so
     change = float((checked.losses.double() - path.losses.double()).abs().max())
