@@ -195,3 +195,31 @@ def test_a_complex_rotary_buffer_is_kept_complex_by_the_check_and_the_loss_and_g
         ref = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(m.parameters()))])
         assert abs(float(value - loss.detach())) <= 1e-12 * float(loss.detach())
         assert float((grad - ref).abs().max()) <= 1e-10 * float(ref.abs().max())
+
+
+class Summed(nn.Module):
+    """Tokens pooled by a sum and ``nn.MultiheadAttention``'s returned weights used (need_weights=True, the default):
+    ``.sum(dim)`` over a dimension other than the batch's had no rule, and the proof was refused."""
+
+    def __init__(self, d=4, heads=2):
+        super().__init__()
+        self.emb = nn.Embedding(P + 1, d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.head = nn.Linear(d, P)
+
+    def forward(self, idx):
+        x = self.emb(idx)
+        a, weights = self.attn(x, x, x)
+        return self.head(torch.sum(a, 1) + weights.sum(-2)[..., :1] * x.sum(dim=1, keepdim=False))
+
+
+def test_sums_over_tokens_and_of_attention_weights_are_bounded_and_hold_dense_points():
+    torch.manual_seed(0)
+    net = Summed().eval()
+    problem = problem_of(net)
+    assert problem.bounds_unavailable() is None
+    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    for scale in (1.0, 10.0):
+        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.5, 0.5001, 1.0], points=4001)
+        assert bool(torch.isfinite(bounds).all()) and float(bounds[1] - worst[1]) < 0.05 * float(worst[1])
+    assert problem.bounds_unavailable() is None

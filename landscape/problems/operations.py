@@ -199,13 +199,16 @@ def _positive(fn):
     return handler
 
 
-def _mean(w, a, k):
-    x = w.model(a[0])
-    dims = _arg(a, k, 1, "dim", None)
-    dims = [dims] if isinstance(dims, int) else dims
-    if dims is None or any(d % x.c.dim() == 0 for d in dims):
-        raise Unsupported("a mean over the batch")
-    return x.map(lambda t: torch.mean(t, *a[1:], **k))
+def _reduce(fn):
+    """``mean`` or ``sum`` over dimensions other than the batch's: a linear map with non-negative weights (exact)."""
+    def handler(w, a, k):
+        x = w.model(a[0])
+        dims = _arg(a, k, 1, "dim", None)
+        dims = [dims] if isinstance(dims, int) else dims
+        if dims is None or any(d % x.c.dim() == 0 for d in dims):
+            raise Unsupported(f"a {fn.__name__} over the batch")
+        return x.map(lambda t: fn(t, *a[1:], **k))
+    return handler
 
 
 def _max_pool(fn, adaptive=False):
@@ -252,7 +255,7 @@ FUNCTIONS = {
     torch.div: _rule(_div, 2, "rounding_mode"), operator.neg: _rule(_neg, 1), torch.neg: _rule(_neg, 1),
     F.linear: _rule(_linear, 3, "weight", "bias"), operator.matmul: _rule(_matmul, 2), torch.matmul: _rule(_matmul, 2),
     torch.cat: _rule(_cat, 2, "dim"), torch.concat: _rule(_cat, 2, "dim"), getattr: _rule(_describe, 2), operator.getitem: _rule(_index, 2),
-    torch.mean: _rule(_mean, 3, "dim", "keepdim"),
+    **{fn: _rule(_reduce(fn), 3, "dim", "keepdim") for fn in (torch.mean, torch.sum)},
     torch.flatten: _rule(_positive(torch.flatten), 3, "start_dim", "end_dim"),
     torch.reshape: _rule(_positive(torch.reshape), 2, "shape"),
     **{fn: _rule(_conv(fn), 7, "weight", "bias", "stride", "padding", "dilation", "groups") for fn in CONVS.values()},
@@ -271,7 +274,8 @@ METHODS = {
     "add": _rule(_sum(1.0), 2, "alpha"), "add_": _rule(_sum(1.0), 2, "alpha"),
     "sub": _rule(_sum(-1.0), 2, "alpha"), "sub_": _rule(_sum(-1.0), 2, "alpha"),
     "mul": _rule(_mul, 2), "mul_": _rule(_mul, 2), "div": _rule(_div, 2, "rounding_mode"),
-    "div_": _rule(_div, 2, "rounding_mode"), "neg": _rule(_neg, 1), "mean": _rule(_mean, 3, "dim", "keepdim"),
+    "div_": _rule(_div, 2, "rounding_mode"), "neg": _rule(_neg, 1),
+    **{fn.__name__: _rule(_reduce(fn), 3, "dim", "keepdim") for fn in (torch.mean, torch.sum)},
     **{name: _rule(lambda w, a, k, name=name: w.reshaped(w.model(a[0]), lambda t: getattr(t, name)(*a[1:], **k)),
                    8, "dim", "start_dim", "end_dim", "shape", "sizes", "memory_format") for name in SHAPES},
 }

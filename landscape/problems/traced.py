@@ -16,7 +16,7 @@ arithmetic it would be P·N, not N, and the call is refused. Shape operations mu
 - ``BatchNorm1d/2d/3d`` with frozen statistics (evaluation mode, running buffers).
 - ReLU (in place too), leaky ReLU (0 ≤ α ≤ 1), tanh, sigmoid, GELU (exact and tanh forms), softplus (β > 0), square: the
   relaxations of :mod:`.bounds`, as modules, functions or methods.
-- Average pooling (any, adaptive too), ``mean`` over non-batch dimensions, ``Flatten``/``flatten``, ``view``/
+- Average pooling (any, adaptive too), ``mean``/``sum`` over non-batch dimensions, ``Flatten``/``flatten``, ``view``/
   ``reshape``/``squeeze``/``unsqueeze``, ``Identity``, ``Dropout`` (evaluation mode), ``torch.cat`` along a
   non-batch dimension: linear maps with non-negative weights (or concatenations), exact.
 - Max pooling (any, adaptive too), as modules or functions (see :func:`.relaxed.max_pool`).
