@@ -20,6 +20,21 @@ P = 3
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 
 
+def holds_dense_points(net, scales=(1.0, 10.0), seed=1, rtol=0.05):
+    """The module's bound at ``scales`` times two init points: every piece of the segment holds 4,001 float64 points
+    of the module's own loss (``check_pieces``), is finite, a piece of 1e-4 is within ``rtol`` of its dense maximum,
+    and no proof claims a level below the segment's peak."""
+    problem = problem_of(net)
+    assert problem.bounds_unavailable() is None
+    a, b = problem.init(torch.Generator().manual_seed(seed), n=2, dtype=torch.float64)
+    for scale in scales:
+        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.3, 0.5, 0.5001, 1.0], points=4001)
+        assert bool(torch.isfinite(bounds).all()) and float(bounds[2] - worst[2]) < rtol * float(worst[2])
+        peak = float(worst.max())
+        assert prove_below(problem, scale * torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
+    assert problem.bounds_unavailable() is None  # nothing found while propagating either
+
+
 class Masked(nn.Module):
     """``nn.MultiheadAttention`` with a boolean causal ``attn_mask`` (True: not attended), mean-pooled tokens. The
     layer turns the mask additive with ``masked_fill_`` on a fresh tensor of its own: that in-place operation was
@@ -43,16 +58,7 @@ class Masked(nn.Module):
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_multihead_attention_with_a_boolean_mask_is_bounded_and_holds_dense_points_at_init_and_10x(batch_first):
     torch.manual_seed(0)
-    net = Masked(batch_first=batch_first).eval()
-    problem = problem_of(net)
-    assert problem.bounds_unavailable() is None
-    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
-    for scale in (1.0, 10.0):
-        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.3, 0.5, 0.5001, 1.0], points=4001)
-        assert bool(torch.isfinite(bounds).all()) and float(bounds[2] - worst[2]) < 1e-3 * float(worst[2])
-        peak = float(worst.max())
-        assert prove_below(problem, scale * torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
-    assert problem.bounds_unavailable() is None
+    holds_dense_points(Masked(batch_first=batch_first).eval(), rtol=1e-3)
 
 
 class Causal(nn.Module):
@@ -74,15 +80,7 @@ class Causal(nn.Module):
 
 def test_a_causal_softmax_with_large_scores_has_finite_bounds_that_hold_dense_points():
     torch.manual_seed(0)
-    net = Causal().eval()
-    problem = problem_of(net)
-    assert problem.bounds_unavailable() is None
-    a, b = 10 * problem.init(torch.Generator().manual_seed(3), n=2, dtype=torch.float64)
-    bounds, worst = check_pieces(net, problem, a, b, [0.0, 0.25, 0.5, 0.5001, 1.0], points=4001)
-    assert bool(torch.isfinite(bounds).all())
-    assert float(bounds[2] - worst[2]) < 1e-2 * float(worst[2])  # a piece of 1e-4: nearly the loss itself
-    peak = float(worst.max())
-    assert prove_below(problem, torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
+    holds_dense_points(Causal().eval(), scales=(10.0,), seed=3, rtol=1e-2)
 
 
 class Conv1D(nn.Module):
@@ -137,16 +135,7 @@ class GPT2(nn.Module):
 
 def test_hugging_face_gpt2_conv1d_where_finfo_and_new_gelu_are_bounded_at_init_and_10x():
     torch.manual_seed(0)
-    net = GPT2().eval()
-    problem = problem_of(net)
-    assert problem.bounds_unavailable() is None
-    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
-    for scale in (1.0, 10.0):
-        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.3, 0.5, 0.5001, 1.0], points=4001)
-        assert bool(torch.isfinite(bounds).all()) and float(bounds[2] - worst[2]) < 0.05 * float(worst[2])
-        peak = float(worst.max())
-        assert prove_below(problem, scale * torch.stack([a, b]), peak * (1 - 1e-9), budget=200).status != "proven"
-    assert problem.bounds_unavailable() is None
+    holds_dense_points(GPT2().eval())
 
 
 def test_rows_merged_with_positions_and_used_otherwise_are_refused_and_the_loss_stays_exact():
@@ -215,11 +204,4 @@ class Summed(nn.Module):
 
 def test_sums_over_tokens_and_of_attention_weights_are_bounded_and_hold_dense_points():
     torch.manual_seed(0)
-    net = Summed().eval()
-    problem = problem_of(net)
-    assert problem.bounds_unavailable() is None
-    a, b = problem.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
-    for scale in (1.0, 10.0):
-        bounds, worst = check_pieces(net, problem, scale * a, scale * b, [0.0, 0.5, 0.5001, 1.0], points=4001)
-        assert bool(torch.isfinite(bounds).all()) and float(bounds[1] - worst[1]) < 0.05 * float(worst[1])
-    assert problem.bounds_unavailable() is None
+    holds_dense_points(Summed().eval())
