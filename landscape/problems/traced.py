@@ -57,7 +57,7 @@ from .relaxed import Model, Param, Unsupported
 def _module_reason(m: nn.Module) -> str | None:
     kind = type(m)
     if hooked(m):
-        return f"a forward hook on a {kind.__name__}"
+        return f"a forward hook or a replaced forward on a {kind.__name__}"
     if kind is nn.Linear or activation(m) is not None:
         return None
     if kind in POSITIVE:
@@ -192,7 +192,7 @@ def graph_plan(module: nn.Module, x: torch.Tensor | None = None):
     Python ``+=``), every binary operation of the trace must act on a value nothing else reads."""
     for name, m in module.named_modules():
         if hooked(m):
-            return None, f"a forward hook on {name or 'the module'} (the traced graph would not run it): no bound"
+            return None, f"a forward hook or a replaced forward on {name or 'the module'} (not traced): no bound"
     try:
         gm = trace(module)
     except Exception as err:  # noqa: BLE001 - any tracing failure means: no proof, the dense check
