@@ -313,3 +313,21 @@ def test_a_forward_torch_cannot_differentiate_is_a_one_line_error_under_both_pol
     with pytest.raises(landscape.LandscapeError, match="modified by an inplace operation") as err:
         landscape.from_module(ScaledInPlace(), _digits(), "cross_entropy", bn=bn)
     assert "\n" not in str(err.value)
+
+
+def test_from_module_keeps_its_own_copy_of_the_model():
+    """``from_module`` set the user's model to evaluation mode (a training loop run afterwards had dropout off,
+    silently) and read its BatchNorm buffers by reference: a later training step changed the frozen problem's
+    function. The problem now keeps a copy; the model is left as it was."""
+    torch.manual_seed(0)
+    x, y = _digits()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(4 * 64, 3)).train()
+    model(x)  # running statistics of its own
+    p = landscape.from_module(model, (x, y), "cross_entropy", bn="frozen")
+    assert model.training and all(m.training for m in model.modules())
+    theta = p.init(torch.Generator().manual_seed(1), n=2, dtype=torch.float64)
+    before = p.loss(theta)
+    model(3.0 * x + 1.0)  # a training step's forward: moves the model's running statistics in place
+    model.eval()
+    assert torch.equal(p.loss(theta), before)

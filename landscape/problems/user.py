@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import importlib
 import inspect
 import sys
@@ -79,7 +81,9 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     Parameters
     ----------
     model : nn.Module
-        The network. It is used functionally (``torch.func.functional_call``); it is not modified.
+        The network. The problem keeps its own copy (``copy.deepcopy``), used functionally
+        (``torch.func.functional_call``) in evaluation mode: the model is not modified, and changing it later
+        (its mode, buffers such as BatchNorm's running statistics, parameters) does not change the problem.
     data : (Tensor, Tensor) or torch.utils.data.Dataset
         Training inputs of shape (N, ...) and targets of shape (N, ...); or a map-style dataset whose
         items are ``(x, y)`` pairs, read once into tensors (the loss is the mean over all of it; set
@@ -111,6 +115,16 @@ def from_module(model: nn.Module, data, loss="mse", *, test_data=None, weight_de
     if lazy:  # their shapes come at the first call: the problem's layout could not be read (a traceback)
         raise LandscapeError(f"the model's {lazy[0]} is not initialized yet (a lazy layer, nn.LazyLinear and the like): "
                              f"run the model once on a batch (model(x[:2])) before from_module")
+    # the problem's own copy: it sets evaluation mode, and it reads buffers a later training step would change; a
+    # tensor kept as a plain attribute and computed from parameters (hook-style weight_norm: not deep-copyable, and
+    # recomputed at every call) is copied detached
+    plain = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
+             if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and v.grad_fn is not None}
+    try:
+        model = copy.deepcopy(model, plain)
+    except Exception as err:  # noqa: BLE001 — any failure of a user's __deepcopy__ / unpicklable attribute
+        raise LandscapeError(f"the model cannot be copied ({type(err).__name__}: {err}); from_module keeps a copy so "
+                             "that later changes to the model do not change the problem: make it deep-copyable") from None
     splits = {"train": as_tensors(data, "data")}
     if test_data is not None:
         splits["test"] = as_tensors(test_data, "test_data")
