@@ -64,3 +64,22 @@ def test_descending_from_samples_finds_the_other_minima(gen):
     # at u = 150 (above three saddles, below the fourth) the valley of (3, 2) holds all four minima
     dist = torch.cdist(found, problem.minima[1:])
     assert found.shape[0] == 3 and (dist.min(0).values < 1e-3).all()
+
+
+def test_a_chain_stays_in_its_valley_where_the_search_spacing_resolves_the_gap(gen):
+    """1% below the double well's pass the valleys are apart by a gap 0.15 wide along y = 0 (wider elsewhere:
+    f = g(x) + y²). The line search's spacing grew to 0.5 and 41% of a chain's samples were in the other
+    valley; the spacing is now reported, and ``max_spacing`` below the gap keeps every chain in its valley."""
+    problem = landscape.make_problem("double_well", tilt=0.3)
+    saddle = problem.saddles[0, 0].item()
+    x = torch.linspace(saddle - 0.2, saddle + 0.2, 40001, dtype=torch.float64)
+    u = 0.99 * problem.loss(problem.saddles.double()).item()
+    gap = (x[(x * x - 1) ** 2 + 0.3 * x > u].max() - x[(x * x - 1) ** 2 + 0.3 * x > u].min()).item()
+    assert 0.1 < gap < 0.2  # the closed form: where g(x) > u, no y is below u
+    fine = sample_sublevel_set(problem, problem.minima, u, n_samples=400, max_spacing=0.5 * gap, generator=gen)
+    assert (fine.spacing <= 0.5 * gap + 1e-12).all()
+    assert (fine.points[0, :, 0] < saddle).all() and (fine.points[1, :, 0] > saddle).all()
+    coarse = sample_sublevel_set(problem, problem.minima, u, n_samples=400, generator=gen)
+    left = torch.cat([coarse.points[0, :, 0] > saddle, coarse.points[1, :, 0] < saddle])
+    assert left.any() and (coarse.spacing > gap).all()  # it left its valley, and its spacing says it could
+    assert [e["spacing"] for e in coarse.extent()] == coarse.spacing.tolist()

@@ -306,8 +306,8 @@ def find_valleys(problem: Problem, thetas: torch.Tensor, *, names=None, levels="
         Probes of each merge level by ``method`` at lower levels (see :func:`build_merge_tree`).
     extent : int
         Hit-and-run samples per minimum at each level (0: none): each valley's row gains its
-        extent — mean and max distance of the samples from their minima and their RMS spread —
-        from one batched sampler over all minima (:func:`landscape.sample_sublevel_set`).
+        extent (mean and max distance of the samples from their minima, RMS spread, the largest line-search
+        ``spacing``: a narrower gap may have been stepped over) from one batched :func:`landscape.sample_sublevel_set`.
     attempts : int
         Refinements tried per pair of valleys before they are reported separate.
     tol : float, optional
