@@ -46,3 +46,73 @@ def test_network_curvature_matches_dense_hessian(gen):
     m = metrics[0]
     assert abs(m["hessian_trace"] - torch.trace(dense).item()) < 4 * m["hessian_trace_stderr"] + 1e-9
     assert m["loss"] == pytest.approx(problem.loss(thetas[0]).item())
+
+
+def test_hvp_through_a_conv_net_is_torchs_own():
+    """The wide evaluator writes its gradient out: a Hessian-vector product through it raised (digits_cnn's average
+    pooling) — ``landscape valleys --metrics`` crashed on conv nets. hvp sets it aside for the generic evaluator,
+    and its functions refuse a second derivative rather than give one (digits_resnet's had happened to be right;
+    torch's once_differentiable would have made them constants, 67% off, silently)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    problem = landscape.make_problem("digits_cnn", n_train=64)
+    problem.bn = "frozen"
+    assert problem.evaluator == "wide"
+    thetas = problem.init(torch.Generator().manual_seed(0), n=2, dtype=torch.float64)
+    vectors = torch.randn(thetas.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    got = hvp(problem, thetas, vectors)
+    model = copy.deepcopy(problem.module()).double().eval()
+    x, y = problem.data("train")
+    names, shapes = zip(*[(n, p.shape) for n, p in model.named_parameters()])
+
+    def loss(t):
+        params = dict(zip(names, (q.view(s) for q, s in zip(torch.split(t, [s.numel() for s in shapes]), shapes))))
+        return F.cross_entropy(torch.func.functional_call(model, params, (x.double(),)), y)
+
+    for t, v, h in zip(thetas, vectors, got):
+        torch.testing.assert_close(h, torch.autograd.functional.hvp(loss, t, v)[1], rtol=1e-10, atol=1e-12)
+    assert problem.evaluator == "wide"  # set back
+    with torch.enable_grad():  # a gradient to differentiate, through the wide evaluator itself: refused
+        t = thetas.clone().requires_grad_(True)
+        with pytest.raises(RuntimeError, match="no second derivative"):
+            torch.autograd.grad(problem.loss(t).sum(), t, create_graph=True)
+        torch.autograd.grad(problem.loss(t).sum(), t)  # a first derivative is what it is for
+
+
+def test_hvp_of_venturis_population_loss_keeps_the_arc_cosines_second_derivative():
+    """The arc-cosine kernel's written-out derivative π − φ held φ as a constant: its Hessian-vector products were
+    19% off, silently (and NaN where a unit meets itself once it was not). Central differences converge to it."""
+    problem = landscape.make_problem("venturi_relu", population=True)
+    thetas = problem.init(torch.Generator().manual_seed(0), n=2, dtype=torch.float64)
+    v = torch.randn(thetas.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    got = hvp(problem, thetas, v)
+    gaps = []
+    for eps in (1e-3, 1e-4):
+        fd = (problem.loss_and_grad(thetas + eps * v)[1] - problem.loss_and_grad(thetas - eps * v)[1]) / (2 * eps)
+        gaps.append(float(((got - fd).norm(dim=1) / fd.norm(dim=1)).max()))
+    assert gaps[1] < 1e-6 and gaps[1] < gaps[0] / 50  # O(eps²): the same function's second derivative
+
+
+def test_saddles_and_maxima_are_not_minima():
+    """Stationary points of Himmelblau's function and the double well: the four saddles and the local maximum pass
+    the gradient criterion; Lanczos's lowest Ritz value finds their negative curvature (closed form) and the
+    valley count refuses them, while the minima pass."""
+    from landscape.minima.curvature import extreme_eigenvalues
+    from landscape.minima.stationary import require_minima
+
+    problem = landscape.make_problem("himmelblau")
+    points = torch.cat([problem.minima, problem.saddles])
+    exact = torch.stack([torch.linalg.eigvalsh(himmelblau_hessian(*p.tolist())) for p in points])
+    lowest, highest = extreme_eigenvalues(problem, points)
+    torch.testing.assert_close(lowest, exact[:, 0]) and torch.testing.assert_close(highest, exact[:, -1])
+    names = [f"p{i}" for i in range(len(points))]
+    assert torch.equal(require_minima(problem, problem.minima, names[:4])[0], problem.minima)
+    with pytest.raises(landscape.LandscapeError, match=r"^p4, p5, p6 and 1 more are not minima: saddles or maxima, "
+                                                       r"stationary with negative curvature") as err:
+        require_minima(problem, points, names)
+    assert "\n" not in str(err.value)
+    peak = torch.tensor([[-0.270845, -0.923039]], dtype=torch.float64)  # Himmelblau's local maximum
+    with pytest.raises(landscape.LandscapeError, match="p9 is not a minimum: a saddle or a maximum"):
+        require_minima(problem, torch.cat([problem.minima[:1], peak]), ["p8", "p9"])

@@ -6,6 +6,8 @@ batch and each Hessian-vector product is one double-backward pass through ``prob
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .._errors import LandscapeError
@@ -29,11 +31,26 @@ def hvp(problem: Problem, thetas: torch.Tensor, vectors: torch.Tensor) -> torch.
     if thetas.shape != vectors.shape or thetas.dim() != 2:
         raise LandscapeError(f"hvp needs thetas and vectors of the same shape (K, D), got "
                              f"{tuple(thetas.shape)} and {tuple(vectors.shape)}")
-    with torch.enable_grad():
+    with torch.enable_grad(), _twice_differentiable(problem):
         x = thetas.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(problem.loss(x).sum(), x, create_graph=True)
         (hv,) = torch.autograd.grad((g * vectors).sum(), x)
     return hv
+
+
+@contextlib.contextmanager
+def _twice_differentiable(problem: Problem):
+    """The problem's evaluators that differentiate twice: the wide evaluator of conv nets writes its gradient out
+    (a second derivative through it raised on digits_cnn's pooling; its functions now refuse one everywhere) and
+    is set aside meanwhile for the generic one (the same function)."""
+    wide = getattr(problem, "_wide", None)
+    if wide is not None:
+        problem._wide = None
+    try:
+        yield
+    finally:
+        if wide is not None:
+            problem._wide = wide
 
 
 def top_eigenvalue(problem: Problem, thetas: torch.Tensor, *, iters: int = 100, tol: float = 1e-6,
@@ -73,6 +90,42 @@ def top_eigenvalue(problem: Problem, thetas: torch.Tensor, *, iters: int = 100, 
         if done:
             break
     return lam, v
+
+
+def extreme_eigenvalues(problem: Problem, thetas: torch.Tensor, *, steps: int = 20,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest and highest Ritz values of the Hessian at K points: ``steps`` of Lanczos, all points in one batch.
+
+    Each Ritz value is a Rayleigh quotient vᵀHv of a unit vector v of the Krylov space, so the lowest lies at or
+    above λ_min and the highest at or below λ_max (up to rounding, also without reorthogonalization): a negative
+    lowest value *shows* a direction of negative curvature; a non-negative one is what ``steps`` steps found.
+
+    Returns
+    -------
+    lowest, highest : Tensor, shape (K,)
+    """
+    generator = resolve_generator(generator)
+    k, d = thetas.shape
+    v = torch.randn(thetas.shape, generator=generator, dtype=thetas.dtype).to(thetas.device)
+    v = v / v.norm(dim=1, keepdim=True)
+    previous, beta = torch.zeros_like(v), torch.zeros(k, dtype=thetas.dtype, device=thetas.device)
+    alphas, betas = [], []
+    for i in range(min(steps, d)):
+        w = hvp(problem, thetas, v) - beta[:, None] * previous
+        alpha = (w * v).sum(1)
+        w = w - alpha[:, None] * v
+        alphas.append(alpha)
+        beta = w.norm(dim=1)
+        if i == min(steps, d) - 1 or bool((beta <= 1e-10 * alpha.abs().clamp_min(1e-30)).all()):
+            break  # an invariant subspace (a breakdown) ends the run for every point
+        betas.append(beta)
+        previous, v = v, w / beta.clamp_min(torch.finfo(w.dtype).tiny)[:, None]
+    t = torch.diag_embed(torch.stack(alphas, 1).double())
+    if betas:
+        off = torch.stack(betas, 1).double()
+        t = t + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    ritz = torch.linalg.eigvalsh(t.cpu())
+    return ritz[:, 0].to(thetas), ritz[:, -1].to(thetas)
 
 
 def hessian_trace(problem: Problem, thetas: torch.Tensor, *, samples: int = 64,

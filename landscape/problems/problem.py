@@ -124,8 +124,9 @@ class Problem:
         Returns
         -------
         Tensor, shape (K,) (or a scalar for a single (D,) input)
-            Differentiable when ``thetas`` requires grad (Hessian-vector products, curve training);
-            otherwise computed without building a graph.
+            Differentiable when ``thetas`` requires grad (curve training); otherwise computed without building a
+            graph. Second derivatives (Hessian-vector products): :func:`landscape.minima.curvature.hvp`, which sets
+            aside an evaluator that writes its gradient out (the conv nets' wide evaluator refuses a second one).
         """
         thetas, single = self._check(thetas)
         with torch.set_grad_enabled(torch.is_grad_enabled() and thetas.requires_grad):

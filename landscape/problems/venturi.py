@@ -215,18 +215,22 @@ class VenturiProblem(NetworkProblem):
 
 class _ArcCosine(torch.autograd.Function):
     """J(c) = sin φ + (π − φ) cos φ with c = cos φ, and its derivative dJ/dc = π − φ (finite at c = ±1,
-    where √(1 − c²) alone is not differentiable)."""
+    where √(1 − c²) alone is not differentiable), computed from c so that it is differentiable again
+    (Hessian-vector products: the second derivative 1/√(1 − c²) had been lost with φ saved as a constant).
+    At c = ±1 it is taken as 0: there c is a unit's cosine with itself, constant (else inf · 0 made it NaN)."""
 
     @staticmethod
     def forward(ctx, c):
+        ctx.save_for_backward(c)
         phi = torch.arccos(c)
-        ctx.save_for_backward(phi)
         return torch.sqrt((1 - c * c).clamp_min(0)) + (math.pi - phi) * c
 
     @staticmethod
     def backward(ctx, grad):
-        (phi,) = ctx.saved_tensors
-        return grad * (math.pi - phi)
+        (c,) = ctx.saved_tensors
+        inside = c.abs() < 1
+        slope = math.pi - torch.arccos(torch.where(inside, c, torch.zeros_like(c)))  # no inf · 0 outside
+        return grad * torch.where(inside, slope, math.pi - torch.arccos(c.detach()))
 
 
 def venturi_relu(width: int = 3, input_dim: int = 4, alpha: float = 2.0, beta: float = 3.0, n_train: int = 4000,
