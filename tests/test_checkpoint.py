@@ -127,6 +127,16 @@ def test_nan_parameters(saved, tmp_path):
         load_checkpoint(tmp_path / "nan.pt")
 
 
+def test_nan_parameters_are_not_written(saved, problem, tmp_path):
+    """save_checkpoint wrote a NaN θ that no command could load; it is refused, and nothing is written."""
+    _, theta = saved
+    bad = theta.clone()
+    bad[0] = float("inf")
+    with pytest.raises(LandscapeError, match=r"diverged\.pt: 1 parameter\(s\) are NaN or infinite"):
+        save_checkpoint(tmp_path / "diverged.pt", problem, bad)
+    assert not (tmp_path / "diverged.pt").exists()
+
+
 def test_unknown_problem_in_file(saved, tmp_path):
     path, _ = saved
     rec = _record(path)

@@ -114,6 +114,7 @@ def save_checkpoint(path, problem: Problem, theta: torch.Tensor, *, loss: float 
     theta = theta.detach().cpu()
     if theta.shape != (problem.dim,):
         raise LandscapeError(f"theta has shape {tuple(theta.shape)}, expected ({problem.dim},) for {problem.name}")
+    _check_finite(path, theta)  # not written: no command could load it
     if loss is None or grad_norm is None:
         value, grad = problem.loss_and_grad(theta[None])
         loss = float(value[0]) if loss is None else loss
