@@ -173,8 +173,8 @@ def require_minima(problem: Problem, thetas: torch.Tensor, names, *, polish_poin
         Naming the points that are not minima and the fix.
     """
     thetas, rows = _stationary(problem, thetas, names, polish_points, steps, shown)
-    lowest, highest = extreme_eigenvalues(problem, thetas, steps=CURVATURE_STEPS)
-    saddles = torch.nonzero(lowest < -(CURVATURE_RTOL * highest.clamp_min(0) + 1e-12)).flatten().tolist()
+    curved, lowest, highest = negative_curvature(problem, thetas)
+    saddles = torch.nonzero(curved).flatten().tolist()
     if saddles:
         i, bad = saddles[0], [names[j] for j in saddles]
         what = "a saddle or a maximum" if len(bad) == 1 else "saddles or maxima"
@@ -183,6 +183,13 @@ def require_minima(problem: Problem, thetas: torch.Tensor, names, *, polish_poin
                              f"{float(highest[i]):.3g}; {CURVATURE_STEPS} Lanczos steps); leave "
                              f"{'it' if len(bad) == 1 else 'them'} out")
     return thetas, rows
+
+
+def negative_curvature(problem: Problem, thetas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which points have a Hessian eigenvalue below −:data:`CURVATURE_RTOL` · λ_max (saddles, maxima), by
+    :data:`CURVATURE_STEPS` batched Lanczos steps; with the lowest and highest Ritz values."""
+    lowest, highest = extreme_eigenvalues(problem, thetas, steps=CURVATURE_STEPS)
+    return lowest < -(CURVATURE_RTOL * highest.clamp_min(0) + 1e-12), lowest, highest
 
 
 def _stationary(problem, thetas, names, polish_points, steps, shown):
@@ -227,4 +234,4 @@ def _minima(names) -> str:
 
 
 __all__ = ["GRAD_RTOL", "LOSS_FLOOR", "POLISH_STEPS", "Polished", "criterion_text", "gradient_tolerance",
-           "is_stationary", "polish", "require_minima"]
+           "is_stationary", "negative_curvature", "polish", "require_minima"]

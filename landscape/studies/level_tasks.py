@@ -119,8 +119,8 @@ def count_valleys(params: dict, *, device) -> dict:
     Figures
     -------
     n_minima, global_loss (L*), zero_loss, worst_loss, global_ratio (L* over the zero network's loss);
-    max_grad_norm (the largest ‖∇L‖ among the minima counted), not_minima (seeds left out: not minima);
-    at the levels f: n_valleys_low (at the lowest), n_valleys_max, n_spurious_max, spurious_levels
+    max_grad_norm (the largest ‖∇L‖ among the minima counted), not_minima (seeds left out: not stationary, or
+    saddles); at the levels f: n_valleys_low (at the lowest), n_valleys_max, n_spurious_max, spurious_levels
     (fraction of the levels with a spurious valley); spurious_minima (fraction of the minima lying in
     a spurious valley at their own level); spurious_any (1 if some level, of either kind, has a
     spurious valley, else 0); spurious_proven_any (1 if some level has a valley proven spurious: apart
@@ -131,7 +131,7 @@ def count_valleys(params: dict, *, device) -> dict:
     within ``tol`` of L*); and ``series``: fraction, level, minima_below, n_valleys, n_spurious,
     n_spurious_at_least, spurious (0 or 1) per level f.
     """
-    from ..minima.stationary import criterion_text, polish
+    from ..minima.stationary import criterion_text, negative_curvature, polish
     from ..minima.train import train
     from ..valleys.graph import spurious_tolerance
     from ..valleys.search import find_valleys
@@ -160,6 +160,7 @@ def count_valleys(params: dict, *, device) -> dict:
         keep[off.cpu()] = again.converged.cpu()
     else:
         keep = torch.ones(len(seeds), dtype=torch.bool)
+    keep[keep.clone()] &= ~negative_curvature(problem, thetas[keep.to(thetas.device)])[0].cpu()  # saddles: left out
     if int(keep.sum()) < 2:
         raise LandscapeError(f"only {int(keep.sum())} of {len(seeds)} seeds reached a minimum ({criterion_text()}); "
                              "train longer (steps) or use more seeds")
