@@ -116,3 +116,28 @@ def test_saddles_and_maxima_are_not_minima():
     peak = torch.tensor([[-0.270845, -0.923039]], dtype=torch.float64)  # Himmelblau's local maximum
     with pytest.raises(landscape.LandscapeError, match="p9 is not a minimum: a saddle or a maximum"):
         require_minima(problem, torch.cat([problem.minima[:1], peak]), ["p8", "p9"])
+
+
+def test_lanczos_rows_that_break_down_keep_their_ritz_values():
+    """Hessians with few distinct eigenvalues span their Krylov spaces in a few steps: here 3 where θ₀ > 0
+    (−3, 1, 2 in D = 40) and 5 where θ₀ < 0 (−1, 0.5, 1, 4, 7). A row whose run breaks down while the others go
+    on must not gain Ritz values from the noise of its finished run: the extremes stay the spectra's."""
+    from landscape.problems.layout import Layout
+    from landscape.problems.problem import Problem
+    from landscape.minima.curvature import extreme_eigenvalues
+
+    three = torch.tensor([-3.0] + [1.0] * 20 + [2.0] * 19, dtype=torch.float64)
+    five = torch.tensor([-1.0] * 8 + [0.5] * 8 + [1.0] * 8 + [4.0] * 8 + [7.0] * 8, dtype=torch.float64)
+
+    class Quadratics(Problem):  # ½ θᵀ diag(a) θ, a chosen by the sign of θ₀ (constant near each point)
+        def _evaluate(self, thetas, data):
+            a = torch.where(thetas[:, :1] > 0, three.to(thetas), five.to(thetas))
+            return 0.5 * (thetas.pow(2) * a).sum(1)
+
+    problem = Quadratics("quadratics40", {}, Layout(("theta",), ((40,),)))
+    points = torch.randn(6, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    points[:, 0] = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    lowest, highest = extreme_eigenvalues(problem, points, steps=20)
+    positive = points[:, 0] > 0
+    torch.testing.assert_close(lowest, torch.where(positive, -3.0, -1.0).double(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(highest, torch.where(positive, 2.0, 7.0).double(), rtol=0, atol=1e-9)

@@ -109,17 +109,21 @@ def extreme_eigenvalues(problem: Problem, thetas: torch.Tensor, *, steps: int = 
     v = torch.randn(thetas.shape, generator=generator, dtype=thetas.dtype).to(thetas.device)
     v = v / v.norm(dim=1, keepdim=True)
     previous, beta = torch.zeros_like(v), torch.zeros(k, dtype=thetas.dtype, device=thetas.device)
-    alphas, betas = [], []
+    alphas, betas, done = [], [], torch.zeros(k, dtype=torch.bool, device=thetas.device)
     for i in range(min(steps, d)):
         w = hvp(problem, thetas, v) - beta[:, None] * previous
         alpha = (w * v).sum(1)
+        if alphas:  # a row past its breakdown repeats its last value, cut off by a zero β: no new Ritz value
+            alpha = torch.where(done, alphas[-1], alpha)
         w = w - alpha[:, None] * v
         alphas.append(alpha)
         beta = w.norm(dim=1)
-        if i == min(steps, d) - 1 or bool((beta <= 1e-10 * alpha.abs().clamp_min(1e-30)).all()):
-            break  # an invariant subspace (a breakdown) ends the run for every point
+        done = done | (beta <= 1e-10 * alpha.abs().clamp_min(1e-30))  # an invariant subspace: the row's T is complete
+        if i == min(steps, d) - 1 or bool(done.all()):
+            break
+        beta = beta.masked_fill(done, 0.0)
         betas.append(beta)
-        previous, v = v, w / beta.clamp_min(torch.finfo(w.dtype).tiny)[:, None]
+        previous, v = v, torch.where(done[:, None], v, w / beta.clamp_min(torch.finfo(w.dtype).tiny)[:, None])
     t = torch.diag_embed(torch.stack(alphas, 1).double())
     if betas:
         off = torch.stack(betas, 1).double()
