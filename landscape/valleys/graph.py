@@ -40,6 +40,15 @@ def pairwise_apart(ks, apart: set) -> list:
     return chosen
 
 
+def proven_spurious(n: int, spurious: list, apart: set) -> tuple[list, int]:
+    """Of ``n`` valleys, the ``spurious`` ones (indices) proven apart from every other valley, which holds a global
+    minimum, and how many of those are proven pairwise apart (:func:`pairwise_apart`): the spurious count's lower
+    bound."""
+    holding = [k for k in range(n) if k not in spurious]
+    proven = [k for k in spurious if all((min(k, g), max(k, g)) in apart for g in holding)]
+    return proven, len(pairwise_apart(proven, apart))
+
+
 def spurious_tolerance(global_loss: float, tol: float | None = None) -> float:
     """How far above the global best a valley's best loss must lie for the valley to count as spurious.
 
@@ -236,9 +245,7 @@ class ValleyGraph:
         valleys = self.valleys(level) if valleys is None else valleys
         apart = self._apart(level, valleys)
         spurious = [k for k, v in enumerate(valleys) if self.is_spurious(v, tol)]
-        holding = [k for k in range(len(valleys)) if k not in spurious]
-        proven = [k for k in spurious if all((min(k, g), max(k, g)) in apart for g in holding)]
-        at_least = len(pairwise_apart(proven, apart))
+        proven, at_least = proven_spurious(len(valleys), spurious, apart)
         return {"spurious": spurious, "spurious_proven": proven, "n_spurious_at_least": at_least,
                 "spurious_is_upper_bound": at_least < len(spurious)}
 

@@ -22,7 +22,7 @@ from typing import Mapping
 from networkx.utils import UnionFind
 
 from .._errors import LandscapeError
-from ..valleys.graph import pairwise_apart, spurious_tolerance
+from ..valleys.graph import proven_spurious, spurious_tolerance
 
 
 @dataclass
@@ -90,10 +90,7 @@ class MergeTree:
         each other (as :meth:`landscape.ValleyGraph.spurious_known` counts them)."""
         valleys, apart = self._apart(level, separations)
         stranded = self.spurious_at(level, tol=tol)
-        spurious = [k for k, g in enumerate(valleys) if g in stranded]
-        holding = [k for k in range(len(valleys)) if k not in spurious]
-        proven = [k for k in spurious if all((min(k, h), max(k, h)) in apart for h in holding)]
-        return len(pairwise_apart(proven, apart))
+        return proven_spurious(len(valleys), [k for k, g in enumerate(valleys) if g in stranded], apart)[1]
 
 
 def _normalize_separations(separations):
