@@ -4,8 +4,8 @@ Hit-and-run (Smith 1984; Lovász 1999) walks along random lines: from θ it draw
 finds the chord {θ + s·d} ∩ Ω_u through θ and jumps to a uniform point of it. Restricted to the
 piece of chord that contains θ, the chain stays in θ's connected component *as far as its line search
 resolves it*: the piece is found on a grid along the line, and a gap of Ω_u narrower than the grid's
-spacing can be stepped over (the tilted double well 1% below its pass: a gap 0.15 wide, spacings up to
-0.38, and 41% of a chain's samples in the other valley). Each chain reports the largest spacing it
+spacing can be stepped over (the tilted double well 1% below its pass: a gap 0.15 wide, a spacing of
+0.5, and 41% of a chain's samples in the other valley). Each chain reports the largest spacing it
 used (``SublevelSamples.spacing``); ``max_spacing`` bounds it, at the cost of more points per line.
 All chains and all points of every line search are evaluated in one batched call per step.
 """
