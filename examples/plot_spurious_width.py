@@ -49,3 +49,4 @@ ax.plot(shown, [sum(f["spurious_any"] > 0 for f in done[w]) / len(done[w]) for w
 ax.set(xscale="log", xlabel="width", ylabel="data sets with a valley\nnot joined to a global minimum",
        ylim=(-0.05, 1.05))
 ax.set_xticks(widths, [str(w) for w in widths])
+ax.minorticks_off()  # a log axis would also label 2×10⁰, 3×10⁰ between the widths
